@@ -1,0 +1,120 @@
+// `wiremesh lab ...`: bring a lab cluster up, show it, run commands in it, tear it down.
+import { parseArgs } from 'node:util';
+import { spawn } from 'node:child_process';
+import { Lab, parseCniChoice, type LabStatus } from '../lab/index.ts';
+
+function intFlag(value: string | undefined, name: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!/^\d+$/.test(value)) throw new Error(`--${name} takes a whole number, not '${value}'`);
+  return Number(value);
+}
+
+export function renderLabStatus(s: LabStatus): string {
+  const lines = [
+    `lab ${s.name}: kube-apiserver ${s.apiserver}, underlay ${s.underlay}, CNI ${s.cni}`,
+    `kubeconfig: ${s.kubeconfig}`,
+    '',
+    'NODE'.padEnd(20) + 'UNDERLAY IP'.padEnd(16) + 'NETNS',
+    ...s.nodes.map((n) => n.name.padEnd(20) + n.underlayIP.padEnd(16) + n.netns),
+  ];
+  if (s.pods.length) {
+    lines.push('', 'POD'.padEnd(32) + 'NODE'.padEnd(20) + 'IPS');
+    for (const p of s.pods)
+      lines.push(`${p.namespace}/${p.name}`.padEnd(32) + p.node.padEnd(20) + p.ips.join(','));
+  }
+  lines.push('', 'PROCESS'.padEnd(24) + 'PID'.padEnd(10) + 'STATE');
+  for (const p of s.processes)
+    lines.push(
+      p.name.padEnd(24) +
+        String(p.pid).padEnd(10) +
+        (p.running ? 'running' : `exited (log ${p.log})`),
+    );
+  return lines.join('\n') + '\n';
+}
+
+export async function runLabCommand(argv: string[]): Promise<number> {
+  const [verb, ...rest] = argv;
+  const dashdash = rest.indexOf('--');
+  const flagArgs = dashdash >= 0 ? rest.slice(0, dashdash) : rest;
+  const command = dashdash >= 0 ? rest.slice(dashdash + 1) : [];
+  const { values, positionals } = parseArgs({
+    args: flagArgs,
+    allowPositionals: true,
+    options: {
+      name: { type: 'string', default: 'lab' },
+      nodes: { type: 'string' },
+      'pods-per-node': { type: 'string' },
+      cni: { type: 'string', default: 'bridge' },
+      output: { type: 'string', short: 'o' },
+      'keep-on-failure': { type: 'boolean', default: false },
+    },
+  });
+  const name = values.name;
+  switch (verb) {
+    case 'up': {
+      const started = Date.now();
+      const lab = await Lab.up({
+        name,
+        nodes: intFlag(values.nodes, 'nodes', 3),
+        podsPerNode: intFlag(values['pods-per-node'], 'pods-per-node', 2),
+        cni: parseCniChoice(values.cni),
+        keepOnFailure: values['keep-on-failure'],
+        progress: (line) => process.stderr.write(`${line}\n`),
+      });
+      process.stdout.write(renderLabStatus(lab.status()));
+      process.stdout.write(
+        `\nlab ${name} is up (${((Date.now() - started) / 1000).toFixed(1)} s).\n` +
+          `  kubectl:   KUBECONFIG=${lab.state.kubeconfig} kubectl get nodes -o wide\n` +
+          `  a command: ./bin/wiremesh lab exec --name ${name} ${lab.plan.nodes[0]?.name ?? 'NODE'} -- ip addr\n` +
+          `  tear down: ./bin/wiremesh lab down --name ${name}\n`,
+      );
+      return 0;
+    }
+    case 'status': {
+      const lab = await Lab.load(name);
+      const status = lab.status();
+      if (values.output === 'json') process.stdout.write(JSON.stringify(status, null, 2) + '\n');
+      else if (values.output === undefined) process.stdout.write(renderLabStatus(status));
+      else throw new Error(`unknown output format '${values.output}': use -o json`);
+      return 0;
+    }
+    case 'exec': {
+      const target = positionals[0];
+      if (!target || command.length === 0)
+        throw new Error('usage: wiremesh lab exec [--name lab] NODE[/POD] -- COMMAND...');
+      const lab = await Lab.load(name);
+      const [node, pod] = target.split('/');
+      let prefix: string[];
+      if (pod) {
+        const p = lab.pod(pod);
+        if (p.node !== lab.node(node ?? '').name)
+          throw new Error(`pod ${pod} runs on ${p.node}, not ${node}`);
+        prefix = lab.execPrefix({ pod });
+      } else {
+        prefix = lab.execPrefix({ node: node ?? '' });
+      }
+      const [file, ...args] = [...prefix, ...command];
+      return await new Promise<number>((resolve, reject) => {
+        const child = spawn(file ?? '', args, { stdio: 'inherit' });
+        child.on('error', reject);
+        child.on('close', (code, signal) => resolve(code ?? (signal ? 128 : 1)));
+      });
+    }
+    case 'down': {
+      const lab = await Lab.load(name).catch(() => undefined);
+      if (!lab) {
+        process.stderr.write(`lab ${name}: not running, nothing to do\n`);
+        return 0;
+      }
+      await lab.down();
+      process.stderr.write(`lab ${name}: removed\n`);
+      return 0;
+    }
+    case 'list': {
+      for (const l of await Lab.list()) process.stdout.write(`${l}\n`);
+      return 0;
+    }
+    default:
+      throw new Error(`unknown lab command '${verb ?? ''}': use up, status, exec, down or list`);
+  }
+}

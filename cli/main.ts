@@ -1,0 +1,40 @@
+// The `wiremesh` command line: the only place that prints for humans and calls
+// process.exit. Each subcommand parses its flags, calls the concern's index,
+// and turns an error into one clear line and a non-zero exit code.
+import { runLabCommand } from './lab.ts';
+
+const USAGE = `usage: wiremesh <command> [flags]
+
+commands:
+  lab up     [--name lab] [--nodes 3] [--pods-per-node 2] [--cni bridge]
+  lab status [--name lab] [-o json]
+  lab exec   [--name lab] NODE[/POD] -- COMMAND...
+  lab down   [--name lab]
+  lab list
+`;
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'lab':
+      return runLabCommand(rest);
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(USAGE);
+      return command === undefined ? 2 : 0;
+    default:
+      process.stderr.write(`wiremesh: unknown command '${command}'\n\n${USAGE}`);
+      return 2;
+  }
+}
+
+try {
+  process.exitCode = await main(process.argv.slice(2));
+} catch (e) {
+  const err = e as Error;
+  process.stderr.write(`wiremesh: ${err.message}\n`);
+  if (process.env.WIREMESH_DEBUG) process.stderr.write(`${err.stack ?? ''}\n`);
+  process.exitCode = 1;
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what wiremesh needs on a Debian machine, idempotently: the Debian
+# packages the lab and the dataplane call (only those missing, so a warm run does
+# not touch apt), the npm dependencies (Node.js 24 among them), and the Go-built
+# tools (hack/build-tools.sh). Run as root; `make deps` calls it.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+packages=(curl iproute2 nftables wireguard-tools iputils-ping tcpdump iperf3 socat openssl util-linux procps kmod ethtool)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "install-deps: Debian packages missing (${missing[*]}) and not root to install them" >&2
+    exit 1
+  fi
+  echo "install-deps: apt-get install ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# npm ci only when the lock file changed since the last install.
+lock_hash="$(sha256sum package-lock.json | cut -c1-16)"
+if [[ ! -x node_modules/.bin/node || "$(cat node_modules/.wiremesh-lock 2>/dev/null)" != "$lock_hash" ]]; then
+  echo "install-deps: npm ci" >&2
+  npm ci --no-audit --no-fund --loglevel=error
+  echo "$lock_hash" >node_modules/.wiremesh-lock
+fi
+node_modules/.bin/node --version | grep -q '^v24\.' || { echo "install-deps: node_modules/.bin/node is not Node.js 24" >&2; exit 1; }
+
+hack/build-tools.sh

@@ -1,0 +1,82 @@
+// The lab as a cluster driver. With WIREMESH_E2E_LAB=<name> the suites attach to a
+// lab that is already running (one lab shared by every suite of a run, which
+// keeps the suite fast); otherwise a suite brings up its own lab and removes it.
+import { Lab, type UpOptions } from '../lab/index.ts';
+import type { RunOptions, RunResult } from '../sys/index.ts';
+import type { ClusterDriver, ClusterPod } from './driver.ts';
+
+export class LabDriver implements ClusterDriver {
+  readonly kind = 'lab';
+  readonly lab: Lab;
+  private readonly owned: boolean;
+
+  private constructor(lab: Lab, owned: boolean) {
+    this.lab = lab;
+    this.owned = owned;
+  }
+
+  static async open(options: UpOptions): Promise<LabDriver> {
+    const shared = process.env.WIREMESH_E2E_LAB;
+    if (shared) return new LabDriver(await Lab.load(shared), false);
+    return new LabDriver(await Lab.up(options), true);
+  }
+
+  /** A lab this suite owns outright, whatever the environment says. */
+  static async fresh(options: UpOptions): Promise<LabDriver> {
+    return new LabDriver(await Lab.up(options), true);
+  }
+
+  get kubeconfig(): string {
+    return this.lab.state.kubeconfig;
+  }
+
+  nodeNames(): string[] {
+    return this.lab.plan.nodes.map((n) => n.name);
+  }
+
+  pods(): ClusterPod[] {
+    return this.lab.state.pods.map(({ namespace, name, node, ips }) => ({
+      namespace,
+      name,
+      node,
+      ips,
+    }));
+  }
+
+  execInNode(node: string, argv: readonly string[], opts?: RunOptions): Promise<RunResult> {
+    return this.lab.execInNode(node, argv, opts);
+  }
+
+  execInPod(
+    namespace: string,
+    pod: string,
+    argv: readonly string[],
+    opts?: RunOptions,
+  ): Promise<RunResult> {
+    return this.lab.execInPod(pod, argv, { ...opts, namespace });
+  }
+
+  async createPod(
+    node: string,
+    namespace: string,
+    name: string,
+    labels?: Record<string, string>,
+  ): Promise<ClusterPod> {
+    const p = await this.lab.addPod(node, namespace, name, labels);
+    return { namespace: p.namespace, name: p.name, node: p.node, ips: p.ips };
+  }
+
+  deletePod(namespace: string, name: string): Promise<void> {
+    return this.lab.deletePod(name, namespace);
+  }
+
+  async close(): Promise<void> {
+    if (this.owned) await this.lab.down();
+  }
+}
+
+export async function openCluster(options: UpOptions): Promise<ClusterDriver> {
+  const kind = process.env.WIREMESH_E2E_CLUSTER ?? 'lab';
+  if (kind === 'lab') return LabDriver.open(options);
+  throw new Error(`WIREMESH_E2E_CLUSTER=${kind}: only the 'lab' driver exists so far`);
+}

@@ -1,0 +1,556 @@
+// The lab engine: a real Kubernetes control plane and N node namespaces on one
+// machine, with pods wired by a real CNI client. `Lab.up` builds it; `Lab.load`
+// attaches to a running one through its state file; `down` removes every
+// namespace, link, mount, file and process it made, also after a failed `up`.
+import { mkdir, writeFile, readFile, rm, readdir, copyFile, chmod, rmdir } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { join, dirname } from 'node:path';
+import {
+  defaultRunner,
+  requireRoot,
+  toolPath,
+  requireProgram,
+  type Runner,
+  type RunResult,
+  type RunOptions,
+} from '../sys/index.ts';
+import {
+  chooseLabIndex,
+  planLab,
+  validateLabName,
+  validatePodsPerNode,
+  podName,
+  podNetnsName,
+  nodePrivateDir,
+  NODE_PRIVATE_DIRS,
+  LAB_ROOT_RUN,
+  LAB_ROOT_DATA,
+  type LabPlan,
+  type NodePlan,
+} from './plan.ts';
+import { createLabPki, kubeconfigYaml } from './pki.ts';
+import { startEtcd, startApiserver, tail } from './controlplane.ts';
+import { startDaemon, stopDaemon, killPids, isAlive, type ProcRecord } from './procs.ts';
+import {
+  ensurePrivateRunRoot,
+  releaseRunRoot,
+  createBridge,
+  createNodeNamespaces,
+  nodeExecPrefix,
+  podExecPrefix,
+  netnsPids,
+  deleteNetns,
+  releaseMountNamespace,
+  listNetns,
+  listLinks,
+} from './nodes.ts';
+import { withLabLock } from './lock.ts';
+import { kubeClient, registerNode, registerPod, ensureNamespace, deletePod } from './kube.ts';
+import { bridgeConflist, type CniChoice, cniNetworkName, parseCniResultIPs } from './cni.ts';
+
+export interface LabPod {
+  namespace: string;
+  name: string;
+  node: string;
+  netns: string;
+  ips: string[];
+}
+
+export interface LabState {
+  version: 1;
+  name: string;
+  index: number;
+  nodeCount: number;
+  cni: CniChoice;
+  kubeconfig: string;
+  apiserverURL: string;
+  etcdURL: string;
+  procs: ProcRecord[];
+  pods: LabPod[];
+  createdAt: string;
+}
+
+export interface UpOptions {
+  name?: string;
+  nodes?: number;
+  podsPerNode?: number;
+  cni?: CniChoice;
+  runner?: Runner;
+  /** Called with a line of progress for each long step. */
+  progress?: (line: string) => void;
+  /** Leave a half-built lab in place for debugging instead of removing it. */
+  keepOnFailure?: boolean;
+}
+
+const CREATED_DIRS_FILE = `${LAB_ROOT_RUN}/created-dirs.json`;
+
+export class Lab {
+  readonly plan: LabPlan;
+  state: LabState;
+  private readonly runner: Runner;
+
+  private constructor(plan: LabPlan, state: LabState, runner: Runner) {
+    this.plan = plan;
+    this.state = state;
+    this.runner = runner;
+  }
+
+  static stateFile(name: string): string {
+    return `${LAB_ROOT_RUN}/${name}/state.json`;
+  }
+
+  /** Names of the labs that have a state file on this machine. */
+  static async list(): Promise<string[]> {
+    const entries = await readdir(LAB_ROOT_RUN).catch(() => [] as string[]);
+    return entries.filter((e) => existsSync(Lab.stateFile(e))).sort();
+  }
+
+  static async load(name = 'lab', runner: Runner = defaultRunner): Promise<Lab> {
+    validateLabName(name);
+    let raw: string;
+    try {
+      raw = await readFile(Lab.stateFile(name), 'utf8');
+    } catch {
+      throw new Error(
+        `no lab named '${name}' is running (no ${Lab.stateFile(name)}); start one with 'wiremesh lab up --name ${name}'`,
+      );
+    }
+    const state = JSON.parse(raw) as LabState;
+    return new Lab(planLab(state.name, state.index, state.nodeCount), state, runner);
+  }
+
+  static async up(options: UpOptions = {}): Promise<Lab> {
+    const name = validateLabName(options.name ?? 'lab');
+    const nodeCount = options.nodes ?? 3;
+    const podsPerNode = validatePodsPerNode(options.podsPerNode ?? 2);
+    const cni = options.cni ?? 'bridge';
+    const runner = options.runner ?? defaultRunner;
+    const progress = options.progress ?? (() => {});
+    requireRoot('the lab');
+    for (const [prog, pkg] of [
+      ['ip', 'iproute2'],
+      ['nsenter', 'util-linux'],
+      ['unshare', 'util-linux'],
+      ['openssl', 'openssl'],
+      ['mount', 'mount'],
+    ] as const) {
+      await requireProgram(prog, `install the Debian package ${pkg}, or run 'make deps'`);
+    }
+    for (const tool of ['etcd', 'kube-apiserver', 'cnitool']) toolPath(tool);
+
+    const lab = await withLabLock(async () => {
+      if (existsSync(Lab.stateFile(name))) {
+        throw new Error(
+          `a lab named '${name}' already exists; tear it down with 'wiremesh lab down --name ${name}'`,
+        );
+      }
+      const used: number[] = [];
+      for (const other of await Lab.list()) {
+        try {
+          used.push((JSON.parse(await readFile(Lab.stateFile(other), 'utf8')) as LabState).index);
+        } catch {
+          /* unreadable state: its index stays free, down will clean it by name */
+        }
+      }
+      const plan = planLab(name, chooseLabIndex(used), nodeCount);
+      const state: LabState = {
+        version: 1,
+        name,
+        index: plan.index,
+        nodeCount,
+        cni,
+        kubeconfig: join(plan.dataDir, 'kubeconfig'),
+        apiserverURL: plan.apiserverURL,
+        etcdURL: '',
+        procs: [],
+        pods: [],
+        createdAt: new Date().toISOString(),
+      };
+      await ensurePrivateRunRoot(runner);
+      await mkdir(join(plan.runDir, 'mnt'), { recursive: true });
+      await mkdir(join(plan.dataDir, 'logs'), { recursive: true, mode: 0o700 });
+      const l = new Lab(plan, state, runner);
+      await l.save();
+      return l;
+    });
+
+    try {
+      await lab.build(podsPerNode, progress);
+      return lab;
+    } catch (e) {
+      if (!options.keepOnFailure) {
+        progress(`lab ${name}: start-up failed, removing what was built`);
+        await lab.down().catch(() => {});
+      }
+      throw e;
+    }
+  }
+
+  private async build(podsPerNode: number, progress: (line: string) => void): Promise<void> {
+    const { plan, state, runner } = this;
+    const logs = join(plan.dataDir, 'logs');
+    await createBridge(runner, plan.bridge, `${plan.gatewayIP}/${plan.prefixLength}`);
+
+    progress(`lab ${plan.name}: starting etcd and kube-apiserver on ${plan.apiserverURL}`);
+    const pki = await createLabPki(runner, join(plan.dataDir, 'pki'), plan.gatewayIP);
+    const record = async (proc: ProcRecord) => {
+      state.procs.push(proc);
+      await this.save();
+    };
+    const etcd = await startEtcd(pki, join(plan.dataDir, 'etcd'), logs, record);
+    state.etcdURL = etcd.url;
+    await startApiserver(pki, etcd.url, plan.gatewayIP, logs, record);
+    await writeFile(
+      state.kubeconfig,
+      await kubeconfigYaml(plan.apiserverURL, pki.caCert, {
+        name: 'lab-admin',
+        certPath: pki.adminCert,
+        keyPath: pki.adminKey,
+      }),
+      { mode: 0o600 },
+    );
+    const core = kubeClient(state.kubeconfig);
+    await ensureNamespace(core, 'default');
+
+    await this.recordCreatedDirs();
+    for (const node of plan.nodes) {
+      progress(`lab ${plan.name}: node ${node.name} at ${node.underlayIP}`);
+      const privateDirs: Record<string, string> = {};
+      for (const dir of NODE_PRIVATE_DIRS) privateDirs[dir] = nodePrivateDir(plan, node, dir);
+      await createNodeNamespaces(runner, {
+        netns: node.netns,
+        hostVeth: node.hostVeth,
+        bridge: plan.bridge,
+        address: `${node.underlayIP}/${plan.prefixLength}`,
+        mountFile: this.mountFile(node),
+        privateDirs,
+      });
+      await this.installCni(node);
+      await registerNode(core, node.name, node.underlayIP);
+    }
+
+    for (const node of plan.nodes) {
+      for (let j = 0; j < podsPerNode; j++) {
+        await this.addPod(node.name, 'default', podName(node, j), { app: 'lab-probe' });
+      }
+    }
+    if (podsPerNode)
+      progress(`lab ${plan.name}: ${podsPerNode * plan.nodes.length} pods wired through cnitool`);
+  }
+
+  /** Copy the chosen CNI plugin and its conflist into the node's private /opt/cni/bin and /etc/cni/net.d. */
+  private async installCni(node: NodePlan): Promise<void> {
+    const binDir = nodePrivateDir(this.plan, node, '/opt/cni/bin');
+    const confDir = nodePrivateDir(this.plan, node, '/etc/cni/net.d');
+    if (this.state.cni !== 'bridge') {
+      throw new Error(`CNI '${this.state.cni}' is not available in the lab yet; use --cni bridge`);
+    }
+    for (const plugin of ['bridge', 'host-local', 'loopback']) {
+      await copyFile(toolPath(`cni-plugins/${plugin}`), join(binDir, plugin));
+      await chmod(join(binDir, plugin), 0o755);
+    }
+    await writeFile(
+      join(confDir, '10-lab-bridge.conflist'),
+      JSON.stringify(bridgeConflist(node.bridgePodCIDR), null, 2),
+    );
+  }
+
+  mountFile(node: NodePlan): string {
+    return join(this.plan.runDir, 'mnt', node.name);
+  }
+
+  node(name: string): NodePlan {
+    const node = this.plan.nodes.find(
+      (n) => n.name === name || n.name === `${this.plan.name}-${name}`,
+    );
+    if (!node) {
+      throw new Error(
+        `lab '${this.plan.name}' has no node '${name}' (nodes: ${this.plan.nodes.map((n) => n.name).join(', ')})`,
+      );
+    }
+    return node;
+  }
+
+  pod(name: string, namespace?: string): LabPod {
+    const pod = this.state.pods.find(
+      (p) => p.name === name && (namespace === undefined || p.namespace === namespace),
+    );
+    if (!pod)
+      throw new Error(
+        `lab '${this.plan.name}' has no pod '${namespace ? `${namespace}/` : ''}${name}'`,
+      );
+    return pod;
+  }
+
+  /** Runner whose commands execute inside a node's network and mount namespaces. */
+  nodeRunner(nodeName: string): Runner {
+    const node = this.node(nodeName);
+    const prefix = nodeExecPrefix(node.netns, this.mountFile(node));
+    return { run: (argv, opts) => this.runner.run([...prefix, ...argv], opts) };
+  }
+
+  podRunner(podName: string, namespace?: string): Runner {
+    const prefix = podExecPrefix(this.pod(podName, namespace).netns);
+    return { run: (argv, opts) => this.runner.run([...prefix, ...argv], opts) };
+  }
+
+  execInNode(nodeName: string, argv: readonly string[], opts?: RunOptions): Promise<RunResult> {
+    return this.nodeRunner(nodeName).run(argv, opts);
+  }
+
+  execInPod(
+    podName: string,
+    argv: readonly string[],
+    opts?: RunOptions & { namespace?: string },
+  ): Promise<RunResult> {
+    return this.podRunner(podName, opts?.namespace).run(argv, opts);
+  }
+
+  /** argv that runs a command inside a node or pod (for callers that need their own stdio). */
+  execPrefix(target: { node: string } | { pod: string; namespace?: string }): string[] {
+    if ('node' in target) {
+      const node = this.node(target.node);
+      return nodeExecPrefix(node.netns, this.mountFile(node));
+    }
+    return podExecPrefix(this.pod(target.pod, target.namespace).netns);
+  }
+
+  /** Start a long-running process inside a node; it is stopped by `down` or `stopProcess`. */
+  async spawnInNode(
+    nodeName: string,
+    procName: string,
+    argv: readonly string[],
+    env?: NodeJS.ProcessEnv,
+  ): Promise<ProcRecord> {
+    const node = this.node(nodeName);
+    const log = join(this.plan.dataDir, 'logs', `${procName}.log`);
+    const rec = startDaemon(
+      procName,
+      [...nodeExecPrefix(node.netns, this.mountFile(node)), ...argv],
+      log,
+      env,
+    );
+    this.state.procs.push(rec);
+    await this.save();
+    return rec;
+  }
+
+  async stopProcess(procName: string): Promise<void> {
+    const rec = this.state.procs.find((p) => p.name === procName);
+    if (!rec) return;
+    await stopDaemon(rec);
+    this.state.procs = this.state.procs.filter((p) => p !== rec);
+    await this.save();
+  }
+
+  /** Create a pod network namespace on a node, wire it with the node's CNI through cnitool, register the Pod. */
+  async addPod(
+    nodeName: string,
+    namespace: string,
+    name: string,
+    labels: Record<string, string> = {},
+  ): Promise<LabPod> {
+    const node = this.node(nodeName);
+    const netns = podNetnsName(this.plan.name, namespace, name);
+    await this.runner.run(['ip', 'netns', 'add', netns]);
+    const pod: LabPod = { namespace, name, node: node.name, netns, ips: [] };
+    this.state.pods.push(pod);
+    await this.save();
+    await this.runner.run(['ip', 'netns', 'exec', netns, 'ip', 'link', 'set', 'lo', 'up']);
+    const res = await this.runCnitool(node, 'add', pod);
+    pod.ips = parseCniResultIPs(res.stdout);
+    if (pod.ips.length === 0)
+      throw new Error(
+        `cnitool add for pod ${namespace}/${name} returned no address: ${res.stdout}`,
+      );
+    await this.save();
+    const core = kubeClient(this.state.kubeconfig);
+    if (namespace !== 'default') await ensureNamespace(core, namespace);
+    await registerPod(core, {
+      namespace,
+      name,
+      nodeName: node.name,
+      hostIP: node.underlayIP,
+      ips: pod.ips,
+      labels,
+    });
+    return pod;
+  }
+
+  async deletePod(name: string, namespace = 'default'): Promise<void> {
+    const pod = this.pod(name, namespace);
+    await this.runCnitool(this.node(pod.node), 'del', pod, true);
+    await killPids(await netnsPids(this.runner, pod.netns));
+    await deleteNetns(this.runner, pod.netns);
+    await deletePod(kubeClient(this.state.kubeconfig), namespace, name);
+    this.state.pods = this.state.pods.filter((p) => p !== pod);
+    await this.save();
+  }
+
+  private runCnitool(
+    node: NodePlan,
+    verb: 'add' | 'del' | 'check',
+    pod: LabPod,
+    allowFailure = false,
+  ): Promise<RunResult> {
+    const env = {
+      ...process.env,
+      CNI_PATH: '/opt/cni/bin',
+      NETCONFPATH: '/etc/cni/net.d',
+      CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=${pod.namespace};K8S_POD_NAME=${pod.name}`,
+    };
+    return this.execInNode(
+      node.name,
+      [toolPath('cnitool'), verb, cniNetworkName(this.state.cni), `/run/netns/${pod.netns}`],
+      {
+        env,
+        timeoutMs: 60_000,
+        allowFailure,
+      },
+    );
+  }
+
+  /** Remove everything of this lab; safe to call on a half-built lab and twice. */
+  async down(): Promise<void> {
+    const { plan, runner } = this;
+    await withLabLock(async () => {
+      // Pods: CNI DEL through the node's plugin while the node still runs, then the namespace.
+      for (const pod of [...this.state.pods].reverse()) {
+        if (
+          existsSync(`/run/netns/${pod.netns}`) &&
+          existsSync(this.mountFile(this.node(pod.node)))
+        ) {
+          await this.runCnitool(this.node(pod.node), 'del', pod, true).catch(() => undefined);
+        }
+      }
+      for (const procRec of [...this.state.procs].reverse()) await stopDaemon(procRec);
+      const namespaces = (await listNetns(runner)).filter(
+        (n) => n.startsWith(`wml-${plan.name}-`) || n.startsWith(`wmp-${plan.name}-`),
+      );
+      for (const ns of namespaces) await killPids(await netnsPids(runner, ns));
+      for (const ns of namespaces.filter((n) => n.startsWith('wmp-')))
+        await deleteNetns(runner, ns);
+      for (const node of plan.nodes) await releaseMountNamespace(runner, this.mountFile(node));
+      for (const entry of await readdir(join(plan.runDir, 'mnt')).catch(() => [] as string[])) {
+        await releaseMountNamespace(runner, join(plan.runDir, 'mnt', entry));
+      }
+      for (const ns of namespaces.filter((n) => n.startsWith('wml-')))
+        await deleteNetns(runner, ns);
+      for (const link of await listLinks(runner)) {
+        if (link.startsWith(`wml-${plan.name}-`))
+          await runner.run(['ip', 'link', 'del', link], { allowFailure: true });
+      }
+      await rm(plan.runDir, { recursive: true, force: true });
+      await rm(plan.dataDir, { recursive: true, force: true });
+      if ((await Lab.list()).length === 0) {
+        await this.removeCreatedDirs();
+        await releaseRunRoot(runner);
+        await rmdir(LAB_ROOT_RUN).catch(() => {});
+        await rmdir(LAB_ROOT_DATA).catch(() => {});
+      }
+    });
+  }
+
+  /** Host directories the node mounts need that the lab had to create; removed with the last lab. */
+  private async recordCreatedDirs(): Promise<void> {
+    const created: string[] = JSON.parse(
+      await readFile(CREATED_DIRS_FILE, 'utf8').catch(() => '[]'),
+    ) as string[];
+    for (const dir of NODE_PRIVATE_DIRS) {
+      // Record every ancestor mkdir creates, outermost first, so all can be removed.
+      const missing: string[] = [];
+      for (let d: string = dir; d !== '/' && !existsSync(d); d = dirname(d)) missing.unshift(d);
+      if (missing.length) {
+        await mkdir(dir, { recursive: true });
+        created.push(...missing);
+      }
+    }
+    await writeFile(CREATED_DIRS_FILE, JSON.stringify(created));
+  }
+
+  private async removeCreatedDirs(): Promise<void> {
+    const created: string[] = JSON.parse(
+      await readFile(CREATED_DIRS_FILE, 'utf8').catch(() => '[]'),
+    ) as string[];
+    for (const dir of created.reverse()) await rmdir(dir).catch(() => {});
+    await rm(CREATED_DIRS_FILE, { force: true });
+  }
+
+  async save(): Promise<void> {
+    const file = Lab.stateFile(this.plan.name);
+    await writeFile(`${file}.tmp`, JSON.stringify(this.state, null, 2));
+    const { rename } = await import('node:fs/promises');
+    await rename(`${file}.tmp`, file);
+  }
+
+  /** What is running: for `lab status` and for tests. */
+  status(): LabStatus {
+    return {
+      name: this.plan.name,
+      apiserver: this.state.apiserverURL,
+      kubeconfig: this.state.kubeconfig,
+      cni: this.state.cni,
+      underlay: `${this.plan.gatewayIP.replace(/\.1$/, '.0')}/${this.plan.prefixLength}`,
+      nodes: this.plan.nodes.map((n) => ({
+        name: n.name,
+        netns: n.netns,
+        underlayIP: n.underlayIP,
+      })),
+      pods: this.state.pods.map((p) => ({
+        namespace: p.namespace,
+        name: p.name,
+        node: p.node,
+        ips: p.ips,
+      })),
+      processes: this.state.procs.map((p) => ({
+        name: p.name,
+        pid: p.pid,
+        running: isAlive(p),
+        log: p.log,
+      })),
+    };
+  }
+
+  logTail(procName: string, lines = 30): string {
+    const rec = this.state.procs.find((p) => p.name === procName);
+    return rec ? tail(rec.log, lines) : `(no process ${procName})`;
+  }
+}
+
+export interface LabStatus {
+  name: string;
+  apiserver: string;
+  kubeconfig: string;
+  cni: CniChoice;
+  underlay: string;
+  nodes: { name: string; netns: string; underlayIP: string }[];
+  pods: { namespace: string; name: string; node: string; ips: string[] }[];
+  processes: { name: string; pid: number; running: boolean; log: string }[];
+}
+
+/** Leftovers of a lab on this machine: what `down` must leave empty. */
+export async function labLeftovers(
+  name: string,
+  pids: readonly ProcRecord[],
+  runner: Runner = defaultRunner,
+): Promise<string[]> {
+  const found: string[] = [];
+  for (const ns of await listNetns(runner)) {
+    if (ns.startsWith(`wml-${name}-`) || ns.startsWith(`wmp-${name}-`)) found.push(`netns ${ns}`);
+  }
+  for (const link of await listLinks(runner))
+    if (link.startsWith(`wml-${name}-`)) found.push(`link ${link}`);
+  const { listMountPoints } = await import('./nodes.ts');
+  for (const m of await listMountPoints()) {
+    if (
+      m.startsWith(`${LAB_ROOT_RUN}/${name}/`) ||
+      m.startsWith(`/run/netns/wml-${name}-`) ||
+      m.startsWith(`/run/netns/wmp-${name}-`)
+    ) {
+      found.push(`mount ${m}`);
+    }
+  }
+  for (const p of pids) if (isAlive(p)) found.push(`process ${p.name} (pid ${p.pid})`);
+  if (existsSync(`${LAB_ROOT_RUN}/${name}`)) found.push(`directory ${LAB_ROOT_RUN}/${name}`);
+  return found;
+}

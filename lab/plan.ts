@@ -1,0 +1,121 @@
+// The lab's address and naming plan, as pure functions so it is unit-tested and
+// two labs side by side never collide: lab `index` k owns the underlay
+// 198.18.k.0/24 (RFC 2544 test range); the bridge and the kube-apiserver sit on
+// .1 and node i on .(10+i). Reference-plugin pods (before the wiremesh plugin
+// is used) take 100.64.(k*16+i).0/24 inside the RFC 6598 range.
+
+export const LAB_ROOT_RUN = '/run/wiremesh-lab';
+export const LAB_ROOT_DATA = '/var/lib/wiremesh-lab';
+export const MAX_LABS = 16;
+export const MAX_NODES = 15;
+
+const LAB_NAME = /^[a-z][a-z0-9]{0,7}$/;
+
+export function validateLabName(name: string): string {
+  if (!LAB_NAME.test(name)) {
+    throw new Error(
+      `invalid lab name '${name}': use 1-8 lower-case letters or digits, starting with a letter`,
+    );
+  }
+  return name;
+}
+
+export function validateNodeCount(n: number): number {
+  if (!Number.isInteger(n) || n < 1 || n > MAX_NODES) {
+    throw new Error(`invalid node count ${n}: the lab runs 1 to ${MAX_NODES} nodes`);
+  }
+  return n;
+}
+
+export function validatePodsPerNode(n: number): number {
+  if (!Number.isInteger(n) || n < 0 || n > 50) {
+    throw new Error(`invalid pods per node ${n}: use 0 to 50`);
+  }
+  return n;
+}
+
+/** The lowest lab index not in use. */
+export function chooseLabIndex(used: Iterable<number>): number {
+  const taken = new Set(used);
+  for (let i = 0; i < MAX_LABS; i++) if (!taken.has(i)) return i;
+  throw new Error(`all ${MAX_LABS} lab slots are in use; tear a lab down first`);
+}
+
+export interface NodePlan {
+  /** Kubernetes Node name, e.g. `lab-node1`. */
+  name: string;
+  index: number;
+  netns: string;
+  /** Host side of the underlay veth (<= 15 characters). */
+  hostVeth: string;
+  underlayIP: string;
+  /** Pod subnet for the reference bridge/host-local plugins. */
+  bridgePodCIDR: string;
+}
+
+export interface LabPlan {
+  name: string;
+  index: number;
+  bridge: string;
+  gatewayIP: string;
+  prefixLength: number;
+  apiserverURL: string;
+  nodes: NodePlan[];
+  runDir: string;
+  dataDir: string;
+}
+
+export function planLab(name: string, index: number, nodeCount: number): LabPlan {
+  validateLabName(name);
+  validateNodeCount(nodeCount);
+  if (!Number.isInteger(index) || index < 0 || index >= MAX_LABS) {
+    throw new Error(`lab index ${index} out of range`);
+  }
+  const gatewayIP = `198.18.${index}.1`;
+  const nodes: NodePlan[] = [];
+  for (let i = 1; i <= nodeCount; i++) {
+    nodes.push({
+      name: `${name}-node${i}`,
+      index: i,
+      netns: `wml-${name}-node${i}`,
+      hostVeth: `wml-${name}-${i}`,
+      underlayIP: `198.18.${index}.${10 + i}`,
+      bridgePodCIDR: `100.64.${index * 16 + i}.0/24`,
+    });
+  }
+  return {
+    name,
+    index,
+    bridge: `wml-${name}-br`,
+    gatewayIP,
+    prefixLength: 24,
+    apiserverURL: `https://${gatewayIP}:6443`,
+    nodes,
+    runDir: `${LAB_ROOT_RUN}/${name}`,
+    dataDir: `${LAB_ROOT_DATA}/${name}`,
+  };
+}
+
+/** Network namespace of a pod: unique per lab, pod namespace and pod name. */
+export function podNetnsName(lab: string, namespace: string, pod: string): string {
+  return `wmp-${lab}-${namespace}-${pod}`;
+}
+
+export function podName(node: NodePlan, j: number): string {
+  return `${node.name}-pod${j}`;
+}
+
+/** Directories that are private to each node (bind-mounted in its mount namespace). */
+export const NODE_PRIVATE_DIRS = [
+  '/var/lib/wiremesh',
+  '/run/wiremesh',
+  '/run/wireguard',
+  '/etc/cni/net.d',
+  '/opt/cni/bin',
+  '/var/lib/cni',
+] as const;
+
+/** A node's private directory for `dir`, e.g. /var/lib/wiremesh-lab/lab/nodes/lab-node1/etc_cni_net.d */
+export function nodePrivateDir(plan: LabPlan, node: NodePlan, dir: string): string {
+  return `${plan.dataDir}/nodes/${node.name}/${dir.replace(/^\//, '').replaceAll('/', '_')}`;
+}
