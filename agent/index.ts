@@ -1,6 +1,28 @@
-// agent/: the node daemon. It watches the API (Nodes, IP pools and blocks, pods,
-// policies), keeps a snapshot, and runs one serialised, coalescing reconcile loop
-// that asks the planners for desired state and the drivers to apply it. Nothing is
-// written to the dataplane before the first full list has arrived.
-// Built under the WireGuard mesh issue; this file is its public face.
-export {};
+// agent/: the node daemon. It watches the API (Nodes now; IP pools, blocks, pods
+// and policies as those concerns land), keeps a snapshot, and runs one serialised,
+// coalescing reconcile loop that asks the planners for desired state and the
+// drivers to apply it. Nothing is written to the dataplane before the first full list.
+export * from './annotations.ts';
+export {
+  Agent,
+  defaultAgentConfig,
+  DEFAULT_TUNNEL_CIDR,
+  type AgentConfig,
+  type AgentStatus,
+  type PeerStatus,
+} from './agent.ts';
+export { serveAgentApi, callAgent } from './server.ts';
+export { meshNodeFromK8s, type MeshNode, type NodeProblem } from './meshnode.ts';
+export {
+  planMesh,
+  assignTunnelAddresses,
+  type MeshPlan,
+  type PeerPlan,
+  type MeshSettings,
+} from './plan.ts';
+export { MeshDriver, type DeviceProvider, type ApplyReport } from './meshdriver.ts';
+export { Reconciler } from './reconciler.ts';
+export { jsonLogger, silentLogger, type Logger } from './log.ts';
+export { parseEndpoint, formatEndpoint } from './endpoint.ts';
+export { pathMtu } from './mtu.ts';
+export type { WireGuardMode } from './device.ts';

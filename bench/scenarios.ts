@@ -2,6 +2,7 @@
 import { compare, type Figure } from './harness.ts';
 import { Lab } from '../lab/index.ts';
 import { defaultRunner } from '../sys/index.ts';
+import { benchReplan, benchAgentScale, benchConvergence, benchThroughput } from './mesh.ts';
 
 export interface Scenario {
   description: string;
@@ -30,5 +31,23 @@ export const scenarios: Record<string, Scenario> = {
         await lab.down();
       }
     },
+  },
+  replan: {
+    description: 'pure mesh planner at 1,000 and 5,000 nodes, against 3 nodes',
+    run: ({ repeats }) => benchReplan(repeats),
+  },
+  'agent-scale': {
+    description:
+      'one real agent watching 1,000 and 5,000 simulated Node objects: RSS and reconcile pass time',
+    run: ({ repeats }) => benchAgentScale(Math.min(repeats, 10)),
+  },
+  convergence: {
+    description: "a new node's annotation to a peer on all 3 real agents, against a bare watch",
+    run: ({ repeats }) => benchConvergence(repeats),
+  },
+  throughput: {
+    description:
+      'TCP through the mesh tunnel vs a hand-configured wireguard-go tunnel and the plain underlay',
+    run: ({ repeats }) => benchThroughput(Math.min(repeats, 5)),
   },
 };

@@ -47,7 +47,9 @@ export async function runLabCommand(argv: string[]): Promise<number> {
       cni: { type: 'string', default: 'bridge' },
       output: { type: 'string', short: 'o' },
       'keep-on-failure': { type: 'boolean', default: false },
+      agents: { type: 'boolean', default: true },
     },
+    allowNegative: true,
   });
   const name = values.name;
   switch (verb) {
@@ -59,6 +61,7 @@ export async function runLabCommand(argv: string[]): Promise<number> {
         podsPerNode: intFlag(values['pods-per-node'], 'pods-per-node', 2),
         cni: parseCniChoice(values.cni),
         keepOnFailure: values['keep-on-failure'],
+        agents: values.agents,
         progress: (line) => process.stderr.write(`${line}\n`),
       });
       process.stdout.write(renderLabStatus(lab.status()));
@@ -93,7 +96,13 @@ export async function runLabCommand(argv: string[]): Promise<number> {
       } else {
         prefix = lab.execPrefix({ node: node ?? '' });
       }
-      const [file, ...args] = [...prefix, ...command];
+      // Keep the caller's working directory (entering a mount namespace resets it to /).
+      const [file, ...args] = [
+        prefix[0] ?? 'nsenter',
+        `--wd=${process.cwd()}`,
+        ...prefix.slice(1),
+        ...command,
+      ];
       return await new Promise<number>((resolve, reject) => {
         const child = spawn(file ?? '', args, { stdio: 'inherit' });
         child.on('error', reject);

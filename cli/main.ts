@@ -2,11 +2,17 @@
 // process.exit. Each subcommand parses its flags, calls the concern's index,
 // and turns an error into one clear line and a non-zero exit code.
 import { runLabCommand } from './lab.ts';
+import { runAgent, runStatus, runRotateKey, runPlan } from './agent.ts';
 
 const USAGE = `usage: wiremesh <command> [flags]
 
 commands:
-  lab up     [--name lab] [--nodes 3] [--pods-per-node 2] [--cni bridge]
+  agent      --node-name NAME [--kubeconfig FILE] [--resync 30s] [--wireguard auto|kernel|userspace]
+             [--key-rotation-period 0s] [--tunnel-cidr CIDR]   the node daemon
+  status     [-o json|wide]               on a node: peers, handshakes, refused nodes
+  rotate-key                              on a node: new WireGuard key, peers follow
+  plan       --node NAME [--kubeconfig FILE]   what the agent on NAME would program
+  lab up     [--name lab] [--nodes 3] [--pods-per-node 2] [--cni bridge] [--no-agents]
   lab status [--name lab] [-o json]
   lab exec   [--name lab] NODE[/POD] -- COMMAND...
   lab down   [--name lab]
@@ -18,6 +24,14 @@ export async function main(argv: string[]): Promise<number> {
   switch (command) {
     case 'lab':
       return runLabCommand(rest);
+    case 'agent':
+      return runAgent(rest);
+    case 'status':
+      return runStatus(rest);
+    case 'rotate-key':
+      return runRotateKey(rest);
+    case 'plan':
+      return runPlan(rest);
     case undefined:
     case 'help':
     case '--help':

@@ -13,7 +13,7 @@ let driver: LabDriver | undefined;
 let lab: Lab;
 
 test.before(async () => {
-  driver = await LabDriver.fresh({ name: 'e2efound', nodes: 3, podsPerNode: 0 });
+  driver = await LabDriver.fresh({ name: 'e2efound', nodes: 3, podsPerNode: 0, agents: false });
   lab = driver.lab;
 });
 

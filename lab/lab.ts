@@ -28,7 +28,10 @@ import {
   type LabPlan,
   type NodePlan,
 } from './plan.ts';
-import { createLabPki, kubeconfigYaml } from './pki.ts';
+import { createLabPki, kubeconfigYaml, labPki } from './pki.ts';
+import { applyManifestFile, serviceAccountToken, DEPLOY_DIR } from './manifests.ts';
+
+const CLI_MAIN = new URL('../cli/main.ts', import.meta.url).pathname;
 import { startEtcd, startApiserver, tail } from './controlplane.ts';
 import { startDaemon, stopDaemon, killPids, isAlive, type ProcRecord } from './procs.ts';
 import {
@@ -62,6 +65,8 @@ export interface LabState {
   index: number;
   nodeCount: number;
   cni: CniChoice;
+  /** Whether the lab runs the wiremesh agent on every node. */
+  agents: boolean;
   kubeconfig: string;
   apiserverURL: string;
   etcdURL: string;
@@ -75,6 +80,8 @@ export interface UpOptions {
   nodes?: number;
   podsPerNode?: number;
   cni?: CniChoice;
+  /** Run the wiremesh agent on every node (default true). */
+  agents?: boolean;
   runner?: Runner;
   /** Called with a line of progress for each long step. */
   progress?: (line: string) => void;
@@ -159,6 +166,7 @@ export class Lab {
         index: plan.index,
         nodeCount,
         cni,
+        agents: options.agents ?? true,
         kubeconfig: join(plan.dataDir, 'kubeconfig'),
         apiserverURL: plan.apiserverURL,
         etcdURL: '',
@@ -229,6 +237,13 @@ export class Lab {
       await registerNode(core, node.name, node.underlayIP);
     }
 
+    if (state.agents) {
+      progress(`lab ${plan.name}: starting the wiremesh agent on ${plan.nodes.length} nodes`);
+      await applyManifestFile(state.kubeconfig, join(DEPLOY_DIR, 'rbac.yaml'));
+      for (const node of plan.nodes) await this.startAgent(node.name);
+      await Promise.all(plan.nodes.map((n) => this.waitAgentReady(n.name)));
+    }
+
     for (const node of plan.nodes) {
       for (let j = 0; j < podsPerNode; j++) {
         await this.addPod(node.name, 'default', podName(node, j), { app: 'lab-probe' });
@@ -252,6 +267,102 @@ export class Lab {
     await writeFile(
       join(confDir, '10-lab-bridge.conflist'),
       JSON.stringify(bridgeConflist(node.bridgePodCIDR), null, 2),
+    );
+  }
+
+  /** The agent's kubeconfig on a node: the wiremesh-agent ServiceAccount's token, never admin. */
+  private async agentKubeconfig(node: NodePlan): Promise<string> {
+    const path = join(this.plan.dataDir, 'nodes', node.name, 'agent.kubeconfig');
+    const core = kubeClient(this.state.kubeconfig);
+    const token = await serviceAccountToken(core, 'kube-system', 'wiremesh-agent');
+    await writeFile(
+      path,
+      await kubeconfigYaml(this.plan.apiserverURL, labPki(join(this.plan.dataDir, 'pki')).caCert, {
+        name: 'wiremesh-agent',
+        token,
+      }),
+      {
+        mode: 0o600,
+      },
+    );
+    return path;
+  }
+
+  agentProcName(nodeName: string): string {
+    return `agent-${this.node(nodeName).name}`;
+  }
+
+  /** Start the real agent inside a node, with the ServiceAccount's token. */
+  async startAgent(nodeName: string, extraArgs: string[] = []): Promise<ProcRecord> {
+    const node = this.node(nodeName);
+    const kubeconfig = await this.agentKubeconfig(node);
+    return this.spawnInNode(node.name, this.agentProcName(node.name), [
+      process.execPath,
+      '--disable-warning=ExperimentalWarning',
+      CLI_MAIN,
+      'agent',
+      '--node-name',
+      node.name,
+      '--kubeconfig',
+      kubeconfig,
+      '--wireguard-go',
+      toolPath('wireguard-go'),
+      '--resync',
+      '10s',
+      ...extraArgs,
+    ]);
+  }
+
+  /** Stop only the agent process (SIGTERM, or SIGKILL to simulate a crash); its wireguard-go keeps running. */
+  async stopAgent(nodeName: string, signal: 'SIGTERM' | 'SIGKILL' = 'SIGTERM'): Promise<void> {
+    const name = this.agentProcName(nodeName);
+    const rec = this.state.procs.find((p) => p.name === name);
+    if (!rec) return;
+    if (isAlive(rec)) {
+      try {
+        process.kill(rec.pid, signal);
+      } catch {
+        /* gone */
+      }
+      for (let i = 0; i < 250 && isAlive(rec); i++) await new Promise((r) => setTimeout(r, 20));
+      if (isAlive(rec)) process.kill(rec.pid, 'SIGKILL');
+    }
+    this.state.procs = this.state.procs.filter((p) => p !== rec);
+    await this.save();
+  }
+
+  /** Wait until the node's agent answers /readyz on its socket. */
+  async waitAgentReady(nodeName: string, timeoutMs = 30_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    let last = '';
+    while (Date.now() < deadline) {
+      const res = await this.execInNode(
+        nodeName,
+        [
+          'curl',
+          '-sSf',
+          '--max-time',
+          '2',
+          '--unix-socket',
+          '/run/wiremesh/agent.sock',
+          'http://agent/readyz',
+        ],
+        { allowFailure: true },
+      );
+      if (
+        res.code === 0 &&
+        res.stdout.includes('"synced":true') &&
+        !res.stdout.includes('"lastError":"')
+      )
+        return;
+      last = (res.stdout + res.stderr).trim();
+      const rec = this.state.procs.find((p) => p.name === this.agentProcName(nodeName));
+      if (rec && !isAlive(rec))
+        throw new Error(`the agent on ${nodeName} exited:\n${tail(rec.log)}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    throw new Error(
+      `the agent on ${nodeName} is not ready after ${timeoutMs} ms (${last}):\n${this.logTail(this.agentProcName(nodeName))}`,
     );
   }
 

@@ -2,3 +2,4 @@
 // for tools. Kept tiny and dependency-free so every concern can use it.
 export * from './exec.ts';
 export * from './host.ts';
+export * from './ip.ts';

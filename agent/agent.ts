@@ -1,0 +1,322 @@
+// The node agent: keeps a snapshot of the cluster's Nodes from a watch, publishes
+// this node's WireGuard public key and endpoint, and runs the reconcile loop that
+// plans the mesh and applies it. Nothing touches the dataplane before the first
+// full list. A reconcile error is logged, counted and retried; the agent never
+// exits on one. On shutdown it leaves the dataplane in place, so traffic keeps
+// flowing across an agent restart.
+import {
+  CoreV1Api,
+  KubeConfig,
+  makeInformer,
+  type V1Node,
+  type Informer,
+  type ObjectCache,
+} from '@kubernetes/client-node';
+import { PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
+import { KeyStore, type WireGuardKeyPair } from '../crypto/index.ts';
+import { WgCli, type WgClient } from '../tunnels/index.ts';
+import { IpCli, defaultRunner, type IpClient } from '../sys/index.ts';
+import { meshNodeFromK8s, type MeshNode } from './meshnode.ts';
+import { planMesh, type MeshPlan, type MeshSettings } from './plan.ts';
+import { MeshDriver, reportChanged, type DeviceProvider } from './meshdriver.ts';
+import { chooseDevice, type WireGuardMode } from './device.ts';
+import { Reconciler } from './reconciler.ts';
+import { KubeEventRecorder } from './events.ts';
+import {
+  ANNOTATION_PUBLIC_KEY,
+  ANNOTATION_ENDPOINT,
+  WIREGUARD_DEVICE,
+  WIREGUARD_PORT,
+} from './annotations.ts';
+import { formatEndpoint } from './endpoint.ts';
+import type { Logger } from './log.ts';
+
+export interface AgentConfig {
+  nodeName: string;
+  kubeconfig?: string;
+  stateDir: string;
+  runDir: string;
+  listenPort: number;
+  tunnelCIDR: string;
+  resyncMs: number;
+  wireguardMode: WireGuardMode;
+  wireguardGo?: string;
+  keyRotationPeriodMs: number;
+}
+
+export const DEFAULT_TUNNEL_CIDR = '100.127.0.0/16';
+
+export function defaultAgentConfig(nodeName: string): AgentConfig {
+  return {
+    nodeName,
+    stateDir: '/var/lib/wiremesh',
+    runDir: '/run/wiremesh',
+    listenPort: WIREGUARD_PORT,
+    tunnelCIDR: DEFAULT_TUNNEL_CIDR,
+    resyncMs: 30_000,
+    wireguardMode: 'auto',
+    keyRotationPeriodMs: 0,
+  };
+}
+
+export interface PeerStatus {
+  node: string;
+  publicKey: string;
+  endpoint: string | null;
+  allowedIPs: string[];
+  latestHandshake: number;
+  rxBytes: number;
+  txBytes: number;
+}
+
+export interface AgentStatus {
+  node: string;
+  wireguard: {
+    mode: string;
+    device: string;
+    listenPort: number;
+    publicKey: string;
+    tunnelAddress: string | null;
+    mtu: number | null;
+  };
+  peers: PeerStatus[];
+  refused: { node: string; reason: string; message: string }[];
+  reconcile: Reconciler['stats'];
+  synced: boolean;
+}
+
+export class Agent {
+  readonly config: AgentConfig;
+  private readonly log: Logger;
+  private readonly kc: KubeConfig;
+  private readonly core: CoreV1Api;
+  private readonly keys: KeyStore;
+  private readonly wg: WgClient;
+  private readonly ip: IpClient;
+  private keyPair!: WireGuardKeyPair;
+  private device!: DeviceProvider & { stop?: () => Promise<void> };
+  private driver!: MeshDriver;
+  private informer!: Informer<V1Node> & ObjectCache<V1Node>;
+  private events: KubeEventRecorder;
+  private lastPlan: MeshPlan | null = null;
+  private synced = false;
+  private rotationTimer: NodeJS.Timeout | undefined;
+  readonly reconciler: Reconciler;
+
+  constructor(config: AgentConfig, log: Logger) {
+    this.config = config;
+    this.log = log;
+    this.kc = new KubeConfig();
+    if (config.kubeconfig) this.kc.loadFromFile(config.kubeconfig);
+    else this.kc.loadFromCluster();
+    this.core = this.kc.makeApiClient(CoreV1Api);
+    this.keys = new KeyStore(config.stateDir);
+    this.wg = new WgCli(defaultRunner);
+    this.ip = new IpCli(defaultRunner);
+    this.events = new KubeEventRecorder(this.core, config.nodeName, log);
+    this.reconciler = new Reconciler(() => this.reconcileOnce(), {
+      resyncMs: config.resyncMs,
+      log,
+    });
+  }
+
+  async start(): Promise<void> {
+    const loaded = await this.keys.loadOrCreate();
+    this.keyPair = loaded.keyPair;
+    this.log.info(loaded.created ? 'generated a new WireGuard key' : 'loaded the WireGuard key', {
+      publicKey: this.keyPair.publicKey,
+      path: this.keys.path,
+    });
+    if (loaded.tightenedMode)
+      this.log.warn('private key file was readable by others; mode set to 0600', {
+        path: this.keys.path,
+      });
+
+    this.device = await chooseDevice(
+      this.config.wireguardMode,
+      this.ip,
+      this.config.wireguardGo,
+      this.log,
+      {
+        logFile: `${this.config.runDir}/wireguard-go.log`,
+        onRestart: () => this.reconciler.schedule('wireguard-go restarted'),
+      },
+    );
+    this.driver = new MeshDriver({ wg: this.wg, ip: this.ip, device: this.device });
+
+    this.informer = makeInformer(this.kc, '/api/v1/nodes', () => this.core.listNode());
+    for (const verb of ['add', 'update', 'delete'] as const) {
+      this.informer.on(verb, (node: V1Node) => {
+        this.log.debug(`node ${verb}`, { node: node.metadata?.name });
+        this.reconciler.schedule(`node ${verb}`);
+      });
+    }
+    this.informer.on('error', (err: unknown) => {
+      this.log.warn('node watch failed; restarting it', {
+        error: (err as Error)?.message ?? String(err),
+      });
+      setTimeout(() => {
+        this.informer
+          .start()
+          .catch((e: unknown) =>
+            this.log.warn('node watch restart failed', { error: (e as Error).message }),
+          );
+      }, 2000);
+    });
+    await this.startInformerWithRetry();
+    this.synced = true;
+    this.log.info('initial node list received', { nodes: this.informer.list().length });
+    this.reconciler.start();
+    if (this.config.keyRotationPeriodMs > 0) {
+      this.rotationTimer = setInterval(() => {
+        this.rotateKey().catch((e: unknown) =>
+          this.log.error('scheduled key rotation failed', { error: (e as Error).message }),
+        );
+      }, this.config.keyRotationPeriodMs);
+    }
+  }
+
+  private async startInformerWithRetry(): Promise<void> {
+    for (let delay = 500; ; delay = Math.min(delay * 2, 10_000)) {
+      try {
+        await this.informer.start();
+        return;
+      } catch (e) {
+        this.log.warn('cannot list nodes yet; retrying', {
+          error: (e as Error).message,
+          retryInMs: delay,
+        });
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.reconciler.stop();
+    if (this.rotationTimer) clearInterval(this.rotationTimer);
+    await this.informer?.stop();
+    await this.reconciler.idle();
+  }
+
+  /** Run a reconcile pass now and wait for it (for benchmarks and operators). */
+  async resyncNow(): Promise<void> {
+    await this.reconciler.idle();
+    this.reconciler.schedule('resync requested');
+    await this.reconciler.idle();
+  }
+
+  /** Generate and persist a new key; the next pass sets it on the device and publishes it. */
+  async rotateKey(): Promise<{ publicKey: string }> {
+    const previous = this.keyPair.publicKey;
+    this.keyPair = await this.keys.rotate();
+    this.log.info('rotated the WireGuard key', { previous, publicKey: this.keyPair.publicKey });
+    this.reconciler.schedule('key rotated');
+    return { publicKey: this.keyPair.publicKey };
+  }
+
+  private meshNodes(): MeshNode[] {
+    return this.informer.list().map(meshNodeFromK8s);
+  }
+
+  private async reconcileOnce(): Promise<void> {
+    const nodes = this.meshNodes();
+    const self = nodes.find((n) => n.name === this.config.nodeName);
+    if (!self) throw new Error(`this node (${this.config.nodeName}) has no Node object yet`);
+    const internalIP = self.internalIPs[0];
+    if (!internalIP) throw new Error(`Node ${self.name} has no InternalIP address`);
+
+    const underlay = await this.ip.linkOfAddress(internalIP);
+    const settings: MeshSettings = {
+      listenPort: this.config.listenPort,
+      tunnelCIDR: this.config.tunnelCIDR,
+      hostMtu: underlay?.mtu ?? 1500,
+      underlayFamily: internalIP.includes(':') ? 6 : 4,
+    };
+    const plan = planMesh({
+      self: self.name,
+      selfPublicKey: this.keyPair.publicKey,
+      nodes,
+      settings,
+    });
+    const keysOfEvents = new Set<string>();
+    for (const r of plan.refused) {
+      const target = {
+        kind: 'Node' as const,
+        name: r.node,
+        uid: nodes.find((n) => n.name === r.node)?.uid,
+      };
+      const message = `wiremesh on ${self.name} does not program node ${r.node}: ${r.message}`;
+      keysOfEvents.add(KubeEventRecorder.key(target, r.reason, message));
+      if (
+        !this.lastPlan?.refused.some(
+          (x) => x.node === r.node && x.reason === r.reason && x.message === r.message,
+        )
+      ) {
+        this.log.warn('node refused', { node: r.node, reason: r.reason, detail: r.message });
+      }
+      this.events.warn(target, r.reason, message);
+    }
+    this.events.retain(keysOfEvents);
+
+    const report = await this.driver.apply(plan, this.keyPair.privateKey, this.keyPair.publicKey);
+    // Publish after the device has the key: a peer that learns a new key (rotation)
+    // handshakes at once, and that handshake must find the new key in place.
+    await this.publishAnnotations(self, internalIP);
+    if (reportChanged(report))
+      this.log.info('mesh applied', { ...report, peers: plan.peers.length });
+    this.lastPlan = plan;
+  }
+
+  private async publishAnnotations(self: MeshNode, internalIP: string): Promise<void> {
+    const node = this.informer.get(self.name);
+    const annotations = node?.metadata?.annotations ?? {};
+    const want = {
+      [ANNOTATION_PUBLIC_KEY]: this.keyPair.publicKey,
+      [ANNOTATION_ENDPOINT]: formatEndpoint(internalIP, this.config.listenPort),
+    };
+    if (Object.entries(want).every(([k, v]) => annotations[k] === v)) return;
+    await this.core.patchNode(
+      { name: self.name, body: { metadata: { annotations: want } } },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    );
+    this.log.info('published WireGuard key and endpoint', {
+      publicKey: want[ANNOTATION_PUBLIC_KEY],
+      endpoint: want[ANNOTATION_ENDPOINT],
+    });
+  }
+
+  async status(): Promise<AgentStatus> {
+    const dev = await this.wg.show(WIREGUARD_DEVICE).catch(() => null);
+    const byKey = new Map((this.lastPlan?.peers ?? []).map((p) => [p.publicKey, p]));
+    const peers: PeerStatus[] = (dev?.peers ?? []).map((p) => ({
+      node: byKey.get(p.publicKey)?.node ?? '(unknown)',
+      publicKey: p.publicKey,
+      endpoint: p.endpoint,
+      allowedIPs: p.allowedIPs,
+      latestHandshake: p.latestHandshake,
+      rxBytes: p.rxBytes,
+      txBytes: p.txBytes,
+    }));
+    peers.sort((a, b) => (a.node < b.node ? -1 : 1));
+    return {
+      node: this.config.nodeName,
+      wireguard: {
+        mode: this.device?.mode ?? 'unknown',
+        device: WIREGUARD_DEVICE,
+        listenPort: this.config.listenPort,
+        publicKey: this.keyPair?.publicKey ?? '',
+        tunnelAddress: this.lastPlan?.tunnelAddress ?? null,
+        mtu: this.lastPlan?.device.mtu ?? null,
+      },
+      peers,
+      refused: this.lastPlan?.refused ?? [],
+      reconcile: { ...this.reconciler.stats },
+      synced: this.synced,
+    };
+  }
+
+  /** The plan the agent would apply now (for `wiremesh plan`). */
+  currentPlan(): MeshPlan | null {
+    return this.lastPlan;
+  }
+}

@@ -1,0 +1,101 @@
+// Kubernetes Events for conditions an operator must act on (a refused key, a
+// duplicated key, a bad endpoint), emitted once per distinct condition rather
+// than on every reconcile pass. Failures to emit are logged, never fatal.
+import type { CoreV1Api } from '@kubernetes/client-node';
+import type { Logger } from './log.ts';
+
+export interface EventTarget {
+  kind: 'Node';
+  name: string;
+  uid?: string;
+}
+
+export interface EventSink {
+  warn(target: EventTarget, reason: string, message: string): void;
+  normal(target: EventTarget, reason: string, message: string): void;
+}
+
+export class KubeEventRecorder implements EventSink {
+  private readonly core: CoreV1Api;
+  private readonly component: string;
+  private readonly host: string;
+  private readonly log: Logger;
+  private readonly seen = new Set<string>();
+
+  constructor(core: CoreV1Api, host: string, log: Logger, component = 'wiremesh-agent') {
+    this.core = core;
+    this.host = host;
+    this.log = log;
+    this.component = component;
+  }
+
+  warn(target: EventTarget, reason: string, message: string): void {
+    this.emit('Warning', target, reason, message);
+  }
+
+  normal(target: EventTarget, reason: string, message: string): void {
+    this.emit('Normal', target, reason, message);
+  }
+
+  /** Forget conditions no longer present, so they are reported again if they return. */
+  retain(keys: Set<string>): void {
+    for (const k of this.seen) if (!keys.has(k)) this.seen.delete(k);
+  }
+
+  static key(target: EventTarget, reason: string, message: string): string {
+    return `${target.kind}/${target.name}/${reason}/${message}`;
+  }
+
+  private emit(
+    type: 'Warning' | 'Normal',
+    target: EventTarget,
+    reason: string,
+    message: string,
+  ): void {
+    const key = KubeEventRecorder.key(target, reason, message);
+    if (this.seen.has(key)) return;
+    this.seen.add(key);
+    const now = new Date();
+    this.core
+      .createNamespacedEvent({
+        namespace: 'default',
+        body: {
+          metadata: { generateName: `${target.name}.` },
+          involvedObject: {
+            kind: target.kind,
+            name: target.name,
+            uid: target.uid,
+            apiVersion: 'v1',
+          },
+          reason,
+          message,
+          type,
+          source: { component: this.component, host: this.host },
+          reportingComponent: this.component,
+          reportingInstance: this.host,
+          firstTimestamp: now,
+          lastTimestamp: now,
+          count: 1,
+        },
+      })
+      .catch((e: unknown) => {
+        this.seen.delete(key);
+        this.log.warn('cannot record event', {
+          reason,
+          target: target.name,
+          error: (e as Error).message,
+        });
+      });
+  }
+}
+
+/** Records events in memory, for unit tests. */
+export class MemoryEvents implements EventSink {
+  events: { type: string; target: string; reason: string; message: string }[] = [];
+  warn(target: EventTarget, reason: string, message: string): void {
+    this.events.push({ type: 'Warning', target: target.name, reason, message });
+  }
+  normal(target: EventTarget, reason: string, message: string): void {
+    this.events.push({ type: 'Normal', target: target.name, reason, message });
+  }
+}

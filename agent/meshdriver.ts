@@ -1,0 +1,172 @@
+// The WireGuard mesh driver: compares a MeshPlan with what the kernel and the
+// WireGuard device report and applies only the difference, idempotently. It never
+// rewrites a peer whose configuration is unchanged, since setting a peer can
+// interrupt its traffic; it removes what it owns and no longer wants (peers on its
+// device, routes carrying its protocol number). Run again on a timer, it repairs drift,
+// including a device that vanished with a wireguard-go crash.
+import type { WgClient, WgPeerConfig, WgPeer } from '../tunnels/index.ts';
+import type { IpClient } from '../sys/index.ts';
+import type { MeshPlan, PeerPlan } from './plan.ts';
+import { ROUTE_PROTOCOL } from './annotations.ts';
+
+/** Creates the WireGuard link when it is missing (kernel module or supervised wireguard-go). */
+export interface DeviceProvider {
+  readonly mode: 'kernel' | 'userspace';
+  ensure(name: string): Promise<void>;
+}
+
+export interface ApplyReport {
+  deviceCreated: boolean;
+  privateKeySet: boolean;
+  listenPortSet: boolean;
+  mtuSet: boolean;
+  addressesChanged: number;
+  peersAdded: number;
+  peersUpdated: number;
+  peersRemoved: number;
+  routesReplaced: number;
+  routesRemoved: number;
+}
+
+export function emptyReport(): ApplyReport {
+  return {
+    deviceCreated: false,
+    privateKeySet: false,
+    listenPortSet: false,
+    mtuSet: false,
+    addressesChanged: 0,
+    peersAdded: 0,
+    peersUpdated: 0,
+    peersRemoved: 0,
+    routesReplaced: 0,
+    routesRemoved: 0,
+  };
+}
+
+export function reportChanged(r: ApplyReport): boolean {
+  return Object.values(r).some((v) => v === true || (typeof v === 'number' && v > 0));
+}
+
+const sameSet = (a: readonly string[], b: readonly string[]) =>
+  a.length === b.length && [...a].sort().join(',') === [...b].sort().join(',');
+
+/** Whether the device's peer must be (re)written to match the plan. */
+export function peerNeedsUpdate(
+  want: PeerPlan,
+  have: WgPeer,
+  lastApplied: PeerPlan | undefined,
+): boolean {
+  if (!sameSet(want.allowedIPs, have.allowedIPs)) return true;
+  if (want.persistentKeepalive !== have.persistentKeepalive) return true;
+  // WireGuard updates a peer's endpoint when the peer roams; follow it unless our wish changed.
+  if (want.endpoint !== null) {
+    if (lastApplied) return lastApplied.endpoint !== want.endpoint;
+    return have.endpoint !== want.endpoint;
+  }
+  return false;
+}
+
+export class MeshDriver {
+  private readonly wg: WgClient;
+  private readonly ip: IpClient;
+  private readonly device: DeviceProvider;
+  private lastApplied = new Map<string, PeerPlan>();
+
+  constructor(deps: { wg: WgClient; ip: IpClient; device: DeviceProvider }) {
+    this.wg = deps.wg;
+    this.ip = deps.ip;
+    this.device = deps.device;
+  }
+
+  async apply(plan: MeshPlan, privateKey: string, publicKey: string): Promise<ApplyReport> {
+    const report = emptyReport();
+    const name = plan.device.name;
+
+    let link = await this.ip.linkShow(name);
+    if (!link) {
+      await this.device.ensure(name);
+      report.deviceCreated = true;
+      this.lastApplied.clear();
+      link = await this.ip.linkShow(name);
+      if (!link) throw new Error(`WireGuard device ${name} still missing after creating it`);
+    }
+
+    let dev = await this.wg.show(name);
+    if (!dev) throw new Error(`WireGuard device ${name} exists but does not answer 'wg show'`);
+    if (dev.publicKey !== publicKey) {
+      await this.wg.setPrivateKey(name, privateKey);
+      report.privateKeySet = true;
+    }
+    if (dev.listenPort !== plan.device.listenPort) {
+      await this.wg.setListenPort(name, plan.device.listenPort);
+      report.listenPortSet = true;
+    }
+    if (report.privateKeySet || report.listenPortSet) dev = (await this.wg.show(name)) ?? dev;
+
+    // Peers: remove the unwanted first, so a key moving between nodes frees its AllowedIPs.
+    const want = new Map(plan.peers.map((p) => [p.publicKey, p]));
+    for (const have of dev.peers) {
+      if (!want.has(have.publicKey)) {
+        await this.wg.removePeer(name, have.publicKey);
+        this.lastApplied.delete(have.publicKey);
+        report.peersRemoved++;
+      }
+    }
+    const haveByKey = new Map(dev.peers.map((p) => [p.publicKey, p]));
+    for (const peer of plan.peers) {
+      const have = haveByKey.get(peer.publicKey);
+      if (have && !peerNeedsUpdate(peer, have, this.lastApplied.get(peer.publicKey))) continue;
+      const config: WgPeerConfig = {
+        publicKey: peer.publicKey,
+        endpoint: peer.endpoint,
+        allowedIPs: peer.allowedIPs,
+        persistentKeepalive: peer.persistentKeepalive,
+      };
+      if (!have && config.persistentKeepalive === 0 && config.endpoint !== null) {
+        // A new peer: turning keepalive on sends a keepalive at once, which starts a
+        // handshake now. The far side may still hold a session from before this peer
+        // was (re)added here, and would otherwise keep using it until it times out.
+        await this.wg.setPeer(name, { ...config, persistentKeepalive: 1 });
+      }
+      await this.wg.setPeer(name, config);
+      this.lastApplied.set(peer.publicKey, peer);
+      if (have) report.peersUpdated++;
+      else report.peersAdded++;
+    }
+
+    if (link.mtu !== plan.device.mtu) {
+      await this.ip.linkSetMtu(name, plan.device.mtu);
+      report.mtuSet = true;
+    }
+    const addrs = await this.ip.addrList(name);
+    for (const a of addrs) {
+      if (a !== plan.device.address) {
+        await this.ip.addrDel(name, a);
+        report.addressesChanged++;
+      }
+    }
+    if (!addrs.includes(plan.device.address)) {
+      await this.ip.addrAdd(name, plan.device.address);
+      report.addressesChanged++;
+    }
+    if (!link.up) await this.ip.linkSetUp(name);
+
+    const routes = await this.ip.routeList(name, ROUTE_PROTOCOL);
+    const wantRoutes = new Map(plan.routes.map((r) => [r.dst, r]));
+    for (const r of routes) {
+      const w = wantRoutes.get(r.dst);
+      if (!w || w.dev !== r.dev) {
+        await this.ip.routeDel(r);
+        report.routesRemoved++;
+      }
+    }
+    const haveRoutes = new Map(routes.map((r) => [r.dst, r]));
+    for (const r of plan.routes) {
+      const h = haveRoutes.get(r.dst);
+      if (h && h.dev === r.dev && h.src === r.src) continue;
+      await this.ip.routeReplace({ ...r, protocol: ROUTE_PROTOCOL });
+      report.routesReplaced++;
+    }
+    return report;
+  }
+}

@@ -1,0 +1,171 @@
+import test from 'ava';
+import { planMesh, assignTunnelAddresses, type MeshInput } from './plan.ts';
+import type { MeshNode } from './meshnode.ts';
+import { generateKeyPair } from '../crypto/index.ts';
+
+const keys = Array.from({ length: 6 }, () => generateKeyPair());
+const key = (i: number) => keys[i]?.publicKey ?? '';
+
+function node(name: string, i: number, extra: Partial<MeshNode> = {}): MeshNode {
+  return {
+    name,
+    uid: `uid-${name}`,
+    createdAt: 1000 + i,
+    internalIPs: [`198.18.0.${10 + i}`],
+    publicKey: key(i),
+    endpoint: `198.18.0.${10 + i}:51825`,
+    endpointOverride: null,
+    persistentKeepalive: 0,
+    problems: [],
+    ...extra,
+  };
+}
+
+const settings = {
+  listenPort: 51825,
+  tunnelCIDR: '100.127.0.0/16',
+  hostMtu: 1500,
+  underlayFamily: 4 as const,
+};
+const input = (nodes: MeshNode[], self = 'n1'): MeshInput => ({
+  self,
+  selfPublicKey: key(1),
+  nodes,
+  settings,
+});
+
+test('every other node with a valid key becomes a peer routed to its tunnel address', (t) => {
+  const plan = planMesh(input([node('n1', 1), node('n2', 2), node('n3', 3)]));
+  t.deepEqual(
+    plan.peers.map((p) => [p.node, p.publicKey, p.endpoint]),
+    [
+      ['n2', key(2), '198.18.0.12:51825'],
+      ['n3', key(3), '198.18.0.13:51825'],
+    ],
+  );
+  const addrs = assignTunnelAddresses(
+    [node('n1', 1), node('n2', 2), node('n3', 3)],
+    settings.tunnelCIDR,
+  );
+  t.deepEqual(
+    plan.peers.map((p) => p.allowedIPs),
+    [[`${addrs.get('n2')}/32`], [`${addrs.get('n3')}/32`]],
+  );
+  t.is(plan.device.address, `${addrs.get('n1')}/32`);
+  t.deepEqual(
+    plan.routes.map((r) => [r.dst, r.dev, r.src]),
+    plan.peers.map((p) => [p.allowedIPs[0], 'wiremesh.wg', addrs.get('n1')]),
+  );
+  t.deepEqual(plan.refused, []);
+});
+
+test('the MTU is the host MTU minus 60, rounded down to a multiple of 16', (t) => {
+  t.is(planMesh(input([node('n1', 1)])).device.mtu, 1440);
+  t.is(
+    planMesh({ ...input([node('n1', 1)]), settings: { ...settings, hostMtu: 9001 } }).device.mtu,
+    8928,
+  );
+  t.is(
+    planMesh({ ...input([node('n1', 1)]), settings: { ...settings, underlayFamily: 6 } }).device
+      .mtu,
+    1408,
+  );
+});
+
+test('a node without a key is not a peer; a node with a refused key is reported', (t) => {
+  const bad = node('n3', 3, {
+    publicKey: null,
+    problems: [{ reason: 'InvalidPublicKey', message: 'annotation x is not valid base64' }],
+  });
+  const plan = planMesh(input([node('n1', 1), node('n2', 2, { publicKey: null }), bad]));
+  t.deepEqual(plan.peers, []);
+  t.deepEqual(
+    plan.refused.map((r) => [r.node, r.reason]),
+    [['n3', 'InvalidPublicKey']],
+  );
+});
+
+test('two nodes claiming one key: neither is programmed, both are reported', (t) => {
+  const plan = planMesh(
+    input([node('n1', 1), node('n2', 2), node('n3', 3), node('forged', 4, { publicKey: key(2) })]),
+  );
+  t.deepEqual(
+    plan.peers.map((p) => p.node),
+    ['n3'],
+  );
+  t.deepEqual(plan.refused.map((r) => [r.node, r.reason]).sort(), [
+    ['forged', 'DuplicatePublicKey'],
+    ['n2', 'DuplicatePublicKey'],
+  ]);
+});
+
+test("a node claiming this node's own key is refused; this node keeps its identity", (t) => {
+  const plan = planMesh(
+    input([node('n1', 1), node('n2', 2), node('thief', 3, { publicKey: key(1) })]),
+  );
+  t.deepEqual(
+    plan.peers.map((p) => p.node),
+    ['n2'],
+  );
+  t.deepEqual(
+    plan.refused.map((r) => [r.node, r.reason]),
+    [['thief', 'DuplicatePublicKey']],
+  );
+});
+
+test('the endpoint override wins, then the published endpoint, then the InternalIP', (t) => {
+  const plan = planMesh(
+    input([
+      node('n1', 1),
+      node('n2', 2, { endpointOverride: 'gw.example.org:4000' }),
+      node('n3', 3, { endpoint: null }),
+      node('n4', 4, { endpoint: null, internalIPs: [], persistentKeepalive: 25 }),
+    ]),
+  );
+  t.deepEqual(
+    plan.peers.map((p) => [p.node, p.endpoint, p.persistentKeepalive]),
+    [
+      ['n2', 'gw.example.org:4000', 0],
+      ['n3', '198.18.0.13:51825', 0],
+      ['n4', null, 25],
+    ],
+  );
+});
+
+test('annotations never add routes: AllowedIPs are only the planner’s addresses', (t) => {
+  const plan = planMesh(input([node('n1', 1), node('n2', 2, { endpoint: '100.127.0.1:51825' })]));
+  t.is(plan.peers[0]?.allowedIPs.length, 1);
+  t.regex(plan.peers[0]?.allowedIPs[0] ?? '', /^100\.127\.\d+\.\d+\/32$/);
+});
+
+test('tunnel addresses are unique, stable when a node joins, and the same whatever the input order', (t) => {
+  const nodes = Array.from({ length: 300 }, (_, i) => node(`node-${i}`, i));
+  const a = assignTunnelAddresses(nodes, '100.127.0.0/16');
+  t.is(new Set(a.values()).size, 300);
+  const b = assignTunnelAddresses([...nodes].reverse(), '100.127.0.0/16');
+  t.deepEqual([...a.entries()].sort(), [...b.entries()].sort());
+  const c = assignTunnelAddresses([...nodes, node('late', 999)], '100.127.0.0/16');
+  for (const [name, addr] of a) t.is(c.get(name), addr);
+});
+
+test('collisions in a tiny tunnel CIDR are resolved in creation order; a full CIDR is an error', (t) => {
+  const nodes = [node('a', 1), node('b', 2)];
+  const m = assignTunnelAddresses(nodes, '100.127.0.0/30');
+  t.deepEqual([...m.values()].sort(), ['100.127.0.1', '100.127.0.2']);
+  t.throws(() => assignTunnelAddresses([...nodes, node('c', 3)], '100.127.0.0/30'), {
+    message: /room for 2 nodes/,
+  });
+});
+
+test('the plan is the same however the nodes are ordered (replay)', (t) => {
+  const nodes = [
+    node('n1', 1),
+    node('n2', 2),
+    node('n3', 3),
+    node('dup', 4, { publicKey: key(3) }),
+    node('n5', 5),
+  ];
+  const forward = planMesh(input(nodes));
+  t.deepEqual(planMesh(input([...nodes].reverse())), forward);
+  t.deepEqual(planMesh(input([...nodes, ...nodes.slice(0, 0)])), forward);
+});

@@ -1,0 +1,169 @@
+// The mesh planner: a pure function from a snapshot of the cluster's nodes to the
+// desired WireGuard device, peers and routes of one node, plus the nodes it refused
+// and why. No I/O, no clock: the agent, `wiremesh plan` and the benchmarks share it.
+//
+// Addresses routed to a peer never come from its annotations. Until IPAM lands,
+// each node's tunnel address is derived here: a hash of its name picks a slot in
+// the tunnel CIDR, and collisions are resolved by linear probing in order of
+// creation time (then name), so every agent computes the same assignment and an
+// existing node keeps its address when another joins.
+import { createHash } from 'node:crypto';
+import type { MeshNode, NodeProblem } from './meshnode.ts';
+import { parseCidr, cidrSize, fromBigInt, hostCidr } from './cidr.ts';
+import { pathMtu } from './mtu.ts';
+import { WIREGUARD_DEVICE } from './annotations.ts';
+import { formatEndpoint } from './endpoint.ts';
+
+export interface MeshSettings {
+  listenPort: number;
+  tunnelCIDR: string;
+  hostMtu: number;
+  /** Address family of the underlay (the nodes' InternalIPs), for the MTU overhead. */
+  underlayFamily: 4 | 6;
+}
+
+export interface MeshInput {
+  self: string;
+  selfPublicKey: string;
+  nodes: readonly MeshNode[];
+  settings: MeshSettings;
+}
+
+export interface PeerPlan {
+  node: string;
+  publicKey: string;
+  endpoint: string | null;
+  allowedIPs: string[];
+  persistentKeepalive: number;
+}
+
+export interface RoutePlan {
+  dst: string;
+  dev: string;
+  src: string;
+}
+
+export interface RefusedNode extends NodeProblem {
+  node: string;
+}
+
+export interface MeshPlan {
+  device: { name: string; listenPort: number; mtu: number; address: string };
+  tunnelAddress: string;
+  peers: PeerPlan[];
+  routes: RoutePlan[];
+  refused: RefusedNode[];
+}
+
+/** Deterministic tunnel address per node name (see the module comment). */
+export function assignTunnelAddresses(
+  nodes: readonly Pick<MeshNode, 'name' | 'createdAt'>[],
+  tunnelCIDR: string,
+): Map<string, string> {
+  const cidr = parseCidr(tunnelCIDR);
+  const size = cidrSize(cidr);
+  const reserved = cidr.family === 4 ? 2n : 1n; // network and broadcast / subnet-router anycast
+  const usable = size - reserved;
+  if (usable < BigInt(nodes.length)) {
+    throw new Error(
+      `tunnel CIDR ${tunnelCIDR} has room for ${usable} nodes, the cluster has ${nodes.length}`,
+    );
+  }
+  const ordered = [...nodes].sort(
+    (a, b) => a.createdAt - b.createdAt || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0),
+  );
+  const taken = new Set<bigint>();
+  const result = new Map<string, string>();
+  for (const node of ordered) {
+    let slot = hashSlot(node.name, usable);
+    while (taken.has(slot)) slot = (slot + 1n) % usable;
+    taken.add(slot);
+    result.set(node.name, fromBigInt(cidr.base + 1n + slot, cidr.family));
+  }
+  return result;
+}
+
+function hashSlot(name: string, usable: bigint): bigint {
+  const digest = createHash('sha256').update(name).digest();
+  return digest.readBigUInt64BE(0) % usable;
+}
+
+export function planMesh(input: MeshInput): MeshPlan {
+  const { self, settings } = input;
+  parseCidr(settings.tunnelCIDR); // fail early on a bad setting
+  const refused: RefusedNode[] = [];
+  for (const n of input.nodes) for (const p of n.problems) refused.push({ node: n.name, ...p });
+
+  // Two nodes claiming one key: neither is programmed. Our own key counts as claimed by us.
+  const claims = new Map<string, string[]>();
+  claims.set(input.selfPublicKey, [self]);
+  for (const n of input.nodes) {
+    if (n.name === self || !n.publicKey) continue;
+    claims.set(n.publicKey, [...(claims.get(n.publicKey) ?? []), n.name]);
+  }
+  const duplicated = new Set<string>();
+  for (const [key, names] of claims) {
+    if (names.length < 2) continue;
+    duplicated.add(key);
+    for (const name of names) {
+      if (name === self) continue;
+      const others = names.filter((x) => x !== name);
+      refused.push({
+        node: name,
+        reason: 'DuplicatePublicKey',
+        message: `its WireGuard public key is also claimed by ${others.join(', ')}; neither is programmed`,
+      });
+    }
+  }
+
+  const addresses = assignTunnelAddresses(
+    input.nodes.some((n) => n.name === self)
+      ? input.nodes
+      : [...input.nodes, { name: self, createdAt: Number.MAX_SAFE_INTEGER }],
+    settings.tunnelCIDR,
+  );
+  const selfAddress = addresses.get(self);
+  if (!selfAddress) throw new Error(`no tunnel address for ${self}`);
+
+  const peers: PeerPlan[] = [];
+  for (const n of input.nodes) {
+    if (n.name === self || !n.publicKey || duplicated.has(n.publicKey)) continue;
+    const endpoint =
+      n.endpointOverride ??
+      n.endpoint ??
+      (n.internalIPs[0] ? formatEndpoint(n.internalIPs[0], settings.listenPort) : null);
+    if (!endpoint && n.persistentKeepalive === 0) {
+      refused.push({
+        node: n.name,
+        reason: 'NoEndpoint',
+        message:
+          'it has no endpoint, no InternalIP and no keepalive; it is programmed without an endpoint',
+      });
+    }
+    const address = addresses.get(n.name);
+    if (!address) continue;
+    peers.push({
+      node: n.name,
+      publicKey: n.publicKey,
+      endpoint,
+      allowedIPs: [hostCidr(address)],
+      persistentKeepalive: n.persistentKeepalive,
+    });
+  }
+  peers.sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0));
+  const routes: RoutePlan[] = peers.flatMap((p) =>
+    p.allowedIPs.map((dst) => ({ dst, dev: WIREGUARD_DEVICE, src: selfAddress })),
+  );
+  return {
+    device: {
+      name: WIREGUARD_DEVICE,
+      listenPort: settings.listenPort,
+      mtu: pathMtu(settings.hostMtu, 'wireguard', settings.underlayFamily),
+      address: hostCidr(selfAddress),
+    },
+    tunnelAddress: selfAddress,
+    peers,
+    routes,
+    refused: refused.sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0)),
+  };
+}

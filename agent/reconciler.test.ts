@@ -1,0 +1,92 @@
+import test from 'ava';
+import { Reconciler } from './reconciler.ts';
+import { silentLogger } from './log.ts';
+
+function manualTimers() {
+  const timers: { fn: () => void; ms: number }[] = [];
+  return {
+    timers,
+    setTimer: (fn: () => void, ms: number) => {
+      const t = { fn, ms };
+      timers.push(t);
+      return t;
+    },
+    clearTimer: (h: unknown) => {
+      const i = timers.indexOf(h as { fn: () => void; ms: number });
+      if (i >= 0) timers.splice(i, 1);
+    },
+  };
+}
+
+test('nothing runs before start', async (t) => {
+  let passes = 0;
+  const r = new Reconciler(async () => void passes++, {
+    resyncMs: 1000,
+    log: silentLogger,
+    ...manualTimers(),
+  });
+  r.schedule('event');
+  await r.idle();
+  t.is(passes, 0);
+});
+
+test('events during a pass coalesce into one more pass', async (t) => {
+  let passes = 0;
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const r = new Reconciler(
+    async () => {
+      passes++;
+      if (passes === 1) await gate;
+    },
+    { resyncMs: 1000, log: silentLogger, ...manualTimers() },
+  );
+  r.start();
+  for (let i = 0; i < 50; i++) r.schedule('event');
+  release();
+  await new Promise((res) => setImmediate(res));
+  await r.idle();
+  t.is(passes, 2);
+});
+
+test('a failed pass is retried with growing backoff, then resync resumes', async (t) => {
+  const timers = manualTimers();
+  let fail = 2;
+  const r = new Reconciler(
+    async () => {
+      if (fail-- > 0) throw new Error('boom');
+    },
+    { resyncMs: 30_000, minBackoffMs: 100, maxBackoffMs: 1000, log: silentLogger, ...timers },
+  );
+  r.start();
+  await r.idle();
+  t.is(r.stats.lastError, 'boom');
+  t.deepEqual(
+    timers.timers.map((x) => x.ms),
+    [100],
+  );
+  timers.timers[0]?.fn();
+  await r.idle();
+  t.deepEqual(
+    timers.timers.map((x) => x.ms),
+    [200],
+  );
+  timers.timers[0]?.fn();
+  await r.idle();
+  t.is(r.stats.lastError, null);
+  t.is(r.stats.failures, 2);
+  t.deepEqual(
+    timers.timers.map((x) => x.ms),
+    [30_000],
+  );
+});
+
+test('stop cancels the resync timer', async (t) => {
+  const timers = manualTimers();
+  const r = new Reconciler(async () => {}, { resyncMs: 1000, log: silentLogger, ...timers });
+  r.start();
+  await r.idle();
+  t.is(timers.timers.length, 1);
+  r.stop();
+  t.is(timers.timers.length, 0);
+});

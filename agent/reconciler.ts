@@ -1,0 +1,115 @@
+// The agent's one serialised, coalescing reconcile loop. Watch events only call
+// `schedule`; many calls while a pass runs collapse into one more pass. A resync
+// timer re-runs it to repair drift; a failed pass is retried with backoff and
+// logged, never fatal. Nothing runs until `start` (after the first full list).
+import type { Logger } from './log.ts';
+
+export interface ReconcilerOptions {
+  resyncMs: number;
+  minBackoffMs?: number;
+  maxBackoffMs?: number;
+  log: Logger;
+  /** Injectable timers for tests. */
+  setTimer?: (fn: () => void, ms: number) => unknown;
+  clearTimer?: (handle: unknown) => void;
+}
+
+export interface ReconcileStats {
+  passes: number;
+  failures: number;
+  lastError: string | null;
+  lastDurationMs: number;
+  lastSuccessAt: number | null;
+}
+
+export class Reconciler {
+  private readonly pass: () => Promise<void>;
+  private readonly opts: Required<Omit<ReconcilerOptions, 'log'>> & { log: Logger };
+  private running = false;
+  private pending = false;
+  private started = false;
+  private stopped = false;
+  private timer: unknown;
+  private backoff = 0;
+  private idleWaiters: (() => void)[] = [];
+  readonly stats: ReconcileStats = {
+    passes: 0,
+    failures: 0,
+    lastError: null,
+    lastDurationMs: 0,
+    lastSuccessAt: null,
+  };
+
+  constructor(pass: () => Promise<void>, options: ReconcilerOptions) {
+    this.pass = pass;
+    this.opts = {
+      minBackoffMs: 500,
+      maxBackoffMs: 30_000,
+      setTimer: (fn, ms) => setTimeout(fn, ms),
+      clearTimer: (h) => clearTimeout(h as NodeJS.Timeout),
+      ...options,
+    };
+  }
+
+  start(): void {
+    this.started = true;
+    this.schedule('start');
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer !== undefined) this.opts.clearTimer(this.timer);
+  }
+
+  schedule(_reason: string): void {
+    if (!this.started || this.stopped) return;
+    if (this.running) {
+      this.pending = true;
+      return;
+    }
+    void this.loop();
+  }
+
+  /** Resolves when no pass is running or pending (for tests and shutdown). */
+  idle(): Promise<void> {
+    if (!this.running) return Promise.resolve();
+    return new Promise((r) => this.idleWaiters.push(r));
+  }
+
+  private async loop(): Promise<void> {
+    this.running = true;
+    if (this.timer !== undefined) this.opts.clearTimer(this.timer);
+    this.timer = undefined;
+    let next: number;
+    do {
+      this.pending = false;
+      const start = performance.now();
+      try {
+        await this.pass();
+        this.stats.lastError = null;
+        this.stats.lastSuccessAt = Date.now();
+        this.backoff = 0;
+        next = this.opts.resyncMs;
+      } catch (e) {
+        this.stats.failures++;
+        this.stats.lastError = (e as Error).message;
+        this.backoff = Math.min(
+          this.opts.maxBackoffMs,
+          this.backoff ? this.backoff * 2 : this.opts.minBackoffMs,
+        );
+        next = this.backoff;
+        this.opts.log.error('reconcile failed; will retry', {
+          error: (e as Error).message,
+          retryInMs: next,
+        });
+        this.pending = false;
+      } finally {
+        this.stats.passes++;
+        this.stats.lastDurationMs = performance.now() - start;
+      }
+    } while (this.pending && !this.stopped);
+    this.running = false;
+    if (!this.stopped) this.timer = this.opts.setTimer(() => this.schedule('timer'), next);
+    for (const w of this.idleWaiters.splice(0)) w();
+  }
+}

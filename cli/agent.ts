@@ -1,0 +1,188 @@
+// `wiremesh agent`, `wiremesh status`, `wiremesh rotate-key`, `wiremesh plan`.
+import { parseArgs } from 'node:util';
+import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import {
+  Agent,
+  defaultAgentConfig,
+  serveAgentApi,
+  callAgent,
+  jsonLogger,
+  meshNodeFromK8s,
+  planMesh,
+  ANNOTATION_PUBLIC_KEY,
+  type AgentStatus,
+  type WireGuardMode,
+} from '../agent/index.ts';
+import { parsePublicKey } from '../crypto/index.ts';
+
+const DEFAULT_SOCKET = '/run/wiremesh/agent.sock';
+
+function duration(text: string, flag: string): number {
+  const m = /^(\d+)(ms|s|m|h)$/.exec(text);
+  if (!m) throw new Error(`--${flag} takes a duration like 500ms, 30s, 5m or 24h, not '${text}'`);
+  const n = Number(m[1]);
+  return n * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'];
+}
+
+function isWireGuardMode(m: string): m is WireGuardMode {
+  return m === 'auto' || m === 'kernel' || m === 'userspace';
+}
+
+export async function runAgent(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      'node-name': { type: 'string', default: process.env.NODE_NAME },
+      kubeconfig: { type: 'string', default: process.env.KUBECONFIG },
+      'state-dir': { type: 'string', default: '/var/lib/wiremesh' },
+      'run-dir': { type: 'string', default: '/run/wiremesh' },
+      'listen-port': { type: 'string', default: '51825' },
+      'tunnel-cidr': { type: 'string' },
+      resync: { type: 'string', default: '30s' },
+      wireguard: { type: 'string', default: 'auto' },
+      'wireguard-go': { type: 'string', default: process.env.WIREMESH_WIREGUARD_GO },
+      'key-rotation-period': { type: 'string', default: '0s' },
+      'log-level': { type: 'string', default: 'info' },
+    },
+  });
+  const nodeName = values['node-name'];
+  if (!nodeName) throw new Error('the agent needs --node-name (or NODE_NAME)');
+  const mode = values.wireguard;
+  if (!isWireGuardMode(mode))
+    throw new Error(`--wireguard takes auto, kernel or userspace, not '${mode}'`);
+  const port = Number(values['listen-port']);
+  if (!Number.isInteger(port) || port < 1 || port > 65535)
+    throw new Error(`--listen-port ${values['listen-port']} is not a port`);
+  const level = values['log-level'];
+  if (level !== 'debug' && level !== 'info' && level !== 'warn' && level !== 'error')
+    throw new Error(`--log-level ${level}?`);
+  const config = {
+    ...defaultAgentConfig(nodeName),
+    kubeconfig: values.kubeconfig,
+    stateDir: values['state-dir'],
+    runDir: values['run-dir'],
+    listenPort: port,
+    resyncMs: duration(values.resync, 'resync'),
+    wireguardMode: mode,
+    wireguardGo: values['wireguard-go'],
+    keyRotationPeriodMs: duration(values['key-rotation-period'], 'key-rotation-period'),
+  };
+  if (values['tunnel-cidr']) config.tunnelCIDR = values['tunnel-cidr'];
+  const log = jsonLogger({ node: nodeName }, level);
+  const agent = new Agent(config, log);
+  const server = await serveAgentApi(agent, `${config.runDir}/agent.sock`);
+  await agent.start();
+  log.info('agent running', { socket: `${config.runDir}/agent.sock` });
+  await new Promise<void>((resolve) => {
+    const stop = (sig: string) => {
+      log.info('stopping; the dataplane stays in place', { signal: sig });
+      resolve();
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  server.close();
+  await agent.stop();
+  return 0;
+}
+
+function age(unixSeconds: number, now = Date.now() / 1000): string {
+  if (!unixSeconds) return 'never';
+  const s = Math.max(0, Math.round(now - unixSeconds));
+  return s < 120 ? `${s}s ago` : `${Math.round(s / 60)}m ago`;
+}
+
+export function renderStatus(s: AgentStatus): string {
+  const w = s.wireguard;
+  const lines = [
+    `node ${s.node}: WireGuard ${w.device} (${w.mode}) port ${w.listenPort}, tunnel address ${w.tunnelAddress ?? '-'}, MTU ${w.mtu ?? '-'}`,
+    `public key ${w.publicKey}`,
+    `reconcile: ${s.reconcile.passes} passes, ${s.reconcile.failures} failures${s.reconcile.lastError ? `, last error: ${s.reconcile.lastError}` : ''}`,
+    '',
+    'PEER'.padEnd(20) +
+      'ENDPOINT'.padEnd(24) +
+      'ALLOWED IPS'.padEnd(22) +
+      'HANDSHAKE'.padEnd(12) +
+      'RX'.padEnd(12) +
+      'TX',
+    ...s.peers.map(
+      (p) =>
+        p.node.padEnd(20) +
+        (p.endpoint ?? '-').padEnd(24) +
+        p.allowedIPs.join(',').padEnd(22) +
+        age(p.latestHandshake).padEnd(12) +
+        String(p.rxBytes).padEnd(12) +
+        String(p.txBytes),
+    ),
+  ];
+  if (s.refused.length) {
+    lines.push('', 'REFUSED');
+    for (const r of s.refused) lines.push(`${r.node}: ${r.reason}: ${r.message}`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+export async function runStatus(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      output: { type: 'string', short: 'o' },
+      socket: { type: 'string', default: DEFAULT_SOCKET },
+    },
+  });
+  const status = (await callAgent(values.socket, 'GET', '/status')) as AgentStatus;
+  if (values.output === 'json') process.stdout.write(JSON.stringify(status, null, 2) + '\n');
+  else if (values.output === undefined || values.output === 'wide')
+    process.stdout.write(renderStatus(status));
+  else throw new Error(`unknown output format '${values.output}': use -o json or -o wide`);
+  return 0;
+}
+
+export async function runRotateKey(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: { socket: { type: 'string', default: DEFAULT_SOCKET } },
+  });
+  const res = (await callAgent(values.socket, 'POST', '/rotate-key')) as { publicKey: string };
+  process.stdout.write(`new public key ${res.publicKey}; peers follow through the node watch\n`);
+  return 0;
+}
+
+/** `wiremesh plan --node NAME`: what the agent on NAME would program, from the API alone. */
+export async function runPlan(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      node: { type: 'string' },
+      kubeconfig: { type: 'string', default: process.env.KUBECONFIG },
+      'tunnel-cidr': { type: 'string' },
+      'host-mtu': { type: 'string', default: '1500' },
+    },
+  });
+  if (!values.node) throw new Error('usage: wiremesh plan --node NAME [--kubeconfig FILE]');
+  const kc = new KubeConfig();
+  if (values.kubeconfig) kc.loadFromFile(values.kubeconfig);
+  else kc.loadFromDefault();
+  const nodes = (await kc.makeApiClient(CoreV1Api).listNode()).items.map(meshNodeFromK8s);
+  const self = nodes.find((n) => n.name === values.node);
+  if (!self) throw new Error(`no Node named ${values.node}`);
+  const key = parsePublicKey(self.publicKey ?? '');
+  if (!key.ok)
+    throw new Error(
+      `node ${values.node} has no valid ${ANNOTATION_PUBLIC_KEY} yet (${key.reason})`,
+    );
+  const defaults = defaultAgentConfig(values.node);
+  const plan = planMesh({
+    self: values.node,
+    selfPublicKey: key.key,
+    nodes,
+    settings: {
+      listenPort: defaults.listenPort,
+      tunnelCIDR: values['tunnel-cidr'] ?? defaults.tunnelCIDR,
+      hostMtu: Number(values['host-mtu']),
+      underlayFamily: self.internalIPs[0]?.includes(':') ? 6 : 4,
+    },
+  });
+  process.stdout.write(JSON.stringify(plan, null, 2) + '\n');
+  return 0;
+}

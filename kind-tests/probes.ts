@@ -1,0 +1,112 @@
+// What the end-to-end suites use to look at traffic: packet captures with tcpdump
+// (on the lab's underlay bridge or inside a node), and long-running probes that a
+// suite starts, lets run during a fault, and then reads.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFile, rm } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { defaultRunner } from '../sys/index.ts';
+
+export interface Capture {
+  file: string;
+  /** Stop tcpdump and return the decoded packets, one line each (`tcpdump -nn -r`). */
+  stop(): Promise<{ lines: string[]; raw: Buffer }>;
+}
+
+/** Start tcpdump (argv prefix enters a namespace, or [] for the host) writing to `file`. */
+export async function startCapture(
+  prefix: string[],
+  iface: string,
+  filter: string,
+  file: string,
+): Promise<Capture> {
+  const argv = [
+    ...prefix,
+    'tcpdump',
+    '--immediate-mode',
+    '-i',
+    iface,
+    '-U',
+    '-s',
+    '0',
+    '-w',
+    file,
+    ...(filter ? [filter] : []),
+  ];
+  const child = spawn(argv[0] ?? 'tcpdump', argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr?.on('data', (b: Buffer) => (stderr += b.toString()));
+  // tcpdump says "listening on ..." once the capture is armed.
+  for (let i = 0; i < 100 && !stderr.includes('listening on'); i++) {
+    if (child.exitCode !== null) throw new Error(`tcpdump on ${iface} exited: ${stderr}`);
+    await sleep(50);
+  }
+  if (!stderr.includes('listening on'))
+    throw new Error(`tcpdump on ${iface} did not start: ${stderr}`);
+  return {
+    file,
+    async stop() {
+      await stopChild(child);
+      const raw = await readFile(file);
+      const res = await defaultRunner.run(['tcpdump', '-nn', '-r', file], { allowFailure: true });
+      await rm(file, { force: true });
+      return { lines: res.stdout.split('\n').filter(Boolean), raw };
+    },
+  };
+}
+
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const done = new Promise((r) => child.once('exit', r));
+  child.kill('SIGINT');
+  await Promise.race([done, sleep(3000)]);
+  if (child.exitCode === null) child.kill('SIGKILL');
+  await done;
+}
+
+export interface Background {
+  /** Wait for the command to finish; stdout, stderr and exit code. */
+  wait(): Promise<{ stdout: string; stderr: string; code: number }>;
+  kill(): Promise<void>;
+}
+
+/** Run a command in the background (e.g. a ping or iperf3 during a fault). */
+export function background(argv: string[]): Background {
+  const child = spawn(argv[0] ?? '', argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout?.on('data', (b: Buffer) => (stdout += b.toString()));
+  child.stderr?.on('data', (b: Buffer) => (stderr += b.toString()));
+  const done = new Promise<{ stdout: string; stderr: string; code: number }>((resolve) => {
+    child.once('exit', (code) => resolve({ stdout, stderr, code: code ?? 128 }));
+  });
+  return { wait: () => done, kill: () => stopChild(child) };
+}
+
+/** Lost packets of a ping run, from its summary line. */
+export function pingLoss(output: string): { sent: number; received: number } {
+  const m = /(\d+) packets transmitted, (\d+) received/.exec(output);
+  if (!m) throw new Error(`no ping summary in: ${output.slice(-300)}`);
+  return { sent: Number(m[1]), received: Number(m[2]) };
+}
+
+/** Wait until `check` returns true, or fail with `what` after `timeoutMs`. */
+export async function eventually(
+  what: string,
+  check: () => Promise<boolean>,
+  timeoutMs = 10_000,
+  stepMs = 100,
+): Promise<number> {
+  const start = Date.now();
+  let lastError = '';
+  while (Date.now() - start < timeoutMs) {
+    try {
+      if (await check()) return Date.now() - start;
+    } catch (e) {
+      lastError = (e as Error).message;
+    }
+    await sleep(stepMs);
+  }
+  throw new Error(
+    `timed out after ${timeoutMs} ms waiting for ${what}${lastError ? ` (last error: ${lastError})` : ''}`,
+  );
+}
