@@ -4,6 +4,7 @@
 // full list. A reconcile error is logged, counted and retried; the agent never
 // exits on one. On shutdown it leaves the dataplane in place, so traffic keeps
 // flowing across an agent restart.
+import { existsSync } from 'node:fs';
 import {
   CoreV1Api,
   KubeConfig,
@@ -25,6 +26,7 @@ import { KubeEventRecorder } from './events.ts';
 import {
   ANNOTATION_PUBLIC_KEY,
   ANNOTATION_ENDPOINT,
+  ANNOTATION_HOST_ENCRYPTION,
   WIREGUARD_DEVICE,
   WIREGUARD_PORT,
 } from './annotations.ts';
@@ -42,6 +44,8 @@ export interface AgentConfig {
   wireguardMode: WireGuardMode;
   wireguardGo?: string;
   keyRotationPeriodMs: number;
+  /** Route host-to-host traffic between nodes through the mesh (pairs where both agree). */
+  hostEncryption: boolean;
 }
 
 export const DEFAULT_TUNNEL_CIDR = '100.127.0.0/16';
@@ -56,6 +60,7 @@ export function defaultAgentConfig(nodeName: string): AgentConfig {
     resyncMs: 30_000,
     wireguardMode: 'auto',
     keyRotationPeriodMs: 0,
+    hostEncryption: false,
   };
 }
 
@@ -101,6 +106,7 @@ export class Agent {
   private lastPlan: MeshPlan | null = null;
   private synced = false;
   private rotationTimer: NodeJS.Timeout | undefined;
+  private watchdog: NodeJS.Timeout | undefined;
   readonly reconciler: Reconciler;
 
   constructor(config: AgentConfig, log: Logger) {
@@ -167,6 +173,12 @@ export class Agent {
     this.synced = true;
     this.log.info('initial node list received', { nodes: this.informer.list().length });
     this.reconciler.start();
+    // A vanished device (wireguard-go killed, `ip link del`) is repaired at once rather
+    // than at the next resync: checking /sys every second costs next to nothing.
+    this.watchdog = setInterval(() => {
+      if (!existsSync(`/sys/class/net/${WIREGUARD_DEVICE}`))
+        this.reconciler.schedule('device missing');
+    }, 1000);
     if (this.config.keyRotationPeriodMs > 0) {
       this.rotationTimer = setInterval(() => {
         this.rotateKey().catch((e: unknown) =>
@@ -194,6 +206,7 @@ export class Agent {
   async stop(): Promise<void> {
     this.reconciler.stop();
     if (this.rotationTimer) clearInterval(this.rotationTimer);
+    if (this.watchdog) clearInterval(this.watchdog);
     await this.informer?.stop();
     await this.reconciler.idle();
   }
@@ -231,6 +244,7 @@ export class Agent {
       tunnelCIDR: this.config.tunnelCIDR,
       hostMtu: underlay?.mtu ?? 1500,
       underlayFamily: internalIP.includes(':') ? 6 : 4,
+      hostEncryption: this.config.hostEncryption,
     };
     const plan = planMesh({
       self: self.name,
@@ -273,6 +287,7 @@ export class Agent {
     const want = {
       [ANNOTATION_PUBLIC_KEY]: this.keyPair.publicKey,
       [ANNOTATION_ENDPOINT]: formatEndpoint(internalIP, this.config.listenPort),
+      [ANNOTATION_HOST_ENCRYPTION]: String(this.config.hostEncryption),
     };
     if (Object.entries(want).every(([k, v]) => annotations[k] === v)) return;
     await this.core.patchNode(

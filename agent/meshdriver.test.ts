@@ -11,7 +11,13 @@ const p3 = generateKeyPair().publicKey;
 
 function plan(peers: { key: string; ip: string; endpoint?: string }[]): MeshPlan {
   return {
-    device: { name: 'wiremesh.wg', listenPort: 51825, mtu: 1440, address: '100.127.0.1/32' },
+    device: {
+      name: 'wiremesh.wg',
+      listenPort: 51825,
+      mtu: 1440,
+      address: '100.127.0.1/32',
+      fwmark: 0x51825,
+    },
     tunnelAddress: '100.127.0.1',
     peers: peers.map((p, i) => ({
       node: `n${i + 2}`,
@@ -21,6 +27,8 @@ function plan(peers: { key: string; ip: string; endpoint?: string }[]): MeshPlan
       persistentKeepalive: 0,
     })),
     routes: peers.map((p) => ({ dst: `${p.ip}/32`, dev: 'wiremesh.wg', src: '100.127.0.1' })),
+    hostRoutes: [],
+    hostRules: [],
     refused: [],
   };
 }
@@ -184,4 +192,29 @@ test('a key rotation sets the new private key without touching peers', async (t)
   t.true(report.privateKeySet);
   t.deepEqual(writes(wg), ['setPrivateKey wiremesh.wg']);
   t.is(wg.privateKeyOf('wiremesh.wg'), next.privateKey);
+});
+
+test('host encryption: routes in its own table and one rule per family, removed when switched off', async (t) => {
+  const { ip, driver } = setup();
+  const p = plan([{ key: p2, ip: '100.127.0.2' }]);
+  const withHost: MeshPlan = {
+    ...p,
+    hostRoutes: [{ dst: '198.18.0.12/32', dev: 'wiremesh.wg', src: '198.18.0.11', table: 51825 }],
+    hostRules: [{ family: 4, priority: 5182, notFwmark: 0x51825, table: 51825 }],
+  };
+  await driver.apply(withHost, self.privateKey, self.publicKey);
+  t.deepEqual(
+    ip.routes.filter((r) => r.table === 51825).map((r) => [r.dst, r.src]),
+    [['198.18.0.12/32', '198.18.0.11']],
+  );
+  t.is(ip.rules.length, 1);
+  ip.calls.length = 0;
+  await driver.apply(withHost, self.privateKey, self.publicKey);
+  t.deepEqual(ip.calls, [], 'idempotent');
+  await driver.apply(p, self.privateKey, self.publicKey);
+  t.deepEqual(
+    ip.routes.filter((r) => r.table === 51825),
+    [],
+  );
+  t.deepEqual(ip.rules, []);
 });

@@ -7,7 +7,7 @@
 import type { WgClient, WgPeerConfig, WgPeer } from '../tunnels/index.ts';
 import type { IpClient } from '../sys/index.ts';
 import type { MeshPlan, PeerPlan } from './plan.ts';
-import { ROUTE_PROTOCOL } from './annotations.ts';
+import { ROUTE_PROTOCOL, HOST_ROUTE_TABLE } from './annotations.ts';
 
 /** Creates the WireGuard link when it is missing (kernel module or supervised wireguard-go). */
 export interface DeviceProvider {
@@ -19,6 +19,7 @@ export interface ApplyReport {
   deviceCreated: boolean;
   privateKeySet: boolean;
   listenPortSet: boolean;
+  fwmarkSet: boolean;
   mtuSet: boolean;
   addressesChanged: number;
   peersAdded: number;
@@ -33,6 +34,7 @@ export function emptyReport(): ApplyReport {
     deviceCreated: false,
     privateKeySet: false,
     listenPortSet: false,
+    fwmarkSet: false,
     mtuSet: false,
     addressesChanged: 0,
     peersAdded: 0,
@@ -101,7 +103,12 @@ export class MeshDriver {
       await this.wg.setListenPort(name, plan.device.listenPort);
       report.listenPortSet = true;
     }
-    if (report.privateKeySet || report.listenPortSet) dev = (await this.wg.show(name)) ?? dev;
+    if (dev.fwmark !== plan.device.fwmark) {
+      await this.wg.setFwmark(name, plan.device.fwmark);
+      report.fwmarkSet = true;
+    }
+    if (report.privateKeySet || report.listenPortSet || report.fwmarkSet)
+      dev = (await this.wg.show(name)) ?? dev;
 
     // Peers: remove the unwanted first, so a key moving between nodes frees its AllowedIPs.
     const want = new Map(plan.peers.map((p) => [p.publicKey, p]));
@@ -167,6 +174,34 @@ export class MeshDriver {
       await this.ip.routeReplace({ ...r, protocol: ROUTE_PROTOCOL });
       report.routesReplaced++;
     }
+    await this.applyHostRouting(plan, report);
     return report;
+  }
+
+  /** Host-to-host encryption: routes in HOST_ROUTE_TABLE and the `not fwmark` rules. */
+  private async applyHostRouting(plan: MeshPlan, report: ApplyReport): Promise<void> {
+    const name = plan.device.name;
+    const have = await this.ip.routeList(name, ROUTE_PROTOCOL, HOST_ROUTE_TABLE);
+    const want = new Map(plan.hostRoutes.map((r) => [r.dst, r]));
+    for (const r of have) {
+      if (!want.has(r.dst)) {
+        await this.ip.routeDel(r);
+        report.routesRemoved++;
+      }
+    }
+    const haveByDst = new Map(have.map((r) => [r.dst, r]));
+    for (const r of plan.hostRoutes) {
+      const h = haveByDst.get(r.dst);
+      if (h && h.src === r.src) continue;
+      await this.ip.routeReplace({ ...r, table: HOST_ROUTE_TABLE, protocol: ROUTE_PROTOCOL });
+      report.routesReplaced++;
+    }
+    const rules = await this.ip.ruleList(HOST_ROUTE_TABLE);
+    const key = (r: { family: number; priority: number; notFwmark: number }) =>
+      `${r.family}/${r.priority}/${r.notFwmark}`;
+    const wantRules = new Set(plan.hostRules.map(key));
+    for (const r of rules) if (!wantRules.has(key(r))) await this.ip.ruleDel(r);
+    const haveRules = new Set(rules.map(key));
+    for (const r of plan.hostRules) if (!haveRules.has(key(r))) await this.ip.ruleAdd(r);
   }
 }

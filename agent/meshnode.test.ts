@@ -34,6 +34,7 @@ test('a well-formed node translates to a MeshNode', (t) => {
     endpoint: '198.18.0.11:51825',
     endpointOverride: '[2001:db8::1]:4000',
     persistentKeepalive: 25,
+    hostEncryption: false,
     problems: [],
   });
 });

@@ -12,6 +12,7 @@ import {
   ANNOTATION_ENDPOINT,
   ANNOTATION_ENDPOINT_OVERRIDE,
   ANNOTATION_PERSISTENT_KEEPALIVE,
+  ANNOTATION_HOST_ENCRYPTION,
 } from './annotations.ts';
 import { parseEndpoint } from './endpoint.ts';
 
@@ -36,6 +37,8 @@ export interface MeshNode {
   /** The operator's override (validated), or null. */
   endpointOverride: string | null;
   persistentKeepalive: number;
+  /** The node routes host-to-host traffic through the mesh (its agent says so). */
+  hostEncryption: boolean;
   problems: NodeProblem[];
 }
 
@@ -94,6 +97,7 @@ export function meshNodeFromK8s(node: V1Node): MeshNode {
     endpoint,
     endpointOverride,
     persistentKeepalive,
+    hostEncryption: annotations[ANNOTATION_HOST_ENCRYPTION] === 'true',
     problems,
   };
 }

@@ -16,6 +16,7 @@ function node(name: string, i: number, extra: Partial<MeshNode> = {}): MeshNode 
     endpoint: `198.18.0.${10 + i}:51825`,
     endpointOverride: null,
     persistentKeepalive: 0,
+    hostEncryption: false,
     problems: [],
     ...extra,
   };
@@ -168,4 +169,23 @@ test('the plan is the same however the nodes are ordered (replay)', (t) => {
   const forward = planMesh(input(nodes));
   t.deepEqual(planMesh(input([...nodes].reverse())), forward);
   t.deepEqual(planMesh(input([...nodes, ...nodes.slice(0, 0)])), forward);
+});
+
+test('host encryption covers a pair only when both nodes ask for it; addresses come from InternalIPs', (t) => {
+  const nodes = [
+    node('n1', 1, { hostEncryption: true }),
+    node('n2', 2, { hostEncryption: true }),
+    node('n3', 3),
+  ];
+  const plan = planMesh({ ...input(nodes), settings: { ...settings, hostEncryption: true } });
+  const n2 = plan.peers.find((p) => p.node === 'n2');
+  const n3 = plan.peers.find((p) => p.node === 'n3');
+  t.true(n2?.allowedIPs.includes('198.18.0.12/32'));
+  t.is(n3?.allowedIPs.length, 1, 'n3 does not do host encryption');
+  t.deepEqual(plan.hostRoutes, [
+    { dst: '198.18.0.12/32', dev: 'wiremesh.wg', src: '198.18.0.11', table: 51825 },
+  ]);
+  t.deepEqual(plan.hostRules, [{ family: 4, priority: 5182, notFwmark: 0x51825, table: 51825 }]);
+  const off = planMesh(input(nodes));
+  t.deepEqual([off.hostRoutes, off.hostRules], [[], []]);
 });

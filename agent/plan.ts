@@ -11,7 +11,12 @@ import { createHash } from 'node:crypto';
 import type { MeshNode, NodeProblem } from './meshnode.ts';
 import { parseCidr, cidrSize, fromBigInt, hostCidr } from './cidr.ts';
 import { pathMtu } from './mtu.ts';
-import { WIREGUARD_DEVICE } from './annotations.ts';
+import {
+  WIREGUARD_DEVICE,
+  WIREGUARD_FWMARK,
+  HOST_ROUTE_TABLE,
+  HOST_RULE_PRIORITY,
+} from './annotations.ts';
 import { formatEndpoint } from './endpoint.ts';
 
 export interface MeshSettings {
@@ -20,6 +25,11 @@ export interface MeshSettings {
   hostMtu: number;
   /** Address family of the underlay (the nodes' InternalIPs), for the MTU overhead. */
   underlayFamily: 4 | 6;
+  /**
+   * Route host-to-host traffic through the mesh too. Applies to a pair only when both
+   * nodes say so, so it can be switched on node by node without breaking anything.
+   */
+  hostEncryption?: boolean;
 }
 
 export interface MeshInput {
@@ -41,6 +51,14 @@ export interface RoutePlan {
   dst: string;
   dev: string;
   src: string;
+  table?: number;
+}
+
+export interface RulePlan {
+  family: 4 | 6;
+  priority: number;
+  notFwmark: number;
+  table: number;
 }
 
 export interface RefusedNode extends NodeProblem {
@@ -48,10 +66,13 @@ export interface RefusedNode extends NodeProblem {
 }
 
 export interface MeshPlan {
-  device: { name: string; listenPort: number; mtu: number; address: string };
+  device: { name: string; listenPort: number; mtu: number; address: string; fwmark: number };
   tunnelAddress: string;
   peers: PeerPlan[];
   routes: RoutePlan[];
+  /** Host-to-host encryption: peers' node addresses in HOST_ROUTE_TABLE, and the rules to reach it. */
+  hostRoutes: RoutePlan[];
+  hostRules: RulePlan[];
   refused: RefusedNode[];
 }
 
@@ -125,7 +146,10 @@ export function planMesh(input: MeshInput): MeshPlan {
   const selfAddress = addresses.get(self);
   if (!selfAddress) throw new Error(`no tunnel address for ${self}`);
 
+  const selfNode = input.nodes.find((n) => n.name === self);
+  const selfInternal = selfNode?.internalIPs ?? [];
   const peers: PeerPlan[] = [];
+  const hostRoutes: RoutePlan[] = [];
   for (const n of input.nodes) {
     if (n.name === self || !n.publicKey || duplicated.has(n.publicKey)) continue;
     const endpoint =
@@ -142,28 +166,53 @@ export function planMesh(input: MeshInput): MeshPlan {
     }
     const address = addresses.get(n.name);
     if (!address) continue;
+    const allowedIPs = [hostCidr(address)];
+    if (settings.hostEncryption && n.hostEncryption) {
+      // The peer's node addresses (from its Node status, never from annotations).
+      for (const ip of n.internalIPs) {
+        const family = ip.includes(':') ? 6 : 4;
+        const src = selfInternal.find((s) => (s.includes(':') ? 6 : 4) === family);
+        if (!src) continue;
+        allowedIPs.push(hostCidr(ip));
+        hostRoutes.push({ dst: hostCidr(ip), dev: WIREGUARD_DEVICE, src, table: HOST_ROUTE_TABLE });
+      }
+    }
     peers.push({
       node: n.name,
       publicKey: n.publicKey,
       endpoint,
-      allowedIPs: [hostCidr(address)],
+      allowedIPs,
       persistentKeepalive: n.persistentKeepalive,
     });
   }
   peers.sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0));
-  const routes: RoutePlan[] = peers.flatMap((p) =>
-    p.allowedIPs.map((dst) => ({ dst, dev: WIREGUARD_DEVICE, src: selfAddress })),
-  );
+  const routes: RoutePlan[] = peers.map((p) => ({
+    dst: p.allowedIPs[0] ?? '',
+    dev: WIREGUARD_DEVICE,
+    src: selfAddress,
+  }));
+  const families = new Set(selfInternal.map((ip) => (ip.includes(':') ? 6 : 4)));
+  const hostRules: RulePlan[] = settings.hostEncryption
+    ? [...families].sort().map((family) => ({
+        family,
+        priority: HOST_RULE_PRIORITY,
+        notFwmark: WIREGUARD_FWMARK,
+        table: HOST_ROUTE_TABLE,
+      }))
+    : [];
   return {
     device: {
       name: WIREGUARD_DEVICE,
       listenPort: settings.listenPort,
       mtu: pathMtu(settings.hostMtu, 'wireguard', settings.underlayFamily),
       address: hostCidr(selfAddress),
+      fwmark: WIREGUARD_FWMARK,
     },
     tunnelAddress: selfAddress,
     peers,
     routes,
+    hostRoutes: hostRoutes.sort((a, b) => (a.dst < b.dst ? -1 : 1)),
+    hostRules,
     refused: refused.sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0)),
   };
 }

@@ -17,6 +17,7 @@ import { planMesh, type MeshNode, type AgentStatus } from '../agent/index.ts';
 import { generateKeyPair } from '../crypto/index.ts';
 import { Lab } from '../lab/index.ts';
 import { toolPath } from '../sys/index.ts';
+import { WgCli } from '../tunnels/index.ts';
 
 function simulatedNodes(n: number): MeshNode[] {
   return Array.from({ length: n }, (_, i) => ({
@@ -28,6 +29,7 @@ function simulatedNodes(n: number): MeshNode[] {
     endpoint: `198.19.${i >> 8}.${i & 255}:51825`,
     endpointOverride: null,
     persistentKeepalive: 0,
+    hostEncryption: false,
     problems: [],
   }));
 }
@@ -76,15 +78,16 @@ async function agentStatus(lab: Lab, node: string): Promise<AgentStatus> {
   return JSON.parse(res.stdout) as AgentStatus;
 }
 
-async function agentPid(lab: Lab, node: string): Promise<number> {
-  // The recorded process is nsenter; the agent is its only child.
+/** The agent's pid (nsenter execs it, so it is the recorded process) and its wireguard-go child. */
+function agentPids(lab: Lab, node: string): { agent: number; wireguardGo: number | undefined } {
   const rec = lab.state.procs.find((p) => p.name === lab.agentProcName(node));
   if (!rec) throw new Error(`no agent on ${node}`);
   const children = readFileSync(`/proc/${rec.pid}/task/${rec.pid}/children`, 'utf8')
     .trim()
     .split(/\s+/)
+    .filter(Boolean)
     .map(Number);
-  return children[0] ?? rec.pid;
+  return { agent: rec.pid, wireguardGo: children[0] };
 }
 
 async function createSimulatedNodes(core: CoreV1Api, from: number, to: number): Promise<void> {
@@ -125,7 +128,7 @@ export async function benchAgentScale(repeats: number): Promise<Figure[]> {
     const kc = new KubeConfig();
     kc.loadFromFile(lab.state.kubeconfig);
     const core = kc.makeApiClient(CoreV1Api);
-    const pid = await agentPid(lab, node);
+    const { agent: pid, wireguardGo } = agentPids(lab, node);
     const passTimes = async () => {
       const samples: number[] = [];
       for (let i = 0; i < repeats; i++) {
@@ -143,6 +146,7 @@ export async function benchAgentScale(repeats: number): Promise<Figure[]> {
       return samples;
     };
     const baseRss = rssMiB(pid);
+    const baseWgRss = wireguardGo ? rssMiB(wireguardGo) : NaN;
     const basePass = await passTimes();
     const figures: Figure[] = [];
     let created = 0;
@@ -154,6 +158,17 @@ export async function benchAgentScale(repeats: number): Promise<Figure[]> {
       figures.push(
         figureOf('agent-scale', `agent RSS, ${n} simulated nodes`, 'MiB', [rssMiB(pid)], [baseRss]),
       );
+      if (wireguardGo) {
+        figures.push(
+          figureOf(
+            'agent-scale',
+            `wireguard-go RSS, ${n} peers`,
+            'MiB',
+            [rssMiB(wireguardGo)],
+            [baseWgRss],
+          ),
+        );
+      }
       figures.push(
         figureOf(
           'agent-scale',
@@ -258,23 +273,16 @@ export async function benchThroughput(repeats: number): Promise<Figure[]> {
           break;
         await sleep(100);
       }
-      await lab.execInNode(
-        n.name,
-        ['wg', 'set', 'handwg', 'private-key', '/dev/stdin', 'listen-port', String(port)],
-        { input: k.privateKey },
-      );
+      const wg = new WgCli(lab.nodeRunner(n.name));
+      await wg.setPrivateKey('handwg', k.privateKey);
+      await wg.setListenPort('handwg', port);
       const otherNode = n === a ? b : a;
-      await lab.execInNode(n.name, [
-        'wg',
-        'set',
-        'handwg',
-        'peer',
-        peer.publicKey,
-        'endpoint',
-        `${otherNode.underlayIP}:${port}`,
-        'allowed-ips',
-        `${other}/32`,
-      ]);
+      await wg.setPeer('handwg', {
+        publicKey: peer.publicKey,
+        endpoint: `${otherNode.underlayIP}:${port}`,
+        allowedIPs: [`${other}/32`],
+        persistentKeepalive: 0,
+      });
       await lab.execInNode(n.name, [
         'ip',
         'addr',

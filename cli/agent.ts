@@ -43,6 +43,7 @@ export async function runAgent(argv: string[]): Promise<number> {
       'wireguard-go': { type: 'string', default: process.env.WIREMESH_WIREGUARD_GO },
       'key-rotation-period': { type: 'string', default: '0s' },
       'log-level': { type: 'string', default: 'info' },
+      'host-encryption': { type: 'boolean', default: false },
     },
   });
   const nodeName = values['node-name'];
@@ -66,6 +67,7 @@ export async function runAgent(argv: string[]): Promise<number> {
     wireguardMode: mode,
     wireguardGo: values['wireguard-go'],
     keyRotationPeriodMs: duration(values['key-rotation-period'], 'key-rotation-period'),
+    hostEncryption: values['host-encryption'],
   };
   if (values['tunnel-cidr']) config.tunnelCIDR = values['tunnel-cidr'];
   const log = jsonLogger({ node: nodeName }, level);

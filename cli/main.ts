@@ -8,7 +8,8 @@ const USAGE = `usage: wiremesh <command> [flags]
 
 commands:
   agent      --node-name NAME [--kubeconfig FILE] [--resync 30s] [--wireguard auto|kernel|userspace]
-             [--key-rotation-period 0s] [--tunnel-cidr CIDR]   the node daemon
+             [--key-rotation-period 0s] [--tunnel-cidr CIDR] [--host-encryption]
+             the node daemon
   status     [-o json|wide]               on a node: peers, handshakes, refused nodes
   rotate-key                              on a node: new WireGuard key, peers follow
   plan       --node NAME [--kubeconfig FILE]   what the agent on NAME would program

@@ -10,6 +10,7 @@ import { LabDriver } from './lab-driver.ts';
 import { startCapture, background, pingLoss, eventually } from './probes.ts';
 import type { AgentStatus } from '../agent/index.ts';
 import { registerNode } from '../lab/kube.ts';
+import { defaultRunner } from '../sys/index.ts';
 
 let driver: LabDriver | undefined;
 let lab: Lab;
@@ -352,5 +353,105 @@ test.serial(
     );
     await eventually('traffic after rotation', () => ping(b, ipA));
     t.true(stamps.length > 0);
+  },
+);
+
+/** The wireguard-go process inside a node (lab namespaces hold only what the lab started). */
+async function wireguardGoPid(node: string): Promise<number | undefined> {
+  const pids = (await defaultRunner.run(['ip', 'netns', 'pids', lab.node(node).netns])).stdout
+    .split(/\s+/)
+    .filter(Boolean);
+  for (const pid of pids) {
+    const comm = readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+    if (comm === 'wireguard-go') return Number(pid);
+  }
+  return undefined;
+}
+
+test.serial(
+  'wireguard-go killed: the agent brings the device back and traffic resumes',
+  async (t) => {
+    const [a, b] = names();
+    if (!a || !b) throw new Error('need 2 nodes');
+    const ipA = await tunnelIP(a);
+    await eventually('traffic before the kill', () => ping(b, ipA));
+    const pid = await wireguardGoPid(a);
+    if (!pid) throw new Error(`no wireguard-go in ${a}`);
+    process.kill(pid, 'SIGKILL');
+    const recovered = await eventually('traffic after the kill', () => ping(b, ipA, 1), 20_000, 50);
+    t.log(`wireguard-go killed on ${a}: traffic back after ${recovered} ms`);
+    const again = await wireguardGoPid(a);
+    t.truthy(again);
+    t.not(again, pid);
+  },
+);
+
+test.serial(
+  'host-to-host encryption: node traffic between two opted-in nodes is WireGuard only; others stay plain',
+  async (t) => {
+    const [a, b, c] = names();
+    if (!a || !b || !c) throw new Error('need 3 nodes');
+    const nodeB = lab.node(b);
+    const nodeC = lab.node(c);
+    const restart = async (node: string, args: string[]) => {
+      await lab.stopAgent(node);
+      await lab.startAgent(node, args);
+      await lab.waitAgentReady(node);
+    };
+    await restart(a, ['--host-encryption']);
+    await restart(b, ['--host-encryption']);
+    try {
+      await eventually(`${a} to route ${b}'s node address through the tunnel`, async () =>
+        (await lab.execInNode(a, ['wg', 'show', 'wiremesh.wg', 'allowed-ips'])).stdout.includes(
+          `${nodeB.underlayIP}/32`,
+        ),
+      );
+      const marker = `WIREMESH-HOST-MARKER-${Date.now()}`;
+      const wire = await startCapture(
+        [],
+        lab.plan.bridge,
+        `ip and not host ${lab.plan.gatewayIP}`,
+        `/tmp/wm-host-${process.pid}.pcap`,
+      );
+      for (const [node, ip] of [
+        [b, nodeB.underlayIP],
+        [c, nodeC.underlayIP],
+      ] as const) {
+        await lab.spawnInNode(node, `host-sink-${node}`, [
+          'socat',
+          '-u',
+          `TCP-LISTEN:7003,bind=${ip},reuseaddr`,
+          'OPEN:/dev/null',
+        ]);
+        await eventually('the sink', async () =>
+          (await lab.execInNode(node, ['ss', '-Hltn', 'sport = :7003'])).stdout.includes('7003'),
+        );
+        await lab.execInNode(a, ['socat', '-u', 'STDIN', `TCP:${ip}:7003`], {
+          input: `${marker}-${node}\n`.repeat(100),
+          timeoutMs: 10_000,
+        });
+        await lab.stopProcess(`host-sink-${node}`);
+      }
+      const { raw, lines } = await wire.stop();
+      t.false(raw.includes(`${marker}-${b}`), `${a} -> ${b} (both opted in) never shows plaintext`);
+      t.true(
+        raw.includes(`${marker}-${c}`),
+        `control: ${a} -> ${c} (${c} not opted in) stays plain, and the capture sees it`,
+      );
+      const between = lines.filter(
+        (l) => l.includes(lab.node(a).underlayIP) && l.includes(nodeB.underlayIP),
+      );
+      t.true(between.length > 0);
+      for (const l of between)
+        t.regex(l, /\.51825[ :].*UDP|UDP.*\.51825/, `only WireGuard between ${a} and ${b}: ${l}`);
+    } finally {
+      await restart(a, []);
+      await restart(b, []);
+    }
+    await eventually(
+      `${a} to drop its host routing`,
+      async () => !(await lab.execInNode(a, ['ip', 'rule', 'show'])).stdout.includes('51825'),
+    );
+    t.pass();
   },
 );

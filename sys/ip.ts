@@ -14,6 +14,16 @@ export interface RouteInfo {
   dev: string;
   src?: string;
   protocol?: number;
+  /** Routing table; the main table when absent. */
+  table?: number;
+}
+
+/** A policy-routing rule `not fwmark MARK lookup TABLE` at a priority, per family. */
+export interface RuleInfo {
+  family: 4 | 6;
+  priority: number;
+  notFwmark: number;
+  table: number;
 }
 
 export interface IpClient {
@@ -27,10 +37,14 @@ export interface IpClient {
   addrList(dev: string): Promise<string[]>;
   addrAdd(dev: string, cidr: string): Promise<void>;
   addrDel(dev: string, cidr: string): Promise<void>;
-  /** Routes on `dev` that carry `protocol`. */
-  routeList(dev: string, protocol: number): Promise<RouteInfo[]>;
+  /** Routes on `dev` that carry `protocol`, in `table` (default main). */
+  routeList(dev: string, protocol: number, table?: number): Promise<RouteInfo[]>;
   routeReplace(route: RouteInfo & { protocol: number }): Promise<void>;
   routeDel(route: RouteInfo): Promise<void>;
+  /** The `not fwmark` rules that look up `table`. */
+  ruleList(table: number): Promise<RuleInfo[]>;
+  ruleAdd(rule: RuleInfo): Promise<void>;
+  ruleDel(rule: RuleInfo): Promise<void>;
 }
 
 const IFNAME = /^[A-Za-z0-9_.=-]{1,15}$/;
@@ -124,17 +138,27 @@ export class IpCli implements IpClient {
     await this.runner.run(['ip', familyFlag(cidr), 'addr', 'del', cidr, 'dev', checkName(dev)]);
   }
 
-  async routeList(dev: string, protocol: number): Promise<RouteInfo[]> {
+  async routeList(dev: string, protocol: number, table?: number): Promise<RouteInfo[]> {
     const out: RouteInfo[] = [];
+    const tableArgs = table === undefined ? [] : ['table', String(table)];
     for (const family of ['-4', '-6']) {
-      const res = await this.runner.run(
-        ['ip', '-j', family, 'route', 'show', 'dev', checkName(dev), 'proto', String(protocol)],
-        {
-          allowFailure: true,
-        },
-      );
+      const argv = [
+        'ip',
+        '-j',
+        family,
+        'route',
+        'show',
+        ...tableArgs,
+        'dev',
+        checkName(dev),
+        'proto',
+        String(protocol),
+      ];
+      const res = await this.runner.run(argv, { allowFailure: true });
       if (res.code !== 0) {
         if (/Cannot find device/i.test(res.stderr)) return [];
+        // A table with no route yet does not exist, which is the same as empty.
+        if (/FIB table does not exist/i.test(res.stderr)) continue;
         throw new Error(`ip route show dev ${dev}: ${res.stderr.trim()}`);
       }
       for (const r of JSON.parse(res.stdout || '[]') as { dst: string; prefsrc?: string }[]) {
@@ -143,6 +167,7 @@ export class IpCli implements IpClient {
           dev,
           protocol,
           ...(r.prefsrc ? { src: r.prefsrc } : {}),
+          ...(table === undefined ? {} : { table }),
         });
       }
     }
@@ -158,25 +183,68 @@ export class IpCli implements IpClient {
       route.dst,
       'dev',
       checkName(route.dev),
-      'proto',
-      String(route.protocol),
     ];
+    argv.push('proto', String(route.protocol));
     if (route.src) argv.push('src', route.src);
+    if (route.table !== undefined) argv.push('table', String(route.table));
     await this.runner.run(argv);
   }
 
   async routeDel(route: RouteInfo): Promise<void> {
-    await this.runner.run(
-      ['ip', familyFlag(route.dst), 'route', 'del', route.dst, 'dev', checkName(route.dev)],
-      { allowFailure: true },
-    );
+    const argv = [
+      'ip',
+      familyFlag(route.dst),
+      'route',
+      'del',
+      route.dst,
+      'dev',
+      checkName(route.dev),
+    ];
+    if (route.table !== undefined) argv.push('table', String(route.table));
+    await this.runner.run(argv, { allowFailure: true });
   }
+
+  async ruleList(table: number): Promise<RuleInfo[]> {
+    const out: RuleInfo[] = [];
+    for (const family of [4, 6] as const) {
+      const res = await this.runner.run(['ip', '-j', `-${family}`, 'rule', 'show']);
+      type Rule = { priority: number; not?: null; fwmark?: string; table?: string };
+      for (const r of JSON.parse(res.stdout || '[]') as Rule[]) {
+        if (r.table !== String(table) || !('not' in r) || !r.fwmark) continue;
+        out.push({ family, priority: r.priority, notFwmark: parseInt(r.fwmark, 16), table });
+      }
+    }
+    return out;
+  }
+
+  async ruleAdd(rule: RuleInfo): Promise<void> {
+    await this.runner.run(['ip', `-${rule.family}`, 'rule', 'add', ...ruleArgs(rule)]);
+  }
+
+  async ruleDel(rule: RuleInfo): Promise<void> {
+    await this.runner.run(['ip', `-${rule.family}`, 'rule', 'del', ...ruleArgs(rule)], {
+      allowFailure: true,
+    });
+  }
+}
+
+function ruleArgs(rule: RuleInfo): string[] {
+  return [
+    'not',
+    'fwmark',
+    `0x${rule.notFwmark.toString(16)}`,
+    'table',
+    String(rule.table),
+    'priority',
+    String(rule.priority),
+  ];
 }
 
 /** In-memory links, addresses and routes, for unit tests of drivers. */
 export class FakeIp implements IpClient {
   links = new Map<string, LinkInfo & { addrs: Set<string> }>();
   routes: (RouteInfo & { protocol: number })[] = [];
+  rules: RuleInfo[] = [];
   calls: string[] = [];
   private nextIndex = 10;
 
@@ -229,19 +297,35 @@ export class FakeIp implements IpClient {
     this.calls.push(`addr del ${dev} ${cidr}`);
     this.must(dev).addrs.delete(cidr);
   }
-  async routeList(dev: string, protocol: number): Promise<RouteInfo[]> {
+  async routeList(dev: string, protocol: number, table?: number): Promise<RouteInfo[]> {
     return this.routes
-      .filter((r) => r.dev === dev && r.protocol === protocol)
+      .filter((r) => r.dev === dev && r.protocol === protocol && r.table === table)
       .map((r) => ({ ...r }));
   }
   async routeReplace(route: RouteInfo & { protocol: number }): Promise<void> {
-    this.calls.push(`route replace ${route.dst} ${route.dev}`);
+    const table = route.table === undefined ? '' : ` table ${route.table}`;
+    this.calls.push(`route replace ${route.dst} ${route.dev}${table}`);
     this.must(route.dev);
-    this.routes = this.routes.filter((r) => r.dst !== route.dst);
+    this.routes = this.routes.filter((r) => !(r.dst === route.dst && r.table === route.table));
     this.routes.push({ ...route });
   }
   async routeDel(route: RouteInfo): Promise<void> {
     this.calls.push(`route del ${route.dst} ${route.dev}`);
-    this.routes = this.routes.filter((r) => !(r.dst === route.dst && r.dev === route.dev));
+    this.routes = this.routes.filter(
+      (r) => !(r.dst === route.dst && r.dev === route.dev && r.table === route.table),
+    );
+  }
+  async ruleList(table: number): Promise<RuleInfo[]> {
+    return this.rules.filter((r) => r.table === table).map((r) => ({ ...r }));
+  }
+  async ruleAdd(rule: RuleInfo): Promise<void> {
+    this.calls.push(`rule add ${rule.family} ${rule.priority}`);
+    this.rules.push({ ...rule });
+  }
+  async ruleDel(rule: RuleInfo): Promise<void> {
+    this.calls.push(`rule del ${rule.family} ${rule.priority}`);
+    this.rules = this.rules.filter(
+      (r) => !(r.family === rule.family && r.priority === rule.priority && r.table === rule.table),
+    );
   }
 }

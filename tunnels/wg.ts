@@ -54,6 +54,8 @@ export interface WgClient {
   show(iface: string): Promise<WgDevice | null>;
   setPrivateKey(iface: string, privateKey: string): Promise<void>;
   setListenPort(iface: string, port: number): Promise<void>;
+  /** The firewall mark on the device's own UDP packets (0 = off), for policy routing. */
+  setFwmark(iface: string, mark: number): Promise<void>;
   /** Creates or updates the peer. */
   setPeer(iface: string, peer: WgPeerConfig): Promise<void>;
   removePeer(iface: string, publicKey: string): Promise<void>;
@@ -192,7 +194,13 @@ export function parseWgDump(iface: string, text: string): WgDevice {
     name: iface,
     publicKey: d[1] === '(none)' ? null : parseKey(d[1], (why) => fail(1, `public key: ${why}`)),
     listenPort: parseCount(d[2], 'listen port', (why) => fail(1, why)),
-    fwmark: d[3] === 'off' ? 0 : parseCount(d[3], 'fwmark', (why) => fail(1, why)),
+    // `wg` prints the firewall mark in hex (0x...), or 'off'.
+    fwmark:
+      d[3] === 'off'
+        ? 0
+        : /^0x[0-9a-f]{1,8}$/i.test(d[3] ?? '')
+          ? parseInt(d[3] ?? '', 16)
+          : parseCount(d[3], 'fwmark', (why) => fail(1, why)),
     peers: [],
   };
   if (device.listenPort > 65535) throw fail(1, `listen port ${device.listenPort} out of range`);
@@ -302,6 +310,12 @@ export class WgCli implements WgClient {
     await this.set([iface, 'listen-port', String(port)]);
   }
 
+  async setFwmark(iface: string, mark: number): Promise<void> {
+    assertInterfaceName(iface);
+    assertFwmark(mark);
+    await this.set([iface, 'fwmark', mark === 0 ? 'off' : `0x${mark.toString(16)}`]);
+  }
+
   async setPeer(iface: string, peer: WgPeerConfig): Promise<void> {
     assertInterfaceName(iface);
     assertPeerConfig(peer);
@@ -347,7 +361,13 @@ function redacted(e: unknown, secret: string): Error {
 
 // ---- the in-memory fake ----------------------------------------------------------------
 
-export type WgOperation = 'show' | 'setPrivateKey' | 'setListenPort' | 'setPeer' | 'removePeer';
+export type WgOperation =
+  'show' | 'setPrivateKey' | 'setListenPort' | 'setFwmark' | 'setPeer' | 'removePeer';
+
+export function assertFwmark(mark: number): void {
+  if (!Number.isInteger(mark) || mark < 0 || mark > 0xffffffff)
+    throw new Error(`invalid fwmark ${mark}`);
+}
 
 interface FakeDevice {
   privateKey: string | null;
@@ -443,6 +463,13 @@ export class FakeWg implements WgClient {
     assertPort(port, 'listen port');
     this.begin('setListenPort', `setListenPort ${iface} ${port}`);
     this.device(iface).listenPort = port;
+  }
+
+  async setFwmark(iface: string, mark: number): Promise<void> {
+    assertInterfaceName(iface);
+    assertFwmark(mark);
+    this.begin('setFwmark', `setFwmark ${iface} ${mark}`);
+    this.device(iface).fwmark = mark;
   }
 
   async setPeer(iface: string, config: WgPeerConfig): Promise<void> {
