@@ -2,6 +2,8 @@
 import { parseArgs } from 'node:util';
 import { spawn } from 'node:child_process';
 import { Lab, parseCniChoice, type LabStatus } from '../lab/index.ts';
+import type { AgentStatus } from '../agent/index.ts';
+import { renderStatus } from './agent.ts';
 
 function intFlag(value: string | undefined, name: string, fallback: number): number {
   if (value === undefined) return fallback;
@@ -30,6 +32,34 @@ export function renderLabStatus(s: LabStatus): string {
         (p.running ? 'running' : `exited (log ${p.log})`),
     );
   return lines.join('\n') + '\n';
+}
+
+/** Ping every other node's tunnel address from the first node, then show its WireGuard peers. */
+async function meshDemo(lab: Lab): Promise<string> {
+  const [first, ...others] = lab.plan.nodes;
+  if (!first) return '';
+  const statusOf = async (node: string) => {
+    const res = await lab.execInNode(node, [
+      'curl',
+      '-sSf',
+      '--unix-socket',
+      '/run/wiremesh/agent.sock',
+      'http://agent/status',
+    ]);
+    return JSON.parse(res.stdout) as AgentStatus;
+  };
+  const lines = ['', `encrypted node-to-node traffic, from ${first.name} through wiremesh.wg:`];
+  for (const node of others) {
+    const ip = (await statusOf(node.name)).wireguard.tunnelAddress;
+    if (!ip) continue;
+    const res = await lab.execInNode(first.name, ['ping', '-c', '2', '-i', '0.2', '-W', '2', ip], {
+      allowFailure: true,
+    });
+    const summary = /(\d+) received/.exec(res.stdout)?.[1] ?? '0';
+    lines.push(`  ping ${node.name} at ${ip}: ${summary}/2 replies`);
+  }
+  lines.push('', renderStatus(await statusOf(first.name)));
+  return lines.join('\n');
 }
 
 export async function runLabCommand(argv: string[]): Promise<number> {
@@ -65,6 +95,7 @@ export async function runLabCommand(argv: string[]): Promise<number> {
         progress: (line) => process.stderr.write(`${line}\n`),
       });
       process.stdout.write(renderLabStatus(lab.status()));
+      if (lab.state.agents) process.stdout.write(await meshDemo(lab));
       process.stdout.write(
         `\nlab ${name} is up (${((Date.now() - started) / 1000).toFixed(1)} s).\n` +
           `  kubectl:   KUBECONFIG=${lab.state.kubeconfig} kubectl get nodes -o wide\n` +
