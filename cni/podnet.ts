@@ -1,0 +1,152 @@
+// The pod's network, as the CNI plugin wires it (the Calico way): a veth pair whose
+// host end is named `wm` + 11 hex of sha1("<namespace>.<pod>"), the pod end holding
+// a /32 (or /128) with a default route via 169.254.1.1, which the host end answers
+// by proxy ARP; the host gets a /32 route to the veth. Commands are batched through
+// `ip -batch` (one process on the host, one inside the pod's namespace), so an ADD
+// costs a handful of process starts. DEL is idempotent: deleting the host end removes
+// the pair and the route, and a missing link or namespace is not an error.
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import type { Runner } from '../sys/index.ts';
+
+export const POD_GATEWAY_V4 = '169.254.1.1';
+/** Routes to pods carry this protocol number (distinct from the mesh's 251). */
+export const POD_ROUTE_PROTOCOL = 252;
+
+export function hostVethName(namespace: string, pod: string): string {
+  return `wm${createHash('sha1').update(`${namespace}.${pod}`).digest('hex').slice(0, 11)}`;
+}
+
+export interface PodNetSpec {
+  /** Path of the pod's network namespace (e.g. /run/netns/x or /proc/PID/ns/net). */
+  netns: string;
+  podIfName: string;
+  hostIfName: string;
+  /** Plain addresses, one per family. */
+  addresses: string[];
+  mtu: number;
+}
+
+export interface PodNetResult {
+  hostMac: string;
+  podMac: string;
+}
+
+const isV6 = (ip: string) => ip.includes(':');
+
+function nsenter(netns: string): string[] {
+  return ['nsenter', `--net=${netns}`, '--'];
+}
+
+async function linkMac(runner: Runner, prefix: string[], name: string): Promise<string> {
+  const res = await runner.run([...prefix, 'ip', '-j', 'link', 'show', 'dev', name]);
+  const [link] = JSON.parse(res.stdout) as { address?: string }[];
+  if (!link?.address) throw new Error(`no MAC address on ${name}`);
+  return link.address;
+}
+
+async function hostLinkExists(runner: Runner, name: string): Promise<boolean> {
+  const res = await runner.run(['ip', '-j', 'link', 'show', 'dev', name], { allowFailure: true });
+  return res.code === 0;
+}
+
+export async function setupPodNetwork(runner: Runner, spec: PodNetSpec): Promise<PodNetResult> {
+  if (!existsSync(spec.netns)) throw new Error(`network namespace ${spec.netns} does not exist`);
+  // A retried ADD finds the pair from an earlier, interrupted attempt: start clean.
+  if (await hostLinkExists(runner, spec.hostIfName))
+    await teardownPodNetwork(runner, spec.hostIfName);
+
+  await runner.run([
+    'ip',
+    'link',
+    'add',
+    spec.hostIfName,
+    'mtu',
+    String(spec.mtu),
+    'type',
+    'veth',
+    'peer',
+    'name',
+    spec.podIfName,
+    'mtu',
+    String(spec.mtu),
+    'netns',
+    spec.netns,
+  ]);
+  // The pod resolves its gateway to the host end's MAC statically, so nothing depends
+  // on proxy ARP finding a route to 169.254.1.1 on the node (a node need not have one).
+  const hostMac = await linkMac(runner, [], spec.hostIfName);
+  const podBatch = ['link set lo up', `link set ${spec.podIfName} up`];
+  for (const ip of spec.addresses) {
+    if (isV6(ip)) {
+      podBatch.push(`-6 addr add ${ip}/128 dev ${spec.podIfName} nodad`);
+    } else {
+      podBatch.push(`addr add ${ip}/32 dev ${spec.podIfName}`);
+      podBatch.push(`route add ${POD_GATEWAY_V4} dev ${spec.podIfName} scope link`);
+      podBatch.push(
+        `neigh replace ${POD_GATEWAY_V4} lladdr ${hostMac} dev ${spec.podIfName} nud permanent`,
+      );
+      podBatch.push(`route add default via ${POD_GATEWAY_V4} dev ${spec.podIfName}`);
+    }
+  }
+  await runner.run([...nsenter(spec.netns), 'ip', '-batch', '-'], {
+    input: podBatch.join('\n') + '\n',
+  });
+
+  // Through the runner (not /proc directly), so it acts in the runner's network namespace.
+  await runner.run([
+    'sysctl',
+    '-qw',
+    `net.ipv4.conf.${spec.hostIfName}.proxy_arp=1`,
+    `net.ipv4.neigh.${spec.hostIfName}.proxy_delay=0`,
+    `net.ipv4.conf.${spec.hostIfName}.forwarding=1`,
+  ]);
+  const hostBatch = [`link set ${spec.hostIfName} up`];
+  for (const ip of spec.addresses) {
+    const prefix = isV6(ip) ? 128 : 32;
+    hostBatch.push(
+      `${isV6(ip) ? '-6 ' : ''}route replace ${ip}/${prefix} dev ${spec.hostIfName} scope link proto ${POD_ROUTE_PROTOCOL}`,
+    );
+  }
+  await runner.run(['ip', '-batch', '-'], { input: hostBatch.join('\n') + '\n' });
+
+  return { hostMac, podMac: await linkMac(runner, nsenter(spec.netns), spec.podIfName) };
+}
+
+/** Remove the pair (and with it the host route); nothing to do when it is gone. */
+export async function teardownPodNetwork(runner: Runner, hostIfName: string): Promise<void> {
+  const res = await runner.run(['ip', 'link', 'del', 'dev', hostIfName], { allowFailure: true });
+  if (res.code !== 0 && !/Cannot find device|does not exist/i.test(res.stderr)) {
+    throw new Error(`cannot delete ${hostIfName}: ${res.stderr.trim()}`);
+  }
+}
+
+/** What CHECK verifies: the pair, the addresses inside the pod, the routes on both sides. */
+export async function checkPodNetwork(runner: Runner, spec: PodNetSpec): Promise<string[]> {
+  const problems: string[] = [];
+  if (!(await hostLinkExists(runner, spec.hostIfName)))
+    return [`host interface ${spec.hostIfName} is missing`];
+  if (!existsSync(spec.netns)) return [`network namespace ${spec.netns} is missing`];
+  const addrs = await runner.run(
+    [...nsenter(spec.netns), 'ip', '-j', 'addr', 'show', 'dev', spec.podIfName],
+    { allowFailure: true },
+  );
+  if (addrs.code !== 0) return [`pod interface ${spec.podIfName} is missing`];
+  const have =
+    (JSON.parse(addrs.stdout) as { addr_info?: { local: string }[] }[])[0]?.addr_info?.map(
+      (a) => a.local,
+    ) ?? [];
+  for (const ip of spec.addresses)
+    if (!have.includes(ip)) problems.push(`address ${ip} is missing on ${spec.podIfName}`);
+  const routes = await runner.run(['ip', '-j', 'route', 'show', 'dev', spec.hostIfName]);
+  const dsts = (JSON.parse(routes.stdout || '[]') as { dst: string }[]).map((r) => r.dst);
+  for (const ip of spec.addresses.filter((a) => !isV6(a)))
+    if (!dsts.includes(ip)) problems.push(`host route to ${ip} is missing`);
+  if (spec.addresses.some((a) => !isV6(a))) {
+    const def = await runner.run([...nsenter(spec.netns), 'ip', '-j', 'route', 'show', 'default']);
+    const gw = (JSON.parse(def.stdout || '[]') as { gateway?: string }[])[0]?.gateway;
+    if (gw !== POD_GATEWAY_V4)
+      problems.push(`default route via ${POD_GATEWAY_V4} is missing in the pod`);
+  }
+  return problems;
+}
