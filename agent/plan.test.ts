@@ -189,3 +189,20 @@ test('host encryption covers a pair only when both nodes ask for it; addresses c
   const off = planMesh(input(nodes));
   t.deepEqual([off.hostRoutes, off.hostRules], [[], []]);
 });
+
+test('a peer is routed its IPAM blocks from the API, and only its own', (t) => {
+  const blocks = new Map([
+    ['n2', ['100.64.0.64/26', '100.64.1.0/26']],
+    ['n3', ['100.64.0.128/26']],
+  ]);
+  const plan = planMesh({ ...input([node('n1', 1), node('n2', 2), node('n3', 3)]), blocks });
+  const n2 = plan.peers.find((p) => p.node === 'n2');
+  t.deepEqual(n2?.allowedIPs.slice(1), ['100.64.0.64/26', '100.64.1.0/26']);
+  t.deepEqual(
+    plan.routes
+      .map((r) => r.dst)
+      .filter((d) => d.startsWith('100.64.'))
+      .sort(),
+    ['100.64.0.128/26', '100.64.0.64/26', '100.64.1.0/26'],
+  );
+});

@@ -37,6 +37,11 @@ export interface MeshInput {
   selfPublicKey: string;
   nodes: readonly MeshNode[];
   settings: MeshSettings;
+  /**
+   * Pod address blocks by owning node, from the IPAMBlock objects in the API: what a
+   * peer is routed, besides its tunnel address. Never taken from a node's annotations.
+   */
+  blocks?: ReadonlyMap<string, readonly string[]>;
 }
 
 export interface PeerPlan {
@@ -166,7 +171,8 @@ export function planMesh(input: MeshInput): MeshPlan {
     }
     const address = addresses.get(n.name);
     if (!address) continue;
-    const allowedIPs = [hostCidr(address)];
+    const podBlocks = [...(input.blocks?.get(n.name) ?? [])].sort();
+    const allowedIPs = [hostCidr(address), ...podBlocks];
     if (settings.hostEncryption && n.hostEncryption) {
       // The peer's node addresses (from its Node status, never from annotations).
       for (const ip of n.internalIPs) {
@@ -186,11 +192,12 @@ export function planMesh(input: MeshInput): MeshPlan {
     });
   }
   peers.sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0));
-  const routes: RoutePlan[] = peers.map((p) => ({
-    dst: p.allowedIPs[0] ?? '',
-    dev: WIREGUARD_DEVICE,
-    src: selfAddress,
-  }));
+  const hostDsts = new Set(hostRoutes.map((r) => r.dst));
+  const routes: RoutePlan[] = peers.flatMap((p) =>
+    p.allowedIPs
+      .filter((dst) => !hostDsts.has(dst))
+      .map((dst) => ({ dst, dev: WIREGUARD_DEVICE, src: selfAddress })),
+  );
   const families = new Set(selfInternal.map((ip) => (ip.includes(':') ? 6 : 4)));
   const hostRules: RulePlan[] = settings.hostEncryption
     ? [...families].sort().map((family) => ({

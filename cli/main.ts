@@ -3,6 +3,7 @@
 // and turns an error into one clear line and a non-zero exit code.
 import { runLabCommand } from './lab.ts';
 import { runAgent, runStatus, runRotateKey, runPlan } from './agent.ts';
+import { runInstallCni } from './cni.ts';
 
 const USAGE = `usage: wiremesh <command> [flags]
 
@@ -13,6 +14,7 @@ commands:
   status     [-o json|wide]               on a node: peers, handshakes, refused nodes
   rotate-key                              on a node: new WireGuard key, peers follow
   plan       --node NAME [--kubeconfig FILE]   what the agent on NAME would program
+  install-cni [--bin-dir /opt/cni/bin] [--conf-dir /etc/cni/net.d] [--chain portmap,bandwidth]
   lab up     [--name lab] [--nodes 3] [--pods-per-node 2] [--cni bridge] [--no-agents]
   lab status [--name lab] [-o json]
   lab exec   [--name lab] NODE[/POD] -- COMMAND...
@@ -33,6 +35,8 @@ export async function main(argv: string[]): Promise<number> {
       return runRotateKey(rest);
     case 'plan':
       return runPlan(rest);
+    case 'install-cni':
+      return runInstallCni(rest);
     case undefined:
     case 'help':
     case '--help':

@@ -54,4 +54,7 @@ build cnitool gotools github.com/containernetworking/cni/cnitool
 for plugin in main/bridge main/loopback ipam/host-local meta/portmap meta/bandwidth; do
   build "cni-plugins/${plugin#*/}" gotools "github.com/containernetworking/plugins/plugins/$plugin"
 done
+# The CNI relay installed as /opt/cni/bin/wiremesh: our own module, not a wrapper
+# (cni/relay, standard library only; all CNI logic is in the agent).
+build wiremesh-cni ../cni/relay .
 echo "build-tools: all tools in $bin" >&2

@@ -1,0 +1,213 @@
+// The agent side of the CNI plugin: every request the relay in /opt/cni/bin forwards
+// (environment + stdin) is parsed and validated here, answered with the spec's
+// result or error JSON, and carried out with the node's IPAM and the pod wiring.
+// An address reaches the runtime only after IPAM made its allocation durable; a
+// failed ADD gives its address back and removes what it wired.
+import {
+  parseCniRequest,
+  versionResult,
+  errorResult,
+  CniError,
+  CNI_VERSION,
+  type CniRequest,
+} from './protocol.ts';
+import { addResult } from './result.ts';
+import {
+  setupPodNetwork,
+  teardownPodNetwork,
+  checkPodNetwork,
+  hostVethName,
+  POD_GATEWAY_V4,
+} from './podnet.ts';
+import type { Runner } from '../sys/index.ts';
+
+/** What the handler needs from IPAM (ipam/'s NodeIpam provides it). */
+export interface PodIpam {
+  allocate(req: {
+    handle: string;
+    namespace: string;
+    pod: string;
+    containerID: string;
+    ifName: string;
+  }): Promise<{ address: string }>;
+  release(handle: string): Promise<boolean>;
+  /** The allocation recorded for a handle, if any. */
+  lookup(handle: string): { address: string; namespace: string; pod: string } | undefined;
+  /** Every handle this node holds for a network (by handle prefix `<network>.`). */
+  handles(network: string): string[];
+  ready(): boolean;
+}
+
+export interface CniReply {
+  code: number;
+  stdout: string;
+}
+
+export interface CniHandlerOptions {
+  ipam: PodIpam;
+  runner: Runner;
+  /** Pod MTU: the smallest over the paths a pod's traffic can take. */
+  mtu: () => number;
+  log?: (msg: string, fields: Record<string, unknown>) => void;
+}
+
+export function handleOf(network: string, containerID: string, ifName: string): string {
+  return `${network}.${containerID}.${ifName}`;
+}
+
+export class CniHandler {
+  private readonly opts: CniHandlerOptions;
+  constructor(opts: CniHandlerOptions) {
+    this.opts = opts;
+  }
+
+  async handle(env: Record<string, string | undefined>, stdin: string): Promise<CniReply> {
+    let version = CNI_VERSION;
+    try {
+      const conf = JSON.parse(stdin) as { cniVersion?: unknown };
+      if (typeof conf.cniVersion === 'string') version = conf.cniVersion;
+    } catch {
+      /* parseCniRequest reports it */
+    }
+    try {
+      const req = parseCniRequest(env, stdin);
+      version = req.conf.cniVersion || version;
+      const stdout = await this.dispatch(req);
+      return { code: 0, stdout };
+    } catch (e) {
+      const err = e instanceof CniError ? e : new CniError(999, (e as Error).message);
+      this.opts.log?.('CNI request failed', {
+        command: env.CNI_COMMAND,
+        container: env.CNI_CONTAINERID,
+        code: err.code,
+        error: err.message,
+      });
+      return { code: 1, stdout: JSON.stringify(errorResult(err, version)) };
+    }
+  }
+
+  private async dispatch(req: CniRequest): Promise<string> {
+    switch (req.command) {
+      case 'VERSION':
+        return JSON.stringify(versionResult(req.conf));
+      case 'ADD':
+        return JSON.stringify(await this.add(req));
+      case 'DEL':
+        await this.del(req);
+        return '';
+      case 'CHECK':
+        await this.check(req);
+        return '';
+      case 'GC':
+        await this.gc(req);
+        return '';
+      case 'STATUS':
+        if (!this.opts.ipam.ready())
+          throw new CniError(
+            50,
+            'wiremesh IPAM is not ready',
+            'the agent has not loaded its IP pools and blocks yet',
+          );
+        return '';
+    }
+  }
+
+  private podOf(req: CniRequest): { namespace: string; pod: string } {
+    return {
+      namespace: req.args.K8S_POD_NAMESPACE ?? 'default',
+      pod: req.args.K8S_POD_NAME ?? req.containerID,
+    };
+  }
+
+  private async add(req: CniRequest): Promise<object> {
+    const { namespace, pod } = this.podOf(req);
+    const handle = handleOf(req.conf.name, req.containerID, req.ifName);
+    const hostIfName = hostVethName(namespace, pod);
+    let allocation: { address: string };
+    try {
+      allocation = await this.opts.ipam.allocate({
+        handle,
+        namespace,
+        pod,
+        containerID: req.containerID,
+        ifName: req.ifName,
+      });
+    } catch (e) {
+      throw new CniError(11, `no address for ${namespace}/${pod}`, (e as Error).message);
+    }
+    const mtu = req.conf.mtu ?? this.opts.mtu();
+    try {
+      const wired = await setupPodNetwork(this.opts.runner, {
+        netns: req.netns,
+        podIfName: req.ifName,
+        hostIfName,
+        addresses: [allocation.address],
+        mtu,
+      });
+      return addResult(
+        {
+          hostIfName,
+          hostMac: wired.hostMac,
+          podIfName: req.ifName,
+          podMac: wired.podMac,
+          sandbox: req.netns,
+          mtu,
+          addresses: [allocation.address],
+          gateway4: POD_GATEWAY_V4,
+        },
+        req.conf.cniVersion,
+      );
+    } catch (e) {
+      await teardownPodNetwork(this.opts.runner, hostIfName).catch(() => {});
+      await this.opts.ipam.release(handle).catch(() => false);
+      throw new CniError(5, `cannot wire ${namespace}/${pod}`, (e as Error).message);
+    }
+  }
+
+  private async del(req: CniRequest): Promise<void> {
+    const handle = handleOf(req.conf.name, req.containerID, req.ifName);
+    const known = this.opts.ipam.lookup(handle);
+    const { namespace, pod } = known ?? this.podOf(req);
+    await teardownPodNetwork(this.opts.runner, hostVethName(namespace, pod));
+    await this.opts.ipam.release(handle);
+  }
+
+  private async check(req: CniRequest): Promise<void> {
+    const handle = handleOf(req.conf.name, req.containerID, req.ifName);
+    const known = this.opts.ipam.lookup(handle);
+    if (!known)
+      throw new CniError(
+        3,
+        `no wiremesh attachment for container ${req.containerID} interface ${req.ifName}`,
+      );
+    const problems = await checkPodNetwork(this.opts.runner, {
+      netns: req.netns,
+      podIfName: req.ifName,
+      hostIfName: hostVethName(known.namespace, known.pod),
+      addresses: [known.address],
+      mtu: req.conf.mtu ?? this.opts.mtu(),
+    });
+    if (problems.length)
+      throw new CniError(
+        999,
+        `attachment of ${known.namespace}/${known.pod} is broken`,
+        problems.join('; '),
+      );
+  }
+
+  /** CNI 1.1 GC: release every attachment of this network the runtime no longer lists. */
+  private async gc(req: CniRequest): Promise<void> {
+    const valid = new Set(
+      (req.conf['cni.dev/valid-attachments'] ?? []).map((a) =>
+        handleOf(req.conf.name, a.containerID, a.ifname),
+      ),
+    );
+    for (const handle of this.opts.ipam.handles(req.conf.name)) {
+      if (valid.has(handle)) continue;
+      const known = this.opts.ipam.lookup(handle);
+      if (known)
+        await teardownPodNetwork(this.opts.runner, hostVethName(known.namespace, known.pod));
+      await this.opts.ipam.release(handle);
+    }
+  }
+}

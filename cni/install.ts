@@ -1,0 +1,55 @@
+// `wiremesh install-cni`: what the DaemonSet's init container runs on every node.
+// It puts the relay binary in the CNI bin directory as `wiremesh` and writes the
+// conflist `10-wiremesh.conflist`, both atomically (write aside, fsync, rename), so
+// a container runtime never sees half a binary or half a configuration.
+import { copyFile, open, rename, chmod, mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+
+export interface InstallOptions {
+  relay: string;
+  binDir: string;
+  confDir: string;
+  /** Reference plugins chained after wiremesh (their binaries must be in binDir). */
+  chain: ('portmap' | 'bandwidth')[];
+  mtu?: number;
+}
+
+export function wiremeshConflist(options: Pick<InstallOptions, 'chain' | 'mtu'>): object {
+  const plugins: object[] = [{ type: 'wiremesh', ...(options.mtu ? { mtu: options.mtu } : {}) }];
+  if (options.chain.includes('portmap'))
+    plugins.push({ type: 'portmap', snat: true, capabilities: { portMappings: true } });
+  if (options.chain.includes('bandwidth'))
+    plugins.push({ type: 'bandwidth', capabilities: { bandwidth: true } });
+  return { cniVersion: '1.1.0', name: 'wiremesh', plugins };
+}
+
+async function writeAtomic(path: string, data: string, mode: number): Promise<void> {
+  const tmp = `${path}.tmp`;
+  const fh = await open(tmp, 'w', mode);
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, path);
+}
+
+export async function installCni(
+  options: InstallOptions,
+): Promise<{ binary: string; conflist: string }> {
+  await mkdir(options.binDir, { recursive: true });
+  await mkdir(options.confDir, { recursive: true });
+  const binary = join(options.binDir, 'wiremesh');
+  const tmp = `${binary}.tmp`;
+  await rm(tmp, { force: true });
+  await copyFile(options.relay, tmp);
+  await chmod(tmp, 0o755);
+  const fh = await open(tmp, 'r');
+  await fh.sync();
+  await fh.close();
+  await rename(tmp, binary);
+  const conflist = join(options.confDir, '10-wiremesh.conflist');
+  await writeAtomic(conflist, JSON.stringify(wiremeshConflist(options), null, 2) + '\n', 0o644);
+  return { binary, conflist };
+}

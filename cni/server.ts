@@ -1,0 +1,58 @@
+// The agent's CNI endpoint: a unix socket (/run/wiremesh/cni.sock, root only) on
+// which the relay binary POSTs {env, stdin} and gets {code, stdout} back. Requests
+// are handled one at a time per container, in arrival order.
+import { createServer, type Server } from 'node:http';
+import { mkdir, rm, chmod } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import type { CniHandler } from './handler.ts';
+
+const MAX_BODY = 2 * 1024 * 1024;
+
+export async function serveCni(
+  handler: CniHandler,
+  socketPath: string,
+  onRequest?: (ms: number, command: string, code: number) => void,
+): Promise<Server> {
+  await mkdir(dirname(socketPath), { recursive: true, mode: 0o755 });
+  await rm(socketPath, { force: true });
+  const server = createServer((req, res) => {
+    const started = performance.now();
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_BODY) req.destroy();
+      else chunks.push(c);
+    });
+    req.on('end', () => {
+      const reply = (code: number, stdout: string) => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ code, stdout }));
+      };
+      let body: { env?: Record<string, string>; stdin?: string };
+      try {
+        body = JSON.parse(Buffer.concat(chunks).toString()) as typeof body;
+      } catch {
+        res.writeHead(400);
+        res.end('bad request');
+        return;
+      }
+      const env = body.env ?? {};
+      handler
+        .handle(env, body.stdin ?? '')
+        .then((r) => {
+          onRequest?.(performance.now() - started, env.CNI_COMMAND ?? '', r.code);
+          reply(r.code, r.stdout);
+        })
+        .catch((e: unknown) =>
+          reply(1, JSON.stringify({ cniVersion: '1.1.0', code: 999, msg: (e as Error).message })),
+        );
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(socketPath, () => resolve());
+  });
+  await chmod(socketPath, 0o600);
+  return server;
+}
