@@ -8,10 +8,11 @@ import { existsSync } from 'node:fs';
 import {
   CoreV1Api,
   KubeConfig,
+  CustomObjectsApi,
   makeInformer,
   type V1Node,
-  type Informer,
-  type ObjectCache,
+  type KubernetesObject,
+  type KubernetesListObject,
 } from '@kubernetes/client-node';
 import { PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import { KeyStore, type WireGuardKeyPair } from '../crypto/index.ts';
@@ -22,6 +23,10 @@ import { planMesh, type MeshPlan, type MeshSettings } from './plan.ts';
 import { MeshDriver, reportChanged, type DeviceProvider } from './meshdriver.ts';
 import { chooseDevice, type WireGuardMode } from './device.ts';
 import { Reconciler } from './reconciler.ts';
+import { PodNetwork } from './podnetwork.ts';
+import { pathMtu } from './mtu.ts';
+import { runInformer, type Cache } from './watch.ts';
+import { ipamBlockFromK8s, IPAM_GROUP, IPAM_VERSION, IPAMBLOCK_PLURAL } from '../ipam/index.ts';
 import { KubeEventRecorder } from './events.ts';
 import {
   ANNOTATION_PUBLIC_KEY,
@@ -101,7 +106,10 @@ export class Agent {
   private keyPair!: WireGuardKeyPair;
   private device!: DeviceProvider & { stop?: () => Promise<void> };
   private driver!: MeshDriver;
-  private informer!: Informer<V1Node> & ObjectCache<V1Node>;
+  private informer!: Cache<V1Node>;
+  private blockInformer!: Cache<KubernetesObject>;
+  private readonly objects: CustomObjectsApi;
+  private podNetwork: PodNetwork | undefined;
   private events: KubeEventRecorder;
   private lastPlan: MeshPlan | null = null;
   private synced = false;
@@ -116,6 +124,7 @@ export class Agent {
     if (config.kubeconfig) this.kc.loadFromFile(config.kubeconfig);
     else this.kc.loadFromCluster();
     this.core = this.kc.makeApiClient(CoreV1Api);
+    this.objects = this.kc.makeApiClient(CustomObjectsApi);
     this.keys = new KeyStore(config.stateDir);
     this.wg = new WgCli(defaultRunner);
     this.ip = new IpCli(defaultRunner);
@@ -150,26 +159,29 @@ export class Agent {
     );
     this.driver = new MeshDriver({ wg: this.wg, ip: this.ip, device: this.device });
 
+    const schedule = (reason: string) => this.reconciler.schedule(reason);
     this.informer = makeInformer(this.kc, '/api/v1/nodes', () => this.core.listNode());
-    for (const verb of ['add', 'update', 'delete'] as const) {
-      this.informer.on(verb, (node: V1Node) => {
-        this.log.debug(`node ${verb}`, { node: node.metadata?.name });
-        this.reconciler.schedule(`node ${verb}`);
-      });
-    }
-    this.informer.on('error', (err: unknown) => {
-      this.log.warn('node watch failed; restarting it', {
-        error: (err as Error)?.message ?? String(err),
-      });
-      setTimeout(() => {
-        this.informer
-          .start()
-          .catch((e: unknown) =>
-            this.log.warn('node watch restart failed', { error: (e as Error).message }),
-          );
-      }, 2000);
+    await runInformer(this.informer, 'nodes', this.log, schedule);
+    this.blockInformer = makeInformer(
+      this.kc,
+      `/apis/${IPAM_GROUP}/${IPAM_VERSION}/${IPAMBLOCK_PLURAL}`,
+      () =>
+        this.objects.listClusterCustomObject({
+          group: IPAM_GROUP,
+          version: IPAM_VERSION,
+          plural: IPAMBLOCK_PLURAL,
+        }) as Promise<KubernetesListObject<KubernetesObject>>,
+    );
+    await runInformer(this.blockInformer, 'IPAM blocks', this.log, schedule);
+    this.podNetwork = new PodNetwork({
+      node: this.config.nodeName,
+      kc: this.kc,
+      core: this.core,
+      stateDir: this.config.stateDir,
+      log: this.log,
+      mtu: () => this.lastPlan?.device.mtu ?? pathMtu(1500, 'wireguard', 4),
     });
-    await this.startInformerWithRetry();
+    await this.podNetwork.start(`${this.config.runDir}/cni.sock`);
     this.synced = true;
     this.log.info('initial node list received', { nodes: this.informer.list().length });
     this.reconciler.start();
@@ -188,26 +200,13 @@ export class Agent {
     }
   }
 
-  private async startInformerWithRetry(): Promise<void> {
-    for (let delay = 500; ; delay = Math.min(delay * 2, 10_000)) {
-      try {
-        await this.informer.start();
-        return;
-      } catch (e) {
-        this.log.warn('cannot list nodes yet; retrying', {
-          error: (e as Error).message,
-          retryInMs: delay,
-        });
-        await new Promise((r) => setTimeout(r, delay));
-      }
-    }
-  }
-
   async stop(): Promise<void> {
     this.reconciler.stop();
     if (this.rotationTimer) clearInterval(this.rotationTimer);
     if (this.watchdog) clearInterval(this.watchdog);
     await this.informer?.stop();
+    await this.blockInformer?.stop();
+    await this.podNetwork?.stop();
     await this.reconciler.idle();
   }
 
@@ -225,6 +224,17 @@ export class Agent {
     this.log.info('rotated the WireGuard key', { previous, publicKey: this.keyPair.publicKey });
     this.reconciler.schedule('key rotated');
     return { publicKey: this.keyPair.publicKey };
+  }
+
+  /** Pod address blocks by owning node, from the IPAMBlock objects (validated). */
+  private blocksByNode(): Map<string, string[]> {
+    const byNode = new Map<string, string[]>();
+    for (const raw of this.blockInformer.list()) {
+      const { block } = ipamBlockFromK8s(raw);
+      if (!block) continue;
+      byNode.set(block.node, [...(byNode.get(block.node) ?? []), block.cidr]);
+    }
+    return byNode;
   }
 
   private meshNodes(): MeshNode[] {
@@ -251,6 +261,7 @@ export class Agent {
       selfPublicKey: this.keyPair.publicKey,
       nodes,
       settings,
+      blocks: this.blocksByNode(),
     });
     const keysOfEvents = new Set<string>();
     for (const r of plan.refused) {
@@ -276,6 +287,11 @@ export class Agent {
     // Publish after the device has the key: a peer that learns a new key (rotation)
     // handshakes at once, and that handshake must find the new key in place.
     await this.publishAnnotations(self, internalIP);
+    await this.podNetwork
+      ?.collectGarbage()
+      .catch((e: unknown) =>
+        this.log.warn('IPAM garbage collection failed', { error: (e as Error).message }),
+      );
     if (reportChanged(report))
       this.log.info('mesh applied', { ...report, peers: plan.peers.length });
     this.lastPlan = plan;

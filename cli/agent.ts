@@ -103,7 +103,7 @@ export function renderStatus(s: AgentStatus): string {
     '',
     'PEER'.padEnd(20) +
       'ENDPOINT'.padEnd(24) +
-      'ALLOWED IPS'.padEnd(22) +
+      'ALLOWED IPS'.padEnd(36) +
       'HANDSHAKE'.padEnd(12) +
       'RX'.padEnd(12) +
       'TX',
@@ -111,7 +111,7 @@ export function renderStatus(s: AgentStatus): string {
       (p) =>
         p.node.padEnd(20) +
         (p.endpoint ?? '-').padEnd(24) +
-        p.allowedIPs.join(',').padEnd(22) +
+        p.allowedIPs.join(',').padEnd(36) +
         age(p.latestHandshake).padEnd(12) +
         String(p.rxBytes).padEnd(12) +
         String(p.txBytes),

@@ -15,7 +15,7 @@ commands:
   rotate-key                              on a node: new WireGuard key, peers follow
   plan       --node NAME [--kubeconfig FILE]   what the agent on NAME would program
   install-cni [--bin-dir /opt/cni/bin] [--conf-dir /etc/cni/net.d] [--chain portmap,bandwidth]
-  lab up     [--name lab] [--nodes 3] [--pods-per-node 2] [--cni bridge] [--no-agents]
+  lab up     [--name lab] [--nodes 3] [--pods-per-node 2] [--cni wiremesh|bridge] [--no-agents]
   lab status [--name lab] [-o json]
   lab exec   [--name lab] NODE[/POD] -- COMMAND...
   lab down   [--name lab]

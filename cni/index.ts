@@ -1,5 +1,22 @@
 // cni/: the CNI plugin (spec 1.1: ADD, DEL, CHECK, VERSION, GC, STATUS). The binary
-// in /opt/cni/bin is a minimal static relay to the agent's unix socket; parsing,
-// validation, error codes, IPAM and the netns and veth work live here, in the agent.
-// Built under the IPAM/CNI issue; this file is its public face.
-export {};
+// in /opt/cni/bin is a minimal static Go relay (cni/relay) to the agent's unix
+// socket; parsing, validation, error codes, results and the pod wiring live here,
+// in the agent, which is already running.
+export * from './protocol.ts';
+export * from './result.ts';
+export {
+  CniHandler,
+  handleOf,
+  type PodIpam,
+  type CniReply,
+  type CniHandlerOptions,
+} from './handler.ts';
+export { serveCni } from './server.ts';
+export {
+  setupPodNetwork,
+  teardownPodNetwork,
+  checkPodNetwork,
+  hostVethName,
+  POD_GATEWAY_V4,
+} from './podnet.ts';
+export { installCni, wiremeshConflist, type InstallOptions } from './install.ts';

@@ -29,7 +29,12 @@ import {
   type NodePlan,
 } from './plan.ts';
 import { createLabPki, kubeconfigYaml, labPki } from './pki.ts';
-import { applyManifestFile, serviceAccountToken, DEPLOY_DIR } from './manifests.ts';
+import {
+  applyManifestFile,
+  serviceAccountToken,
+  waitForResource,
+  DEPLOY_DIR,
+} from './manifests.ts';
 
 const CLI_MAIN = new URL('../cli/main.ts', import.meta.url).pathname;
 import { startEtcd, startApiserver, tail } from './controlplane.ts';
@@ -130,7 +135,7 @@ export class Lab {
     const name = validateLabName(options.name ?? 'lab');
     const nodeCount = options.nodes ?? 3;
     const podsPerNode = validatePodsPerNode(options.podsPerNode ?? 2);
-    const cni = options.cni ?? 'bridge';
+    const cni = options.cni ?? (options.agents === false ? 'bridge' : 'wiremesh');
     const runner = options.runner ?? defaultRunner;
     const progress = options.progress ?? (() => {});
     requireRoot('the lab');
@@ -240,6 +245,13 @@ export class Lab {
     if (state.agents) {
       progress(`lab ${plan.name}: starting the wiremesh agent on ${plan.nodes.length} nodes`);
       await applyManifestFile(state.kubeconfig, join(DEPLOY_DIR, 'rbac.yaml'));
+      await applyManifestFile(state.kubeconfig, join(DEPLOY_DIR, 'crds.yaml'));
+      await waitForResource(state.kubeconfig, {
+        group: 'wiremesh.io',
+        version: 'v1alpha1',
+        plural: 'ipamblocks',
+      });
+      await applyManifestFile(state.kubeconfig, join(DEPLOY_DIR, 'default-pool.yaml'));
       for (const node of plan.nodes) await this.startAgent(node.name);
       await Promise.all(plan.nodes.map((n) => this.waitAgentReady(n.name)));
     }
@@ -257,17 +269,29 @@ export class Lab {
   private async installCni(node: NodePlan): Promise<void> {
     const binDir = nodePrivateDir(this.plan, node, '/opt/cni/bin');
     const confDir = nodePrivateDir(this.plan, node, '/etc/cni/net.d');
-    if (this.state.cni !== 'bridge') {
-      throw new Error(`CNI '${this.state.cni}' is not available in the lab yet; use --cni bridge`);
-    }
-    for (const plugin of ['bridge', 'host-local', 'loopback']) {
+    // The reference plugins: the bridge network of `--cni bridge`, and the meta
+    // plugins that chain after wiremesh.
+    for (const plugin of ['bridge', 'host-local', 'loopback', 'portmap', 'bandwidth']) {
       await copyFile(toolPath(`cni-plugins/${plugin}`), join(binDir, plugin));
       await chmod(join(binDir, plugin), 0o755);
     }
-    await writeFile(
-      join(confDir, '10-lab-bridge.conflist'),
-      JSON.stringify(bridgeConflist(node.bridgePodCIDR), null, 2),
-    );
+    if (this.state.cni === 'bridge') {
+      await writeFile(
+        join(confDir, '10-lab-bridge.conflist'),
+        JSON.stringify(bridgeConflist(node.bridgePodCIDR), null, 2),
+      );
+      return;
+    }
+    if (!this.state.agents) throw new Error('--cni wiremesh needs the agents (drop --no-agents)');
+    // What the DaemonSet's init container does: `wiremesh install-cni` on the node.
+    await this.execInNode(node.name, [
+      process.execPath,
+      '--disable-warning=ExperimentalWarning',
+      CLI_MAIN,
+      'install-cni',
+      '--relay',
+      toolPath('wiremesh-cni'),
+    ]);
   }
 
   /** The agent's kubeconfig on a node: the wiremesh-agent ServiceAccount's token, never admin. */

@@ -2,11 +2,12 @@
 // the agent's ServiceAccount token, so lab agents run with exactly the RBAC a real
 // installation grants.
 import { readFile } from 'node:fs/promises';
-import { parseAllDocuments } from 'yaml';
 import {
   CoreV1Api,
+  CustomObjectsApi,
   KubeConfig,
   KubernetesObjectApi,
+  loadAllYaml,
   type KubernetesObject,
 } from '@kubernetes/client-node';
 import { apiStatus } from './kube.ts';
@@ -20,11 +21,11 @@ export async function applyManifestFile(
   const kc = new KubeConfig();
   kc.loadFromFile(kubeconfig);
   const client = KubernetesObjectApi.makeApiClient(kc);
-  const docs = parseAllDocuments(await readFile(path, 'utf8'));
+  // client-node's own YAML loader: parsing to plain objects and letting the typed
+  // serializer map them drops CRD schema fields (default, enum, x-kubernetes-validations).
+  const docs = loadAllYaml(await readFile(path, 'utf8')) as (KubernetesObject | null)[];
   const applied: KubernetesObject[] = [];
-  for (const doc of docs) {
-    if (doc.errors.length) throw new Error(`${path}: ${doc.errors[0]?.message ?? 'YAML error'}`);
-    const obj = doc.toJS() as KubernetesObject | null;
+  for (const obj of docs) {
     if (!obj) continue;
     try {
       applied.push(await client.create(obj));
@@ -64,4 +65,29 @@ export async function serviceAccountToken(
   const token = res.status?.token;
   if (!token) throw new Error(`no token issued for ${namespace}/${name}`);
   return token;
+}
+
+/** Wait until a custom resource is served, e.g. after creating its CRD. */
+export async function waitForResource(
+  kubeconfig: string,
+  resource: { group: string; version: string; plural: string },
+  timeoutMs = 30_000,
+): Promise<void> {
+  const kc = new KubeConfig();
+  kc.loadFromFile(kubeconfig);
+  const objects = kc.makeApiClient(CustomObjectsApi);
+  const deadline = Date.now() + timeoutMs;
+  let last = '';
+  while (Date.now() < deadline) {
+    try {
+      await objects.listClusterCustomObject({ ...resource, limit: 1 });
+      return;
+    } catch (e) {
+      last = (e as Error).message.slice(0, 200);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(
+    `${resource.plural}.${resource.group} not served after ${timeoutMs} ms (${last})`,
+  );
 }

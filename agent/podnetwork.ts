@@ -1,0 +1,114 @@
+// The agent's pod networking: the node's IPAM (journal + blocks) behind the CNI
+// handler, served on /run/wiremesh/cni.sock for the relay in /opt/cni/bin, plus
+// periodic garbage collection of addresses whose pod is gone.
+import type { Server } from 'node:http';
+import type { CoreV1Api } from '@kubernetes/client-node';
+import { NodeIpam, KubeBlockApi } from '../ipam/index.ts';
+import { CniHandler, serveCni, type PodIpam } from '../cni/index.ts';
+import { defaultRunner } from '../sys/index.ts';
+import type { KubeConfig } from '@kubernetes/client-node';
+import type { Logger } from './log.ts';
+
+/** How long an address outlives its pod before garbage collection takes it back. */
+export const GC_GRACE_MS = 60_000;
+
+class IpamForCni implements PodIpam {
+  private readonly ipam: NodeIpam;
+  started = false;
+  constructor(ipam: NodeIpam) {
+    this.ipam = ipam;
+  }
+  allocate(req: {
+    handle: string;
+    namespace: string;
+    pod: string;
+    containerID: string;
+    ifName: string;
+  }) {
+    return this.ipam.allocate(req);
+  }
+  release(handle: string) {
+    return this.ipam.release(handle);
+  }
+  lookup(handle: string) {
+    const found = this.ipam.find(handle);
+    return found
+      ? { address: found.address, namespace: found.namespace, pod: found.pod }
+      : undefined;
+  }
+  handles(network: string): string[] {
+    return this.ipam
+      .blocks()
+      .flatMap((b) => [...b.allocations.keys()].filter((h) => h.startsWith(`${network}.`)));
+  }
+  ready(): boolean {
+    return this.started;
+  }
+}
+
+export class PodNetwork {
+  readonly ipam: NodeIpam;
+  private readonly adapter: IpamForCni;
+  private readonly handler: CniHandler;
+  private readonly log: Logger;
+  private readonly node: string;
+  private readonly core: CoreV1Api;
+  private server: Server | undefined;
+  readonly cniLatencies: number[] = [];
+
+  constructor(opts: {
+    node: string;
+    kc: KubeConfig;
+    core: CoreV1Api;
+    stateDir: string;
+    log: Logger;
+    mtu: () => number;
+  }) {
+    this.node = opts.node;
+    this.core = opts.core;
+    this.log = opts.log;
+    this.ipam = new NodeIpam({
+      node: opts.node,
+      stateDir: `${opts.stateDir}/ipam`,
+      api: new KubeBlockApi(opts.kc),
+      log: opts.log,
+      autoSyncMs: 200,
+    });
+    this.adapter = new IpamForCni(this.ipam);
+    this.handler = new CniHandler({
+      ipam: this.adapter,
+      runner: defaultRunner,
+      mtu: opts.mtu,
+      log: (msg, fields) => this.log.warn(msg, fields),
+    });
+  }
+
+  async start(socketPath: string): Promise<void> {
+    await this.ipam.start();
+    this.adapter.started = true;
+    this.server = await serveCni(this.handler, socketPath, (ms, command, code) => {
+      this.cniLatencies.push(ms);
+      if (this.cniLatencies.length > 1000) this.cniLatencies.shift();
+      this.log.info('CNI request', { command, code, ms: Math.round(ms * 10) / 10 });
+    });
+  }
+
+  private lastGc = 0;
+
+  /** At most every 30 s: take back addresses of pods gone for GC_GRACE_MS, then sync blocks. */
+  async collectGarbage(now = Date.now()): Promise<void> {
+    if (now - this.lastGc < 30_000) return;
+    this.lastGc = now;
+    const pods = await this.core.listPodForAllNamespaces({
+      fieldSelector: `spec.nodeName=${this.node}`,
+    });
+    const live = new Set(pods.items.map((p) => `${p.metadata?.namespace}/${p.metadata?.name}`));
+    await this.ipam.collectGarbage(live, GC_GRACE_MS);
+    await this.ipam.sync();
+  }
+
+  async stop(): Promise<void> {
+    this.server?.close();
+    await this.ipam.close();
+  }
+}

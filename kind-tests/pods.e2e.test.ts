@@ -1,0 +1,254 @@
+// Pods wired by the wiremesh CNI plugin (the Go relay in /opt/cni/bin, the agent
+// behind it) with addresses from IPAM blocks: every pod reaches every other pod,
+// encrypted on the underlay; DEL is idempotent; bad input gets the CNI error codes
+// through the real relay; chaining with the reference plugins works.
+import test from 'ava';
+import { CoreV1Api, CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
+import { Lab } from '../lab/index.ts';
+import { LabDriver } from './lab-driver.ts';
+import { startCapture, eventually } from './probes.ts';
+
+let driver: LabDriver | undefined;
+let lab: Lab;
+let core: CoreV1Api;
+let objects: CustomObjectsApi;
+
+test.before(async () => {
+  driver = await LabDriver.open({
+    name: 'e2epods',
+    nodes: 3,
+    podsPerNode: 2,
+    agents: true,
+    cni: 'wiremesh',
+  });
+  lab = driver.lab;
+  const kc = new KubeConfig();
+  kc.loadFromFile(lab.state.kubeconfig);
+  core = kc.makeApiClient(CoreV1Api);
+  objects = kc.makeApiClient(CustomObjectsApi);
+});
+
+test.after.always(async () => {
+  if (driver) await driver.close();
+});
+
+/** Run the installed plugin binary on a node as a container runtime would. */
+async function runPlugin(node: string, env: Record<string, string>, stdin: string) {
+  return lab.execInNode(node, ['/opt/cni/bin/wiremesh'], {
+    env: { PATH: process.env.PATH, CNI_PATH: '/opt/cni/bin', ...env },
+    input: stdin,
+    allowFailure: true,
+  });
+}
+
+const conf = (version = '1.1.0') =>
+  JSON.stringify({ cniVersion: version, name: 'wiremesh', type: 'wiremesh' });
+
+test.serial('every pod reaches every other pod, on its node and across nodes', async (t) => {
+  const pods = lab.state.pods;
+  t.is(pods.length, 6);
+  const failures: string[] = [];
+  for (const from of pods) {
+    for (const to of pods) {
+      if (from === to) continue;
+      const res = await lab.execInPod(from.name, ['ping', '-c', '1', '-W', '2', to.ips[0] ?? ''], {
+        allowFailure: true,
+      });
+      if (res.code !== 0) failures.push(`${from.name} -> ${to.name}`);
+    }
+  }
+  t.deepEqual(failures, [], 'reachability matrix');
+});
+
+test.serial(
+  'pod addresses are unique, match status.podIPs, and come from blocks their node holds',
+  async (t) => {
+    const all = lab.state.pods.flatMap((p) => p.ips);
+    t.is(new Set(all).size, all.length);
+    const blocks = (await objects.listClusterCustomObject({
+      group: 'wiremesh.io',
+      version: 'v1alpha1',
+      plural: 'ipamblocks',
+    })) as {
+      items: {
+        spec: {
+          cidr: string;
+          node: string;
+          allocations?: Record<string, { address: string; pod?: string }>;
+        };
+      }[];
+    };
+    for (const pod of lab.state.pods) {
+      const obj = await core.readNamespacedPod({ namespace: pod.namespace, name: pod.name });
+      t.deepEqual(
+        obj.status?.podIPs?.map((p) => p.ip),
+        pod.ips,
+      );
+      await eventually(`${pod.name}'s allocation in its node's IPAMBlock`, async () => {
+        const fresh = (await objects.listClusterCustomObject({
+          group: 'wiremesh.io',
+          version: 'v1alpha1',
+          plural: 'ipamblocks',
+        })) as typeof blocks;
+        return fresh.items.some(
+          (b) =>
+            b.spec.node === pod.node &&
+            Object.values(b.spec.allocations ?? {}).some(
+              (a) => a.address === pod.ips[0] && a.pod === pod.name,
+            ),
+        );
+      });
+    }
+    t.true(blocks.items.length >= 3);
+  },
+);
+
+test.serial(
+  'pod-to-pod traffic between nodes is WireGuard on the underlay, never plaintext',
+  async (t) => {
+    const from = lab.state.pods.find((p) => p.node === lab.plan.nodes[0]?.name);
+    const to = lab.state.pods.find((p) => p.node === lab.plan.nodes[1]?.name);
+    if (!from || !to) throw new Error('pods missing');
+    const ip = to.ips[0] ?? '';
+    const marker = `WIREMESH-POD-MARKER-${Date.now()}`;
+    const wire = await startCapture(
+      [],
+      lab.plan.bridge,
+      `ip and not host ${lab.plan.gatewayIP}`,
+      `/tmp/wm-pods-${process.pid}.pcap`,
+    );
+    const inside = await startCapture(
+      lab.execPrefix({ node: to.node }),
+      'wiremesh.wg',
+      '',
+      `/tmp/wm-pods-in-${process.pid}.pcap`,
+    );
+    const sink = `sink-${to.name}`;
+    await lab.spawnInNode(to.node, sink, [
+      'nsenter',
+      `--net=/run/netns/${to.netns}`,
+      'socat',
+      '-u',
+      `TCP-LISTEN:7004,bind=${ip},reuseaddr`,
+      'OPEN:/dev/null',
+    ]);
+    await eventually('the sink', async () =>
+      (await lab.execInPod(to.name, ['ss', '-Hltn', 'sport = :7004'])).stdout.includes('7004'),
+    );
+    await lab.execInPod(from.name, ['socat', '-u', 'STDIN', `TCP:${ip}:7004`], {
+      input: `${marker}\n`.repeat(200),
+      timeoutMs: 10_000,
+    });
+    const w = await wire.stop();
+    const i = await inside.stop();
+    await lab.stopProcess(sink);
+    t.true(i.raw.includes(marker), 'control: the marker crossed the tunnel');
+    t.false(w.raw.includes(marker), 'the marker never appears on the underlay');
+    for (const line of w.lines) t.regex(line, /\.51825[ :].*UDP|UDP.*\.51825/, line);
+    t.false(
+      w.lines.some((l) => l.includes(ip) || l.includes(from.ips[0] ?? '-')),
+      'no pod address on the underlay',
+    );
+  },
+);
+
+test.serial('DEL removes the pod wiring and its address, and is idempotent', async (t) => {
+  const node = lab.plan.nodes[2]?.name ?? '';
+  const pod = await lab.addPod(node, 'default', 'delme');
+  const host = (await lab.execInNode(node, ['ip', '-j', 'link', 'show'])).stdout;
+  t.true(host.includes('"ifname":"wm'), 'a host veth exists');
+  await lab.deletePod('delme');
+  const links = JSON.parse((await lab.execInNode(node, ['ip', '-j', 'link', 'show'])).stdout) as {
+    ifname: string;
+  }[];
+  t.false(
+    JSON.stringify(await lab.execInNode(node, ['ip', 'route'])).includes(pod.ips[0] ?? '-'),
+    'route gone',
+  );
+  const del = (id: string, netns: string) =>
+    runPlugin(
+      node,
+      {
+        CNI_COMMAND: 'DEL',
+        CNI_CONTAINERID: id,
+        CNI_IFNAME: 'eth0',
+        CNI_NETNS: netns,
+        CNI_ARGS: 'K8S_POD_NAMESPACE=default;K8S_POD_NAME=delme',
+      },
+      conf(),
+    );
+  for (const [id, netns] of [
+    ['cnitool-gone', '/run/netns/does-not-exist'],
+    ['unknown-container', ''],
+  ] as const) {
+    const res = await del(id, netns);
+    t.is(res.code, 0, `DEL ${id}: ${res.stdout}`);
+  }
+  t.true(links.length > 0);
+});
+
+const codeOf = (stdout: string) => (JSON.parse(stdout) as { code: number }).code;
+
+test.serial(
+  'bad input gets the CNI error JSON with the right code through the relay',
+  async (t) => {
+    const node = lab.plan.nodes[0]?.name ?? '';
+    const base = {
+      CNI_COMMAND: 'ADD',
+      CNI_CONTAINERID: 'abc123',
+      CNI_IFNAME: 'eth0',
+      CNI_NETNS: '/run/netns/none',
+    };
+    const cases: [string, Record<string, string>, string, number][] = [
+      ['malformed JSON', base, '{not json', 6],
+      [
+        'missing CNI_CONTAINERID',
+        { CNI_COMMAND: 'ADD', CNI_IFNAME: 'eth0', CNI_NETNS: '/run/netns/x' },
+        conf(),
+        4,
+      ],
+      ['unsupported cniVersion', base, conf('9.9.9'), 1],
+      ['unknown command', { ...base, CNI_COMMAND: 'FROB' }, conf(), 4],
+      [
+        'CHECK of an unknown container',
+        { ...base, CNI_COMMAND: 'CHECK', CNI_CONTAINERID: 'never-added' },
+        conf(),
+        3,
+      ],
+    ];
+    for (const [what, env, stdin, code] of cases) {
+      const res = await runPlugin(node, env, stdin);
+      t.not(res.code, 0, what);
+      t.is(codeOf(res.stdout), code, `${what}: ${res.stdout}`);
+      t.notRegex(res.stdout + res.stderr, /\n\s+at /, `${what}: no stack trace`);
+    }
+    const version = await runPlugin(node, { CNI_COMMAND: 'VERSION' }, conf());
+    t.deepEqual(
+      (JSON.parse(version.stdout) as { supportedVersions: string[] }).supportedVersions.includes(
+        '1.1.0',
+      ),
+      true,
+    );
+  },
+);
+
+test.serial('with the agent down the plugin answers code 11 (try again later)', async (t) => {
+  const node = lab.plan.nodes[0]?.name ?? '';
+  await lab.stopAgent(node);
+  try {
+    const res = await runPlugin(
+      node,
+      {
+        CNI_COMMAND: 'ADD',
+        CNI_CONTAINERID: 'x1',
+        CNI_IFNAME: 'eth0',
+        CNI_NETNS: '/run/netns/none',
+      },
+      conf(),
+    );
+    t.is(codeOf(res.stdout), 11, res.stdout);
+  } finally {
+    await lab.startAgent(node);
+    await lab.waitAgentReady(node);
+  }
+});
