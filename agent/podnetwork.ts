@@ -4,7 +4,7 @@
 import type { Server } from 'node:http';
 import type { CoreV1Api } from '@kubernetes/client-node';
 import { NodeIpam, KubeBlockApi } from '../ipam/index.ts';
-import { CniHandler, serveCni, type PodIpam } from '../cni/index.ts';
+import { CniHandler, serveCni, procSysctl, type PodIpam } from '../cni/index.ts';
 import { defaultRunner } from '../sys/index.ts';
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from './log.ts';
@@ -79,6 +79,8 @@ export class PodNetwork {
       ipam: this.adapter,
       runner: defaultRunner,
       mtu: opts.mtu,
+      // The agent lives in the node's network namespace: /proc/sys is its own.
+      sysctl: procSysctl,
       log: (msg, fields) => this.log.warn(msg, fields),
     });
   }

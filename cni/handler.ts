@@ -18,6 +18,7 @@ import {
   checkPodNetwork,
   hostVethName,
   POD_GATEWAY_V4,
+  type SysctlWriter,
 } from './podnet.ts';
 import type { Runner } from '../sys/index.ts';
 
@@ -48,6 +49,8 @@ export interface CniHandlerOptions {
   runner: Runner;
   /** Pod MTU: the smallest over the paths a pod's traffic can take. */
   mtu: () => number;
+  /** How the host end's sysctls are set (default: the `sysctl` command through the runner). */
+  sysctl?: SysctlWriter;
   log?: (msg: string, fields: Record<string, unknown>) => void;
 }
 
@@ -137,13 +140,17 @@ export class CniHandler {
     }
     const mtu = req.conf.mtu ?? this.opts.mtu();
     try {
-      const wired = await setupPodNetwork(this.opts.runner, {
-        netns: req.netns,
-        podIfName: req.ifName,
-        hostIfName,
-        addresses: [allocation.address],
-        mtu,
-      });
+      const wired = await setupPodNetwork(
+        this.opts.runner,
+        {
+          netns: req.netns,
+          podIfName: req.ifName,
+          hostIfName,
+          addresses: [allocation.address],
+          mtu,
+        },
+        this.opts.sysctl,
+      );
       return addResult(
         {
           hostIfName,

@@ -17,6 +17,10 @@ export {
   teardownPodNetwork,
   checkPodNetwork,
   hostVethName,
+  vethMac,
+  procSysctl,
+  runnerSysctl,
   POD_GATEWAY_V4,
+  type SysctlWriter,
 } from './podnet.ts';
 export { installCni, wiremeshConflist, type InstallOptions } from './install.ts';

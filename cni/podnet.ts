@@ -7,6 +7,7 @@
 // the pair and the route, and a missing link or namespace is not an error.
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import type { Runner } from '../sys/index.ts';
 
 export const POD_GATEWAY_V4 = '169.254.1.1';
@@ -38,44 +39,74 @@ function nsenter(netns: string): string[] {
   return ['nsenter', `--net=${netns}`, '--'];
 }
 
-async function linkMac(runner: Runner, prefix: string[], name: string): Promise<string> {
-  const res = await runner.run([...prefix, 'ip', '-j', 'link', 'show', 'dev', name]);
-  const [link] = JSON.parse(res.stdout) as { address?: string }[];
-  if (!link?.address) throw new Error(`no MAC address on ${name}`);
-  return link.address;
-}
-
 async function hostLinkExists(runner: Runner, name: string): Promise<boolean> {
   const res = await runner.run(['ip', '-j', 'link', 'show', 'dev', name], { allowFailure: true });
   return res.code === 0;
 }
 
-export async function setupPodNetwork(runner: Runner, spec: PodNetSpec): Promise<PodNetResult> {
-  if (!existsSync(spec.netns)) throw new Error(`network namespace ${spec.netns} does not exist`);
-  // A retried ADD finds the pair from an earlier, interrupted attempt: start clean.
-  if (await hostLinkExists(runner, spec.hostIfName))
-    await teardownPodNetwork(runner, spec.hostIfName);
+/** A stable, locally administered unicast MAC for one end of a pod's veth pair. */
+export function vethMac(hostIfName: string, end: 'host' | 'pod'): string {
+  const h = createHash('sha1').update(`${hostIfName}/${end}`).digest();
+  const bytes = [0x02, h[0] ?? 0, h[1] ?? 0, h[2] ?? 0, h[3] ?? 0, h[4] ?? 0];
+  return bytes.map((b) => b.toString(16).padStart(2, '0')).join(':');
+}
 
-  await runner.run([
-    'ip',
-    'link',
-    'add',
-    spec.hostIfName,
-    'mtu',
-    String(spec.mtu),
-    'type',
-    'veth',
-    'peer',
-    'name',
-    spec.podIfName,
-    'mtu',
-    String(spec.mtu),
-    'netns',
-    spec.netns,
-  ]);
+/** Sets sysctls in the runner's network namespace (the default spawns `sysctl`). */
+export type SysctlWriter = (settings: Record<string, string>) => Promise<void>;
+
+export function runnerSysctl(runner: Runner): SysctlWriter {
+  return async (settings) => {
+    await runner.run(['sysctl', '-qw', ...Object.entries(settings).map(([k, v]) => `${k}=${v}`)]);
+  };
+}
+
+/** For a process that lives in the network namespace it configures (the agent): /proc writes. */
+export const procSysctl: SysctlWriter = async (settings) => {
+  for (const [key, value] of Object.entries(settings)) {
+    await writeFile(`/proc/sys/${key.replaceAll('.', '/')}`, value);
+  }
+};
+
+/**
+ * Wire a pod: two `ip -batch` runs (one on the host, one in the pod's namespace) and
+ * the host end's sysctls. MACs are chosen here rather than read back, which saves
+ * two process starts per ADD.
+ */
+export async function setupPodNetwork(
+  runner: Runner,
+  spec: PodNetSpec,
+  sysctl: SysctlWriter = runnerSysctl(runner),
+): Promise<PodNetResult> {
+  if (!existsSync(spec.netns)) throw new Error(`network namespace ${spec.netns} does not exist`);
+  const hostMac = vethMac(spec.hostIfName, 'host');
+  const podMac = vethMac(spec.hostIfName, 'pod');
+  const mtu = String(spec.mtu);
+  const hostBatch = [
+    `link add ${spec.hostIfName} address ${hostMac} mtu ${mtu} type veth peer name ${spec.podIfName} address ${podMac} mtu ${mtu} netns ${spec.netns}`,
+    `link set ${spec.hostIfName} up`,
+  ];
+  for (const ip of spec.addresses) {
+    const prefix = isV6(ip) ? 128 : 32;
+    hostBatch.push(
+      `${isV6(ip) ? '-6 ' : ''}route replace ${ip}/${prefix} dev ${spec.hostIfName} scope link proto ${POD_ROUTE_PROTOCOL}`,
+    );
+  }
+  const input = hostBatch.join('\n') + '\n';
+  const first = await runner.run(['ip', '-batch', '-'], { input, allowFailure: true });
+  if (first.code !== 0) {
+    // A retried ADD finds the pair of an earlier, interrupted attempt: start clean, once.
+    if (!/File exists/i.test(first.stderr))
+      throw new Error(`wiring ${spec.hostIfName}: ${first.stderr.trim()}`);
+    await teardownPodNetwork(runner, spec.hostIfName);
+    await runner.run(['ip', '-batch', '-'], { input });
+  }
+  await sysctl({
+    [`net.ipv4.conf.${spec.hostIfName}.proxy_arp`]: '1',
+    [`net.ipv4.neigh.${spec.hostIfName}.proxy_delay`]: '0',
+    [`net.ipv4.conf.${spec.hostIfName}.forwarding`]: '1',
+  });
   // The pod resolves its gateway to the host end's MAC statically, so nothing depends
   // on proxy ARP finding a route to 169.254.1.1 on the node (a node need not have one).
-  const hostMac = await linkMac(runner, [], spec.hostIfName);
   const podBatch = ['link set lo up', `link set ${spec.podIfName} up`];
   for (const ip of spec.addresses) {
     if (isV6(ip)) {
@@ -92,25 +123,7 @@ export async function setupPodNetwork(runner: Runner, spec: PodNetSpec): Promise
   await runner.run([...nsenter(spec.netns), 'ip', '-batch', '-'], {
     input: podBatch.join('\n') + '\n',
   });
-
-  // Through the runner (not /proc directly), so it acts in the runner's network namespace.
-  await runner.run([
-    'sysctl',
-    '-qw',
-    `net.ipv4.conf.${spec.hostIfName}.proxy_arp=1`,
-    `net.ipv4.neigh.${spec.hostIfName}.proxy_delay=0`,
-    `net.ipv4.conf.${spec.hostIfName}.forwarding=1`,
-  ]);
-  const hostBatch = [`link set ${spec.hostIfName} up`];
-  for (const ip of spec.addresses) {
-    const prefix = isV6(ip) ? 128 : 32;
-    hostBatch.push(
-      `${isV6(ip) ? '-6 ' : ''}route replace ${ip}/${prefix} dev ${spec.hostIfName} scope link proto ${POD_ROUTE_PROTOCOL}`,
-    );
-  }
-  await runner.run(['ip', '-batch', '-'], { input: hostBatch.join('\n') + '\n' });
-
-  return { hostMac, podMac: await linkMac(runner, nsenter(spec.netns), spec.podIfName) };
+  return { hostMac, podMac };
 }
 
 /** Remove the pair (and with it the host route); nothing to do when it is gone. */
