@@ -172,7 +172,15 @@ export class Agent {
           plural: IPAMBLOCK_PLURAL,
         }) as Promise<KubernetesListObject<KubernetesObject>>,
     );
-    await runInformer(this.blockInformer, 'IPAM blocks', this.log, schedule);
+    // A block's allocations change with every pod; only its CIDR and owner matter to
+    // the mesh, so re-plan only when that set changes.
+    let blockSet = '';
+    await runInformer(this.blockInformer, 'IPAM blocks', this.log, (reason) => {
+      const now = JSON.stringify([...this.blocksByNode()].sort());
+      if (now === blockSet) return;
+      blockSet = now;
+      schedule(reason);
+    });
     this.podNetwork = new PodNetwork({
       node: this.config.nodeName,
       kc: this.kc,

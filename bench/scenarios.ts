@@ -3,6 +3,7 @@ import { compare, type Figure } from './harness.ts';
 import { Lab } from '../lab/index.ts';
 import { defaultRunner } from '../sys/index.ts';
 import { benchReplan, benchAgentScale, benchConvergence, benchThroughput } from './mesh.ts';
+import { benchCniLatency } from './cni.ts';
 
 export interface Scenario {
   description: string;
@@ -49,5 +50,10 @@ export const scenarios: Record<string, Scenario> = {
     description:
       'TCP through the mesh tunnel vs a hand-configured wireguard-go tunnel and the plain underlay',
     run: ({ repeats }) => benchThroughput(Math.min(repeats, 5)),
+  },
+  'cni-latency': {
+    description:
+      'wiremesh CNI ADD/DEL p50/p99 at 1 and 20 in flight, and ADDs/s, vs reference bridge + host-local',
+    run: ({ repeats }) => benchCniLatency(repeats),
   },
 };

@@ -148,6 +148,7 @@ export class CniHandler {
           hostIfName,
           addresses: [allocation.address],
           mtu,
+          owner: handle,
         },
         this.opts.sysctl,
       );
@@ -165,7 +166,7 @@ export class CniHandler {
         req.conf.cniVersion,
       );
     } catch (e) {
-      await teardownPodNetwork(this.opts.runner, hostIfName).catch(() => {});
+      await teardownPodNetwork(this.opts.runner, hostIfName, handle).catch(() => {});
       await this.opts.ipam.release(handle).catch(() => false);
       throw new CniError(5, `cannot wire ${namespace}/${pod}`, (e as Error).message);
     }
@@ -175,7 +176,7 @@ export class CniHandler {
     const handle = handleOf(req.conf.name, req.containerID, req.ifName);
     const known = this.opts.ipam.lookup(handle);
     const { namespace, pod } = known ?? this.podOf(req);
-    await teardownPodNetwork(this.opts.runner, hostVethName(namespace, pod));
+    await teardownPodNetwork(this.opts.runner, hostVethName(namespace, pod), handle);
     await this.opts.ipam.release(handle);
   }
 
@@ -213,7 +214,11 @@ export class CniHandler {
       if (valid.has(handle)) continue;
       const known = this.opts.ipam.lookup(handle);
       if (known)
-        await teardownPodNetwork(this.opts.runner, hostVethName(known.namespace, known.pod));
+        await teardownPodNetwork(
+          this.opts.runner,
+          hostVethName(known.namespace, known.pod),
+          handle,
+        );
       await this.opts.ipam.release(handle);
     }
   }

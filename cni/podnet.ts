@@ -26,6 +26,8 @@ export interface PodNetSpec {
   /** Plain addresses, one per family. */
   addresses: string[];
   mtu: number;
+  /** The attachment (CNI handle) that owns the pair, recorded as the host end's alias. */
+  owner?: string;
 }
 
 export interface PodNetResult {
@@ -84,6 +86,7 @@ export async function setupPodNetwork(
   const hostBatch = [
     `link add ${spec.hostIfName} address ${hostMac} mtu ${mtu} type veth peer name ${spec.podIfName} address ${podMac} mtu ${mtu} netns ${spec.netns}`,
     `link set ${spec.hostIfName} up`,
+    ...(spec.owner ? [`link set ${spec.hostIfName} alias ${spec.owner}`] : []),
   ];
   for (const ip of spec.addresses) {
     const prefix = isV6(ip) ? 128 : 32;
@@ -126,8 +129,25 @@ export async function setupPodNetwork(
   return { hostMac, podMac };
 }
 
-/** Remove the pair (and with it the host route); nothing to do when it is gone. */
-export async function teardownPodNetwork(runner: Runner, hostIfName: string): Promise<void> {
+/**
+ * Remove the pair (and with it the host route); nothing to do when it is gone. With
+ * `owner`, only a pair wired for that attachment is removed: a pod retried in a new
+ * sandbox reuses the veth name, and releasing the dead sandbox's handle must not cut
+ * the live one's network.
+ */
+export async function teardownPodNetwork(
+  runner: Runner,
+  hostIfName: string,
+  owner?: string,
+): Promise<void> {
+  if (owner !== undefined) {
+    const show = await runner.run(['ip', '-j', 'link', 'show', 'dev', hostIfName], {
+      allowFailure: true,
+    });
+    if (show.code !== 0) return;
+    const [link] = JSON.parse(show.stdout) as { ifalias?: string }[];
+    if (link?.ifalias !== undefined && link.ifalias !== owner) return;
+  }
   const res = await runner.run(['ip', 'link', 'del', 'dev', hostIfName], { allowFailure: true });
   if (res.code !== 0 && !/Cannot find device|does not exist/i.test(res.stderr)) {
     throw new Error(`cannot delete ${hostIfName}: ${res.stderr.trim()}`);

@@ -7,6 +7,7 @@ import { CoreV1Api, CustomObjectsApi, KubeConfig } from '@kubernetes/client-node
 import { Lab } from '../lab/index.ts';
 import { LabDriver } from './lab-driver.ts';
 import { startCapture, eventually } from './probes.ts';
+import { defaultRunner, toolPath, systemEnv } from '../sys/index.ts';
 
 let driver: LabDriver | undefined;
 let lab: Lab;
@@ -35,7 +36,7 @@ test.after.always(async () => {
 /** Run the installed plugin binary on a node as a container runtime would. */
 async function runPlugin(node: string, env: Record<string, string>, stdin: string) {
   return lab.execInNode(node, ['/opt/cni/bin/wiremesh'], {
-    env: { PATH: process.env.PATH, CNI_PATH: '/opt/cni/bin', ...env },
+    env: systemEnv({ CNI_PATH: '/opt/cni/bin', ...env }),
     input: stdin,
     allowFailure: true,
   });
@@ -250,5 +251,111 @@ test.serial('with the agent down the plugin answers code 11 (try again later)', 
   } finally {
     await lab.startAgent(node);
     await lab.waitAgentReady(node);
+  }
+});
+
+/** cnitool on a node, for a network and a pod namespace, as a container runtime would call plugins. */
+function cnitoolOn(node: string, network: string, netns: string, pod: string, capArgs?: object) {
+  const env = systemEnv({
+    CNI_PATH: '/opt/cni/bin',
+    NETCONFPATH: '/etc/cni/net.d',
+    CNI_ARGS: `K8S_POD_NAMESPACE=default;K8S_POD_NAME=${pod}`,
+    ...(capArgs ? { CAP_ARGS: JSON.stringify(capArgs) } : {}),
+  });
+  return (verb: string) =>
+    lab.execInNode(node, [toolPath('cnitool'), verb, network, `/run/netns/${netns}`], {
+      env,
+      allowFailure: true,
+      timeoutMs: 30_000,
+    });
+}
+
+test.serial('cnitool drives ADD, CHECK, STATUS, GC and DEL on several nodes', async (t) => {
+  for (const node of lab.plan.nodes) {
+    const netns = `wmp-${lab.plan.name}-tool-${node.index}`;
+    await defaultRunner.run(['ip', 'netns', 'add', netns]);
+    const cnitool = cnitoolOn(node.name, 'wiremesh', netns, `tool-${node.index}`);
+    try {
+      const add = await cnitool('add');
+      t.is(add.code, 0, `${node.name} ADD: ${add.stderr}`);
+      const checked = await cnitool('check');
+      t.is(checked.code, 0, `${node.name} CHECK: ${checked.stdout} ${checked.stderr}`);
+      t.is((await cnitool('status')).code, 0, `${node.name} STATUS`);
+      // Break the attachment: CHECK must notice.
+      await defaultRunner.run(['ip', 'netns', 'exec', netns, 'ip', 'route', 'del', 'default']);
+      t.not((await cnitool('check')).code, 0, `${node.name} CHECK notices a missing default route`);
+      // cnitool's GC lists no valid attachment: this network's attachments on the node go.
+      t.is((await cnitool('gc')).code, 0, `${node.name} GC`);
+      const after = await cnitool('check');
+      t.regex(
+        after.stdout + after.stderr,
+        /no wiremesh attachment/,
+        `${node.name}: unknown after GC`,
+      );
+      t.is((await cnitool('del')).code, 0, `${node.name} DEL after GC`);
+      t.is((await cnitool('del')).code, 0, `${node.name} DEL twice`);
+    } finally {
+      await cnitool('del');
+      await defaultRunner.run(['ip', 'netns', 'del', netns], { allowFailure: true });
+    }
+  }
+});
+
+test.serial('portmap chained after wiremesh forwards a host port to a pod', async (t) => {
+  const node = lab.plan.nodes[2];
+  const client = lab.plan.nodes[0];
+  if (!node || !client) throw new Error('need 3 nodes');
+  // A second network on the node: wiremesh, then the reference portmap (nftables backend).
+  const chain = {
+    cniVersion: '1.1.0',
+    name: 'wmchain',
+    plugins: [
+      { type: 'wiremesh' },
+      { type: 'portmap', backend: 'nftables', capabilities: { portMappings: true } },
+    ],
+  };
+  await lab.execInNode(node.name, ['sh', '-c', 'cat > /etc/cni/net.d/20-wmchain.conflist'], {
+    input: JSON.stringify(chain),
+  });
+  const netns = `wmp-${lab.plan.name}-chain`;
+  await defaultRunner.run(['ip', 'netns', 'add', netns]);
+  const cnitool = cnitoolOn(node.name, 'wmchain', netns, 'chained', {
+    portMappings: [{ hostPort: 8080, containerPort: 80, protocol: 'tcp' }],
+  });
+  try {
+    const add = await cnitool('add');
+    t.is(add.code, 0, add.stderr);
+    const server = `chained-http-${node.name}`;
+    await lab.spawnInNode(node.name, server, [
+      'nsenter',
+      `--net=/run/netns/${netns}`,
+      'socat',
+      'TCP-LISTEN:80,fork,reuseaddr',
+      'SYSTEM:echo hello-from-the-pod',
+    ]);
+    await eventually('the pod server', async () =>
+      (
+        await defaultRunner.run(['ip', 'netns', 'exec', netns, 'ss', '-Hltn', 'sport = :80'])
+      ).stdout.includes(':80'),
+    );
+    const reply = await lab.execInNode(
+      client.name,
+      ['socat', '-T', '5', '-', `TCP:${node.underlayIP}:8080`],
+      {
+        input: '',
+        timeoutMs: 10_000,
+      },
+    );
+    t.is(
+      reply.stdout.trim(),
+      'hello-from-the-pod',
+      'port 8080 on the node reaches port 80 in the pod',
+    );
+    await lab.stopProcess(server);
+    t.is((await cnitool('del')).code, 0, 'DEL through the chain');
+  } finally {
+    await cnitool('del');
+    await defaultRunner.run(['ip', 'netns', 'del', netns], { allowFailure: true });
+    await lab.execInNode(node.name, ['rm', '-f', '/etc/cni/net.d/20-wmchain.conflist']);
   }
 });

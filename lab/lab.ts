@@ -10,6 +10,7 @@ import {
   requireRoot,
   toolPath,
   requireProgram,
+  systemEnv,
   type Runner,
   type RunResult,
   type RunOptions,
@@ -528,12 +529,11 @@ export class Lab {
     pod: LabPod,
     allowFailure = false,
   ): Promise<RunResult> {
-    const env = {
-      ...process.env,
+    const env = systemEnv({
       CNI_PATH: '/opt/cni/bin',
       NETCONFPATH: '/etc/cni/net.d',
       CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=${pod.namespace};K8S_POD_NAME=${pod.name}`,
-    };
+    });
     return this.execInNode(
       node.name,
       [toolPath('cnitool'), verb, cniNetworkName(this.state.cni), `/run/netns/${pod.netns}`],

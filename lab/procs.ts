@@ -5,6 +5,7 @@
 import { spawn } from 'node:child_process';
 import { openSync, closeSync, readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { systemEnv } from '../sys/index.ts';
 
 export interface ProcRecord {
   name: string;
@@ -50,7 +51,7 @@ export function startDaemon(
     const child = spawn(file, args, {
       detached: true,
       stdio: ['ignore', fd, fd],
-      env: env ?? process.env,
+      env: env ?? systemEnv(),
     });
     child.on('error', () => {}); // reported below through the missing pid / start time
     child.unref();

@@ -5,6 +5,7 @@
 import { spawn } from 'node:child_process';
 import { access, constants } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
+import { systemEnv } from './host.ts';
 
 export interface RunOptions {
   /** Written to the child's stdin, then stdin is closed. Secrets go here, never in argv. */
@@ -59,7 +60,7 @@ export class ProcessRunner implements Runner {
     if (file === undefined) return Promise.reject(new Error('run: empty command'));
     return new Promise((resolve, reject) => {
       const child = spawn(file, args, {
-        env: options.env ?? process.env,
+        env: options.env ?? systemEnv(),
         cwd: options.cwd,
         stdio: ['pipe', 'pipe', 'pipe'],
       });

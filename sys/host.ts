@@ -23,3 +23,17 @@ export function toolPath(name: string): string {
   }
   return path;
 }
+
+/**
+ * The environment for programs we start: ours, less node_modules/.bin on PATH. npm
+ * puts that first for scripts, and it holds executables that shadow system tools
+ * (ava's dependency @vercel/nft installs an `nft`, which would hide nftables' nft
+ * from the CNI plugins and the agent).
+ */
+export function systemEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const path = (process.env.PATH ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin')
+    .split(':')
+    .filter((d) => d && !/node_modules\/\.bin\/?$/.test(d))
+    .join(':');
+  return { ...process.env, PATH: path, ...extra };
+}
