@@ -99,3 +99,16 @@ test.serial('ADD again replaces a leftover pair; DEL is idempotent', async (t) =
   const routes = await inNode.run(['ip', 'route', 'show']);
   t.false(routes.stdout.includes('100.64.250.11'), 'the host route went with the pair');
 });
+
+test.serial('a pair is removed only for the attachment that owns it', async (t) => {
+  const s = { ...spec(0), owner: 'wiremesh.sandbox-b.eth0' };
+  await setupPodNetwork(inNode, s);
+  await teardownPodNetwork(inNode, s.hostIfName, 'wiremesh.sandbox-a.eth0');
+  t.deepEqual(
+    await checkPodNetwork(inNode, s),
+    [],
+    'a dead sandbox releasing its handle leaves the live pair',
+  );
+  await teardownPodNetwork(inNode, s.hostIfName, 'wiremesh.sandbox-b.eth0');
+  t.deepEqual(await checkPodNetwork(inNode, s), [`host interface ${s.hostIfName} is missing`]);
+});

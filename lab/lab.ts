@@ -324,6 +324,8 @@ export class Lab {
     return this.spawnInNode(node.name, this.agentProcName(node.name), [
       process.execPath,
       '--disable-warning=ExperimentalWarning',
+      // A small young generation: the agent's heap is mostly long-lived caches.
+      '--max-semi-space-size=1',
       CLI_MAIN,
       'agent',
       '--node-name',
