@@ -5,16 +5,8 @@
 // exits on one. On shutdown it leaves the dataplane in place, so traffic keeps
 // flowing across an agent restart.
 import { existsSync } from 'node:fs';
-import {
-  CoreV1Api,
-  KubeConfig,
-  CustomObjectsApi,
-  makeInformer,
-  type V1Node,
-  type KubernetesObject,
-  type KubernetesListObject,
-} from '@kubernetes/client-node';
-import { PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
+import type { V1Node, KubernetesObject } from '@kubernetes/client-node';
+import { kubeClient, Informer, type KubeClient } from '../kube/index.ts';
 import { KeyStore, type WireGuardKeyPair } from '../crypto/index.ts';
 import { WgCli, type WgClient } from '../tunnels/index.ts';
 import { IpCli, defaultRunner, type IpClient } from '../sys/index.ts';
@@ -25,7 +17,7 @@ import { chooseDevice, type WireGuardMode } from './device.ts';
 import { Reconciler } from './reconciler.ts';
 import { PodNetwork } from './podnetwork.ts';
 import { pathMtu } from './mtu.ts';
-import { runInformer, type Cache } from './watch.ts';
+import { runInformer } from './watch.ts';
 import { ipamBlockFromK8s, IPAM_GROUP, IPAM_VERSION, IPAMBLOCK_PLURAL } from '../ipam/index.ts';
 import { KubeEventRecorder } from './events.ts';
 import {
@@ -98,17 +90,15 @@ export interface AgentStatus {
 export class Agent {
   readonly config: AgentConfig;
   private readonly log: Logger;
-  private readonly kc: KubeConfig;
-  private readonly core: CoreV1Api;
+  private readonly kube: KubeClient;
   private readonly keys: KeyStore;
   private readonly wg: WgClient;
   private readonly ip: IpClient;
   private keyPair!: WireGuardKeyPair;
   private device!: DeviceProvider & { stop?: () => Promise<void> };
   private driver!: MeshDriver;
-  private informer!: Cache<V1Node>;
-  private blockInformer!: Cache<KubernetesObject>;
-  private readonly objects: CustomObjectsApi;
+  private informer!: Informer<V1Node>;
+  private blockInformer!: Informer<KubernetesObject>;
   private podNetwork: PodNetwork | undefined;
   private events: KubeEventRecorder;
   private lastPlan: MeshPlan | null = null;
@@ -120,15 +110,11 @@ export class Agent {
   constructor(config: AgentConfig, log: Logger) {
     this.config = config;
     this.log = log;
-    this.kc = new KubeConfig();
-    if (config.kubeconfig) this.kc.loadFromFile(config.kubeconfig);
-    else this.kc.loadFromCluster();
-    this.core = this.kc.makeApiClient(CoreV1Api);
-    this.objects = this.kc.makeApiClient(CustomObjectsApi);
+    this.kube = kubeClient(config.kubeconfig);
     this.keys = new KeyStore(config.stateDir);
     this.wg = new WgCli(defaultRunner);
     this.ip = new IpCli(defaultRunner);
-    this.events = new KubeEventRecorder(this.core, config.nodeName, log);
+    this.events = new KubeEventRecorder(this.kube, config.nodeName, log);
     this.reconciler = new Reconciler(() => this.reconcileOnce(), {
       resyncMs: config.resyncMs,
       log,
@@ -160,17 +146,11 @@ export class Agent {
     this.driver = new MeshDriver({ wg: this.wg, ip: this.ip, device: this.device });
 
     const schedule = (reason: string) => this.reconciler.schedule(reason);
-    this.informer = makeInformer(this.kc, '/api/v1/nodes', () => this.core.listNode());
+    this.informer = new Informer<V1Node>(this.kube, '/api/v1/nodes');
     await runInformer(this.informer, 'nodes', this.log, schedule);
-    this.blockInformer = makeInformer(
-      this.kc,
+    this.blockInformer = new Informer<KubernetesObject>(
+      this.kube,
       `/apis/${IPAM_GROUP}/${IPAM_VERSION}/${IPAMBLOCK_PLURAL}`,
-      () =>
-        this.objects.listClusterCustomObject({
-          group: IPAM_GROUP,
-          version: IPAM_VERSION,
-          plural: IPAMBLOCK_PLURAL,
-        }) as Promise<KubernetesListObject<KubernetesObject>>,
     );
     // A block's allocations change with every pod; only its CIDR and owner matter to
     // the mesh, so re-plan only when that set changes.
@@ -183,8 +163,7 @@ export class Agent {
     });
     this.podNetwork = new PodNetwork({
       node: this.config.nodeName,
-      kc: this.kc,
-      core: this.core,
+      kube: this.kube,
       stateDir: this.config.stateDir,
       log: this.log,
       mtu: () => this.lastPlan?.device.mtu ?? pathMtu(1500, 'wireguard', 4),
@@ -314,9 +293,11 @@ export class Agent {
       [ANNOTATION_HOST_ENCRYPTION]: String(this.config.hostEncryption),
     };
     if (Object.entries(want).every(([k, v]) => annotations[k] === v)) return;
-    await this.core.patchNode(
-      { name: self.name, body: { metadata: { annotations: want } } },
-      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    await this.kube.request(
+      'PATCH',
+      `/api/v1/nodes/${encodeURIComponent(self.name)}`,
+      { metadata: { annotations: want } },
+      { contentType: 'application/merge-patch+json' },
     );
     this.log.info('published WireGuard key and endpoint', {
       publicKey: want[ANNOTATION_PUBLIC_KEY],

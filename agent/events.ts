@@ -1,7 +1,7 @@
 // Kubernetes Events for conditions an operator must act on (a refused key, a
 // duplicated key, a bad endpoint), emitted once per distinct condition rather
 // than on every reconcile pass. Failures to emit are logged, never fatal.
-import type { CoreV1Api } from '@kubernetes/client-node';
+import type { KubeClient } from '../kube/index.ts';
 import type { Logger } from './log.ts';
 
 export interface EventTarget {
@@ -16,14 +16,14 @@ export interface EventSink {
 }
 
 export class KubeEventRecorder implements EventSink {
-  private readonly core: CoreV1Api;
+  private readonly kube: KubeClient;
   private readonly component: string;
   private readonly host: string;
   private readonly log: Logger;
   private readonly seen = new Set<string>();
 
-  constructor(core: CoreV1Api, host: string, log: Logger, component = 'wiremesh-agent') {
-    this.core = core;
+  constructor(kube: KubeClient, host: string, log: Logger, component = 'wiremesh-agent') {
+    this.kube = kube;
     this.host = host;
     this.log = log;
     this.component = component;
@@ -56,27 +56,26 @@ export class KubeEventRecorder implements EventSink {
     if (this.seen.has(key)) return;
     this.seen.add(key);
     const now = new Date();
-    this.core
-      .createNamespacedEvent({
-        namespace: 'default',
-        body: {
-          metadata: { generateName: `${target.name}.` },
-          involvedObject: {
-            kind: target.kind,
-            name: target.name,
-            uid: target.uid,
-            apiVersion: 'v1',
-          },
-          reason,
-          message,
-          type,
-          source: { component: this.component, host: this.host },
-          reportingComponent: this.component,
-          reportingInstance: this.host,
-          firstTimestamp: now,
-          lastTimestamp: now,
-          count: 1,
+    this.kube
+      .request('POST', '/api/v1/namespaces/default/events', {
+        apiVersion: 'v1',
+        kind: 'Event',
+        metadata: { generateName: `${target.name}.` },
+        involvedObject: {
+          kind: target.kind,
+          name: target.name,
+          uid: target.uid,
+          apiVersion: 'v1',
         },
+        reason,
+        message,
+        type,
+        source: { component: this.component, host: this.host },
+        reportingComponent: this.component,
+        reportingInstance: this.host,
+        firstTimestamp: now,
+        lastTimestamp: now,
+        count: 1,
       })
       .catch((e: unknown) => {
         this.seen.delete(key);

@@ -2,11 +2,10 @@
 // handler, served on /run/wiremesh/cni.sock for the relay in /opt/cni/bin, plus
 // periodic garbage collection of addresses whose pod is gone.
 import type { Server } from 'node:http';
-import type { CoreV1Api } from '@kubernetes/client-node';
 import { NodeIpam, KubeBlockApi } from '../ipam/index.ts';
 import { CniHandler, serveCni, procSysctl, type PodIpam } from '../cni/index.ts';
 import { defaultRunner } from '../sys/index.ts';
-import type { KubeConfig } from '@kubernetes/client-node';
+import type { KubeClient } from '../kube/index.ts';
 import type { Logger } from './log.ts';
 
 /** How long an address outlives its pod before garbage collection takes it back. */
@@ -52,25 +51,24 @@ export class PodNetwork {
   private readonly handler: CniHandler;
   private readonly log: Logger;
   private readonly node: string;
-  private readonly core: CoreV1Api;
+  private readonly kube: KubeClient;
   private server: Server | undefined;
   readonly cniLatencies: number[] = [];
 
   constructor(opts: {
     node: string;
-    kc: KubeConfig;
-    core: CoreV1Api;
+    kube: KubeClient;
     stateDir: string;
     log: Logger;
     mtu: () => number;
   }) {
     this.node = opts.node;
-    this.core = opts.core;
+    this.kube = opts.kube;
     this.log = opts.log;
     this.ipam = new NodeIpam({
       node: opts.node,
       stateDir: `${opts.stateDir}/ipam`,
-      api: new KubeBlockApi(opts.kc),
+      api: new KubeBlockApi(opts.kube),
       log: opts.log,
       autoSyncMs: 200,
     });
@@ -101,8 +99,10 @@ export class PodNetwork {
   async collectGarbage(now = Date.now()): Promise<void> {
     if (now - this.lastGc < 30_000) return;
     this.lastGc = now;
-    const pods = await this.core.listPodForAllNamespaces({
-      fieldSelector: `spec.nodeName=${this.node}`,
+    const pods = await this.kube.request<{
+      items: { metadata?: { namespace?: string; name?: string } }[];
+    }>('GET', '/api/v1/pods', undefined, {
+      query: { fieldSelector: `spec.nodeName=${this.node}` },
     });
     const live = new Set(pods.items.map((p) => `${p.metadata?.namespace}/${p.metadata?.name}`));
     await this.ipam.collectGarbage(live, GC_GRACE_MS);

@@ -1,14 +1,16 @@
-// Keeping an informer alive: every change schedules a reconcile; a failed watch is
-// restarted after a pause (the cache keeps serving the last state meanwhile, so the
-// dataplane stays as it is while the apiserver is away); the first list is retried
-// until it succeeds, since nothing may be programmed before it.
-import type { Informer, KubernetesObject, ObjectCache } from '@kubernetes/client-node';
+// Keeping an informer going: every change schedules a reconcile; watch failures are
+// logged (the informer retries by itself, and its cache keeps serving the last state,
+// so the dataplane stays as it is while the apiserver is away); the first list is
+// retried until it succeeds, since nothing may be programmed before it.
+import type { Informer } from '../kube/index.ts';
 import type { Logger } from './log.ts';
 
-export type Cache<T extends KubernetesObject> = Informer<T> & ObjectCache<T>;
+interface Obj {
+  metadata?: { name?: string };
+}
 
-export async function runInformer<T extends KubernetesObject>(
-  informer: Cache<T>,
+export async function runInformer<T extends Obj>(
+  informer: Informer<T>,
   what: string,
   log: Logger,
   onChange: (reason: string) => void,
@@ -20,16 +22,7 @@ export async function runInformer<T extends KubernetesObject>(
     });
   }
   informer.on('error', (err: unknown) => {
-    log.warn(`${what} watch failed; restarting it`, {
-      error: (err as Error)?.message ?? String(err),
-    });
-    setTimeout(() => {
-      informer
-        .start()
-        .catch((e: unknown) =>
-          log.warn(`${what} watch restart failed`, { error: (e as Error).message }),
-        );
-    }, 2000);
+    log.warn(`${what} watch failed; retrying`, { error: (err as Error)?.message ?? String(err) });
   });
   for (let delay = 500; ; delay = Math.min(delay * 2, 10_000)) {
     try {

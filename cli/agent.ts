@@ -1,6 +1,8 @@
 // `wiremesh agent`, `wiremesh status`, `wiremesh rotate-key`, `wiremesh plan`.
 import { parseArgs } from 'node:util';
-import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import { existsSync } from 'node:fs';
+import type { V1Node } from '@kubernetes/client-node';
+import { kubeClient } from '../kube/index.ts';
 import {
   Agent,
   defaultAgentConfig,
@@ -162,10 +164,10 @@ export async function runPlan(argv: string[]): Promise<number> {
     },
   });
   if (!values.node) throw new Error('usage: wiremesh plan --node NAME [--kubeconfig FILE]');
-  const kc = new KubeConfig();
-  if (values.kubeconfig) kc.loadFromFile(values.kubeconfig);
-  else kc.loadFromDefault();
-  const nodes = (await kc.makeApiClient(CoreV1Api).listNode()).items.map(meshNodeFromK8s);
+  const home = `${process.env.HOME ?? '/root'}/.kube/config`;
+  const kube = kubeClient(values.kubeconfig ?? (existsSync(home) ? home : undefined));
+  const list = await kube.request<{ items: V1Node[] }>('GET', '/api/v1/nodes');
+  const nodes = list.items.map(meshNodeFromK8s);
   const self = nodes.find((n) => n.name === values.node);
   if (!self) throw new Error(`no Node named ${values.node}`);
   const key = parsePublicKey(self.publicKey ?? '');

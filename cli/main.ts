@@ -1,9 +1,6 @@
 // The `wiremesh` command line: the only place that prints for humans and calls
 // process.exit. Each subcommand parses its flags, calls the concern's index,
 // and turns an error into one clear line and a non-zero exit code.
-import { runLabCommand } from './lab.ts';
-import { runAgent, runStatus, runRotateKey, runPlan } from './agent.ts';
-import { runInstallCni } from './cni.ts';
 
 const USAGE = `usage: wiremesh <command> [flags]
 
@@ -25,18 +22,20 @@ commands:
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
+    // Commands load their modules on demand: the agent must not pay, in memory and
+    // start-up time, for the lab's and the tools' dependencies.
     case 'lab':
-      return runLabCommand(rest);
+      return (await import('./lab.ts')).runLabCommand(rest);
     case 'agent':
-      return runAgent(rest);
+      return (await import('./agent.ts')).runAgent(rest);
     case 'status':
-      return runStatus(rest);
+      return (await import('./agent.ts')).runStatus(rest);
     case 'rotate-key':
-      return runRotateKey(rest);
+      return (await import('./agent.ts')).runRotateKey(rest);
     case 'plan':
-      return runPlan(rest);
+      return (await import('./agent.ts')).runPlan(rest);
     case 'install-cni':
-      return runInstallCni(rest);
+      return (await import('./cni.ts')).runInstallCni(rest);
     case undefined:
     case 'help':
     case '--help':

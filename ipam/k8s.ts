@@ -6,13 +6,7 @@
 // open, e.g. an unknown encryption read as none); a block whose CIDR parses is kept,
 // because it occupies that range whatever else is wrong with it, and an allocation
 // whose address lies in the block is kept, because someone may be using it.
-import {
-  CoreV1Api,
-  CustomObjectsApi,
-  KubeConfig,
-  PatchStrategy,
-  setHeaderOptions,
-} from '@kubernetes/client-node';
+import { kubeClient, KubeApiError, type KubeClient } from '../kube/index.ts';
 import {
   IpamApiError,
   type BlockApi,
@@ -294,8 +288,7 @@ export function blockListFromK8s(items: readonly unknown[]): BlockList {
 
 /** The HTTP status of a client-node error, if it is one. */
 function statusOf(e: unknown): number | undefined {
-  const code = (e as { code?: unknown } | null)?.code;
-  return typeof code === 'number' ? code : undefined;
+  return e instanceof KubeApiError ? e.status : undefined;
 }
 
 function translate(e: unknown, what: string, on409: IpamApiErrorReason): IpamApiError {
@@ -310,33 +303,32 @@ const PAGE = 500;
 
 /** BlockApi over a real apiserver. */
 export class KubeBlockApi implements BlockApi {
-  private readonly objects: CustomObjectsApi;
-  private readonly core: CoreV1Api;
+  private readonly kube: KubeClient;
 
-  constructor(kc: KubeConfig) {
-    this.objects = kc.makeApiClient(CustomObjectsApi);
-    this.core = kc.makeApiClient(CoreV1Api);
+  constructor(kube: KubeClient) {
+    this.kube = kube;
   }
 
   static fromFile(kubeconfigPath: string): KubeBlockApi {
-    const kc = new KubeConfig();
-    kc.loadFromFile(kubeconfigPath);
-    return new KubeBlockApi(kc);
+    return new KubeBlockApi(kubeClient(kubeconfigPath));
+  }
+
+  private path(plural: string, name?: string): string {
+    return `/apis/${IPAM_GROUP}/${IPAM_VERSION}/${plural}${name ? `/${encodeURIComponent(name)}` : ''}`;
   }
 
   private async listAll(plural: string): Promise<unknown[]> {
     const items: unknown[] = [];
     let cont: string | undefined;
     do {
-      const page = (await this.objects.listClusterCustomObject({
-        group: IPAM_GROUP,
-        version: IPAM_VERSION,
-        plural,
-        limit: PAGE,
-        ...(cont ? { _continue: cont } : {}),
-      })) as { items?: unknown[]; metadata?: { _continue?: string; continue?: string } };
+      const page = await this.kube.request<{ items?: unknown[]; metadata?: { continue?: string } }>(
+        'GET',
+        this.path(plural),
+        undefined,
+        { query: { limit: PAGE, ...(cont ? { continue: cont } : {}) } },
+      );
       items.push(...(page.items ?? []));
-      cont = page.metadata?.continue ?? page.metadata?._continue;
+      cont = page.metadata?.continue || undefined;
     } while (cont);
     return items;
   }
@@ -360,12 +352,7 @@ export class KubeBlockApi implements BlockApi {
   async getBlock(name: string): Promise<IpamBlock | null> {
     let raw: unknown;
     try {
-      raw = await this.objects.getClusterCustomObject({
-        group: IPAM_GROUP,
-        version: IPAM_VERSION,
-        plural: IPAMBLOCK_PLURAL,
-        name,
-      });
+      raw = await this.kube.request('GET', this.path(IPAMBLOCK_PLURAL, name));
     } catch (e) {
       if (statusOf(e) === 404) return null;
       throw translate(e, `reading IPAMBlock ${name}`, 'Conflict');
@@ -376,12 +363,7 @@ export class KubeBlockApi implements BlockApi {
   async createBlock(block: BlockWrite): Promise<IpamBlock> {
     let raw: unknown;
     try {
-      raw = await this.objects.createClusterCustomObject({
-        group: IPAM_GROUP,
-        version: IPAM_VERSION,
-        plural: IPAMBLOCK_PLURAL,
-        body: ipamBlockToK8s(block),
-      });
+      raw = await this.kube.request('POST', this.path(IPAMBLOCK_PLURAL), ipamBlockToK8s(block));
     } catch (e) {
       throw translate(e, `creating IPAMBlock ${blockName(block.cidr)}`, 'AlreadyExists');
     }
@@ -398,18 +380,14 @@ export class KubeBlockApi implements BlockApi {
       // A JSON patch that carries the resourceVersion it was computed from: the
       // apiserver applies it only to that version (409 otherwise), and leaves every
       // other field (labels, annotations) as it is.
-      raw = await this.objects.patchClusterCustomObject(
-        {
-          group: IPAM_GROUP,
-          version: IPAM_VERSION,
-          plural: IPAMBLOCK_PLURAL,
-          name,
-          body: [
-            { op: 'replace', path: '/metadata/resourceVersion', value: resourceVersion },
-            { op: 'add', path: '/spec/allocations', value: allocationsToK8s(allocations) },
-          ],
-        },
-        setHeaderOptions('Content-Type', PatchStrategy.JsonPatch),
+      raw = await this.kube.request(
+        'PATCH',
+        this.path(IPAMBLOCK_PLURAL, name),
+        [
+          { op: 'replace', path: '/metadata/resourceVersion', value: resourceVersion },
+          { op: 'add', path: '/spec/allocations', value: allocationsToK8s(allocations) },
+        ],
+        { contentType: 'application/json-patch+json' },
       );
     } catch (e) {
       throw translate(e, `updating IPAMBlock ${name}`, 'Conflict');
@@ -422,12 +400,10 @@ export class KubeBlockApi implements BlockApi {
     preconditions: { uid: string; resourceVersion?: string },
   ): Promise<void> {
     try {
-      await this.objects.deleteClusterCustomObject({
-        group: IPAM_GROUP,
-        version: IPAM_VERSION,
-        plural: IPAMBLOCK_PLURAL,
-        name,
-        body: { preconditions },
+      await this.kube.request('DELETE', this.path(IPAMBLOCK_PLURAL, name), {
+        apiVersion: 'v1',
+        kind: 'DeleteOptions',
+        preconditions,
       });
     } catch (e) {
       throw translate(e, `deleting IPAMBlock ${name}`, 'Conflict');
@@ -436,7 +412,11 @@ export class KubeBlockApi implements BlockApi {
 
   async nodeLabels(node: string): Promise<Record<string, string>> {
     try {
-      return (await this.core.readNode({ name: node })).metadata?.labels ?? {};
+      const obj = await this.kube.request<{ metadata?: { labels?: Record<string, string> } }>(
+        'GET',
+        `/api/v1/nodes/${encodeURIComponent(node)}`,
+      );
+      return obj.metadata?.labels ?? {};
     } catch (e) {
       throw translate(e, `reading Node ${node}`, 'Conflict');
     }

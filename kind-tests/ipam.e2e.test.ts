@@ -6,6 +6,7 @@
 // node restarts from its journal and serves with the apiserver unreachable; and
 // release plus garbage collection give the addresses and the blocks back.
 import test from 'ava';
+import { kubeClientForServer } from '../kube/index.ts';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -384,13 +385,7 @@ test.serial(
     // only closed so the test leaks no file handle; close does not sync.)
     await crashed.close();
 
-    const down = new KubeConfig();
-    down.loadFromOptions({
-      clusters: [{ name: 'down', server: 'https://127.0.0.1:1', skipTLSVerify: true }],
-      users: [{ name: 'u' }],
-      contexts: [{ name: 'c', cluster: 'down', user: 'u' }],
-      currentContext: 'c',
-    });
+    const down = kubeClientForServer('https://127.0.0.1:1');
     const offline = nodeIpam(n1, new KubeBlockApi(down));
     await offline.start();
     for (const a of mine.slice(1))

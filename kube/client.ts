@@ -1,0 +1,259 @@
+// A small Kubernetes API client for the agent: a kubeconfig (client certificate,
+// bearer token or token file) or the in-cluster service account; JSON requests and
+// streamed watches over node:https with keep-alive. It exists because the general
+// client (@kubernetes/client-node) costs the agent ~87 MiB of resident memory for
+// generated models it never uses; the lab, tests and tools keep using that one.
+// Types come from @kubernetes/client-node as type-only imports (erased at run time).
+import { Agent, request, type RequestOptions } from 'node:https';
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+
+export class KubeApiError extends Error {
+  readonly status: number;
+  /** The Status object's reason, e.g. AlreadyExists, Conflict, NotFound. */
+  readonly reason: string;
+  constructor(method: string, path: string, status: number, reason: string, message: string) {
+    super(`${method} ${path}: ${status} ${reason}${message ? `: ${message}` : ''}`);
+    this.name = 'KubeApiError';
+    this.status = status;
+    this.reason = reason;
+  }
+}
+
+export interface RequestOpts {
+  query?: Record<string, string | number | boolean | undefined>;
+  contentType?: string;
+  timeoutMs?: number;
+}
+
+export type WatchEvent = {
+  type: 'ADDED' | 'MODIFIED' | 'DELETED' | 'BOOKMARK' | 'ERROR';
+  object: unknown;
+};
+
+export interface KubeClient {
+  readonly server: string;
+  request<T>(method: string, path: string, body?: unknown, opts?: RequestOpts): Promise<T>;
+  /** Stream a watch; resolves when the server ends it, rejects on a transport error. */
+  watch(
+    path: string,
+    query: RequestOpts['query'],
+    onEvent: (e: WatchEvent) => void,
+    signal?: AbortSignal,
+  ): Promise<void>;
+}
+
+interface Credentials {
+  server: string;
+  ca?: Buffer;
+  cert?: Buffer;
+  key?: Buffer;
+  token?: () => string;
+  insecure?: boolean;
+}
+
+type Named<T> = { name: string } & T;
+interface KubeconfigFile {
+  'current-context'?: string;
+  contexts?: Named<{ context: { cluster: string; user: string } }>[];
+  clusters?: Named<{
+    cluster: {
+      server: string;
+      'certificate-authority-data'?: string;
+      'certificate-authority'?: string;
+      'insecure-skip-tls-verify'?: boolean;
+    };
+  }>[];
+  users?: Named<{
+    user: {
+      token?: string;
+      tokenFile?: string;
+      'client-certificate-data'?: string;
+      'client-key-data'?: string;
+      'client-certificate'?: string;
+      'client-key'?: string;
+    };
+  }>[];
+}
+
+function fromFile(path: string): Credentials {
+  const cfg = parseYaml(readFileSync(path, 'utf8')) as KubeconfigFile;
+  const ctxName = cfg['current-context'];
+  const ctx = cfg.contexts?.find((c) => c.name === ctxName)?.context ?? cfg.contexts?.[0]?.context;
+  if (!ctx) throw new Error(`${path}: no context`);
+  const cluster = cfg.clusters?.find((c) => c.name === ctx.cluster)?.cluster;
+  const user = cfg.users?.find((u) => u.name === ctx.user)?.user ?? {};
+  if (!cluster?.server) throw new Error(`${path}: context names no cluster with a server`);
+  const b64 = (s: string | undefined) => (s ? Buffer.from(s, 'base64') : undefined);
+  const file = (p: string | undefined) => (p ? readFileSync(p) : undefined);
+  const creds: Credentials = { server: cluster.server.replace(/\/$/, '') };
+  const ca = b64(cluster['certificate-authority-data']) ?? file(cluster['certificate-authority']);
+  if (ca) creds.ca = ca;
+  const cert = b64(user['client-certificate-data']) ?? file(user['client-certificate']);
+  const key = b64(user['client-key-data']) ?? file(user['client-key']);
+  if (cert && key) {
+    creds.cert = cert;
+    creds.key = key;
+  }
+  if (user.token) {
+    const token = user.token;
+    creds.token = () => token;
+  } else if (user.tokenFile) {
+    const tokenFile = user.tokenFile;
+    creds.token = () => readFileSync(tokenFile, 'utf8').trim();
+  }
+  if (cluster['insecure-skip-tls-verify']) creds.insecure = true;
+  return creds;
+}
+
+const SA_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
+
+function inCluster(): Credentials {
+  const host = process.env.KUBERNETES_SERVICE_HOST;
+  const port = process.env.KUBERNETES_SERVICE_PORT ?? '443';
+  if (!host)
+    throw new Error('not in a cluster (KUBERNETES_SERVICE_HOST unset) and no kubeconfig given');
+  // The projected token is rotated by the kubelet: read it for every request.
+  return {
+    server: `https://${host.includes(':') ? `[${host}]` : host}:${port}`,
+    ca: readFileSync(`${SA_DIR}/ca.crt`),
+    token: () => readFileSync(`${SA_DIR}/token`, 'utf8').trim(),
+  };
+}
+
+/** A client for a bare server URL without credentials (tests of an unreachable apiserver). */
+export function kubeClientForServer(server: string, insecure = true): KubeClient {
+  return new HttpsKubeClient({ server, insecure });
+}
+
+export function kubeClient(kubeconfig?: string): KubeClient {
+  return new HttpsKubeClient(kubeconfig ? fromFile(kubeconfig) : inCluster());
+}
+
+function queryString(query: RequestOpts['query']): string {
+  const parts: string[] = [];
+  for (const [k, v] of Object.entries(query ?? {})) {
+    if (v !== undefined) parts.push(`${encodeURIComponent(k)}=${encodeURIComponent(String(v))}`);
+  }
+  return parts.length ? `?${parts.join('&')}` : '';
+}
+
+class HttpsKubeClient implements KubeClient {
+  readonly server: string;
+  private readonly creds: Credentials;
+  private readonly agent: Agent;
+
+  constructor(creds: Credentials) {
+    this.creds = creds;
+    this.server = creds.server;
+    this.agent = new Agent({
+      keepAlive: true,
+      maxSockets: 8,
+      ca: creds.ca,
+      cert: creds.cert,
+      key: creds.key,
+      rejectUnauthorized: !creds.insecure,
+    });
+  }
+
+  private options(
+    method: string,
+    path: string,
+    query: RequestOpts['query'],
+    headers: Record<string, string>,
+  ): RequestOptions & { url: string } {
+    const url = `${this.server}${path}${queryString(query)}`;
+    const h: Record<string, string> = { accept: 'application/json', ...headers };
+    if (this.creds.token) h.authorization = `Bearer ${this.creds.token()}`;
+    return { url, method, agent: this.agent, headers: h };
+  }
+
+  request<T>(method: string, path: string, body?: unknown, opts: RequestOpts = {}): Promise<T> {
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    const headers: Record<string, string> = {};
+    if (payload !== undefined) {
+      headers['content-type'] = opts.contentType ?? 'application/json';
+      headers['content-length'] = String(Buffer.byteLength(payload));
+    }
+    const { url, ...o } = this.options(method, path, opts.query, headers);
+    return new Promise<T>((resolve, reject) => {
+      const req = request(url, { ...o, timeout: opts.timeoutMs ?? 30_000 }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString();
+          const status = res.statusCode ?? 0;
+          let parsed: unknown;
+          try {
+            parsed = text ? JSON.parse(text) : {};
+          } catch {
+            parsed = undefined;
+          }
+          if (status >= 200 && status < 300) return resolve(parsed as T);
+          const st = (parsed ?? {}) as { reason?: string; message?: string };
+          reject(
+            new KubeApiError(
+              method,
+              path,
+              status,
+              st.reason ?? 'Unknown',
+              st.message ?? text.slice(0, 300),
+            ),
+          );
+        });
+        res.on('error', reject);
+      });
+      req.on('timeout', () =>
+        req.destroy(
+          new Error(`${method} ${path}: no answer within ${opts.timeoutMs ?? 30_000} ms`),
+        ),
+      );
+      req.on('error', reject);
+      req.end(payload);
+    });
+  }
+
+  watch(
+    path: string,
+    query: RequestOpts['query'],
+    onEvent: (e: WatchEvent) => void,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    const { url, ...o } = this.options('GET', path, { ...query, watch: true }, {});
+    return new Promise<void>((resolve, reject) => {
+      const req = request(url, { ...o, signal }, (res) => {
+        if ((res.statusCode ?? 0) !== 200) {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () =>
+            reject(
+              new KubeApiError(
+                'WATCH',
+                path,
+                res.statusCode ?? 0,
+                'WatchFailed',
+                Buffer.concat(chunks).toString().slice(0, 300),
+              ),
+            ),
+          );
+          return;
+        }
+        let buffered = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => {
+          buffered += chunk;
+          let nl: number;
+          while ((nl = buffered.indexOf('\n')) >= 0) {
+            const line = buffered.slice(0, nl).trim();
+            buffered = buffered.slice(nl + 1);
+            if (line) onEvent(JSON.parse(line) as WatchEvent);
+          }
+        });
+        res.on('end', () => resolve());
+        res.on('error', reject);
+      });
+      req.on('error', (e) => (signal?.aborted ? resolve() : reject(e)));
+      req.end();
+    });
+  }
+}

@@ -1,0 +1,144 @@
+// A list-and-watch cache of one resource, keyed by name (cluster-scoped) or
+// namespace/name. It lists, then watches from the list's resourceVersion with
+// bookmarks; when the watch ends it resumes from the last version seen, and when
+// that version is too old (410 Gone) it lists again and emits the differences. A
+// failed request is retried with backoff and reported through 'error'; the cache
+// keeps serving the last state meanwhile. `start` resolves after the first list.
+import { EventEmitter } from 'node:events';
+import type { KubeClient, WatchEvent } from './client.ts';
+import { KubeApiError } from './client.ts';
+
+interface Obj {
+  metadata?: { name?: string; namespace?: string; resourceVersion?: string };
+}
+
+interface ListResponse<T> {
+  metadata?: { resourceVersion?: string; continue?: string };
+  items?: T[];
+}
+
+const keyOf = (o: Obj) =>
+  o.metadata?.namespace ? `${o.metadata.namespace}/${o.metadata.name}` : (o.metadata?.name ?? '');
+
+export class Informer<T extends Obj> extends EventEmitter {
+  private readonly client: KubeClient;
+  private readonly path: string;
+  private readonly query: Record<string, string>;
+  private readonly cache = new Map<string, T>();
+  private resourceVersion = '';
+  private stopped = false;
+  private abort: AbortController | undefined;
+  private loop: Promise<void> | undefined;
+
+  constructor(client: KubeClient, path: string, query: Record<string, string> = {}) {
+    super();
+    this.client = client;
+    this.path = path;
+    this.query = query;
+  }
+
+  list(): T[] {
+    return [...this.cache.values()];
+  }
+
+  get(name: string): T | undefined {
+    return this.cache.get(name);
+  }
+
+  async start(): Promise<void> {
+    this.stopped = false;
+    await this.relist();
+    this.loop = this.watchLoop();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.abort?.abort();
+    await this.loop?.catch(() => {});
+  }
+
+  private async relist(): Promise<void> {
+    const items: T[] = [];
+    let cont: string | undefined;
+    let rv = '';
+    do {
+      const page = await this.client.request<ListResponse<T>>('GET', this.path, undefined, {
+        query: { ...this.query, limit: 500, ...(cont ? { continue: cont } : {}) },
+      });
+      items.push(...(page.items ?? []));
+      cont = page.metadata?.continue || undefined;
+      rv = page.metadata?.resourceVersion ?? rv;
+    } while (cont);
+    const seen = new Set<string>();
+    for (const item of items) {
+      const key = keyOf(item);
+      seen.add(key);
+      const old = this.cache.get(key);
+      this.cache.set(key, item);
+      if (!old) this.emit('add', item);
+      else if (old.metadata?.resourceVersion !== item.metadata?.resourceVersion)
+        this.emit('update', item);
+    }
+    for (const [key, old] of this.cache) {
+      if (!seen.has(key)) {
+        this.cache.delete(key);
+        this.emit('delete', old);
+      }
+    }
+    this.resourceVersion = rv;
+  }
+
+  private async watchLoop(): Promise<void> {
+    let delay = 500;
+    while (!this.stopped) {
+      this.abort = new AbortController();
+      try {
+        let gone = false;
+        await this.client.watch(
+          this.path,
+          {
+            ...this.query,
+            resourceVersion: this.resourceVersion,
+            allowWatchBookmarks: true,
+            timeoutSeconds: 300,
+          },
+          (e) => {
+            if (this.onEvent(e)) gone = true;
+          },
+          this.abort.signal,
+        );
+        if (gone) await this.relist();
+        delay = 500;
+      } catch (e) {
+        if (this.stopped) return;
+        this.emit('error', e);
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(delay * 2, 10_000);
+        try {
+          if (e instanceof KubeApiError && e.status === 410) await this.relist();
+        } catch (err) {
+          this.emit('error', err);
+        }
+      }
+    }
+  }
+
+  /** Apply one watch event; true when the watch expired (410) and a relist is due. */
+  private onEvent(e: WatchEvent): boolean {
+    const obj = e.object as T & { code?: number };
+    if (e.type === 'ERROR') return obj.code === 410;
+    const rv = obj.metadata?.resourceVersion;
+    if (rv) this.resourceVersion = rv;
+    if (e.type === 'BOOKMARK') return false;
+    const key = keyOf(obj);
+    if (e.type === 'DELETED') {
+      this.cache.delete(key);
+      this.emit('delete', obj);
+    } else {
+      const existed = this.cache.has(key);
+      this.cache.set(key, obj);
+      this.emit(existed ? 'update' : 'add', obj);
+    }
+    return false;
+  }
+}
