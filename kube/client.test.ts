@@ -1,0 +1,125 @@
+import test from 'ava';
+import { createServer } from 'node:https';
+import { mkdtemp, writeFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { defaultRunner } from '../sys/index.ts';
+import { kubeClient, KubeApiError } from './client.ts';
+
+// A real TLS server on loopback with a throwaway CA: the client must verify it,
+// send the bearer token, and turn Status errors into KubeApiError.
+test('requests, watch streaming and errors against a TLS server with a kubeconfig', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'wm-kube-'));
+  try {
+    const run = (argv: string[]) => defaultRunner.run(argv, { cwd: dir });
+    await run([
+      'openssl',
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-keyout',
+      'key.pem',
+      '-out',
+      'cert.pem',
+      '-days',
+      '1',
+      '-subj',
+      '/CN=localhost',
+      '-addext',
+      'subjectAltName=IP:127.0.0.1',
+    ]);
+    const { readFileSync } = await import('node:fs');
+    const seen: string[] = [];
+    const server = createServer(
+      { key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) },
+      (req, res) => {
+        seen.push(
+          `${req.method} ${req.url} ${req.headers.authorization ?? ''} ${req.headers['content-type'] ?? ''}`,
+        );
+        if (req.url?.includes('watch=true')) {
+          res.writeHead(200);
+          res.write(
+            JSON.stringify({ type: 'ADDED', object: { metadata: { name: 'a' } } }) +
+              '\n{"type":"DELE',
+          );
+          res.end('TED","object":{"metadata":{"name":"a"}}}\n');
+          return;
+        }
+        if (req.url === '/api/v1/nodes/missing') {
+          res.writeHead(404, { 'content-type': 'application/json' });
+          res.end(
+            JSON.stringify({
+              kind: 'Status',
+              reason: 'NotFound',
+              message: 'nodes "missing" not found',
+            }),
+          );
+          return;
+        }
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ items: [], metadata: { resourceVersion: '7' } }));
+      },
+    );
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    const port = (server.address() as { port: number }).port;
+    const ca = readFileSync(join(dir, 'cert.pem')).toString('base64');
+    await writeFile(
+      join(dir, 'kubeconfig'),
+      [
+        'apiVersion: v1',
+        'kind: Config',
+        'current-context: c',
+        'clusters:',
+        '- name: k',
+        '  cluster:',
+        `    server: https://127.0.0.1:${port}`,
+        `    certificate-authority-data: ${ca}`,
+        'users:',
+        '- name: u',
+        '  user:',
+        '    token: secret-token',
+        'contexts:',
+        '- name: c',
+        '  context:',
+        '    cluster: k',
+        '    user: u',
+        '',
+      ].join('\n'),
+    );
+    const kube = kubeClient(join(dir, 'kubeconfig'));
+    const list = await kube.request<{ metadata: { resourceVersion: string } }>(
+      'GET',
+      '/api/v1/nodes',
+      undefined,
+      { query: { limit: 1 } },
+    );
+    t.is(list.metadata.resourceVersion, '7');
+    await kube.request(
+      'PATCH',
+      '/api/v1/nodes/a',
+      { metadata: {} },
+      { contentType: 'application/merge-patch+json' },
+    );
+    const events: string[] = [];
+    await kube.watch('/api/v1/nodes', { resourceVersion: '7' }, (e) => events.push(e.type));
+    t.deepEqual(events, ['ADDED', 'DELETED'], 'events split across chunks are reassembled');
+    const err = await t.throwsAsync(kube.request('GET', '/api/v1/nodes/missing'), {
+      instanceOf: KubeApiError,
+    });
+    t.is(err?.status, 404);
+    t.is(err?.reason, 'NotFound');
+    t.true(seen.every((s) => s.includes('Bearer secret-token')));
+    t.true(
+      seen.some(
+        (s) => s.startsWith('PATCH /api/v1/nodes/a') && s.endsWith('application/merge-patch+json'),
+      ),
+    );
+    server.close();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

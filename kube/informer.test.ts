@@ -1,0 +1,103 @@
+import test from 'ava';
+import { Informer } from './informer.ts';
+import { KubeApiError, type KubeClient, type WatchEvent } from './client.ts';
+
+interface Obj {
+  metadata: { name: string; resourceVersion: string };
+}
+const obj = (name: string, rv: string): Obj => ({ metadata: { name, resourceVersion: rv } });
+
+/** A scripted apiserver: lists return `state`, watches replay queued event batches. */
+function fakeClient(
+  state: { items: Obj[]; rv: string },
+  watches: (WatchEvent[] | Error | (() => Promise<WatchEvent[]>))[],
+) {
+  const calls: string[] = [];
+  const client: KubeClient = {
+    server: 'https://fake',
+    async request<T>(method: string, path: string): Promise<T> {
+      calls.push(`${method} ${path}`);
+      return { items: state.items, metadata: { resourceVersion: state.rv } } as T;
+    },
+    async watch(_path, query, onEvent, signal) {
+      calls.push(`WATCH rv=${String(query?.resourceVersion)}`);
+      let next = watches.shift();
+      if (next instanceof Error) throw next;
+      if (typeof next === 'function') next = await next();
+      if (!next) {
+        await new Promise<void>((resolve) => signal?.addEventListener('abort', () => resolve()));
+        return;
+      }
+      for (const e of next) onEvent(e);
+    },
+  };
+  return { client, calls };
+}
+
+const settle = () => new Promise((r) => setTimeout(r, 30));
+
+test('lists, then watches from the list version and keeps the cache', async (t) => {
+  const { client, calls } = fakeClient({ items: [obj('a', '1')], rv: '5' }, [
+    [
+      { type: 'ADDED', object: obj('b', '6') },
+      { type: 'MODIFIED', object: obj('a', '7') },
+      { type: 'DELETED', object: obj('b', '8') },
+      { type: 'BOOKMARK', object: { metadata: { resourceVersion: '9' } } },
+    ],
+  ]);
+  const inf = new Informer<Obj>(client, '/api/v1/nodes');
+  const seen: string[] = [];
+  for (const v of ['add', 'update', 'delete'])
+    inf.on(v, (o: Obj) => seen.push(`${v} ${o.metadata.name}`));
+  await inf.start();
+  await settle();
+  await inf.stop();
+  t.deepEqual(seen, ['add a', 'add b', 'update a', 'delete b']);
+  t.deepEqual(
+    inf.list().map((o) => o.metadata.name),
+    ['a'],
+  );
+  t.is(inf.get('a')?.metadata.resourceVersion, '7');
+  t.deepEqual(calls.slice(0, 3), ['GET /api/v1/nodes', 'WATCH rv=5', 'WATCH rv=9']);
+});
+
+test('an expired watch (410) relists and emits only the differences', async (t) => {
+  const state = { items: [obj('a', '1'), obj('b', '1')], rv: '5' };
+  let expire!: () => void;
+  const expired = new Promise<void>((r) => (expire = r));
+  const { client } = fakeClient(state, [
+    async () => {
+      await expired;
+      return [{ type: 'ERROR', object: { code: 410 } }];
+    },
+  ]);
+  const inf = new Informer<Obj>(client, '/x');
+  await inf.start();
+  const seen: string[] = [];
+  for (const v of ['add', 'update', 'delete'])
+    inf.on(v, (o: Obj) => seen.push(`${v} ${o.metadata.name}`));
+  state.items = [obj('a', '1'), obj('c', '2')];
+  state.rv = '20';
+  expire();
+  await settle();
+  await inf.stop();
+  t.deepEqual(seen.sort(), ['add c', 'delete b']);
+});
+
+test('a failed watch is reported and retried; the cache keeps serving', async (t) => {
+  const { client, calls } = fakeClient({ items: [obj('a', '1')], rv: '5' }, [
+    new KubeApiError('WATCH', '/x', 500, 'InternalError', 'boom'),
+  ]);
+  const inf = new Informer<Obj>(client, '/x');
+  const errors: unknown[] = [];
+  inf.on('error', (e) => errors.push(e));
+  await inf.start();
+  await new Promise((r) => setTimeout(r, 700));
+  await inf.stop();
+  t.is(errors.length, 1);
+  t.deepEqual(
+    inf.list().map((o) => o.metadata.name),
+    ['a'],
+  );
+  t.true(calls.filter((c) => c.startsWith('WATCH')).length >= 2, calls.join(', '));
+});
