@@ -1,12 +1,9 @@
 // Family-agnostic CIDR arithmetic on BigInt, over ipaddr.js parsing.
 import ipaddr from 'ipaddr.js';
+import { toBigInt, type Cidr } from '../ipam/cidr.ts';
 
-export interface Cidr {
-  family: 4 | 6;
-  base: bigint;
-  prefix: number;
-  bits: 32 | 128;
-}
+// The BigInt helpers are IPAM's; this file adds the lenient parsing the planner uses.
+export { toBigInt, fromBigInt, cidrSize, formatCidr, type Cidr } from '../ipam/cidr.ts';
 
 export function parseCidr(text: string): Cidr {
   let parsed: [ipaddr.IPv4 | ipaddr.IPv6, number];
@@ -21,28 +18,6 @@ export function parseCidr(text: string): Cidr {
   const hostBits = BigInt(bits - prefix);
   const base = (value >> hostBits) << hostBits;
   return { family: bits === 32 ? 4 : 6, base, prefix, bits };
-}
-
-export function toBigInt(addr: ipaddr.IPv4 | ipaddr.IPv6): bigint {
-  return addr.toByteArray().reduce((acc, b) => (acc << 8n) | BigInt(b), 0n);
-}
-
-export function fromBigInt(value: bigint, family: 4 | 6): string {
-  const len = family === 4 ? 4 : 16;
-  const bytes: number[] = [];
-  for (let i = 0; i < len; i++) {
-    bytes.unshift(Number(value & 0xffn));
-    value >>= 8n;
-  }
-  return ipaddr.fromByteArray(bytes).toString();
-}
-
-export function cidrSize(c: Cidr): bigint {
-  return 1n << BigInt(c.bits - c.prefix);
-}
-
-export function formatCidr(c: Cidr): string {
-  return `${fromBigInt(c.base, c.family)}/${c.prefix}`;
 }
 
 export function hostCidr(address: string): string {

@@ -65,17 +65,8 @@ function rssMiB(pid: number): number {
   return m ? Number(m[1]) / 1024 : NaN;
 }
 
-async function agentStatus(lab: Lab, node: string): Promise<AgentStatus> {
-  const res = await lab.execInNode(node, [
-    'curl',
-    '-sS',
-    '--max-time',
-    '5',
-    '--unix-socket',
-    '/run/wiremesh/agent.sock',
-    'http://agent/status',
-  ]);
-  return JSON.parse(res.stdout) as AgentStatus;
+function agentStatus(lab: Lab, node: string): Promise<AgentStatus> {
+  return lab.agentStatus(node);
 }
 
 /** The agent's pid (nsenter execs it, so it is the recorded process) and its wireguard-go child. */

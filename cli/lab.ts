@@ -2,7 +2,6 @@
 import { parseArgs } from 'node:util';
 import { spawn } from 'node:child_process';
 import { Lab, parseCniChoice, type LabStatus } from '../lab/index.ts';
-import type { AgentStatus } from '../agent/index.ts';
 import { renderStatus } from './agent.ts';
 import { startCapture } from '../kind-tests/probes.ts';
 
@@ -39,16 +38,7 @@ export function renderLabStatus(s: LabStatus): string {
 async function meshDemo(lab: Lab): Promise<string> {
   const [first, ...others] = lab.plan.nodes;
   if (!first) return '';
-  const statusOf = async (node: string) => {
-    const res = await lab.execInNode(node, [
-      'curl',
-      '-sSf',
-      '--unix-socket',
-      '/run/wiremesh/agent.sock',
-      'http://agent/status',
-    ]);
-    return JSON.parse(res.stdout) as AgentStatus;
-  };
+  const statusOf = (node: string) => lab.agentStatus(node);
   const lines = ['', `encrypted node-to-node traffic, from ${first.name} through wiremesh.wg:`];
   for (const node of others) {
     const ip = (await statusOf(node.name)).wireguard.tunnelAddress;

@@ -30,17 +30,8 @@ test.after.always(async () => {
   if (driver) await driver.close();
 });
 
-async function status(node: string): Promise<AgentStatus> {
-  const res = await lab.execInNode(node, [
-    'curl',
-    '-sS',
-    '--max-time',
-    '5',
-    '--unix-socket',
-    '/run/wiremesh/agent.sock',
-    'http://agent/status',
-  ]);
-  return JSON.parse(res.stdout) as AgentStatus;
+function status(node: string): Promise<AgentStatus> {
+  return lab.agentStatus(node);
 }
 
 async function wgPeerKeys(node: string): Promise<string[]> {

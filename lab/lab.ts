@@ -54,6 +54,7 @@ import {
   listLinks,
 } from './nodes.ts';
 import { withLabLock } from './lock.ts';
+import type { AgentStatus } from '../agent/index.ts';
 import { kubeClient, registerNode, registerPod, ensureNamespace, deletePod } from './kube.ts';
 import { bridgeConflist, type CniChoice, cniNetworkName, parseCniResultIPs } from './cni.ts';
 
@@ -356,6 +357,20 @@ export class Lab {
     }
     this.state.procs = this.state.procs.filter((p) => p !== rec);
     await this.save();
+  }
+
+  /** The node agent's `/status`, read over its socket inside the node. */
+  async agentStatus(nodeName: string): Promise<AgentStatus> {
+    const res = await this.execInNode(nodeName, [
+      'curl',
+      '-sSf',
+      '--max-time',
+      '5',
+      '--unix-socket',
+      '/run/wiremesh/agent.sock',
+      'http://agent/status',
+    ]);
+    return JSON.parse(res.stdout) as AgentStatus;
   }
 
   /** Wait until the node's agent answers /readyz on its socket. */
