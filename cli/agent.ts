@@ -190,3 +190,16 @@ export async function runPlan(argv: string[]): Promise<number> {
   process.stdout.write(JSON.stringify(plan, null, 2) + '\n');
   return 0;
 }
+
+/** `wiremesh health [--ready]`: exit 0 when the local agent answers (and, with --ready, has synced and reconciled). */
+export async function runHealth(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      ready: { type: 'boolean', default: false },
+      socket: { type: 'string', default: DEFAULT_SOCKET },
+    },
+  });
+  await callAgent(values.socket, 'GET', values.ready ? '/readyz' : '/healthz');
+  return 0;
+}

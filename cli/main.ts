@@ -10,6 +10,7 @@ commands:
              the node daemon
   status     [-o json|wide]               on a node: peers, handshakes, refused nodes
   rotate-key                              on a node: new WireGuard key, peers follow
+  health     [--ready]                    on a node: exit 0 when the agent is alive (ready)
   plan       --node NAME [--kubeconfig FILE]   what the agent on NAME would program
   install-cni [--bin-dir /opt/cni/bin] [--conf-dir /etc/cni/net.d] [--chain portmap,bandwidth]
   lab up     [--name lab] [--nodes 3] [--pods-per-node 2] [--cni wiremesh|bridge] [--no-agents]
@@ -34,6 +35,8 @@ export async function main(argv: string[]): Promise<number> {
       return (await import('./agent.ts')).runRotateKey(rest);
     case 'plan':
       return (await import('./agent.ts')).runPlan(rest);
+    case 'health':
+      return (await import('./agent.ts')).runHealth(rest);
     case 'install-cni':
       return (await import('./cni.ts')).runInstallCni(rest);
     case undefined:

@@ -4,7 +4,7 @@
 # "N passed, N failed" over all tiers. Exits non-zero if any tier failed.
 # Usage: hack/run-tests.sh [check|unit|netns|e2e]...   (default: all)
 set -uo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 export PATH="$PWD/node_modules/.bin:$PATH"
 logs=.cache/test-logs
 mkdir -p "$logs"

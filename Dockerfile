@@ -1,0 +1,20 @@
+# The wiremesh image: Node.js 24 on slim Debian with the tools the agent calls, and
+# the Go-built pieces (the CNI relay, wireguard-go for kernels without WireGuard).
+FROM golang:1.24-bookworm AS go
+WORKDIR /src
+COPY hack/gotools/ hack/gotools/
+COPY cni/relay/ cni/relay/
+RUN cd hack/gotools && CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o /out/wireguard-go golang.zx2c4.com/wireguard \
+ && cd /src/cni/relay && CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o /out/wiremesh-cni .
+
+FROM node:24-bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends wireguard-tools nftables iproute2 util-linux kmod ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /opt/wiremesh
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund
+COPY . .
+COPY --from=go /out/wireguard-go /out/wiremesh-cni /usr/lib/wiremesh/
+RUN ln -s /opt/wiremesh/bin/wiremesh /usr/local/bin/wiremesh
+ENTRYPOINT ["wiremesh"]
