@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import type { V1Node, KubernetesObject } from '@kubernetes/client-node';
 import { kubeClient, Informer, type KubeClient } from '../kube/index.ts';
 import { KeyStore, type WireGuardKeyPair } from '../crypto/index.ts';
-import { WgCli, type WgClient } from '../tunnels/index.ts';
+import { WgCli, type WgClient, type WgPeer } from '../tunnels/index.ts';
 import { IpCli, defaultRunner, type IpClient } from '../sys/index.ts';
 import { meshNodeFromK8s, type MeshNode } from './meshnode.ts';
 import { planMesh, type MeshPlan, type MeshSettings } from './plan.ts';
@@ -61,15 +61,8 @@ export function defaultAgentConfig(nodeName: string): AgentConfig {
   };
 }
 
-export interface PeerStatus {
-  node: string;
-  publicKey: string;
-  endpoint: string | null;
-  allowedIPs: string[];
-  latestHandshake: number;
-  rxBytes: number;
-  txBytes: number;
-}
+/** A WireGuard peer as `wg show` reports it, with the node it belongs to. */
+export type PeerStatus = Omit<WgPeer, 'persistentKeepalive'> & { node: string };
 
 export interface AgentStatus {
   node: string;
@@ -156,7 +149,16 @@ export class Agent {
     // the mesh, so re-plan only when that set changes.
     let blockSet = '';
     await runInformer(this.blockInformer, 'IPAM blocks', this.log, (reason) => {
-      const now = JSON.stringify([...this.blocksByNode()].sort());
+      // Raw owner and CIDR only: validating every block's allocations on every pod's
+      // ADD would cost the node as much as the ADD itself. The pass validates.
+      const now = this.blockInformer
+        .list()
+        .map((b) => {
+          const spec = (b as { spec?: { node?: unknown; cidr?: unknown } }).spec;
+          return `${String(spec?.node)} ${String(spec?.cidr)}`;
+        })
+        .sort()
+        .join(',');
       if (now === blockSet) return;
       blockSet = now;
       schedule(reason);

@@ -3,7 +3,13 @@
 // periodic garbage collection of addresses whose pod is gone.
 import type { Server } from 'node:http';
 import { NodeIpam, KubeBlockApi } from '../ipam/index.ts';
-import { CniHandler, serveCni, procSysctl, type PodIpam } from '../cni/index.ts';
+import {
+  CniHandler,
+  serveCni,
+  procSysctl,
+  type PodIpam,
+  type AttachmentRequest,
+} from '../cni/index.ts';
 import { defaultRunner } from '../sys/index.ts';
 import type { KubeClient } from '../kube/index.ts';
 import type { Logger } from './log.ts';
@@ -17,13 +23,7 @@ class IpamForCni implements PodIpam {
   constructor(ipam: NodeIpam) {
     this.ipam = ipam;
   }
-  allocate(req: {
-    handle: string;
-    namespace: string;
-    pod: string;
-    containerID: string;
-    ifName: string;
-  }) {
+  allocate(req: AttachmentRequest) {
     return this.ipam.allocate(req);
   }
   release(handle: string) {

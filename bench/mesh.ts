@@ -16,6 +16,7 @@ import { figureOf, measure, percentile, type Figure } from './harness.ts';
 import { planMesh, type MeshNode, type AgentStatus } from '../agent/index.ts';
 import { generateKeyPair } from '../crypto/index.ts';
 import { Lab } from '../lab/index.ts';
+import { annotatedNode } from '../lab/kube.ts';
 import { toolPath } from '../sys/index.ts';
 import { WgCli } from '../tunnels/index.ts';
 
@@ -86,16 +87,12 @@ async function createSimulatedNodes(core: CoreV1Api, from: number, to: number): 
   for (let i = from; i < to; i++) {
     batch.push(
       core.createNode({
-        body: {
-          metadata: {
-            name: `sim-${i}`,
-            annotations: {
-              'wiremesh.io/wireguard-public-key': generateKeyPair().publicKey,
-              'wiremesh.io/endpoint': `198.19.${i >> 8}.${i & 255}:51825`,
-            },
-          },
-          status: { addresses: [{ type: 'InternalIP', address: `198.19.${i >> 8}.${i & 255}` }] },
-        },
+        body: annotatedNode(
+          `sim-${i}`,
+          generateKeyPair().publicKey,
+          `198.19.${i >> 8}.${i & 255}:51825`,
+          `198.19.${i >> 8}.${i & 255}`,
+        ),
       }),
     );
     if (batch.length >= 50) await Promise.all(batch.splice(0));
@@ -200,17 +197,7 @@ export async function benchConvergence(repeats: number): Promise<Figure[]> {
       const name = `conv-${i}`;
       const key = generateKeyPair().publicKey;
       const start = performance.now();
-      await core.createNode({
-        body: {
-          metadata: {
-            name,
-            annotations: {
-              'wiremesh.io/wireguard-public-key': key,
-              'wiremesh.io/endpoint': '198.19.0.1:51825',
-            },
-          },
-        },
-      });
+      await core.createNode({ body: annotatedNode(name, key, '198.19.0.1:51825') });
       const pending = new Set(nodes);
       while (pending.size) {
         await Promise.all(

@@ -8,7 +8,8 @@ import {
   versionResult,
   errorResult,
   CniError,
-  CNI_VERSION,
+  toCniError,
+  cniVersionOf,
   type CniRequest,
 } from './protocol.ts';
 import { addResult } from './result.ts';
@@ -23,14 +24,17 @@ import {
 import type { Runner } from '../sys/index.ts';
 
 /** What the handler needs from IPAM (ipam/'s NodeIpam provides it). */
+/** An attachment asking for an address (a subset of ipam's AllocateRequest). */
+export interface AttachmentRequest {
+  handle: string;
+  namespace: string;
+  pod: string;
+  containerID: string;
+  ifName: string;
+}
+
 export interface PodIpam {
-  allocate(req: {
-    handle: string;
-    namespace: string;
-    pod: string;
-    containerID: string;
-    ifName: string;
-  }): Promise<{ address: string }>;
+  allocate(req: AttachmentRequest): Promise<{ address: string }>;
   release(handle: string): Promise<boolean>;
   /** The allocation recorded for a handle, if any. */
   lookup(handle: string): { address: string; namespace: string; pod: string } | undefined;
@@ -65,27 +69,19 @@ export class CniHandler {
   }
 
   async handle(env: Record<string, string | undefined>, stdin: string): Promise<CniReply> {
-    let version = CNI_VERSION;
     try {
-      const conf = JSON.parse(stdin) as { cniVersion?: unknown };
-      if (typeof conf.cniVersion === 'string') version = conf.cniVersion;
-    } catch {
-      /* parseCniRequest reports it */
-    }
-    try {
-      const req = parseCniRequest(env, stdin);
-      version = req.conf.cniVersion || version;
-      const stdout = await this.dispatch(req);
+      const stdout = await this.dispatch(parseCniRequest(env, stdin));
       return { code: 0, stdout };
     } catch (e) {
-      const err = e instanceof CniError ? e : new CniError(999, (e as Error).message);
+      const err = toCniError(e);
       this.opts.log?.('CNI request failed', {
         command: env.CNI_COMMAND,
         container: env.CNI_CONTAINERID,
         code: err.code,
         error: err.message,
       });
-      return { code: 1, stdout: JSON.stringify(errorResult(err, version)) };
+      // Errors are reported in the config's own CNI version when it has a usable one.
+      return { code: 1, stdout: JSON.stringify(errorResult(err, cniVersionOf(stdin))) };
     }
   }
 

@@ -8,6 +8,7 @@ export {
   CniHandler,
   handleOf,
   type PodIpam,
+  type AttachmentRequest,
   type CniReply,
   type CniHandlerOptions,
 } from './handler.ts';

@@ -648,17 +648,7 @@ export class NodeIpam {
           });
           continue;
         }
-        this.record({
-          op: 'alloc',
-          handle: a.handle,
-          address: a.address,
-          block: b.cidr,
-          namespace: a.namespace,
-          pod: a.pod,
-          containerID: a.containerID,
-          ifName: a.ifName,
-          at: this.now(),
-        });
+        this.record(allocRecord(a, b.cidr, this.now()));
       }
       adopted++;
     }
@@ -734,17 +724,7 @@ export class NodeIpam {
     for (const b of [...this.held.values()].sort((x, y) => compareCidrs(x.cidr, y.cidr))) {
       records.push({ op: 'claim', block: b.cidr, pool: b.pool, uid: b.uid });
       for (const a of [...b.allocations.values()].sort((x, y) => (x.handle < y.handle ? -1 : 1))) {
-        records.push({
-          op: 'alloc',
-          handle: a.handle,
-          address: a.address,
-          block: b.cidr,
-          namespace: a.namespace,
-          pod: a.pod,
-          containerID: a.containerID,
-          ifName: a.ifName,
-          at: a.allocatedAt,
-        });
+        records.push(allocRecord(a, b.cidr, a.allocatedAt));
       }
     }
     // A block being given back stays recorded until its object is gone, so a restart
@@ -809,4 +789,19 @@ function validateRequest(req: AllocateRequest): void {
   if (req.family !== undefined && req.family !== 4 && req.family !== 6) {
     throw bad('family must be 4 or 6');
   }
+}
+
+/** The journal record of an allocation held in a block. */
+function allocRecord(a: Allocation, block: string, at: number): JournalRecord {
+  return {
+    op: 'alloc',
+    handle: a.handle,
+    address: a.address,
+    block,
+    namespace: a.namespace,
+    pod: a.pod,
+    containerID: a.containerID,
+    ifName: a.ifName,
+    at,
+  };
 }

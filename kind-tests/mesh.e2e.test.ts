@@ -9,7 +9,7 @@ import { Lab } from '../lab/index.ts';
 import { LabDriver } from './lab-driver.ts';
 import { startCapture, background, pingLoss, eventually } from './probes.ts';
 import type { AgentStatus } from '../agent/index.ts';
-import { registerNode } from '../lab/kube.ts';
+import { registerNode, annotatedNode } from '../lab/kube.ts';
 import { defaultRunner } from '../sys/index.ts';
 
 let driver: LabDriver | undefined;
@@ -251,17 +251,7 @@ test.serial('forged annotations are refused with Events; the others are unaffect
     'forged-dup': keyB,
   };
   for (const [name, key] of Object.entries(forged)) {
-    await core.createNode({
-      body: {
-        metadata: {
-          name,
-          annotations: {
-            'wiremesh.io/wireguard-public-key': key,
-            'wiremesh.io/endpoint': '198.18.250.250:51825',
-          },
-        },
-      },
-    });
+    await core.createNode({ body: annotatedNode(name, key, '198.18.250.250:51825') });
   }
   try {
     await eventually(

@@ -1,14 +1,8 @@
 // lab/: a real Kubernetes cluster on one machine (real etcd and kube-apiserver,
 // nodes as network + mount namespaces, pods wired by cnitool) for the end-to-end
 // tests, the benchmarks and `make lab`.
-export {
-  Lab,
-  labLeftovers,
-  type LabState,
-  type LabStatus,
-  type LabPod,
-  type UpOptions,
-} from './lab.ts';
+export { labLeftovers } from './leftovers.ts';
+export { Lab, type LabState, type LabStatus, type LabPod, type UpOptions } from './lab.ts';
 export { planLab, validateLabName, type LabPlan, type NodePlan } from './plan.ts';
 export { parseCniChoice, type CniChoice } from './cni.ts';
 export { kubeClient } from './kube.ts';

@@ -2,6 +2,7 @@
 // InternalIP and a Ready condition, and Pod objects bound to a node whose status
 // carries the addresses the CNI plugin gave them.
 import { CoreV1Api, KubeConfig, type V1Node, type V1Pod } from '@kubernetes/client-node';
+import { ANNOTATION_PUBLIC_KEY, ANNOTATION_ENDPOINT } from '../agent/annotations.ts';
 
 export function kubeClient(kubeconfigPath: string): CoreV1Api {
   const kc = new KubeConfig();
@@ -68,6 +69,25 @@ export async function registerNode(
     },
   };
   await core.replaceNodeStatus({ name, body: node });
+}
+
+/**
+ * A Node object as a wiremesh agent would have annotated it, with no agent behind it:
+ * the simulated nodes of the benchmarks and the forged ones of the tests.
+ */
+export function annotatedNode(
+  name: string,
+  publicKey: string,
+  endpoint: string,
+  internalIP?: string,
+): V1Node {
+  return {
+    metadata: {
+      name,
+      annotations: { [ANNOTATION_PUBLIC_KEY]: publicKey, [ANNOTATION_ENDPOINT]: endpoint },
+    },
+    ...(internalIP ? { status: { addresses: [{ type: 'InternalIP', address: internalIP }] } } : {}),
+  };
 }
 
 export async function ensureServiceAccount(

@@ -2,7 +2,17 @@
 // machine, with pods wired by a real CNI client. `Lab.up` builds it; `Lab.load`
 // attaches to a running one through its state file; `down` removes every
 // namespace, link, mount, file and process it made, also after a failed `up`.
-import { mkdir, writeFile, readFile, rm, readdir, copyFile, chmod, rmdir } from 'node:fs/promises';
+import {
+  mkdir,
+  writeFile,
+  readFile,
+  rm,
+  readdir,
+  copyFile,
+  chmod,
+  rmdir,
+  rename,
+} from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import {
@@ -23,6 +33,8 @@ import {
   podName,
   podNetnsName,
   nodePrivateDir,
+  labOwnsNetns,
+  labOwnsLink,
   NODE_PRIVATE_DIRS,
   LAB_ROOT_RUN,
   LAB_ROOT_DATA,
@@ -576,9 +588,7 @@ export class Lab {
         }
       }
       for (const procRec of [...this.state.procs].reverse()) await stopDaemon(procRec);
-      const namespaces = (await listNetns(runner)).filter(
-        (n) => n.startsWith(`wml-${plan.name}-`) || n.startsWith(`wmp-${plan.name}-`),
-      );
+      const namespaces = (await listNetns(runner)).filter((n) => labOwnsNetns(plan.name, n));
       for (const ns of namespaces) await killPids(await netnsPids(runner, ns));
       for (const ns of namespaces.filter((n) => n.startsWith('wmp-')))
         await deleteNetns(runner, ns);
@@ -589,7 +599,7 @@ export class Lab {
       for (const ns of namespaces.filter((n) => n.startsWith('wml-')))
         await deleteNetns(runner, ns);
       for (const link of await listLinks(runner)) {
-        if (link.startsWith(`wml-${plan.name}-`))
+        if (labOwnsLink(plan.name, link))
           await runner.run(['ip', 'link', 'del', link], { allowFailure: true });
       }
       await rm(plan.runDir, { recursive: true, force: true });
@@ -631,7 +641,6 @@ export class Lab {
   async save(): Promise<void> {
     const file = Lab.stateFile(this.plan.name);
     await writeFile(`${file}.tmp`, JSON.stringify(this.state, null, 2));
-    const { rename } = await import('node:fs/promises');
     await rename(`${file}.tmp`, file);
   }
 
@@ -678,31 +687,4 @@ export interface LabStatus {
   nodes: { name: string; netns: string; underlayIP: string }[];
   pods: { namespace: string; name: string; node: string; ips: string[] }[];
   processes: { name: string; pid: number; running: boolean; log: string }[];
-}
-
-/** Leftovers of a lab on this machine: what `down` must leave empty. */
-export async function labLeftovers(
-  name: string,
-  pids: readonly ProcRecord[],
-  runner: Runner = defaultRunner,
-): Promise<string[]> {
-  const found: string[] = [];
-  for (const ns of await listNetns(runner)) {
-    if (ns.startsWith(`wml-${name}-`) || ns.startsWith(`wmp-${name}-`)) found.push(`netns ${ns}`);
-  }
-  for (const link of await listLinks(runner))
-    if (link.startsWith(`wml-${name}-`)) found.push(`link ${link}`);
-  const { listMountPoints } = await import('./nodes.ts');
-  for (const m of await listMountPoints()) {
-    if (
-      m.startsWith(`${LAB_ROOT_RUN}/${name}/`) ||
-      m.startsWith(`/run/netns/wml-${name}-`) ||
-      m.startsWith(`/run/netns/wmp-${name}-`)
-    ) {
-      found.push(`mount ${m}`);
-    }
-  }
-  for (const p of pids) if (isAlive(p)) found.push(`process ${p.name} (pid ${p.pid})`);
-  if (existsSync(`${LAB_ROOT_RUN}/${name}`)) found.push(`directory ${LAB_ROOT_RUN}/${name}`);
-  return found;
 }

@@ -96,6 +96,16 @@ export function planLab(name: string, index: number, nodeCount: number): LabPlan
   };
 }
 
+/** Whether a network namespace belongs to a lab (its nodes' `wml-` or its pods' `wmp-`). */
+export function labOwnsNetns(lab: string, netns: string): boolean {
+  return netns.startsWith(`wml-${lab}-`) || netns.startsWith(`wmp-${lab}-`);
+}
+
+/** Whether a link in the host namespace belongs to a lab (bridge and node veths). */
+export function labOwnsLink(lab: string, link: string): boolean {
+  return link.startsWith(`wml-${lab}-`);
+}
+
 /** Network namespace of a pod: unique per lab, pod namespace and pod name. */
 export function podNetnsName(lab: string, namespace: string, pod: string): string {
   return `wmp-${lab}-${namespace}-${pod}`;

@@ -5,3 +5,4 @@
 // wireguard-go for kernels without the WireGuard module.
 export * from './wg.ts';
 export * from './userspace.ts';
+export * from './wg-fake.ts';

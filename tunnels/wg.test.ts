@@ -1,7 +1,7 @@
 import test from 'ava';
 import { CommandError, type RunOptions, type RunResult, type Runner } from '../sys/index.ts';
+import { FakeWg } from './wg-fake.ts';
 import {
-  FakeWg,
   WgCli,
   assertAllowedIP,
   assertEndpoint,
