@@ -90,3 +90,31 @@ test('stop cancels the resync timer', async (t) => {
   r.stop();
   t.is(timers.timers.length, 0);
 });
+
+test('a pass runs only the phases asked for; start, resync and retries run all', async (t) => {
+  const seen: string[] = [];
+  let fail = false;
+  const timers = manualTimers();
+  const r = new Reconciler(
+    async (dirty) => {
+      seen.push(dirty.all ? 'all' : [...dirty].sort().join('+'));
+      if (fail) throw new Error('boom');
+    },
+    { resyncMs: 1000, log: silentLogger, ...timers },
+  );
+  r.start();
+  await r.idle();
+  r.schedule('label changed', 'policy');
+  await r.idle();
+  r.schedule('node changed', 'mesh');
+  r.schedule('policy changed', 'policy');
+  await r.idle();
+  fail = true;
+  r.schedule('label changed', 'policy');
+  await r.idle();
+  fail = false;
+  timers.timers.at(-1)?.fn();
+  await r.idle();
+  // The mesh schedule starts a pass at once; the policy one, arriving during it, runs next.
+  t.deepEqual(seen, ['all', 'policy', 'mesh', 'policy', 'policy', 'all']);
+});

@@ -2,6 +2,10 @@
 // `schedule`; many calls while a pass runs collapse into one more pass. A resync
 // timer re-runs it to repair drift; a failed pass is retried with backoff and
 // logged, never fatal. Nothing runs until `start` (after the first full list).
+//
+// A schedule may name the phase that is dirty (say, only policy after a pod's
+// label changed), so a pass can skip work nothing asked for; a schedule without a
+// phase, the resync timer and every retry after a failure ask for all phases.
 import type { Logger } from './log.ts';
 
 export interface ReconcilerOptions {
@@ -22,11 +26,16 @@ export interface ReconcileStats {
   lastSuccessAt: number | null;
 }
 
+/** The phases a pass must run; `all` means every phase (start, resync, retry). */
+export type DirtyPhases = ReadonlySet<string> & { readonly all: boolean };
+
 export class Reconciler {
-  private readonly pass: () => Promise<void>;
+  private readonly pass: (dirty: DirtyPhases) => Promise<void>;
   private readonly opts: Required<Omit<ReconcilerOptions, 'log'>> & { log: Logger };
   private running = false;
   private pending = false;
+  private dirty = new Set<string>();
+  private dirtyAll = true;
   private started = false;
   private stopped = false;
   private timer: unknown;
@@ -40,7 +49,7 @@ export class Reconciler {
     lastSuccessAt: null,
   };
 
-  constructor(pass: () => Promise<void>, options: ReconcilerOptions) {
+  constructor(pass: (dirty: DirtyPhases) => Promise<void>, options: ReconcilerOptions) {
     this.pass = pass;
     this.opts = {
       minBackoffMs: 500,
@@ -61,8 +70,10 @@ export class Reconciler {
     if (this.timer !== undefined) this.opts.clearTimer(this.timer);
   }
 
-  schedule(_reason: string): void {
+  schedule(_reason: string, phase?: string): void {
     if (!this.started || this.stopped) return;
+    if (phase === undefined) this.dirtyAll = true;
+    else this.dirty.add(phase);
     if (this.running) {
       this.pending = true;
       return;
@@ -83,9 +94,12 @@ export class Reconciler {
     let next: number;
     do {
       this.pending = false;
+      const dirty = Object.assign(this.dirty, { all: this.dirtyAll });
+      this.dirty = new Set();
+      this.dirtyAll = false;
       const start = performance.now();
       try {
-        await this.pass();
+        await this.pass(dirty);
         this.stats.lastError = null;
         this.stats.lastSuccessAt = Date.now();
         this.backoff = 0;
@@ -98,6 +112,7 @@ export class Reconciler {
           this.backoff ? this.backoff * 2 : this.opts.minBackoffMs,
         );
         next = this.backoff;
+        this.dirtyAll = true;
         this.opts.log.error('reconcile failed; will retry', {
           error: (e as Error).message,
           retryInMs: next,
