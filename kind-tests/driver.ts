@@ -11,6 +11,13 @@ export interface ClusterPod {
   ips: string[];
 }
 
+/** A container port of a pod; a named one can be referred to by a NetworkPolicy. */
+export interface ContainerPort {
+  name?: string;
+  containerPort: number;
+  protocol?: 'TCP' | 'UDP' | 'SCTP';
+}
+
 export interface ClusterDriver {
   /** 'lab' or 'kind'. */
   readonly kind: string;
@@ -29,6 +36,7 @@ export interface ClusterDriver {
     namespace: string,
     name: string,
     labels?: Record<string, string>,
+    ports?: readonly ContainerPort[],
   ): Promise<ClusterPod>;
   deletePod(namespace: string, name: string): Promise<void>;
   /** Remove the cluster if this driver created it. */

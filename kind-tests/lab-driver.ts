@@ -3,7 +3,7 @@
 // keeps the suite fast); otherwise a suite brings up its own lab and removes it.
 import { Lab, type UpOptions } from '../lab/index.ts';
 import type { RunOptions, RunResult } from '../sys/index.ts';
-import type { ClusterDriver, ClusterPod } from './driver.ts';
+import type { ClusterDriver, ClusterPod, ContainerPort } from './driver.ts';
 
 export class LabDriver implements ClusterDriver {
   readonly kind = 'lab';
@@ -61,8 +61,9 @@ export class LabDriver implements ClusterDriver {
     namespace: string,
     name: string,
     labels?: Record<string, string>,
+    ports?: readonly ContainerPort[],
   ): Promise<ClusterPod> {
-    const p = await this.lab.addPod(node, namespace, name, labels);
+    const p = await this.lab.addPod(node, namespace, name, labels, ports ? [...ports] : []);
     return { namespace: p.namespace, name: p.name, node: p.node, ips: p.ips };
   }
 

@@ -67,7 +67,14 @@ import {
 } from './nodes.ts';
 import { withLabLock } from './lock.ts';
 import type { AgentStatus } from '../agent/index.ts';
-import { kubeClient, registerNode, registerPod, ensureNamespace, deletePod } from './kube.ts';
+import {
+  kubeClient,
+  registerNode,
+  registerPod,
+  ensureNamespace,
+  deletePod,
+  type PodSpecLite,
+} from './kube.ts';
 import { bridgeConflist, type CniChoice, cniNetworkName, parseCniResultIPs } from './cni.ts';
 
 export interface LabPod {
@@ -508,12 +515,16 @@ export class Lab {
     await this.save();
   }
 
-  /** Create a pod network namespace on a node, wire it with the node's CNI through cnitool, register the Pod. */
+  /**
+   * Create a pod network namespace on a node, wire it with the node's CNI through cnitool,
+   * register the Pod (with its named container ports, which network policies may name).
+   */
   async addPod(
     nodeName: string,
     namespace: string,
     name: string,
     labels: Record<string, string> = {},
+    ports: PodSpecLite['ports'] = [],
   ): Promise<LabPod> {
     const node = this.node(nodeName);
     const netns = podNetnsName(this.plan.name, namespace, name);
@@ -538,6 +549,7 @@ export class Lab {
       hostIP: node.underlayIP,
       ips: pod.ips,
       labels,
+      ports,
     });
     return pod;
   }
