@@ -12,67 +12,72 @@ import {
   meshNodeFromK8s,
   planMesh,
   ANNOTATION_PUBLIC_KEY,
+  type AgentConfig,
   type AgentStatus,
-  type WireGuardMode,
 } from '../agent/index.ts';
 import { parsePublicKey } from '../crypto/index.ts';
+import {
+  SETTING_KEYS,
+  dirSource,
+  flagSource,
+  readSettingsDir,
+  resolveAgentSettings,
+  type LogLevel,
+} from '../install/settings.ts';
 
 const DEFAULT_SOCKET = '/run/wiremesh/agent.sock';
 
-function duration(text: string, flag: string): number {
-  const m = /^(\d+)(ms|s|m|h)$/.exec(text);
-  if (!m) throw new Error(`--${flag} takes a duration like 500ms, 30s, 5m or 24h, not '${text}'`);
-  const n = Number(m[1]);
-  return n * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'];
-}
-
-function isWireGuardMode(m: string): m is WireGuardMode {
-  return m === 'auto' || m === 'kernel' || m === 'userspace';
-}
-
-export async function runAgent(argv: string[]): Promise<number> {
+/**
+ * The agent's options from its flags and, with --config-dir, the settings directory
+ * (the mounted wiremesh-config ConfigMap): defaults < settings < flags.
+ */
+export async function agentOptions(
+  argv: string[],
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<{ config: AgentConfig; logLevel: LogLevel }> {
   const { values } = parseArgs({
     args: argv,
     options: {
-      'node-name': { type: 'string', default: process.env.NODE_NAME },
-      kubeconfig: { type: 'string', default: process.env.KUBECONFIG },
+      'node-name': { type: 'string', default: env.NODE_NAME },
+      kubeconfig: { type: 'string', default: env.KUBECONFIG },
+      'config-dir': { type: 'string' },
       'state-dir': { type: 'string', default: '/var/lib/wiremesh' },
       'run-dir': { type: 'string', default: '/run/wiremesh' },
-      'listen-port': { type: 'string', default: '51825' },
+      'wireguard-go': { type: 'string', default: env.WIREMESH_WIREGUARD_GO },
+      // The settings: no defaults here, so an absent flag leaves the config's value.
+      'listen-port': { type: 'string' },
       'tunnel-cidr': { type: 'string' },
-      resync: { type: 'string', default: '30s' },
-      wireguard: { type: 'string', default: 'auto' },
-      'wireguard-go': { type: 'string', default: process.env.WIREMESH_WIREGUARD_GO },
-      'key-rotation-period': { type: 'string', default: '0s' },
-      'log-level': { type: 'string', default: 'info' },
-      'host-encryption': { type: 'boolean', default: false },
+      resync: { type: 'string' },
+      wireguard: { type: 'string' },
+      'key-rotation-period': { type: 'string' },
+      'log-level': { type: 'string' },
+      'host-encryption': { type: 'boolean' },
     },
   });
   const nodeName = values['node-name'];
   if (!nodeName) throw new Error('the agent needs --node-name (or NODE_NAME)');
-  const mode = values.wireguard;
-  if (!isWireGuardMode(mode))
-    throw new Error(`--wireguard takes auto, kernel or userspace, not '${mode}'`);
-  const port = Number(values['listen-port']);
-  if (!Number.isInteger(port) || port < 1 || port > 65535)
-    throw new Error(`--listen-port ${values['listen-port']} is not a port`);
-  const level = values['log-level'];
-  if (level !== 'debug' && level !== 'info' && level !== 'warn' && level !== 'error')
-    throw new Error(`--log-level ${level}?`);
-  const config = {
+  const dir = values['config-dir'];
+  const flags: Record<string, string | boolean | undefined> = {};
+  for (const key of SETTING_KEYS) flags[key] = values[key];
+  const settings = resolveAgentSettings([
+    ...(dir ? [dirSource(dir, await readSettingsDir(dir))] : []),
+    flagSource(flags),
+  ]);
+  const { logLevel, ...agentSettings } = settings;
+  const config: AgentConfig = {
     ...defaultAgentConfig(nodeName),
+    ...agentSettings,
     kubeconfig: values.kubeconfig,
     stateDir: values['state-dir'],
     runDir: values['run-dir'],
-    listenPort: port,
-    resyncMs: duration(values.resync, 'resync'),
-    wireguardMode: mode,
     wireguardGo: values['wireguard-go'],
-    keyRotationPeriodMs: duration(values['key-rotation-period'], 'key-rotation-period'),
-    hostEncryption: values['host-encryption'],
   };
-  if (values['tunnel-cidr']) config.tunnelCIDR = values['tunnel-cidr'];
-  const log = jsonLogger({ node: nodeName }, level);
+  return { config, logLevel };
+}
+
+export async function runAgent(argv: string[]): Promise<number> {
+  const { config, logLevel } = await agentOptions(argv);
+  const log = jsonLogger({ node: config.nodeName }, logLevel);
   const agent = new Agent(config, log);
   const server = await serveAgentApi(agent, `${config.runDir}/agent.sock`);
   await agent.start();
