@@ -45,6 +45,7 @@ import { createLabPki, kubeconfigYaml, labPki } from './pki.ts';
 import {
   applyManifestFile,
   serviceAccountToken,
+  writeConfigMapDir,
   waitForResource,
   DEPLOY_DIR,
 } from './manifests.ts';
@@ -266,6 +267,7 @@ export class Lab {
     if (state.agents) {
       progress(`lab ${plan.name}: starting the wiremesh agent on ${plan.nodes.length} nodes`);
       await applyManifestFile(state.kubeconfig, join(DEPLOY_DIR, 'rbac.yaml'));
+      await applyManifestFile(state.kubeconfig, join(DEPLOY_DIR, 'config.yaml'));
       await applyManifestFile(state.kubeconfig, join(DEPLOY_DIR, 'crds.yaml'));
       await waitForResource(state.kubeconfig, {
         group: 'wiremesh.io',
@@ -341,6 +343,13 @@ export class Lab {
   async startAgent(nodeName: string, extraArgs: string[] = []): Promise<ProcRecord> {
     const node = this.node(nodeName);
     const kubeconfig = await this.agentKubeconfig(node);
+    // The manifest's settings, as the DaemonSet mounts the wiremesh-config ConfigMap.
+    const configDir = await writeConfigMapDir(
+      kubeClient(this.state.kubeconfig),
+      'kube-system',
+      'wiremesh-config',
+      join(this.plan.dataDir, 'nodes', node.name, 'config'),
+    );
     return this.spawnInNode(node.name, this.agentProcName(node.name), [
       process.execPath,
       '--disable-warning=ExperimentalWarning',
@@ -352,6 +361,8 @@ export class Lab {
       node.name,
       '--kubeconfig',
       kubeconfig,
+      '--config-dir',
+      configDir,
       '--wireguard-go',
       toolPath('wireguard-go'),
       '--resync',

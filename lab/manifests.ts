@@ -1,7 +1,8 @@
 // Applying the project's manifests (deploy/*.yaml) to a lab cluster, and minting
 // the agent's ServiceAccount token, so lab agents run with exactly the RBAC a real
 // installation grants.
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile, mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import {
   CoreV1Api,
   CustomObjectsApi,
@@ -90,4 +91,25 @@ export async function waitForResource(
   throw new Error(
     `${resource.plural}.${resource.group} not served after ${timeoutMs} ms (${last})`,
   );
+}
+
+/**
+ * Write a ConfigMap's data into `dir`, one file per key, as the kubelet mounts a
+ * ConfigMap volume: lab agents read the manifest's settings the way the DaemonSet's do.
+ */
+export async function writeConfigMapDir(
+  core: CoreV1Api,
+  namespace: string,
+  name: string,
+  dir: string,
+): Promise<string> {
+  const cm = await core.readNamespacedConfigMap({ namespace, name });
+  await rm(dir, { recursive: true, force: true });
+  await mkdir(dir, { recursive: true, mode: 0o755 });
+  for (const [key, value] of Object.entries(cm.data ?? {})) {
+    if (!/^[-._a-zA-Z0-9]+$/.test(key) || key.startsWith('.'))
+      throw new Error(`ConfigMap ${namespace}/${name} has a key that is not a file name: '${key}'`);
+    await writeFile(join(dir, key), value);
+  }
+  return dir;
 }
