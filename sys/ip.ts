@@ -1,6 +1,9 @@
-// A typed wrapper over iproute2's JSON output (`ip -j`) for the links, addresses
-// and routes the agent owns, with an in-memory fake for driver unit tests.
-import type { Runner } from './exec.ts';
+// A typed wrapper over iproute2's JSON output (`ip -j`, and `bridge -j` for the
+// forwarding database, which `ip` does not show) for the links, addresses, routes,
+// rules, neighbour and FDB entries the agent owns, with an in-memory fake for driver
+// unit tests. The fake behaves as the kernel does where a driver could notice
+// (missing devices, duplicate FDB entries, a link kind the kernel lacks).
+import { CommandError, type Runner } from './exec.ts';
 
 export interface LinkInfo {
   name: string;
@@ -16,6 +19,69 @@ export interface RouteInfo {
   protocol?: number;
   /** Routing table; the main table when absent. */
   table?: number;
+  /** Next hop (`via`), of the destination's family. */
+  gateway?: string;
+  /** The next hop is on the link even though no address of the device covers it. */
+  onlink?: boolean;
+}
+
+/** What `ip -d link show` says about a link beyond LinkInfo. */
+export interface LinkDetails extends LinkInfo {
+  /** `vxlan`, `ipip`, `wireguard`, `veth`, ...; null for a link without a kind (e.g. lo). */
+  kind: string | null;
+  /** Link-layer address; null for links without one (IP-in-IP, WireGuard). */
+  mac: string | null;
+  vxlan?: {
+    vni: number;
+    port: number;
+    local: string | null;
+    learning: boolean;
+    underlayDev: string | null;
+  };
+  ipip?: { local: string | null; remote: string | null };
+}
+
+/** A VXLAN device without learning: remote VTEPs come only from FDB entries. */
+export interface VxlanLinkSpec {
+  name: string;
+  vni: number;
+  port: number;
+  /** Underlay address the device sends from. */
+  local: string;
+  /** Underlay device to bind to; the kernel routes the outer packets when absent. */
+  underlayDev?: string;
+  mtu: number;
+  mac: string;
+}
+
+/** A point-to-multipoint IP-in-IP device: the outer destination is each route's gateway. */
+export interface IpipLinkSpec {
+  name: string;
+  /** Underlay address (also keeps it apart from the kernel's fallback `tunl0`). */
+  local: string;
+  mtu: number;
+}
+
+/** A permanent forwarding entry on a VXLAN device: inner MAC -> outer destination. */
+export interface FdbEntry {
+  dev: string;
+  mac: string;
+  dst: string;
+}
+
+/** A permanent neighbour entry: an address on `dev` is at `lladdr`. */
+export interface NeighEntry {
+  dev: string;
+  dst: string;
+  lladdr: string;
+}
+
+/** A policy-routing rule `from CIDR lookup TABLE` at a priority. */
+export interface SourceRuleInfo {
+  family: 4 | 6;
+  priority: number;
+  from: string;
+  table: number;
 }
 
 /** A policy-routing rule `not fwmark MARK lookup TABLE` at a priority, per family. */
@@ -45,6 +111,35 @@ export interface IpClient {
   ruleList(table: number): Promise<RuleInfo[]>;
   ruleAdd(rule: RuleInfo): Promise<void>;
   ruleDel(rule: RuleInfo): Promise<void>;
+
+  /** Kind, MAC and VXLAN / IP-in-IP attributes of a link; null when it does not exist. */
+  linkDetails(name: string): Promise<LinkDetails | null>;
+  linkAddVxlan(spec: VxlanLinkSpec): Promise<void>;
+  linkAddIpip(spec: IpipLinkSpec): Promise<void>;
+  linkSetMac(name: string, mac: string): Promise<void>;
+  /** Permanent FDB entries with a remote destination on `dev`; [] when it does not exist. */
+  fdbList(dev: string): Promise<FdbEntry[]>;
+  fdbAppend(entry: FdbEntry): Promise<void>;
+  fdbDel(entry: FdbEntry): Promise<void>;
+  /** Permanent neighbour entries (both families) on `dev`; [] when it does not exist. */
+  neighList(dev: string): Promise<NeighEntry[]>;
+  neighReplace(entry: NeighEntry): Promise<void>;
+  neighDel(entry: Pick<NeighEntry, 'dev' | 'dst'>): Promise<void>;
+  /** The `from CIDR` rules that look up `table`. */
+  sourceRuleList(table: number): Promise<SourceRuleInfo[]>;
+  sourceRuleAdd(rule: SourceRuleInfo): Promise<void>;
+  sourceRuleDel(rule: SourceRuleInfo): Promise<void>;
+}
+
+const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
+
+function checkMac(mac: string): string {
+  if (!MAC.test(mac)) throw new Error(`invalid MAC address '${mac}' (lower-case, colon-separated)`);
+  return mac;
+}
+
+function missingDevice(stderr: string): boolean {
+  return /does not exist|Cannot find device/i.test(stderr);
 }
 
 const IFNAME = /^[A-Za-z0-9_.=-]{1,15}$/;
@@ -161,13 +256,16 @@ export class IpCli implements IpClient {
         if (/FIB table does not exist/i.test(res.stderr)) continue;
         throw new Error(`ip route show dev ${dev}: ${res.stderr.trim()}`);
       }
-      for (const r of JSON.parse(res.stdout || '[]') as { dst: string; prefsrc?: string }[]) {
+      type Route = { dst: string; prefsrc?: string; gateway?: string; flags?: string[] };
+      for (const r of JSON.parse(res.stdout || '[]') as Route[]) {
         out.push({
           dst: normaliseDst(r.dst),
           dev,
           protocol,
           ...(r.prefsrc ? { src: r.prefsrc } : {}),
           ...(table === undefined ? {} : { table }),
+          ...(r.gateway ? { gateway: r.gateway } : {}),
+          ...(r.flags?.includes('onlink') ? { onlink: true } : {}),
         });
       }
     }
@@ -184,6 +282,8 @@ export class IpCli implements IpClient {
       'dev',
       checkName(route.dev),
     ];
+    if (route.gateway) argv.push('via', route.gateway);
+    if (route.onlink) argv.push('onlink');
     argv.push('proto', String(route.protocol));
     if (route.src) argv.push('src', route.src);
     if (route.table !== undefined) argv.push('table', String(route.table));
@@ -226,6 +326,179 @@ export class IpCli implements IpClient {
       allowFailure: true,
     });
   }
+
+  async linkDetails(name: string): Promise<LinkDetails | null> {
+    const res = await this.runner.run(['ip', '-j', '-d', 'link', 'show', 'dev', checkName(name)], {
+      allowFailure: true,
+    });
+    if (res.code !== 0) {
+      if (missingDevice(res.stderr)) return null;
+      throw new Error(`ip -d link show ${name}: ${res.stderr.trim()}`);
+    }
+    type Link = {
+      ifname: string;
+      ifindex: number;
+      mtu: number;
+      flags: string[];
+      link_type?: string;
+      address?: string;
+      linkinfo?: {
+        info_kind?: string;
+        info_data?: {
+          id?: number;
+          port?: number;
+          local?: string;
+          remote?: string;
+          learning?: boolean;
+          link?: string;
+        };
+      };
+    };
+    const [link] = JSON.parse(res.stdout) as Link[];
+    if (!link) return null;
+    const kind = link.linkinfo?.info_kind ?? null;
+    const data = link.linkinfo?.info_data ?? {};
+    const details: LinkDetails = {
+      name: link.ifname,
+      index: link.ifindex,
+      mtu: link.mtu,
+      up: link.flags.includes('UP'),
+      kind,
+      mac: link.link_type === 'ether' && link.address ? link.address : null,
+    };
+    if (kind === 'vxlan') {
+      details.vxlan = {
+        vni: data.id ?? 0,
+        port: data.port ?? 0,
+        local: data.local ?? null,
+        learning: data.learning ?? true,
+        underlayDev: data.link ?? null,
+      };
+    }
+    if (kind === 'ipip') {
+      const any = (a: string | undefined) => (a && a !== 'any' ? a : null);
+      details.ipip = { local: any(data.local), remote: any(data.remote) };
+    }
+    return details;
+  }
+
+  async linkAddVxlan(spec: VxlanLinkSpec): Promise<void> {
+    const argv = ['ip', 'link', 'add', 'name', checkName(spec.name)];
+    argv.push('address', checkMac(spec.mac), 'mtu', String(spec.mtu), 'type', 'vxlan');
+    argv.push('id', String(spec.vni), 'dstport', String(spec.port), 'local', spec.local);
+    argv.push('nolearning');
+    if (spec.underlayDev) argv.push('dev', checkName(spec.underlayDev));
+    await this.runner.run(argv);
+  }
+
+  async linkAddIpip(spec: IpipLinkSpec): Promise<void> {
+    await this.runner.run(
+      ['ip', 'link', 'add', 'name', checkName(spec.name), 'mtu', String(spec.mtu)].concat([
+        'type',
+        'ipip',
+        'local',
+        spec.local,
+      ]),
+    );
+  }
+
+  async linkSetMac(name: string, mac: string): Promise<void> {
+    await this.runner.run(['ip', 'link', 'set', 'dev', checkName(name), 'address', checkMac(mac)]);
+  }
+
+  async fdbList(dev: string): Promise<FdbEntry[]> {
+    const res = await this.runner.run(['bridge', '-j', 'fdb', 'show', 'dev', checkName(dev)], {
+      allowFailure: true,
+    });
+    if (res.code !== 0) {
+      if (missingDevice(res.stderr)) return [];
+      throw new Error(`bridge fdb show dev ${dev}: ${res.stderr.trim()}`);
+    }
+    type Fdb = { mac: string; dst?: string; state?: string };
+    return (JSON.parse(res.stdout || '[]') as Fdb[])
+      .filter((f) => f.dst !== undefined && f.state === 'permanent')
+      .map((f) => ({ dev, mac: f.mac, dst: f.dst ?? '' }));
+  }
+
+  async fdbAppend(entry: FdbEntry): Promise<void> {
+    await this.runner.run(
+      ['bridge', 'fdb', 'append', checkMac(entry.mac), 'dev', checkName(entry.dev)].concat([
+        'dst',
+        entry.dst,
+        'self',
+        'permanent',
+      ]),
+    );
+  }
+
+  async fdbDel(entry: FdbEntry): Promise<void> {
+    await this.runner.run(
+      ['bridge', 'fdb', 'del', checkMac(entry.mac), 'dev', checkName(entry.dev)].concat([
+        'dst',
+        entry.dst,
+        'self',
+      ]),
+      { allowFailure: true },
+    );
+  }
+
+  async neighList(dev: string): Promise<NeighEntry[]> {
+    const argv = ['ip', '-j', 'neigh', 'show', 'dev', checkName(dev), 'nud', 'permanent'];
+    const res = await this.runner.run(argv, { allowFailure: true });
+    if (res.code !== 0) {
+      if (missingDevice(res.stderr)) return [];
+      throw new Error(`ip neigh show dev ${dev}: ${res.stderr.trim()}`);
+    }
+    type Neigh = { dst: string; lladdr?: string };
+    return (JSON.parse(res.stdout || '[]') as Neigh[])
+      .filter((n) => n.lladdr !== undefined)
+      .map((n) => ({ dev, dst: n.dst, lladdr: n.lladdr ?? '' }));
+  }
+
+  async neighReplace(entry: NeighEntry): Promise<void> {
+    await this.runner.run(
+      ['ip', 'neigh', 'replace', entry.dst, 'lladdr', checkMac(entry.lladdr)].concat([
+        'dev',
+        checkName(entry.dev),
+        'nud',
+        'permanent',
+      ]),
+    );
+  }
+
+  async neighDel(entry: Pick<NeighEntry, 'dev' | 'dst'>): Promise<void> {
+    await this.runner.run(['ip', 'neigh', 'del', entry.dst, 'dev', checkName(entry.dev)], {
+      allowFailure: true,
+    });
+  }
+
+  async sourceRuleList(table: number): Promise<SourceRuleInfo[]> {
+    const out: SourceRuleInfo[] = [];
+    for (const family of [4, 6] as const) {
+      const res = await this.runner.run(['ip', '-j', `-${family}`, 'rule', 'show']);
+      type Rule = { priority: number; src?: string; srclen?: number; table?: string };
+      for (const r of JSON.parse(res.stdout || '[]') as Rule[]) {
+        if (r.table !== String(table) || !r.src || r.src === 'all' || 'not' in r) continue;
+        const len = r.srclen ?? (family === 4 ? 32 : 128);
+        out.push({ family, priority: r.priority, from: `${r.src}/${len}`, table });
+      }
+    }
+    return out;
+  }
+
+  async sourceRuleAdd(rule: SourceRuleInfo): Promise<void> {
+    await this.runner.run(['ip', `-${rule.family}`, 'rule', 'add', ...sourceRuleArgs(rule)]);
+  }
+
+  async sourceRuleDel(rule: SourceRuleInfo): Promise<void> {
+    await this.runner.run(['ip', `-${rule.family}`, 'rule', 'del', ...sourceRuleArgs(rule)], {
+      allowFailure: true,
+    });
+  }
+}
+
+function sourceRuleArgs(rule: SourceRuleInfo): string[] {
+  return ['from', rule.from, 'table', String(rule.table), 'priority', String(rule.priority)];
 }
 
 function ruleArgs(rule: RuleInfo): string[] {
@@ -240,16 +513,32 @@ function ruleArgs(rule: RuleInfo): string[] {
   ];
 }
 
-/** In-memory links, addresses and routes, for unit tests of drivers. */
+type FakeLink = Omit<LinkDetails, 'vxlan' | 'ipip'> &
+  Pick<LinkDetails, 'vxlan' | 'ipip'> & { addrs: Set<string> };
+
+/** In-memory links, addresses, routes, rules, neighbour and FDB entries, for unit tests of drivers. */
 export class FakeIp implements IpClient {
-  links = new Map<string, LinkInfo & { addrs: Set<string> }>();
+  links = new Map<string, FakeLink>();
   routes: (RouteInfo & { protocol: number })[] = [];
   rules: RuleInfo[] = [];
+  sourceRules: SourceRuleInfo[] = [];
+  fdb: FdbEntry[] = [];
+  neighbours: NeighEntry[] = [];
   calls: string[] = [];
+  /** Link kinds this "kernel" lacks: creating one fails as `ip link add` does without the module. */
+  unsupportedKinds = new Set<string>();
   private nextIndex = 10;
 
-  addLink(name: string, mtu = 1420): void {
-    this.links.set(name, { name, index: this.nextIndex++, mtu, up: false, addrs: new Set() });
+  addLink(name: string, mtu = 1420, kind: string | null = null): void {
+    this.links.set(name, {
+      name,
+      index: this.nextIndex++,
+      mtu,
+      up: false,
+      addrs: new Set(),
+      kind,
+      mac: null,
+    });
   }
 
   async linkShow(name: string): Promise<LinkInfo | null> {
@@ -281,6 +570,8 @@ export class FakeIp implements IpClient {
     this.must(name);
     this.links.delete(name);
     this.routes = this.routes.filter((r) => r.dev !== name);
+    this.fdb = this.fdb.filter((f) => f.dev !== name);
+    this.neighbours = this.neighbours.filter((n) => n.dev !== name);
   }
   async linkAddWireGuard(name: string): Promise<void> {
     this.calls.push(`add ${name}`);
@@ -304,7 +595,8 @@ export class FakeIp implements IpClient {
   }
   async routeReplace(route: RouteInfo & { protocol: number }): Promise<void> {
     const table = route.table === undefined ? '' : ` table ${route.table}`;
-    this.calls.push(`route replace ${route.dst} ${route.dev}${table}`);
+    const via = route.gateway ? ` via ${route.gateway}${route.onlink ? ' onlink' : ''}` : '';
+    this.calls.push(`route replace ${route.dst}${via} ${route.dev}${table}`);
     this.must(route.dev);
     this.routes = this.routes.filter((r) => !(r.dst === route.dst && r.table === route.table));
     this.routes.push({ ...route });
@@ -327,5 +619,104 @@ export class FakeIp implements IpClient {
     this.rules = this.rules.filter(
       (r) => !(r.family === rule.family && r.priority === rule.priority && r.table === rule.table),
     );
+  }
+
+  async linkDetails(name: string): Promise<LinkDetails | null> {
+    const l = this.links.get(name);
+    if (!l) return null;
+    const details: Partial<FakeLink> = structuredClone(l);
+    delete details.addrs;
+    return details as LinkDetails;
+  }
+  private unsupported(kind: string, argv: string[]): void {
+    if (this.unsupportedKinds.has(kind)) {
+      const stderr = 'Error: Unknown device type.\n';
+      throw new CommandError(argv, 2, '', stderr, 'exit code 2');
+    }
+  }
+  private exists(name: string): void {
+    if (this.links.has(name)) {
+      const stderr = 'RTNETLINK answers: File exists\n';
+      throw new CommandError(['ip', 'link', 'add', name], 2, '', stderr, 'exit code 2');
+    }
+  }
+  async linkAddVxlan(spec: VxlanLinkSpec): Promise<void> {
+    this.calls.push(`add vxlan ${spec.name} ${spec.vni} ${spec.port} ${spec.local}`);
+    this.unsupported('vxlan', ['ip', 'link', 'add', spec.name, 'type', 'vxlan']);
+    this.exists(spec.name);
+    checkMac(spec.mac);
+    this.addLink(spec.name, spec.mtu, 'vxlan');
+    const link = this.must(spec.name);
+    link.mac = spec.mac;
+    link.vxlan = {
+      vni: spec.vni,
+      port: spec.port,
+      local: spec.local,
+      learning: false,
+      underlayDev: spec.underlayDev ?? null,
+    };
+  }
+  async linkAddIpip(spec: IpipLinkSpec): Promise<void> {
+    this.calls.push(`add ipip ${spec.name} ${spec.local}`);
+    this.unsupported('ipip', ['ip', 'link', 'add', spec.name, 'type', 'ipip']);
+    this.exists(spec.name);
+    this.addLink(spec.name, spec.mtu, 'ipip');
+    this.must(spec.name).ipip = { local: spec.local, remote: null };
+  }
+  async linkSetMac(name: string, mac: string): Promise<void> {
+    this.calls.push(`mac ${name} ${mac}`);
+    this.must(name).mac = checkMac(mac);
+  }
+  async fdbList(dev: string): Promise<FdbEntry[]> {
+    return this.fdb.filter((f) => f.dev === dev).map((f) => ({ ...f }));
+  }
+  async fdbAppend(entry: FdbEntry): Promise<void> {
+    this.calls.push(`fdb append ${entry.dev} ${entry.mac} ${entry.dst}`);
+    this.must(entry.dev);
+    checkMac(entry.mac);
+    const same = (f: FdbEntry) => f.dev === entry.dev && f.mac === entry.mac && f.dst === entry.dst;
+    if (this.fdb.some(same)) {
+      const argv = ['bridge', 'fdb', 'append', entry.mac, 'dev', entry.dev];
+      throw new CommandError(argv, 2, '', 'RTNETLINK answers: File exists\n', 'exit code 2');
+    }
+    this.fdb.push({ ...entry });
+  }
+  async fdbDel(entry: FdbEntry): Promise<void> {
+    this.calls.push(`fdb del ${entry.dev} ${entry.mac} ${entry.dst}`);
+    this.fdb = this.fdb.filter(
+      (f) => !(f.dev === entry.dev && f.mac === entry.mac && f.dst === entry.dst),
+    );
+  }
+  async neighList(dev: string): Promise<NeighEntry[]> {
+    return this.neighbours.filter((n) => n.dev === dev).map((n) => ({ ...n }));
+  }
+  async neighReplace(entry: NeighEntry): Promise<void> {
+    this.calls.push(`neigh replace ${entry.dev} ${entry.dst} ${entry.lladdr}`);
+    this.must(entry.dev);
+    checkMac(entry.lladdr);
+    this.neighbours = this.neighbours.filter((n) => !(n.dev === entry.dev && n.dst === entry.dst));
+    this.neighbours.push({ ...entry });
+  }
+  async neighDel(entry: Pick<NeighEntry, 'dev' | 'dst'>): Promise<void> {
+    this.calls.push(`neigh del ${entry.dev} ${entry.dst}`);
+    this.neighbours = this.neighbours.filter((n) => !(n.dev === entry.dev && n.dst === entry.dst));
+  }
+  async sourceRuleList(table: number): Promise<SourceRuleInfo[]> {
+    return this.sourceRules.filter((r) => r.table === table).map((r) => ({ ...r }));
+  }
+  async sourceRuleAdd(rule: SourceRuleInfo): Promise<void> {
+    this.calls.push(`rule add from ${rule.from} table ${rule.table} priority ${rule.priority}`);
+    this.sourceRules.push({ ...rule });
+  }
+  async sourceRuleDel(rule: SourceRuleInfo): Promise<void> {
+    this.calls.push(`rule del from ${rule.from} table ${rule.table} priority ${rule.priority}`);
+    const i = this.sourceRules.findIndex(
+      (r) =>
+        r.family === rule.family &&
+        r.from === rule.from &&
+        r.table === rule.table &&
+        r.priority === rule.priority,
+    );
+    if (i >= 0) this.sourceRules.splice(i, 1);
   }
 }
