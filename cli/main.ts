@@ -5,14 +5,16 @@
 const USAGE = `usage: wiremesh <command> [flags]
 
 commands:
-  agent      --node-name NAME [--kubeconfig FILE] [--resync 30s] [--wireguard auto|kernel|userspace]
-             [--key-rotation-period 0s] [--tunnel-cidr CIDR] [--host-encryption]
+  agent      --node-name NAME [--kubeconfig FILE] [--config-dir DIR] [--resync 30s]
+             [--wireguard auto|kernel|userspace] [--key-rotation-period 0s] [--tunnel-cidr CIDR]
+             [--host-encryption] [--listen-port 51825] [--log-level info]
              the node daemon
   status     [-o json|wide]               on a node: peers, handshakes, refused nodes
   rotate-key                              on a node: new WireGuard key, peers follow
   health     [--ready]                    on a node: exit 0 when the agent is alive (ready)
   plan       --node NAME [--kubeconfig FILE]   what the agent on NAME would program
   install-cni [--bin-dir /opt/cni/bin] [--conf-dir /etc/cni/net.d] [--chain portmap,bandwidth]
+  manifest   [--check] [--stdout]         regenerate deploy/wiremesh.yaml from deploy/'s parts
   lab up     [--name lab] [--nodes 3] [--pods-per-node 2] [--cni wiremesh|bridge] [--no-agents]
   lab status [--name lab] [-o json]
   lab exec   [--name lab] NODE[/POD] -- COMMAND...
@@ -39,6 +41,8 @@ export async function main(argv: string[]): Promise<number> {
       return (await import('./agent.ts')).runHealth(rest);
     case 'install-cni':
       return (await import('./cni.ts')).runInstallCni(rest);
+    case 'manifest':
+      return (await import('./manifest.ts')).runManifest(rest);
     case undefined:
     case 'help':
     case '--help':
