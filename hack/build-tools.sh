@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds, once, the Go programs the lab and the tests run: etcd, kube-apiserver,
-# wireguard-go, cnitool and the reference CNI plugins. Each comes from Go modules
+# kubectl, wireguard-go, cnitool and the reference CNI plugins. Each comes from Go modules
 # through a small wrapper module under hack/ (nothing prebuilt is downloaded).
 #
 # Binaries land in $WIREMESH_CACHE/bin (default ~/.cache/wiremesh/bin), outside
@@ -49,6 +49,8 @@ build() {
 
 build etcd etcd .
 build kube-apiserver kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$k8s_ldflags"
+# kubectl of the same release, for the kind scripts' steps tested against the lab.
+build kubectl kube-apiserver k8s.io/kubernetes/cmd/kubectl "$k8s_ldflags"
 build wireguard-go gotools golang.zx2c4.com/wireguard
 build cnitool gotools github.com/containernetworking/cni/cnitool
 for plugin in main/bridge main/loopback ipam/host-local meta/portmap meta/bandwidth; do
