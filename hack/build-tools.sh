@@ -59,6 +59,9 @@ done
 # The CNI relay installed as /opt/cni/bin/wiremesh: our own module, not a wrapper
 # (cni/relay, standard library only; all CNI logic is in the agent).
 build wiremesh-cni ../cni/relay .
+# The agent's netlink worker (cni/netlinkd): pod veth/address/route work without a
+# process start per CNI ADD or DEL.
+build wiremesh-netlinkd ../cni/netlinkd .
 # The traffic end of the network-policy suites (kind-tests/netpol): TCP, UDP and SCTP.
 build wiremesh-prober ../kind-tests/prober .
 echo "build-tools: all tools in $bin" >&2
