@@ -1,0 +1,731 @@
+// The NetworkPolicy compiler: (this node, pods, namespaces, policies) -> the policy
+// fragment of the `inet wiremesh` table. Pure; no I/O.
+//
+// Shape of the fragment (what a packet meets):
+//   policy-forward   (jumped to from the agent's forward base chain)
+//     ct state established,related return      replies of allowed connections
+//     ct state invalid drop
+//     ip saddr vmap @policy-egress-v4          egress of this node's isolated pods
+//     ip6 saddr vmap @policy-egress-v6
+//     ip daddr vmap @policy-ingress-v4         ingress of this node's isolated pods
+//     ip6 daddr vmap @policy-ingress-v6
+//   policy-input     (jumped to from the input base chain: pod -> this node's addresses)
+//     icmpv6 neighbour discovery return, ct state established,related return,
+//     then the same egress dispatch.
+//   pol-eg-<hash> / pol-in-<hash>: one chain per distinct set of policies selecting a
+//     local pod for that direction: the allow rules of those policies (each ends in
+//     `return`), then `drop`.
+//   pol-peer-<hash>-v4/-v6: interval sets of a rule's peer addresses (selected pods'
+//     IPs and ipBlocks minus excepts, merged disjoint); pol-named-<hash>-v4/-v6:
+//     `addr . proto . port` sets resolving named ports.
+//
+// Decisions, in upstream terms:
+// - The fragment never `accept`s: allowed traffic returns to the agent's base chain
+//   (policy accept), denied traffic is dropped. An egress allow therefore still meets
+//   the destination's ingress check on a same-node path, and the agent may order its
+//   base chains freely.
+// - Ingress is decided on the destination pod's node, egress on the source pod's
+//   node: only pods with node === self get dispatch entries. A pod no policy selects
+//   for a direction is not in that map and passes.
+// - Egress of a local pod to this node's own addresses (input hook) is policed like
+//   any other egress. Traffic the node itself sends to its pods (output hook, e.g.
+//   kubelet probes) is never policed, and replies to it pass as established.
+// - Peer pods are matched cluster-wide; ipBlock applies to every address, pods
+//   included. A named port resolves against the destination pod's container ports
+//   (ingress: the selected pod; egress: each peer pod, and pods inside an ipBlock);
+//   it never matches a non-pod address.
+// - Dispatch costs one map lookup; a packet then meets only the rules of the
+//   policies selecting its pod. What changes with pods and labels (set and map
+//   elements) is kept out of chain text; chains change with policies and with the
+//   combinations of policies that select local pods.
+// - Two local pods claiming one address (a stale object): the address gets the
+//   intersection of both pods' policy chains (the stricter), with a problem.
+import { createHash } from 'node:crypto';
+import { selectorMatches } from '../ipam/index.ts';
+import type { NftChain, NftMap, NftSet, NftTable } from '../nftables/model.ts';
+import {
+  mergeRanges,
+  parseAddress,
+  parseCidr,
+  rangesContain,
+  renderRange,
+  subtractRanges,
+  type Family,
+  type Range,
+} from './ranges.ts';
+import {
+  PROTOCOLS,
+  type CompileInput,
+  type CompileStats,
+  type LabelSelector,
+  type NetworkPolicy,
+  type PolicyPod,
+  type PolicyProblem,
+  type PolicyRule,
+  type PolicyType,
+  type Protocol,
+} from './types.ts';
+
+export const POLICY_FORWARD_CHAIN = 'policy-forward';
+export const POLICY_INPUT_CHAIN = 'policy-input';
+export const DISPATCH_MAPS = {
+  ingress: { 4: 'policy-ingress-v4', 6: 'policy-ingress-v6' },
+  egress: { 4: 'policy-egress-v4', 6: 'policy-egress-v6' },
+} as const;
+
+export interface CompileResult {
+  table: NftTable;
+  problems: PolicyProblem[];
+  stats: CompileStats;
+}
+
+type Direction = 'ingress' | 'egress';
+const FAMILIES: readonly Family[] = [4, 6];
+const IPX: Record<Family, string> = { 4: 'ip', 6: 'ip6' };
+const ADDR_TYPE: Record<Family, string> = { 4: 'ipv4_addr', 6: 'ipv6_addr' };
+const NFT_PROTO: Record<Protocol, string> = { TCP: 'tcp', UDP: 'udp', SCTP: 'sctp' };
+const METADATA_NAME = 'kubernetes.io/metadata.name';
+/** IANA_SVC_NAME, as upstream validates container port names. */
+const PORT_NAME = /^(?=.{1,15}$)(?=.*[a-z])[a-z0-9]+(-[a-z0-9]+)*$/;
+
+/** Upstream defaulting: Ingress always, Egress when the policy has egress rules. */
+export function effectivePolicyTypes(
+  p: Pick<NetworkPolicy, 'policyTypes' | 'egress'>,
+): PolicyType[] {
+  if (p.policyTypes.length > 0) return [...new Set(p.policyTypes)].sort();
+  return p.egress.length > 0 ? ['Egress', 'Ingress'] : ['Ingress'];
+}
+
+/**
+ * What is wrong with a policy's contents, or null. The translation from Kubernetes
+ * objects and the compiler both call this, so one set of rules decides validity.
+ */
+export function checkPolicy(p: NetworkPolicy): string | null {
+  const rules: [string, PolicyRule][] = [
+    ...p.ingress.map((r, i): [string, PolicyRule] => [`spec.ingress[${i}]`, r]),
+    ...p.egress.map((r, i): [string, PolicyRule] => [`spec.egress[${i}]`, r]),
+  ];
+  for (const [where, rule] of rules) {
+    for (const [j, peer] of rule.peers.entries()) {
+      const at = `${where}.${where.includes('ingress') ? 'from' : 'to'}[${j}]`;
+      const hasSelector = peer.podSelector !== undefined || peer.namespaceSelector !== undefined;
+      if (peer.ipBlock && hasSelector) return `${at}: ipBlock cannot be combined with selectors`;
+      if (!peer.ipBlock && !hasSelector) return `${at}: a peer needs a selector or an ipBlock`;
+      if (peer.ipBlock) {
+        const cidr = parseCidr(peer.ipBlock.cidr);
+        if ('error' in cidr) return `${at}.ipBlock.cidr ${cidr.error}`;
+        for (const [k, e] of peer.ipBlock.except.entries()) {
+          const ex = parseCidr(e);
+          if ('error' in ex) return `${at}.ipBlock.except[${k}] ${ex.error}`;
+          const inside =
+            ex.family === cidr.family &&
+            ex.range.lo >= cidr.range.lo &&
+            ex.range.hi <= cidr.range.hi &&
+            !(ex.range.lo === cidr.range.lo && ex.range.hi === cidr.range.hi);
+          if (!inside) return `${at}.ipBlock.except[${k}] '${e}' is not strictly inside the cidr`;
+        }
+      }
+    }
+    for (const [j, port] of rule.ports.entries()) {
+      const at = `${where}.ports[${j}]`;
+      if (!PROTOCOLS.includes(port.protocol)) {
+        return `${at}.protocol must be one of ${PROTOCOLS.join(', ')}`;
+      }
+      if (typeof port.port === 'string') {
+        if (!PORT_NAME.test(port.port)) return `${at}.port '${port.port}' is not a valid port name`;
+        if (port.endPort !== undefined) return `${at}.endPort needs a numeric port`;
+      } else if (port.port !== undefined) {
+        if (!isPort(port.port)) return `${at}.port must be 1 to 65535`;
+        if (port.endPort !== undefined && (!isPort(port.endPort) || port.endPort < port.port)) {
+          return `${at}.endPort must be a port no smaller than port`;
+        }
+      } else if (port.endPort !== undefined) {
+        return `${at}.endPort needs a numeric port`;
+      }
+    }
+  }
+  return null;
+}
+
+function isPort(n: unknown): n is number {
+  return Number.isInteger(n) && (n as number) >= 1 && (n as number) <= 65535;
+}
+
+interface Addr {
+  family: Family;
+  value: bigint;
+  text: string;
+}
+
+interface PodEntry {
+  pod: PolicyPod;
+  addrs: Addr[];
+}
+
+interface CompiledPeer {
+  /** Selector peer: namespaces to look in (null = by namespaceSelector) and pod selector. */
+  pods?: {
+    namespace: string | null;
+    namespaceSelector: LabelSelector | null;
+    podSelector: LabelSelector | null;
+  };
+  block?: Record<Family, Range[]>;
+  canonical: string;
+}
+
+interface CompiledRule {
+  /** null: every address. */
+  peers: CompiledPeer[] | null;
+  peerKey: string;
+  /** Empty (and no named ports): every port and protocol. */
+  numeric: Map<Protocol, Range[] | 'all'>;
+  named: { protocol: Protocol; name: string }[];
+}
+
+interface CompiledPolicy {
+  key: string;
+  policy: NetworkPolicy;
+  types: Set<Direction>;
+  rules: Record<Direction, CompiledRule[]>;
+}
+
+function canonicalSelector(s: LabelSelector | undefined): unknown {
+  if (!s) return null;
+  return [
+    Object.entries(s.matchLabels).sort(([a], [b]) => cmp(a, b)),
+    s.matchExpressions
+      .map((e) => [e.key, e.operator, [...e.values].sort()])
+      .sort((a, b) => cmp(JSON.stringify(a), JSON.stringify(b))),
+  ];
+}
+
+function cmp(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+function hash(text: string): string {
+  return createHash('sha256').update(text).digest('hex').slice(0, 16);
+}
+
+function compileRule(rule: PolicyRule, namespace: string): CompiledRule {
+  let peers: CompiledPeer[] | null = null;
+  if (rule.peers.length > 0) {
+    peers = rule.peers.map((peer): CompiledPeer => {
+      if (peer.ipBlock) {
+        const block: Record<Family, Range[]> = { 4: [], 6: [] };
+        const cidr = parseCidr(peer.ipBlock.cidr);
+        if ('error' in cidr) throw new Error(`unchecked policy: ${cidr.error}`);
+        const except = peer.ipBlock.except.flatMap((e) => {
+          const ex = parseCidr(e);
+          return 'error' in ex ? [] : [ex.range];
+        });
+        block[cidr.family] = subtractRanges([cidr.range], mergeRanges(except));
+        const text = block[cidr.family].map((r) => renderRange(r, cidr.family)).join(',');
+        return { block, canonical: JSON.stringify(['block', text]) };
+      }
+      const ns = peer.namespaceSelector ? null : namespace;
+      const pods = {
+        namespace: ns,
+        namespaceSelector: peer.namespaceSelector ?? null,
+        podSelector: peer.podSelector ?? null,
+      };
+      const canonical = JSON.stringify([
+        'pods',
+        ns,
+        canonicalSelector(peer.namespaceSelector),
+        canonicalSelector(peer.podSelector),
+      ]);
+      return { pods, canonical };
+    });
+    peers.sort((a, b) => cmp(a.canonical, b.canonical));
+    peers = peers.filter((p, i, all) => i === 0 || all[i - 1]?.canonical !== p.canonical);
+  }
+  const numeric = new Map<Protocol, Range[] | 'all'>();
+  const named = new Map<string, { protocol: Protocol; name: string }>();
+  for (const port of rule.ports) {
+    if (typeof port.port === 'string') {
+      named.set(`${port.protocol}/${port.port}`, { protocol: port.protocol, name: port.port });
+      continue;
+    }
+    const prev = numeric.get(port.protocol) ?? [];
+    if (prev === 'all') continue;
+    if (port.port === undefined) {
+      numeric.set(port.protocol, 'all');
+    } else {
+      const hi = BigInt(port.endPort ?? port.port);
+      numeric.set(port.protocol, mergeRanges([...prev, { lo: BigInt(port.port), hi }]));
+    }
+  }
+  return {
+    peers,
+    peerKey: peers === null ? '*' : JSON.stringify(peers.map((p) => p.canonical)),
+    numeric,
+    named: [...named.entries()].sort(([a], [b]) => cmp(a, b)).map(([, v]) => v),
+  };
+}
+
+/** Pods by namespace and, within a namespace, by `key=value`, for fast selection. */
+class PodIndex {
+  readonly all: PodEntry[];
+  private readonly byNamespace = new Map<string, PodEntry[]>();
+  private readonly byLabel = new Map<string, Map<string, PodEntry[]>>();
+
+  constructor(entries: PodEntry[]) {
+    this.all = entries;
+    for (const e of entries) {
+      const list = this.byNamespace.get(e.pod.namespace) ?? [];
+      list.push(e);
+      this.byNamespace.set(e.pod.namespace, list);
+    }
+  }
+
+  namespaces(): string[] {
+    return [...this.byNamespace.keys()];
+  }
+
+  select(namespace: string, selector: LabelSelector | null): PodEntry[] {
+    const pods = this.byNamespace.get(namespace) ?? [];
+    if (!selector) return pods;
+    let candidates = pods;
+    const pairs = Object.entries(selector.matchLabels);
+    if (pairs.length > 0) {
+      let index = this.byLabel.get(namespace);
+      if (!index) {
+        index = new Map();
+        for (const e of pods) {
+          for (const [k, v] of Object.entries(e.pod.labels)) {
+            const key = `${k}=${v}`;
+            const list = index.get(key) ?? [];
+            list.push(e);
+            index.set(key, list);
+          }
+        }
+        this.byLabel.set(namespace, index);
+      }
+      for (const [k, v] of pairs) {
+        const list = index.get(`${k}=${v}`) ?? [];
+        if (list.length < candidates.length) candidates = list;
+      }
+    }
+    return candidates.filter((e) => selectorMatches(selector, e.pod.labels));
+  }
+}
+
+/** The fragment under construction: objects by name, built once each. */
+class FragmentBuilder {
+  readonly sets = new Map<string, NftSet>();
+  readonly maps = new Map<string, NftMap>();
+  readonly chains = new Map<string, NftChain>();
+
+  table(): NftTable {
+    const byName = <T extends { name: string }>(m: Map<string, T>) =>
+      [...m.values()].sort((a, b) => cmp(a.name, b.name));
+    return { sets: byName(this.sets), maps: byName(this.maps), chains: byName(this.chains) };
+  }
+}
+
+export function compilePolicies(input: CompileInput): CompileResult {
+  const problems: PolicyProblem[] = [];
+  const namespaceLabels = new Map<string, Record<string, string>>();
+  for (const ns of input.namespaces) {
+    namespaceLabels.set(ns.name, { ...ns.labels, [METADATA_NAME]: ns.name });
+  }
+
+  const entries: PodEntry[] = [];
+  for (const pod of [...input.pods].sort((a, b) => cmp(podKey(a), podKey(b)))) {
+    const addrs: Addr[] = [];
+    for (const ip of pod.ips) {
+      const a = parseAddress(ip);
+      if (!a) {
+        problems.push(podProblem(pod, 'InvalidPod', `address '${ip}' is not an IP address`));
+        continue;
+      }
+      addrs.push({ ...a, text: formatCanonical(ip) });
+    }
+    entries.push({ pod, addrs });
+    if (!namespaceLabels.has(pod.namespace)) {
+      namespaceLabels.set(pod.namespace, { [METADATA_NAME]: pod.namespace });
+    }
+  }
+  const index = new PodIndex(entries);
+
+  // Policies, compiled once; an invalid one keeps isolating and allows nothing.
+  const policies: CompiledPolicy[] = [];
+  const seen = new Map<string, number>();
+  const sortedPolicies = [...input.policies].sort((a, b) =>
+    cmp(`${a.namespace}/${a.name}`, `${b.namespace}/${b.name}`),
+  );
+  for (const policy of sortedPolicies) {
+    const base = `${policy.namespace}/${policy.name}`;
+    const n = seen.get(base) ?? 0;
+    seen.set(base, n + 1);
+    const key = n === 0 ? base : `${base}#${n}`;
+    const types = new Set(
+      effectivePolicyTypes(policy).map((t): Direction => (t === 'Ingress' ? 'ingress' : 'egress')),
+    );
+    const fault = checkPolicy(policy);
+    if (fault) {
+      problems.push({
+        kind: 'NetworkPolicy',
+        namespace: policy.namespace,
+        name: policy.name,
+        reason: 'InvalidPolicy',
+        message: `${fault}; the pods it selects are isolated and it allows nothing`,
+      });
+    }
+    const rules = (list: PolicyRule[]) =>
+      fault ? [] : list.map((r) => compileRule(r, policy.namespace));
+    policies.push({
+      key,
+      policy,
+      types,
+      rules: { ingress: rules(policy.ingress), egress: rules(policy.egress) },
+    });
+  }
+  const policiesByNamespace = new Map<string, CompiledPolicy[]>();
+  for (const p of policies) {
+    const list = policiesByNamespace.get(p.policy.namespace) ?? [];
+    list.push(p);
+    policiesByNamespace.set(p.policy.namespace, list);
+  }
+
+  // Local pods, grouped by the list of policies selecting them, per direction.
+  const groups: Record<Direction, Map<string, { policies: CompiledPolicy[]; pods: PodEntry[] }>> = {
+    ingress: new Map(),
+    egress: new Map(),
+  };
+  const local = entries.filter((e) => e.pod.node === input.self);
+  const isolated: Record<Direction, number> = { ingress: 0, egress: 0 };
+  for (const e of local) {
+    const candidates = policiesByNamespace.get(e.pod.namespace) ?? [];
+    for (const dir of ['ingress', 'egress'] as const) {
+      const selecting = candidates.filter(
+        (p) => p.types.has(dir) && selectorMatches(p.policy.podSelector, e.pod.labels),
+      );
+      if (selecting.length === 0) continue;
+      isolated[dir]++;
+      const key = selecting.map((p) => p.key).join('\n');
+      const group = groups[dir].get(key) ?? { policies: selecting, pods: [] };
+      group.pods.push(e);
+      groups[dir].set(key, group);
+    }
+  }
+
+  const out = new FragmentBuilder();
+  const peerCache = new Map<string, { pods: PodEntry[]; ranges: Record<Family, Range[]> }>();
+
+  /** The pods a rule's selector peers match, and its addresses (pods and ipBlocks). */
+  const resolvePeers = (rule: CompiledRule) => {
+    const cached = peerCache.get(rule.peerKey);
+    if (cached) return cached;
+    const pods = new Set<PodEntry>();
+    const ranges: Record<Family, Range[]> = { 4: [], 6: [] };
+    for (const peer of rule.peers ?? []) {
+      if (peer.block) {
+        for (const f of FAMILIES) ranges[f].push(...peer.block[f]);
+        continue;
+      }
+      const sel = peer.pods;
+      if (!sel) continue;
+      const namespaces =
+        sel.namespace !== null
+          ? [sel.namespace]
+          : [...namespaceLabels.entries()]
+              .filter(([, labels]) =>
+                selectorMatches(sel.namespaceSelector as LabelSelector, labels),
+              )
+              .map(([name]) => name)
+              .sort();
+      for (const ns of namespaces) for (const e of index.select(ns, sel.podSelector)) pods.add(e);
+    }
+    for (const e of pods)
+      for (const a of e.addrs) ranges[a.family].push({ lo: a.value, hi: a.value });
+    const result = {
+      pods: [...pods],
+      ranges: { 4: mergeRanges(ranges[4]), 6: mergeRanges(ranges[6]) },
+    };
+    peerCache.set(rule.peerKey, result);
+    return result;
+  };
+
+  const peerSet = (rule: CompiledRule, f: Family): string => {
+    const name = `pol-peer-${hash(rule.peerKey)}-v${f}`;
+    if (!out.sets.has(name)) {
+      out.sets.set(name, {
+        name,
+        type: ADDR_TYPE[f],
+        flags: ['interval'],
+        elements: resolvePeers(rule).ranges[f].map((r) => renderRange(r, f)),
+      });
+    }
+    return name;
+  };
+
+  const namedSet = (key: string, f: Family, elements: () => Map<string, Addr[]>): string => {
+    const name = `pol-named-${hash(key)}-v${f}`;
+    if (!out.sets.has(name)) {
+      // Built once per key for both families.
+      const byFamily = elements();
+      for (const g of FAMILIES) {
+        out.sets.set(`pol-named-${hash(key)}-v${g}`, {
+          name: `pol-named-${hash(key)}-v${g}`,
+          type: `${ADDR_TYPE[g]} . inet_proto . inet_service`,
+          elements: renderNamed(byFamily, g),
+        });
+      }
+    }
+    return name;
+  };
+
+  /** `addr . proto . port` of `pods`' named ports, only for addresses `keep` accepts. */
+  const namedElements = (
+    rule: CompiledRule,
+    pods: Iterable<{ entry: PodEntry; keep: (a: Addr) => boolean }>,
+  ): Map<string, Addr[]> => {
+    const out = new Map<string, Addr[]>();
+    for (const { entry, keep } of pods) {
+      for (const want of rule.named) {
+        for (const cp of entry.pod.ports) {
+          if (cp.name !== want.name || cp.protocol !== want.protocol) continue;
+          const key = `${NFT_PROTO[cp.protocol]} . ${cp.port}`;
+          const list = out.get(key) ?? [];
+          list.push(...entry.addrs.filter(keep));
+          out.set(key, list);
+        }
+      }
+    }
+    return out;
+  };
+
+  const ruleTexts = (p: CompiledPolicy, dir: Direction, rule: CompiledRule): string[] => {
+    const side = dir === 'ingress' ? 'saddr' : 'daddr';
+    const addrMatch = (f: Family) =>
+      rule.peers === null ? [] : [`${IPX[f]} ${side} @${peerSet(rule, f)}`];
+    const l4: string[][] = [];
+    if (rule.numeric.size === 0 && rule.named.length === 0) l4.push([]);
+    for (const proto of PROTOCOLS) {
+      const ports = rule.numeric.get(proto);
+      if (ports === 'all') l4.push([`meta l4proto ${NFT_PROTO[proto]}`]);
+      else if (ports) l4.push([`${NFT_PROTO[proto]} dport { ${ports.map(portText).join(', ')} }`]);
+    }
+    const texts: string[] = [];
+    for (const match of l4) {
+      if (rule.peers === null) texts.push([...match, 'return'].join(' '));
+      else for (const f of FAMILIES) texts.push([...addrMatch(f), ...match, 'return'].join(' '));
+    }
+    if (rule.named.length > 0) {
+      for (const f of FAMILIES) {
+        const lookup = `${IPX[f]} daddr . meta l4proto . th dport`;
+        if (dir === 'ingress') {
+          // Resolved against the selected (destination) pods of this node.
+          const key = JSON.stringify([
+            'ingress-named',
+            p.policy.namespace,
+            canonicalSelector(p.policy.podSelector),
+            rule.named,
+          ]);
+          const set = namedSet(key, f, () =>
+            namedElements(
+              rule,
+              index
+                .select(p.policy.namespace, p.policy.podSelector)
+                .filter((e) => e.pod.node === input.self)
+                .map((entry) => ({ entry, keep: () => true })),
+            ),
+          );
+          texts.push([...addrMatch(f), `${lookup} @${set}`, 'return'].join(' '));
+        } else {
+          // Resolved against each peer pod, and pods inside an ipBlock peer.
+          const key = JSON.stringify(['egress-named', rule.peerKey, rule.named]);
+          const set = namedSet(key, f, () => {
+            if (rule.peers === null) {
+              return namedElements(
+                rule,
+                index.all.map((entry) => ({ entry, keep: () => true })),
+              );
+            }
+            const peers = resolvePeers(rule);
+            const selected = new Set(peers.pods);
+            const blocks: Record<Family, Range[]> = { 4: [], 6: [] };
+            for (const peer of rule.peers) {
+              if (peer.block) for (const g of FAMILIES) blocks[g].push(...peer.block[g]);
+            }
+            const inBlock = {
+              4: mergeRanges(blocks[4]),
+              6: mergeRanges(blocks[6]),
+            };
+            const keep = (e: PodEntry) => (a: Addr) =>
+              selected.has(e) || rangesContain(inBlock[a.family], a.value);
+            return namedElements(
+              rule,
+              index.all
+                .filter((e) => selected.has(e) || e.addrs.some(keep(e)))
+                .map((entry) => ({ entry, keep: keep(entry) })),
+            );
+          });
+          texts.push([`${lookup} @${set}`, 'return'].join(' '));
+        }
+      }
+    }
+    return texts;
+  };
+
+  // Group chains and dispatch elements.
+  const dispatch: Record<
+    Direction,
+    Record<Family, Map<string, { value: bigint; chains: Set<string>; pods: PolicyPod[] }>>
+  > = {
+    ingress: { 4: new Map(), 6: new Map() },
+    egress: { 4: new Map(), 6: new Map() },
+  };
+  for (const dir of ['ingress', 'egress'] as const) {
+    const tag = dir === 'ingress' ? 'in' : 'eg';
+    for (const [key, group] of groups[dir]) {
+      const name = `pol-${tag}-${hash(`${dir}\n${key}`)}`;
+      const rules: string[] = [];
+      const have = new Set<string>();
+      for (const p of group.policies) {
+        for (const rule of p.rules[dir]) {
+          for (const text of ruleTexts(p, dir, rule)) {
+            if (!have.has(text)) rules.push(text);
+            have.add(text);
+          }
+        }
+      }
+      rules.push('drop');
+      out.chains.set(name, { name, rules });
+      for (const e of group.pods) {
+        for (const a of e.addrs) {
+          const slot = dispatch[dir][a.family].get(a.text) ?? {
+            value: a.value,
+            chains: new Set<string>(),
+            pods: [],
+          };
+          slot.chains.add(name);
+          slot.pods.push(e.pod);
+          dispatch[dir][a.family].set(a.text, slot);
+        }
+      }
+    }
+  }
+
+  // Addresses claimed by more than one local pod.
+  const claims = new Map<string, PolicyPod[]>();
+  for (const e of local) {
+    for (const a of e.addrs) claims.set(a.text, [...(claims.get(a.text) ?? []), e.pod]);
+  }
+  for (const [addr, pods] of [...claims.entries()].sort(([a], [b]) => cmp(a, b))) {
+    if (pods.length < 2) continue;
+    const [first] = pods as [PolicyPod];
+    problems.push(
+      podProblem(
+        first,
+        'AddressConflict',
+        `address ${addr} is claimed by local pods ${pods.map(podKey).join(', ')}; ` +
+          'it gets the policies of all of them',
+      ),
+    );
+  }
+
+  for (const dir of ['ingress', 'egress'] as const) {
+    for (const f of FAMILIES) {
+      const slots = [...dispatch[dir][f].entries()].sort(([, a], [, b]) =>
+        a.value < b.value ? -1 : a.value > b.value ? 1 : 0,
+      );
+      const elements: Record<string, string> = {};
+      for (const [addr, slot] of slots) {
+        const chains = [...slot.chains].sort();
+        if (chains.length === 1) {
+          elements[addr] = `jump ${chains[0]}`;
+          continue;
+        }
+        // Every chain returns on allow and drops otherwise: in sequence, the intersection.
+        const name = `pol-${dir === 'ingress' ? 'inx' : 'egx'}-${hash(chains.join('\n'))}`;
+        out.chains.set(name, { name, rules: chains.map((c) => `jump ${c}`) });
+        elements[addr] = `jump ${name}`;
+      }
+      const name = DISPATCH_MAPS[dir][f];
+      out.maps.set(name, { name, type: ADDR_TYPE[f], value: 'verdict', elements });
+    }
+  }
+
+  out.chains.set(POLICY_FORWARD_CHAIN, {
+    name: POLICY_FORWARD_CHAIN,
+    rules: [
+      'ct state established,related return',
+      'ct state invalid drop',
+      `ip saddr vmap @${DISPATCH_MAPS.egress[4]}`,
+      `ip6 saddr vmap @${DISPATCH_MAPS.egress[6]}`,
+      `ip daddr vmap @${DISPATCH_MAPS.ingress[4]}`,
+      `ip6 daddr vmap @${DISPATCH_MAPS.ingress[6]}`,
+    ],
+  });
+  out.chains.set(POLICY_INPUT_CHAIN, {
+    name: POLICY_INPUT_CHAIN,
+    rules: [
+      // A pod's IPv6 stack must reach its gateway whatever its egress policy.
+      'icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } return',
+      'ct state established,related return',
+      `ip saddr vmap @${DISPATCH_MAPS.egress[4]}`,
+      `ip6 saddr vmap @${DISPATCH_MAPS.egress[6]}`,
+    ],
+  });
+
+  const table = out.table();
+  const elementCount =
+    table.sets.reduce((n, s) => n + s.elements.length, 0) +
+    table.maps.reduce((n, m) => n + Object.keys(m.elements).length, 0);
+  return {
+    table,
+    problems,
+    stats: {
+      pods: entries.length,
+      localPods: local.length,
+      policies: policies.length,
+      isolatedIngress: isolated.ingress,
+      isolatedEgress: isolated.egress,
+      chains: table.chains.length,
+      sets: table.sets.length,
+      maps: table.maps.length,
+      rules: table.chains.reduce((n, c) => n + c.rules.length, 0),
+      elements: elementCount,
+    },
+  };
+}
+
+function renderNamed(byPort: Map<string, Addr[]>, f: Family): string[] {
+  const rows: { value: bigint; text: string }[] = [];
+  const seen = new Set<string>();
+  for (const [protoPort, addrs] of byPort) {
+    for (const a of addrs) {
+      if (a.family !== f) continue;
+      const text = `${a.text} . ${protoPort}`;
+      if (seen.has(text)) continue;
+      seen.add(text);
+      rows.push({ value: a.value, text });
+    }
+  }
+  rows.sort((a, b) => (a.value < b.value ? -1 : a.value > b.value ? 1 : cmp(a.text, b.text)));
+  return rows.map((r) => r.text);
+}
+
+function portText(r: Range): string {
+  return r.lo === r.hi ? `${r.lo}` : `${r.lo}-${r.hi}`;
+}
+
+function podKey(p: Pick<PolicyPod, 'namespace' | 'name'>): string {
+  return `${p.namespace}/${p.name}`;
+}
+
+function formatCanonical(ip: string): string {
+  const a = parseAddress(ip);
+  return a ? renderRange({ lo: a.value, hi: a.value }, a.family) : ip;
+}
+
+function podProblem(
+  pod: PolicyPod,
+  reason: PolicyProblem['reason'],
+  message: string,
+): PolicyProblem {
+  return { kind: 'Pod', namespace: pod.namespace, name: pod.name, reason, message };
+}
