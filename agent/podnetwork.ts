@@ -1,16 +1,19 @@
 // The agent's pod networking: the node's IPAM (journal + blocks) behind the CNI
 // handler, served on /run/wiremesh/cni.sock for the relay in /opt/cni/bin, plus
-// periodic garbage collection of addresses whose pod is gone.
+// periodic garbage collection of addresses whose pod is gone. The pods' kernel work
+// is done by the netlink worker (wiremesh-netlinkd), which this object starts,
+// supervises (restarts it when it dies) and stops; a node without the worker's
+// binary does not start, with an error naming the path.
 import type { Server } from 'node:http';
 import { NodeIpam, KubeBlockApi } from '../ipam/index.ts';
 import {
   CniHandler,
+  NetlinkWorker,
+  defaultNetlinkdPath,
   serveCni,
-  procSysctl,
   type PodIpam,
   type AttachmentRequest,
 } from '../cni/index.ts';
-import { defaultRunner } from '../sys/index.ts';
 import type { KubeClient } from '../kube/index.ts';
 import type { Logger } from './log.ts';
 
@@ -49,6 +52,7 @@ export class PodNetwork {
   readonly ipam: NodeIpam;
   private readonly adapter: IpamForCni;
   private readonly handler: CniHandler;
+  readonly wiring: NetlinkWorker;
   private readonly log: Logger;
   private readonly node: string;
   private readonly kube: KubeClient;
@@ -61,6 +65,8 @@ export class PodNetwork {
     stateDir: string;
     log: Logger;
     mtu: () => number;
+    /** Path of wiremesh-netlinkd (default: defaultNetlinkdPath()). */
+    netlinkd?: string;
   }) {
     this.node = opts.node;
     this.kube = opts.kube;
@@ -73,18 +79,28 @@ export class PodNetwork {
       autoSyncMs: 200,
     });
     this.adapter = new IpamForCni(this.ipam);
+    // Started in the agent's network namespace, which is the node's.
+    this.wiring = new NetlinkWorker({
+      binary: opts.netlinkd ?? defaultNetlinkdPath(),
+      log: (msg, fields) => this.log.warn(msg, fields),
+    });
     this.handler = new CniHandler({
       ipam: this.adapter,
-      runner: defaultRunner,
+      wiring: this.wiring,
       mtu: opts.mtu,
-      // The agent lives in the node's network namespace: /proc/sys is its own.
-      sysctl: procSysctl,
       log: (msg, fields) => this.log.warn(msg, fields),
     });
   }
 
   async start(socketPath: string): Promise<void> {
-    await this.ipam.start();
+    await this.wiring.start();
+    this.log.info('netlink worker started', { pid: this.wiring.pid });
+    try {
+      await this.ipam.start();
+    } catch (e) {
+      await this.wiring.stop();
+      throw e;
+    }
     this.adapter.started = true;
     this.server = await serveCni(this.handler, socketPath, (ms, command, code) => {
       this.cniLatencies.push(ms);
@@ -111,6 +127,10 @@ export class PodNetwork {
 
   async stop(): Promise<void> {
     this.server?.close();
-    await this.ipam.close();
+    try {
+      await this.ipam.close();
+    } finally {
+      await this.wiring.stop();
+    }
   }
 }

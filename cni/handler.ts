@@ -2,26 +2,22 @@
 // (environment + stdin) is parsed and validated here, answered with the spec's
 // result or error JSON, and carried out with the node's IPAM and the pod wiring.
 // An address reaches the runtime only after IPAM made its allocation durable; a
-// failed ADD gives its address back and removes what it wired.
+// failed ADD gives its address back and removes what it wired. The kernel work goes
+// through a PodWiring (the agent's netlink worker); when that is unavailable (the
+// worker died or is restarting) the request fails with code 11, try again later.
 import {
   parseCniRequest,
   versionResult,
   errorResult,
   CniError,
+  CniErrorCode,
   toCniError,
   cniVersionOf,
   type CniRequest,
 } from './protocol.ts';
 import { addResult } from './result.ts';
-import {
-  setupPodNetwork,
-  teardownPodNetwork,
-  checkPodNetwork,
-  hostVethName,
-  POD_GATEWAY_V4,
-  type SysctlWriter,
-} from './podnet.ts';
-import type { Runner } from '../sys/index.ts';
+import { hostVethName, POD_GATEWAY_V4, type PodWiring } from './podnet.ts';
+import { WiringUnavailableError } from './netlinkd.ts';
 
 /** What the handler needs from IPAM (ipam/'s NodeIpam provides it). */
 /** An attachment asking for an address (a subset of ipam's AllocateRequest). */
@@ -50,11 +46,10 @@ export interface CniReply {
 
 export interface CniHandlerOptions {
   ipam: PodIpam;
-  runner: Runner;
+  /** The kernel work: veth pairs, addresses, routes, sysctls. */
+  wiring: PodWiring;
   /** Pod MTU: the smallest over the paths a pod's traffic can take. */
   mtu: () => number;
-  /** How the host end's sysctls are set (default: the `sysctl` command through the runner). */
-  sysctl?: SysctlWriter;
   log?: (msg: string, fields: Record<string, unknown>) => void;
 }
 
@@ -73,7 +68,14 @@ export class CniHandler {
       const stdout = await this.dispatch(parseCniRequest(env, stdin));
       return { code: 0, stdout };
     } catch (e) {
-      const err = toCniError(e);
+      const err =
+        e instanceof WiringUnavailableError
+          ? new CniError(
+              CniErrorCode.tryAgainLater,
+              'wiremesh cannot wire pods right now',
+              e.message,
+            )
+          : toCniError(e);
       this.opts.log?.('CNI request failed', {
         command: env.CNI_COMMAND,
         container: env.CNI_CONTAINERID,
@@ -136,18 +138,14 @@ export class CniHandler {
     }
     const mtu = req.conf.mtu ?? this.opts.mtu();
     try {
-      const wired = await setupPodNetwork(
-        this.opts.runner,
-        {
-          netns: req.netns,
-          podIfName: req.ifName,
-          hostIfName,
-          addresses: [allocation.address],
-          mtu,
-          owner: handle,
-        },
-        this.opts.sysctl,
-      );
+      const wired = await this.opts.wiring.setup({
+        netns: req.netns,
+        podIfName: req.ifName,
+        hostIfName,
+        addresses: [allocation.address],
+        mtu,
+        owner: handle,
+      });
       return addResult(
         {
           hostIfName,
@@ -162,8 +160,14 @@ export class CniHandler {
         req.conf.cniVersion,
       );
     } catch (e) {
-      await teardownPodNetwork(this.opts.runner, hostIfName, handle).catch(() => {});
-      await this.opts.ipam.release(handle).catch(() => false);
+      // Give the address back only once nothing routes to it any more: a pair that
+      // may still exist (its removal failed too) keeps the address until DEL or GC.
+      const removed = await this.opts.wiring.teardown(hostIfName, handle).then(
+        () => true,
+        () => false,
+      );
+      if (removed) await this.opts.ipam.release(handle).catch(() => false);
+      if (e instanceof WiringUnavailableError) throw e;
       throw new CniError(5, `cannot wire ${namespace}/${pod}`, (e as Error).message);
     }
   }
@@ -172,7 +176,7 @@ export class CniHandler {
     const handle = handleOf(req.conf.name, req.containerID, req.ifName);
     const known = this.opts.ipam.lookup(handle);
     const { namespace, pod } = known ?? this.podOf(req);
-    await teardownPodNetwork(this.opts.runner, hostVethName(namespace, pod), handle);
+    await this.opts.wiring.teardown(hostVethName(namespace, pod), handle);
     await this.opts.ipam.release(handle);
   }
 
@@ -184,7 +188,7 @@ export class CniHandler {
         3,
         `no wiremesh attachment for container ${req.containerID} interface ${req.ifName}`,
       );
-    const problems = await checkPodNetwork(this.opts.runner, {
+    const problems = await this.opts.wiring.check({
       netns: req.netns,
       podIfName: req.ifName,
       hostIfName: hostVethName(known.namespace, known.pod),
@@ -209,12 +213,7 @@ export class CniHandler {
     for (const handle of this.opts.ipam.handles(req.conf.name)) {
       if (valid.has(handle)) continue;
       const known = this.opts.ipam.lookup(handle);
-      if (known)
-        await teardownPodNetwork(
-          this.opts.runner,
-          hostVethName(known.namespace, known.pod),
-          handle,
-        );
+      if (known) await this.opts.wiring.teardown(hostVethName(known.namespace, known.pod), handle);
       await this.opts.ipam.release(handle);
     }
   }

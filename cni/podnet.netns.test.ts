@@ -1,8 +1,11 @@
-// Kernel tier: pod wiring against the real kernel, inside a throwaway "node" namespace.
-import test from 'ava';
+// Kernel tier: pod wiring against the real kernel, inside a throwaway "node" namespace,
+// through both implementations: the agent's netlink worker (wiremesh-netlinkd, started
+// inside the node namespace as the agent runs it in the node's) and `ip -batch`.
+import test, { type ExecutionContext } from 'ava';
 import { createHash } from 'node:crypto';
-import { defaultRunner, requireRoot, type Runner } from '../sys/index.ts';
-import { setupPodNetwork, teardownPodNetwork, checkPodNetwork, hostVethName } from './podnet.ts';
+import { defaultRunner, requireRoot, toolPath, type Runner } from '../sys/index.ts';
+import { CommandWiring, hostVethName, type PodWiring } from './podnet.ts';
+import { NetlinkWorker, WiringUnavailableError } from './netlinkd.ts';
 
 const tag = `c${process.pid % 100000}`;
 const nodeNs = `wmk-${tag}-node`;
@@ -18,17 +21,38 @@ const spec = (i: number) => ({
   mtu: 1440,
 });
 
+let worker: NetlinkWorker | undefined;
+const workerLog: string[] = [];
+const implementations: Record<string, () => PodWiring> = {
+  'ip -batch': () => new CommandWiring(inNode),
+  'netlink worker': () => {
+    if (!worker) throw new Error('the netlink worker did not start');
+    return worker;
+  },
+};
+
 test.before(async () => {
   requireRoot('the kernel tests');
   for (const ns of [nodeNs, ...pods]) await defaultRunner.run(['ip', 'netns', 'add', ns]);
   await inNode.run(['ip', 'link', 'set', 'lo', 'up']);
   await inNode.run(['sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+  worker = new NetlinkWorker({
+    binary: toolPath('wiremesh-netlinkd'),
+    argvPrefix: ['nsenter', `--net=/run/netns/${nodeNs}`, '--'],
+    log: (msg, fields) => workerLog.push(`${msg} ${JSON.stringify(fields)}`),
+  });
+  await worker.start();
 });
 
 test.after.always(async () => {
+  await worker?.stop();
   for (const ns of [nodeNs, ...pods])
     await defaultRunner.run(['ip', 'netns', 'del', ns], { allowFailure: true });
 });
+
+async function inPod(i: number, argv: string[]) {
+  return defaultRunner.run(['ip', 'netns', 'exec', pods[i] ?? '', ...argv], { allowFailure: true });
+}
 
 test.serial('host veth names follow the fixed scheme and fit in 15 characters', (t) => {
   const sha = (s: string) => createHash('sha1').update(s).digest('hex');
@@ -38,77 +62,115 @@ test.serial('host veth names follow the fixed scheme and fit in 15 characters', 
   t.not(hostVethName('a', 'b-c'), hostVethName('a-b', 'c'));
 });
 
+for (const [impl, wiring] of Object.entries(implementations)) {
+  const serial = (title: string, fn: (t: ExecutionContext) => Promise<void>) =>
+    test.serial(`${impl}: ${title}`, async (t) => {
+      t.teardown(async () => {
+        for (const i of [0, 1])
+          await inNode.run(['ip', 'link', 'del', spec(i).hostIfName], { allowFailure: true });
+      });
+      await fn(t);
+    });
+
+  serial(
+    'two pods on a node reach each other through their /32s and the proxy-ARP gateway',
+    async (t) => {
+      const w = wiring();
+      const r0 = await w.setup(spec(0));
+      await w.setup(spec(1));
+      t.regex(r0.hostMac, /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/);
+      const ping = await inPod(0, ['ping', '-c', '1', '-W', '2', '100.64.250.11']);
+      t.regex(ping.stdout, / 0% packet loss/);
+      t.is((await inPod(0, ['cat', '/sys/class/net/eth0/mtu'])).stdout.trim(), '1440');
+      t.is((await inPod(0, ['cat', '/sys/class/net/eth0/address'])).stdout.trim(), r0.podMac);
+      const proxyArp = await inNode.run([
+        'sysctl',
+        '-n',
+        `net.ipv4.conf.${spec(0).hostIfName}.proxy_arp`,
+      ]);
+      t.is(proxyArp.stdout.trim(), '1');
+      const route = await inNode.run(['ip', 'route', 'show', '100.64.250.10/32']);
+      t.regex(route.stdout, /dev wm[0-9a-f]{11} proto 252 scope link/);
+      t.deepEqual(await w.check(spec(0)), []);
+    },
+  );
+
+  serial('CHECK reports what is missing', async (t) => {
+    const w = wiring();
+    await w.setup(spec(1));
+    await inPod(1, ['ip', 'addr', 'flush', 'dev', 'eth0']);
+    const problems = await w.check(spec(1));
+    t.true(
+      problems.some((p) => p.includes('address 100.64.250.11 is missing')),
+      problems.join('; '),
+    );
+    t.true(
+      problems.some((p) => p.includes('default route via 169.254.1.1 is missing')),
+      problems.join('; '),
+    );
+  });
+
+  serial('ADD again replaces a leftover pair; DEL is idempotent', async (t) => {
+    const w = wiring();
+    await w.setup(spec(1));
+    await w.setup(spec(1));
+    t.deepEqual(await w.check(spec(1)), []);
+    await w.teardown(spec(1).hostIfName);
+    await w.teardown(spec(1).hostIfName);
+    const links = await inNode.run(['ip', '-j', 'link', 'show']);
+    t.false(links.stdout.includes(spec(1).hostIfName));
+    const routes = await inNode.run(['ip', 'route', 'show']);
+    t.false(routes.stdout.includes('100.64.250.11'), 'the host route went with the pair');
+    t.deepEqual(await w.check(spec(1)), [`host interface ${spec(1).hostIfName} is missing`]);
+  });
+
+  serial('a pair is removed only for the attachment that owns it', async (t) => {
+    const w = wiring();
+    const s = { ...spec(0), owner: 'wiremesh.sandbox-b.eth0' };
+    await w.setup(s);
+    await w.teardown(s.hostIfName, 'wiremesh.sandbox-a.eth0');
+    t.deepEqual(await w.check(s), [], 'a dead sandbox releasing its handle leaves the live pair');
+    await w.teardown(s.hostIfName, 'wiremesh.sandbox-b.eth0');
+    t.deepEqual(await w.check(s), [`host interface ${s.hostIfName} is missing`]);
+  });
+
+  serial('a missing pod namespace is an error naming it, and leaves nothing behind', async (t) => {
+    const w = wiring();
+    const s = { ...spec(0), netns: `/run/netns/wmk-${tag}-absent` };
+    const e = await t.throwsAsync(w.setup(s));
+    t.regex(e?.message ?? '', /wmk-c\d+-absent does not exist/);
+    const links = await inNode.run(['ip', '-j', 'link', 'show']);
+    t.false(links.stdout.includes(s.hostIfName));
+  });
+}
+
 test.serial(
-  'two pods on a node reach each other through their /32s and the proxy-ARP gateway',
+  'netlink worker: a killed worker is restarted, and the next ADD succeeds',
   async (t) => {
-    const r0 = await setupPodNetwork(inNode, spec(0));
-    await setupPodNetwork(inNode, spec(1));
-    t.regex(r0.hostMac, /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/);
-    const ping = await defaultRunner.run([
-      'ip',
-      'netns',
-      'exec',
-      pods[0] ?? '',
-      'ping',
-      '-c',
-      '1',
-      '-W',
-      '2',
-      '100.64.250.11',
-    ]);
-    t.regex(ping.stdout, / 0% packet loss/);
-    const mtu = await defaultRunner.run([
-      'ip',
-      'netns',
-      'exec',
-      pods[0] ?? '',
-      'cat',
-      '/sys/class/net/eth0/mtu',
-    ]);
-    t.is(mtu.stdout.trim(), '1440');
-    t.deepEqual(await checkPodNetwork(inNode, spec(0)), []);
+    const w = worker;
+    if (!w?.pid) throw new Error('the netlink worker is not running');
+    const before = w.pid;
+    t.teardown(() => inNode.run(['ip', 'link', 'del', spec(0).hostIfName], { allowFailure: true }));
+    process.kill(before, 'SIGKILL');
+    await new Promise((resolve) => w.once('exited', resolve));
+    await w.setup(spec(0));
+    t.deepEqual(await w.check(spec(0)), []);
+    t.not(w.pid, before);
+    t.is(w.restarts, 1);
+    t.true(
+      workerLog.some((l) => l.includes('netlink worker exited; restarting it')),
+      workerLog.join('\n'),
+    );
   },
 );
 
-test.serial('CHECK reports what is missing', async (t) => {
-  await defaultRunner.run([
-    'ip',
-    'netns',
-    'exec',
-    pods[1] ?? '',
-    'ip',
-    'addr',
-    'flush',
-    'dev',
-    'eth0',
-  ]);
-  const problems = await checkPodNetwork(inNode, spec(1));
-  t.true(
-    problems.some((p) => p.includes('address 100.64.250.11 is missing')),
-    problems.join('; '),
-  );
-});
-
-test.serial('ADD again replaces a leftover pair; DEL is idempotent', async (t) => {
-  await setupPodNetwork(inNode, spec(1));
-  t.deepEqual(await checkPodNetwork(inNode, spec(1)), []);
-  await teardownPodNetwork(inNode, spec(1).hostIfName);
-  await teardownPodNetwork(inNode, spec(1).hostIfName);
-  const links = await inNode.run(['ip', '-j', 'link', 'show']);
-  t.false(links.stdout.includes(spec(1).hostIfName));
-  const routes = await inNode.run(['ip', 'route', 'show']);
-  t.false(routes.stdout.includes('100.64.250.11'), 'the host route went with the pair');
-});
-
-test.serial('a pair is removed only for the attachment that owns it', async (t) => {
-  const s = { ...spec(0), owner: 'wiremesh.sandbox-b.eth0' };
-  await setupPodNetwork(inNode, s);
-  await teardownPodNetwork(inNode, s.hostIfName, 'wiremesh.sandbox-a.eth0');
-  t.deepEqual(
-    await checkPodNetwork(inNode, s),
-    [],
-    'a dead sandbox releasing its handle leaves the live pair',
-  );
-  await teardownPodNetwork(inNode, s.hostIfName, 'wiremesh.sandbox-b.eth0');
-  t.deepEqual(await checkPodNetwork(inNode, s), [`host interface ${s.hostIfName} is missing`]);
+test.serial('netlink worker: requests after stop() fail as unavailable, at once', async (t) => {
+  const w = new NetlinkWorker({
+    binary: toolPath('wiremesh-netlinkd'),
+    argvPrefix: ['nsenter', `--net=/run/netns/${nodeNs}`, '--'],
+  });
+  await w.start();
+  await w.stop();
+  const e = await t.throwsAsync(w.teardown(spec(0).hostIfName));
+  t.true(e instanceof WiringUnavailableError, String(e));
 });

@@ -1,10 +1,16 @@
 // The pod's network, as the CNI plugin wires it (the Calico way): a veth pair whose
 // host end is named `wm` + 11 hex of sha1("<namespace>.<pod>"), the pod end holding
 // a /32 (or /128) with a default route via 169.254.1.1, which the host end answers
-// by proxy ARP; the host gets a /32 route to the veth. Commands are batched through
-// `ip -batch` (one process on the host, one inside the pod's namespace), so an ADD
-// costs a handful of process starts. DEL is idempotent: deleting the host end removes
-// the pair and the route, and a missing link or namespace is not an error.
+// by proxy ARP; the host gets a /32 route to the veth. DEL is idempotent: deleting
+// the host end removes the pair and the route, and a missing link or namespace is
+// not an error.
+//
+// `PodWiring` is the kernel touchpoint, with three implementations: the agent's
+// long-lived netlink worker (netlinkd.ts, no process start per ADD or DEL: what the
+// agent uses), `CommandWiring` here (the same work through `ip -batch`, one process
+// on the host and one inside the pod's namespace: for callers without the worker),
+// and an in-memory fake (wiring-fake.ts). CHECK gathers facts and the pure
+// `podNetProblems` says what is wrong, so every implementation judges alike.
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
@@ -33,6 +39,63 @@ export interface PodNetSpec {
 export interface PodNetResult {
   hostMac: string;
   podMac: string;
+}
+
+/** Wires and unwires pods; every implementation has the semantics of the functions below. */
+export interface PodWiring {
+  setup(spec: PodNetSpec): Promise<PodNetResult>;
+  /** Remove the pair (only the one `owner` wired, when given); nothing to do when it is gone. */
+  teardown(hostIfName: string, owner?: string): Promise<void>;
+  /** What is wrong with a wired pod (empty when nothing is). */
+  check(spec: PodNetSpec): Promise<string[]>;
+}
+
+/** What CHECK looks at, as the kernel reports it. */
+export interface PodNetFacts {
+  hostLink: boolean;
+  netns: boolean;
+  podLink: boolean;
+  /** Addresses on the pod's interface. */
+  podAddrs: string[];
+  /** Destinations (plain addresses) of the routes on the host end. */
+  hostRoutes: string[];
+  /** The IPv4 default route's gateway inside the pod ('' when none). */
+  podGateway4: string;
+}
+
+/** What CHECK verifies: the pair, the addresses inside the pod, the routes on both sides. */
+export function podNetProblems(spec: PodNetSpec, facts: PodNetFacts): string[] {
+  if (!facts.hostLink) return [`host interface ${spec.hostIfName} is missing`];
+  if (!facts.netns) return [`network namespace ${spec.netns} is missing`];
+  if (!facts.podLink) return [`pod interface ${spec.podIfName} is missing`];
+  const problems: string[] = [];
+  for (const ip of spec.addresses)
+    if (!facts.podAddrs.includes(ip))
+      problems.push(`address ${ip} is missing on ${spec.podIfName}`);
+  for (const ip of spec.addresses.filter((a) => !isV6(a)))
+    if (!facts.hostRoutes.includes(ip)) problems.push(`host route to ${ip} is missing`);
+  if (spec.addresses.some((a) => !isV6(a)) && facts.podGateway4 !== POD_GATEWAY_V4)
+    problems.push(`default route via ${POD_GATEWAY_V4} is missing in the pod`);
+  return problems;
+}
+
+/** Pod wiring through `ip -batch` processes (and `sysctl`, or /proc writes in the agent). */
+export class CommandWiring implements PodWiring {
+  private readonly runner: Runner;
+  private readonly sysctl: SysctlWriter;
+  constructor(runner: Runner, sysctl: SysctlWriter = runnerSysctl(runner)) {
+    this.runner = runner;
+    this.sysctl = sysctl;
+  }
+  setup(spec: PodNetSpec): Promise<PodNetResult> {
+    return setupPodNetwork(this.runner, spec, this.sysctl);
+  }
+  teardown(hostIfName: string, owner?: string): Promise<void> {
+    return teardownPodNetwork(this.runner, hostIfName, owner);
+  }
+  check(spec: PodNetSpec): Promise<string[]> {
+    return checkPodNetwork(this.runner, spec);
+  }
 }
 
 const isV6 = (ip: string) => ip.includes(':');
@@ -170,32 +233,40 @@ export async function teardownPodNetwork(
   }
 }
 
-/** What CHECK verifies: the pair, the addresses inside the pod, the routes on both sides. */
+/** CHECK through `ip -j` processes: the facts, judged by podNetProblems. */
 export async function checkPodNetwork(runner: Runner, spec: PodNetSpec): Promise<string[]> {
-  const problems: string[] = [];
-  if (!(await hostLinkExists(runner, spec.hostIfName)))
-    return [`host interface ${spec.hostIfName} is missing`];
-  if (!existsSync(spec.netns)) return [`network namespace ${spec.netns} is missing`];
-  const addrs = await runner.run(
-    [...nsenter(spec.netns), 'ip', '-j', 'addr', 'show', 'dev', spec.podIfName],
-    { allowFailure: true },
-  );
-  if (addrs.code !== 0) return [`pod interface ${spec.podIfName} is missing`];
-  const have =
-    (JSON.parse(addrs.stdout) as { addr_info?: { local: string }[] }[])[0]?.addr_info?.map(
-      (a) => a.local,
-    ) ?? [];
-  for (const ip of spec.addresses)
-    if (!have.includes(ip)) problems.push(`address ${ip} is missing on ${spec.podIfName}`);
-  const routes = await runner.run(['ip', '-j', 'route', 'show', 'dev', spec.hostIfName]);
-  const dsts = (JSON.parse(routes.stdout || '[]') as { dst: string }[]).map((r) => r.dst);
-  for (const ip of spec.addresses.filter((a) => !isV6(a)))
-    if (!dsts.includes(ip)) problems.push(`host route to ${ip} is missing`);
-  if (spec.addresses.some((a) => !isV6(a))) {
-    const def = await runner.run([...nsenter(spec.netns), 'ip', '-j', 'route', 'show', 'default']);
-    const gw = (JSON.parse(def.stdout || '[]') as { gateway?: string }[])[0]?.gateway;
-    if (gw !== POD_GATEWAY_V4)
-      problems.push(`default route via ${POD_GATEWAY_V4} is missing in the pod`);
+  const facts: PodNetFacts = {
+    hostLink: await hostLinkExists(runner, spec.hostIfName),
+    netns: existsSync(spec.netns),
+    podLink: false,
+    podAddrs: [],
+    hostRoutes: [],
+    podGateway4: '',
+  };
+  if (facts.hostLink && facts.netns) {
+    const addrs = await runner.run(
+      [...nsenter(spec.netns), 'ip', '-j', 'addr', 'show', 'dev', spec.podIfName],
+      { allowFailure: true },
+    );
+    if (addrs.code === 0) {
+      facts.podLink = true;
+      facts.podAddrs =
+        (JSON.parse(addrs.stdout) as { addr_info?: { local: string }[] }[])[0]?.addr_info?.map(
+          (a) => a.local,
+        ) ?? [];
+      const routes = await runner.run(['ip', '-j', 'route', 'show', 'dev', spec.hostIfName]);
+      facts.hostRoutes = (JSON.parse(routes.stdout || '[]') as { dst: string }[]).map((r) => r.dst);
+      const def = await runner.run([
+        ...nsenter(spec.netns),
+        'ip',
+        '-j',
+        'route',
+        'show',
+        'default',
+      ]);
+      facts.podGateway4 =
+        (JSON.parse(def.stdout || '[]') as { gateway?: string }[])[0]?.gateway ?? '';
+    }
   }
-  return problems;
+  return podNetProblems(spec, facts);
 }
