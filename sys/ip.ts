@@ -575,7 +575,8 @@ export class FakeIp implements IpClient {
   }
   async linkAddWireGuard(name: string): Promise<void> {
     this.calls.push(`add ${name}`);
-    this.addLink(name);
+    this.unsupported('wireguard', ['ip', 'link', 'add', 'dev', name, 'type', 'wireguard']);
+    this.addLink(name, 1420, 'wireguard');
   }
   async addrList(dev: string): Promise<string[]> {
     return [...this.must(dev).addrs];

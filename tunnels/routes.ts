@@ -1,0 +1,49 @@
+// The route half of every path driver: make the routes on one device that carry one
+// protocol number match a wanted list, touching only those that differ. Shared by the
+// VXLAN, IP-in-IP and native drivers and the encrypted pools' policy routing.
+import type { IpClient, RouteInfo } from '../sys/index.ts';
+
+export interface WantedRoute {
+  dst: string;
+  dev: string;
+  gateway?: string;
+  onlink?: boolean;
+  src?: string;
+}
+
+const same = (want: WantedRoute, have: RouteInfo) =>
+  (want.gateway ?? null) === (have.gateway ?? null) &&
+  !!want.onlink === !!have.onlink &&
+  (want.src ?? null) === (have.src ?? null);
+
+/** Removes this device's routes of `protocol` not wanted, first; then writes the missing. */
+export async function applyOwnedRoutes(
+  ip: IpClient,
+  dev: string,
+  protocol: number,
+  wanted: readonly WantedRoute[],
+  table?: number,
+): Promise<{ replaced: number; removed: number }> {
+  const counts = { replaced: 0, removed: 0 };
+  const want = new Map(wanted.map((r) => [r.dst, r]));
+  if (want.size !== wanted.length) throw new Error(`two routes to one destination on ${dev}`);
+  const have = await ip.routeList(dev, protocol, table);
+  for (const r of have) {
+    if (!want.has(r.dst)) {
+      await ip.routeDel(r);
+      counts.removed++;
+    }
+  }
+  const haveByDst = new Map(have.map((r) => [r.dst, r]));
+  for (const r of wanted) {
+    const h = haveByDst.get(r.dst);
+    if (h && same(r, h)) continue;
+    await ip.routeReplace({ ...r, protocol, ...(table === undefined ? {} : { table }) });
+    counts.replaced++;
+  }
+  return counts;
+}
+
+export function familyOf(address: string): 4 | 6 {
+  return address.includes(':') ? 6 : 4;
+}
