@@ -270,7 +270,7 @@ export class Agent {
       }
       this.events.warn(target, r.reason, message);
     }
-    this.events.retain(keysOfEvents);
+    this.events.retain(keysOfEvents, ['Node']);
 
     const report = await this.driver.apply(plan, this.keyPair.privateKey, this.keyPair.publicKey);
     // Publish after the device has the key: a peer that learns a new key (rotation)

@@ -5,10 +5,20 @@ import type { KubeClient } from '../kube/index.ts';
 import type { Logger } from './log.ts';
 
 export interface EventTarget {
-  kind: 'Node';
+  kind: 'Node' | 'NetworkPolicy' | 'Pod' | 'Namespace' | 'IPPool';
   name: string;
+  /** Namespaced objects only; the Event is recorded in the object's namespace. */
+  namespace?: string;
   uid?: string;
 }
+
+const API_VERSION: Record<EventTarget['kind'], string> = {
+  Node: 'v1',
+  Pod: 'v1',
+  Namespace: 'v1',
+  NetworkPolicy: 'networking.k8s.io/v1',
+  IPPool: 'wiremesh.io/v1alpha1',
+};
 
 export interface EventSink {
   warn(target: EventTarget, reason: string, message: string): void;
@@ -37,13 +47,21 @@ export class KubeEventRecorder implements EventSink {
     this.emit('Normal', target, reason, message);
   }
 
-  /** Forget conditions no longer present, so they are reported again if they return. */
-  retain(keys: Set<string>): void {
-    for (const k of this.seen) if (!keys.has(k)) this.seen.delete(k);
+  /**
+   * Forget conditions no longer present, so they are reported again if they return.
+   * With `kinds`, only conditions of those object kinds are considered, so each
+   * concern (mesh: Nodes; policy: NetworkPolicies, Pods, Namespaces) keeps its own.
+   */
+  retain(keys: Set<string>, kinds?: readonly EventTarget['kind'][]): void {
+    for (const k of this.seen) {
+      if (keys.has(k)) continue;
+      if (kinds && !kinds.some((kind) => k.startsWith(`${kind}/`))) continue;
+      this.seen.delete(k);
+    }
   }
 
   static key(target: EventTarget, reason: string, message: string): string {
-    return `${target.kind}/${target.name}/${reason}/${message}`;
+    return `${target.kind}/${target.namespace ?? ''}/${target.name}/${reason}/${message}`;
   }
 
   private emit(
@@ -57,26 +75,31 @@ export class KubeEventRecorder implements EventSink {
     this.seen.add(key);
     const now = new Date();
     this.kube
-      .request('POST', '/api/v1/namespaces/default/events', {
-        apiVersion: 'v1',
-        kind: 'Event',
-        metadata: { generateName: `${target.name}.` },
-        involvedObject: {
-          kind: target.kind,
-          name: target.name,
-          uid: target.uid,
+      .request(
+        'POST',
+        `/api/v1/namespaces/${encodeURIComponent(target.namespace ?? 'default')}/events`,
+        {
           apiVersion: 'v1',
+          kind: 'Event',
+          metadata: { generateName: `${target.name}.` },
+          involvedObject: {
+            kind: target.kind,
+            name: target.name,
+            namespace: target.namespace,
+            uid: target.uid,
+            apiVersion: API_VERSION[target.kind],
+          },
+          reason,
+          message,
+          type,
+          source: { component: this.component, host: this.host },
+          reportingComponent: this.component,
+          reportingInstance: this.host,
+          firstTimestamp: now,
+          lastTimestamp: now,
+          count: 1,
         },
-        reason,
-        message,
-        type,
-        source: { component: this.component, host: this.host },
-        reportingComponent: this.component,
-        reportingInstance: this.host,
-        firstTimestamp: now,
-        lastTimestamp: now,
-        count: 1,
-      })
+      )
       .catch((e: unknown) => {
         this.seen.delete(key);
         this.log.warn('cannot record event', {
