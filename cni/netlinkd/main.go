@@ -10,8 +10,11 @@
 // closes, the worker finishes what is in flight and exits.
 //
 // Namespaces: the worker's own network namespace is the host's (it is started in
-// the agent's). Host-side work goes through one netlink handle opened at start.
-// Pod-side work runs on a goroutine that locks its OS thread, enters the pod's
+// the agent's). Every netlink call opens its own socket in the calling thread's
+// namespace (the package-level functions of vishvananda/netlink): a shared handle
+// would hold one socket under a mutex and serialise all requests, and a veth's
+// deletion waits tens of milliseconds for RCU, which concurrent deletions share
+// only when they reach the kernel together. Pod-side work runs on a goroutine that locks its OS thread, enters the pod's
 // namespace with setns and never leaves it: the goroutine ends locked, so the Go
 // runtime destroys that thread and no other goroutine can ever run in the pod's
 // namespace. Sysctls are written under /proc/sys by threads in the host namespace.
@@ -72,14 +75,11 @@ type reply struct {
 	Facts   *facts `json:"facts,omitempty"`
 }
 
-var host *netlink.Handle
-
 func main() {
 	// Die with the agent even if our stdin is somehow kept open elsewhere.
 	_ = unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGTERM), 0, 0, 0)
-	var err error
-	if host, err = netlink.NewHandle(); err != nil {
-		fmt.Fprintf(os.Stderr, "wiremesh-netlinkd: cannot open a netlink socket: %v\n", err)
+	if _, err := netlink.LinkByName("lo"); err != nil {
+		fmt.Fprintf(os.Stderr, "wiremesh-netlinkd: netlink does not answer: %v\n", err)
 		os.Exit(1)
 	}
 	out := json.NewEncoder(os.Stdout)
@@ -215,7 +215,7 @@ func setup(req request) error {
 		PeerNamespace:    netlink.NsFd(int(ns)),
 		PeerTxQLen:       -1,
 	}
-	if err := host.LinkAdd(veth); err != nil {
+	if err := netlink.LinkAdd(veth); err != nil {
 		if !errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("creating veth %s: %w", req.HostIf, err)
 		}
@@ -223,16 +223,16 @@ func setup(req request) error {
 		if _, err := teardown(req.HostIf, nil); err != nil {
 			return err
 		}
-		if err := host.LinkAdd(veth); err != nil {
+		if err := netlink.LinkAdd(veth); err != nil {
 			return fmt.Errorf("creating veth %s: %w", req.HostIf, err)
 		}
 	}
-	link, err := host.LinkByName(req.HostIf)
+	link, err := netlink.LinkByName(req.HostIf)
 	if err != nil {
 		return fmt.Errorf("finding veth %s: %w", req.HostIf, err)
 	}
 	if req.Owner != nil && *req.Owner != "" {
-		if err := host.LinkSetAlias(link, *req.Owner); err != nil {
+		if err := netlink.LinkSetAlias(link, *req.Owner); err != nil {
 			return fmt.Errorf("recording the owner of %s: %w", req.HostIf, err)
 		}
 	}
@@ -243,7 +243,7 @@ func setup(req request) error {
 			Scope:     netlink.SCOPE_LINK,
 			Protocol:  podRouteProtocol,
 		}
-		if err := host.RouteReplace(route); err != nil {
+		if err := netlink.RouteReplace(route); err != nil {
 			return fmt.Errorf("host route to %s: %w", ip, err)
 		}
 	}
@@ -326,7 +326,7 @@ func setupPod(podIf string, ips []net.IP, hostMac net.HardwareAddr) error {
 // teardown deletes the host end (the pair and its routes go with it). With an owner,
 // a link recorded for another attachment is left alone. A missing link is not an error.
 func teardown(hostIf string, owner *string) (bool, error) {
-	link, err := host.LinkByName(hostIf)
+	link, err := netlink.LinkByName(hostIf)
 	if err != nil {
 		var nf netlink.LinkNotFoundError
 		if errors.As(err, &nf) || errors.Is(err, unix.ENODEV) {
@@ -339,7 +339,7 @@ func teardown(hostIf string, owner *string) (bool, error) {
 			return false, nil
 		}
 	}
-	if err := host.LinkDel(link); err != nil {
+	if err := netlink.LinkDel(link); err != nil {
 		if errors.Is(err, unix.ENODEV) {
 			return false, nil
 		}
@@ -350,7 +350,7 @@ func teardown(hostIf string, owner *string) (bool, error) {
 
 func inspect(req request) (*facts, error) {
 	f := &facts{PodAddrs: []string{}, HostRoutes: []string{}}
-	link, err := host.LinkByName(req.HostIf)
+	link, err := netlink.LinkByName(req.HostIf)
 	if err != nil {
 		var nf netlink.LinkNotFoundError
 		if errors.As(err, &nf) {
@@ -359,7 +359,7 @@ func inspect(req request) (*facts, error) {
 		return nil, fmt.Errorf("finding %s: %w", req.HostIf, err)
 	}
 	f.HostLink = true
-	routes, err := host.RouteList(link, netlink.FAMILY_ALL)
+	routes, err := netlink.RouteList(link, netlink.FAMILY_ALL)
 	if err != nil {
 		return nil, fmt.Errorf("routes on %s: %w", req.HostIf, err)
 	}
