@@ -1,4 +1,26 @@
-// policy/: a pure compiler from pods, namespaces and NetworkPolicies to the one
-// `inet wiremesh` nftables table, and the driver that applies it transactionally.
-// Built under the network policy issue; this file is its public face.
-export {};
+// policy/: a pure compiler from pods, namespaces and NetworkPolicies to this node's
+// fragment of the one `inet wiremesh` nftables table (the nftables/ driver applies
+// it). Built under the network policy issue; this file is its public face.
+//
+// The agent, per reconcile:
+//   const pods = rawPods.map(podFromK8s);             // { pod | null, problems[] }
+//   const namespaces = rawNamespaces.map(namespaceFromK8s);
+//   const policies = rawPolicies.map(networkPolicyFromK8s);  // fail-closed on faults
+//   const { table, problems, stats } = compilePolicies({ self: nodeName, pods, namespaces, policies });
+// then composes `table` into `inet wiremesh`, with its forward base chain doing
+// `jump policy-forward` and its input base chain `jump policy-input`. The fragment
+// never accepts (allowed traffic returns, denied traffic drops), so the jumps may sit
+// anywhere in the base chains. compile.ts explains the shape and the decisions,
+// k8s.ts the fail-closed handling of malformed objects.
+export {
+  compilePolicies,
+  checkPolicy,
+  effectivePolicyTypes,
+  POLICY_FORWARD_CHAIN,
+  POLICY_INPUT_CHAIN,
+  DISPATCH_MAPS,
+  type CompileResult,
+} from './compile.ts';
+export { networkPolicyFromK8s, podFromK8s, namespaceFromK8s, labelSelectorFromK8s } from './k8s.ts';
+export { hookVerdict, renderFragment, type Packet } from './nftsim.ts';
+export * from './types.ts';
