@@ -11,7 +11,6 @@
 // for starting the servers (ProberServers): in the lab they are processes in the
 // pods' namespaces; a kind cluster would run them as the pods' containers.
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { V1NetworkPolicy } from '@kubernetes/client-node';
 import { kubeClient, KubeApiError, type KubeClient } from '../../kube/index.ts';
 import type { ClusterDriver } from '../driver.ts';
 import { LabDriver } from '../lab-driver.ts';
@@ -29,6 +28,7 @@ import {
 } from './model.ts';
 import { runProbes, serveArgv, type ProbeResult, type ProbeTarget } from './prober.ts';
 import { TruthTable, renderComparison } from './truth-table.ts';
+import type { NetworkPolicy } from './policies.ts';
 
 export interface HarnessPod extends ModelPod {
   /** The namespace's name in the cluster (the logical name plus a suffix, if any). */
@@ -37,10 +37,15 @@ export interface HarnessPod extends ModelPod {
   ip: string;
 }
 
-/** Starts and stops the prober servers of the pods. */
+/** Starts and stops the prober servers of the pods (and of the nodes, answering as "node/<name>"). */
 export interface ProberServers {
   start(pod: HarnessPod): Promise<void>;
+  startOnNode(node: string): Promise<void>;
   stopAll(): Promise<void>;
+}
+
+export function nodeServerId(node: string): string {
+  return `node/${node}`;
 }
 
 /** Servers as processes in the lab pods' network namespaces, recorded by the lab (so `lab down` stops them too). */
@@ -57,6 +62,11 @@ export function labProberServers(driver: LabDriver): ProberServers {
         '--',
         ...serveArgv(PORTS, pod.key),
       ]);
+      started.push(procName);
+    },
+    async startOnNode(node) {
+      const procName = `netpol-serve-node-${node}`;
+      await lab.spawnInNode(node, procName, serveArgv(PORTS, nodeServerId(node)));
       started.push(procName);
     },
     async stopAll() {
@@ -102,12 +112,15 @@ export interface HarnessOptions {
 }
 
 const NETPOL_PATH = '/apis/networking.k8s.io/v1/namespaces';
+const STRICT = { query: { fieldValidation: 'Strict' } };
 
 export class NetpolHarness {
   readonly driver: ClusterDriver;
   readonly api: KubeClient;
   readonly pods: readonly HarnessPod[];
   readonly keys: readonly string[];
+  /** Each node's InternalIP, where its prober server answers. */
+  readonly nodeIPs = new Map<string, string>();
   private readonly servers: ProberServers;
   private readonly suffix: string;
   private readonly probeTimeoutMs: number;
@@ -157,6 +170,10 @@ export class NetpolHarness {
         pods.push(pod);
         await servers.start(pod);
       }
+      for (const node of opts.driver.nodeNames()) {
+        h.nodeIPs.set(node, await nodeInternalIP(api, node));
+        await servers.startOnNode(node);
+      }
     } catch (e) {
       await h.tearDown().catch(() => {});
       throw e;
@@ -202,17 +219,18 @@ export class NetpolHarness {
 
   // --- the API ---------------------------------------------------------------
 
-  async applyPolicy(policy: V1NetworkPolicy): Promise<void> {
-    const ns = policy.metadata?.namespace ?? '';
-    await this.api.request('POST', `${NETPOL_PATH}/${ns}/networkpolicies`, policy);
+  /** Create a policy; a field the API does not know is an error, never silently dropped. */
+  async applyPolicy(policy: NetworkPolicy): Promise<void> {
+    const { namespace } = policy.metadata;
+    await this.api.request('POST', `${NETPOL_PATH}/${namespace}/networkpolicies`, policy, STRICT);
   }
 
   /** Replace an existing policy's spec (a real update: same object, new resourceVersion). */
-  async updatePolicy(policy: V1NetworkPolicy): Promise<void> {
-    const ns = policy.metadata?.namespace ?? '';
-    const path = `${NETPOL_PATH}/${ns}/networkpolicies/${policy.metadata?.name ?? ''}`;
-    const current = await this.api.request<V1NetworkPolicy>('GET', path);
-    await this.api.request('PUT', path, { ...current, spec: policy.spec });
+  async updatePolicy(policy: NetworkPolicy): Promise<void> {
+    const { namespace, name } = policy.metadata;
+    const path = `${NETPOL_PATH}/${namespace}/networkpolicies/${name}`;
+    const current = await this.api.request<NetworkPolicy>('GET', path);
+    await this.api.request('PUT', path, { ...current, spec: policy.spec }, STRICT);
   }
 
   async deletePolicy(namespace: string, name: string): Promise<void> {
@@ -360,6 +378,22 @@ export class NetpolHarness {
     return this.expectAllowAll('reset to no policy');
   }
 
+  nodeIP(node: string): string {
+    const ip = this.nodeIPs.get(node);
+    if (!ip) throw new Error(`no InternalIP known for node ${node}`);
+    return ip;
+  }
+
+  /** Probe from a pod to any targets (e.g. its node). */
+  probeFromPod(key: string, targets: readonly ProbeTarget[]): Promise<ProbeResult[]> {
+    const p = this.pod(key);
+    return runProbes(
+      (argv, o) => this.driver.execInPod(p.realNamespace, p.name, argv, o),
+      targets,
+      this.probeTimeoutMs,
+    );
+  }
+
   /** Probe from a node (its host network namespace). */
   probeFromNode(node: string, targets: readonly ProbeTarget[]): Promise<ProbeResult[]> {
     return runProbes(
@@ -368,6 +402,16 @@ export class NetpolHarness {
       this.probeTimeoutMs,
     );
   }
+}
+
+async function nodeInternalIP(api: KubeClient, node: string): Promise<string> {
+  const obj = await api.request<{ status?: { addresses?: { type: string; address: string }[] } }>(
+    'GET',
+    `/api/v1/nodes/${node}`,
+  );
+  const ip = obj.status?.addresses?.find((a) => a.type === 'InternalIP')?.address;
+  if (!ip) throw new Error(`node ${node} has no InternalIP in its status`);
+  return ip;
 }
 
 function uniquePortProtocols(list: readonly PortProtocol[]): PortProtocol[] {

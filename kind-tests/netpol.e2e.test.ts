@@ -1,0 +1,513 @@
+// NetworkPolicy end to end, on the model of upstream's netpol e2e tests
+// (test/e2e/network/netpol in kubernetes/kubernetes): namespaces x, y, z labelled
+// `ns: <name>`, pods a, b, c in each labelled `pod: <name>` and spread over three
+// nodes, every pod serving ports 80 and 81 over TCP, UDP and SCTP (named
+// serve-80-tcp ...). Each case applies real networking.k8s.io/v1 NetworkPolicy
+// objects through the API, then probes the whole matrix (every pod to every pod)
+// until one round matches the expected truth table or 20 s pass; afterwards the
+// policies are deleted, labels restored, and the allow-all matrix must come back
+// before the next case. A failure prints expected and observed tables (rows =
+// from, columns = to) and the probes that differ. See kind-tests/netpol/.
+import test, { type ExecutionContext } from 'ava';
+import { randomBytes } from 'node:crypto';
+import { LabDriver } from './lab-driver.ts';
+import {
+  ALL,
+  ALL_PORT_PROTOCOLS,
+  NetpolHarness,
+  PROTOCOLS,
+  coveringCidr,
+  denyAll,
+  expressions,
+  ipBlock,
+  networkPolicy,
+  nodeServerId,
+  nsLabel,
+  peer,
+  podLabel,
+  port,
+  type Expectation,
+  type PortProtocol,
+  type ProbeResult,
+  type Protocol,
+  type TruthTable,
+  type Verdict,
+} from './netpol/index.ts';
+import { eventually } from './probes.ts';
+
+let driver: LabDriver | undefined;
+let harness: NetpolHarness | undefined;
+
+const h = (): NetpolHarness => {
+  if (!harness) throw new Error('the netpol harness is not set up');
+  return harness;
+};
+const pp = (protocol: Protocol, p: number): PortProtocol => ({ port: p, protocol });
+const TCP80 = pp('TCP', 80);
+const TCP81 = pp('TCP', 81);
+const UDP80 = pp('UDP', 80);
+const UDP81 = pp('UDP', 81);
+const SCTP80 = pp('SCTP', 80);
+const SCTP81 = pp('SCTP', 81);
+const ALL_PP = ALL_PORT_PROTOCOLS;
+
+test.before(async () => {
+  driver = await LabDriver.open({
+    name: 'netpol',
+    nodes: 3,
+    podsPerNode: 0,
+    agents: true,
+    cni: 'wiremesh',
+  });
+  // On a lab shared by several suites the namespaces get a suffix (x-1a2b), so
+  // reruns never meet a namespace still terminating; on its own lab they are x, y, z.
+  const shared = Boolean(process.env.WIREMESH_E2E_LAB);
+  harness = await NetpolHarness.setUp({
+    driver,
+    namespaceSuffix: shared ? `-${randomBytes(2).toString('hex')}` : '',
+  });
+  // The servers start and the routes to nine new pods converge.
+  await harness.expectAllowAll('every prober server answers', 60_000);
+});
+
+test.after.always(async () => {
+  try {
+    if (harness) await harness.tearDown();
+  } finally {
+    if (driver) await driver.close();
+  }
+});
+
+// Every case leaves no policy and the model's labels behind, and the allow-all
+// matrix must be back before the next one starts.
+test.afterEach.always(async () => {
+  if (harness) await harness.reset();
+});
+
+async function expectTables(
+  t: ExecutionContext,
+  what: string,
+  expectations: Expectation[],
+): Promise<Verdict> {
+  const v = await h().expectReachability(what, expectations);
+  t.log(
+    `${what}: matched after ${v.rounds} round(s), ${v.ms} ms; rounds took ${v.roundMs.join(', ')} ms`,
+  );
+  t.pass();
+  return v;
+}
+
+/** One table on every port and protocol. */
+const everywhere = (table: TruthTable): Expectation[] => [{ on: ALL_PP, table }];
+
+test.serial(
+  'no policy: every pod reaches every pod on 80 and 81 over TCP, UDP and SCTP',
+  async (t) => {
+    await expectTables(t, 'no policy', everywhere(h().table(true)));
+  },
+);
+
+test.serial('default-deny ingress isolates namespace x; its pods still get replies', async (t) => {
+  await h().applyPolicy(denyAll(h().ns('x'), ['Ingress']));
+  await expectTables(
+    t,
+    'default-deny ingress in x',
+    everywhere(h().table(true).expectAllIngress('x', false)),
+  );
+});
+
+test.serial('default-deny egress stops everything leaving namespace x', async (t) => {
+  await h().applyPolicy(denyAll(h().ns('x'), ['Egress']));
+  await expectTables(
+    t,
+    'default-deny egress in x',
+    everywhere(h().table(true).expectAllEgress('x', false)),
+  );
+});
+
+test.serial('allow-all ingress next to default deny lets everything in', async (t) => {
+  const x = h().ns('x');
+  await h().applyPolicy(denyAll(x, ['Ingress']));
+  await h().applyPolicy(networkPolicy('allow-all', x, { podSelector: ALL, ingress: [{}] }));
+  await expectTables(t, 'deny-all + allow-all ingress in x', everywhere(h().table(true)));
+});
+
+test.serial('pod selector: x/a admits only pod b of its own namespace', async (t) => {
+  await h().applyPolicy(
+    networkPolicy('allow-b', h().ns('x'), {
+      podSelector: podLabel('a'),
+      ingress: [{ from: [peer({ pods: podLabel('b') })] }],
+    }),
+  );
+  await expectTables(
+    t,
+    'x/a from pod=b',
+    everywhere(h().table(true).expectAllIngress('x/a', false).expectPeer('x/b', 'x/a', true)),
+  );
+});
+
+test.serial('namespace selector: x/a admits only namespace y', async (t) => {
+  await h().applyPolicy(
+    networkPolicy('allow-ns-y', h().ns('x'), {
+      podSelector: podLabel('a'),
+      ingress: [{ from: [peer({ namespaces: nsLabel('y') })] }],
+    }),
+  );
+  await expectTables(
+    t,
+    'x/a from ns=y',
+    everywhere(h().table(true).expectAllIngress('x/a', false).expectPeer('y', 'x/a', true)),
+  );
+});
+
+test.serial('pod and namespace selector in one peer: x/a admits only y/b', async (t) => {
+  await h().applyPolicy(
+    networkPolicy('allow-y-b', h().ns('x'), {
+      podSelector: podLabel('a'),
+      ingress: [{ from: [peer({ namespaces: nsLabel('y'), pods: podLabel('b') })] }],
+    }),
+  );
+  await expectTables(
+    t,
+    'x/a from ns=y AND pod=b',
+    everywhere(h().table(true).expectAllIngress('x/a', false).expectPeer('y/b', 'x/a', true)),
+  );
+});
+
+test.serial('pod or namespace selector in two peers: x/a admits x/b and all of y', async (t) => {
+  await h().applyPolicy(
+    networkPolicy('allow-y-or-b', h().ns('x'), {
+      podSelector: podLabel('a'),
+      ingress: [{ from: [peer({ namespaces: nsLabel('y') }), peer({ pods: podLabel('b') })] }],
+    }),
+  );
+  await expectTables(
+    t,
+    'x/a from ns=y OR (x and pod=b)',
+    everywhere(
+      h()
+        .table(true)
+        .expectAllIngress('x/a', false)
+        .expectPeer('y', 'x/a', true)
+        .expectPeer('x/b', 'x/a', true),
+    ),
+  );
+});
+
+test.serial('match expressions select the target, the namespaces and the pods', async (t) => {
+  await h().applyPolicy(
+    networkPolicy('expressions', h().ns('x'), {
+      podSelector: expressions({ key: 'pod', operator: 'In', values: ['a'] }),
+      ingress: [
+        {
+          from: [
+            peer({
+              namespaces: expressions({ key: 'ns', operator: 'NotIn', values: ['x', 'z'] }),
+              pods: expressions(
+                { key: 'pod', operator: 'Exists' },
+                { key: 'pod', operator: 'NotIn', values: ['b'] },
+              ),
+            }),
+          ],
+        },
+      ],
+    }),
+  );
+  await expectTables(
+    t,
+    'x/a from ns NotIn [x,z] AND pod NotIn [b]',
+    everywhere(
+      h()
+        .table(true)
+        .expectAllIngress('x/a', false)
+        .expectPeer('y/a', 'x/a', true)
+        .expectPeer('y/c', 'x/a', true),
+    ),
+  );
+});
+
+test.serial(
+  'named ports: x/a admits serve-81-tcp, serve-80-udp and serve-81-sctp only',
+  async (t) => {
+    await h().applyPolicy(
+      networkPolicy('named-ports', h().ns('x'), {
+        podSelector: podLabel('a'),
+        ingress: [
+          {
+            ports: [
+              port('serve-81-tcp', 'TCP'),
+              port('serve-80-udp', 'UDP'),
+              port('serve-81-sctp', 'SCTP'),
+            ],
+          },
+        ],
+      }),
+    );
+    const open = h().table(true);
+    const closed = h().table(true).expectAllIngress('x/a', false);
+    await expectTables(t, 'x/a on named ports', [
+      { on: [TCP81, UDP80, SCTP81], table: open },
+      { on: [TCP80, UDP81, SCTP80], table: closed },
+    ]);
+  },
+);
+
+test.serial('endPort ranges: TCP 81-85 and UDP 70-80 into x/a', async (t) => {
+  await h().applyPolicy(
+    networkPolicy('ranges', h().ns('x'), {
+      podSelector: podLabel('a'),
+      ingress: [{ ports: [port(81, 'TCP', 85), port(70, 'UDP', 80)] }],
+    }),
+  );
+  await expectTables(t, 'x/a on port ranges', [
+    { on: [TCP81, UDP80], table: h().table(true) },
+    { on: [TCP80, UDP81, SCTP80, SCTP81], table: h().table(true).expectAllIngress('x/a', false) },
+  ]);
+});
+
+test.serial(
+  'ipBlock with except, egress: x/a reaches the pod range but not y/b and z/c',
+  async (t) => {
+    const cidr = coveringCidr(h().pods.map((p) => p.ip));
+    await h().applyPolicy(
+      networkPolicy('egress-cidr', h().ns('x'), {
+        podSelector: podLabel('a'),
+        policyTypes: ['Egress'],
+        egress: [{ to: [ipBlock(cidr, [`${h().pod('y/b').ip}/32`, `${h().pod('z/c').ip}/32`])] }],
+      }),
+    );
+    await expectTables(
+      t,
+      `x/a to ${cidr} except y/b, z/c`,
+      everywhere(h().table(true).expectPeer('x/a', 'y/b', false).expectPeer('x/a', 'z/c', false)),
+    );
+  },
+);
+
+test.serial('ipBlock with except, ingress: x/a admits the pod range but not x/b', async (t) => {
+  const cidr = coveringCidr(h().pods.map((p) => p.ip));
+  await h().applyPolicy(
+    networkPolicy('ingress-cidr', h().ns('x'), {
+      podSelector: podLabel('a'),
+      ingress: [{ from: [ipBlock(cidr, [`${h().pod('x/b').ip}/32`])] }],
+    }),
+  );
+  await expectTables(
+    t,
+    `x/a from ${cidr} except x/b`,
+    everywhere(h().table(true).expectPeer('x/b', 'x/a', false)),
+  );
+});
+
+test.serial('egress rules: x/a may open only TCP and UDP 80 to namespace y', async (t) => {
+  await h().applyPolicy(
+    networkPolicy('egress-y-80', h().ns('x'), {
+      podSelector: podLabel('a'),
+      policyTypes: ['Egress'],
+      egress: [
+        { to: [peer({ namespaces: nsLabel('y') })], ports: [port(80, 'TCP'), port(80, 'UDP')] },
+      ],
+    }),
+  );
+  const toY = h().table(true).expectAllEgress('x/a', false).expectPeer('x/a', 'y', true);
+  await expectTables(t, 'x/a egress to y on 80', [
+    { on: [TCP80, UDP80], table: toY },
+    { on: [TCP81, UDP81, SCTP80, SCTP81], table: h().table(true).expectAllEgress('x/a', false) },
+  ]);
+});
+
+test.serial('several policies on one pod add up', async (t) => {
+  const x = h().ns('x');
+  await h().applyPolicy(
+    networkPolicy('from-x-b', x, {
+      podSelector: podLabel('a'),
+      ingress: [{ from: [peer({ pods: podLabel('b') })] }],
+    }),
+  );
+  await h().applyPolicy(
+    networkPolicy('from-y-c', x, {
+      podSelector: podLabel('a'),
+      ingress: [{ from: [peer({ namespaces: nsLabel('y'), pods: podLabel('c') })] }],
+    }),
+  );
+  await h().applyPolicy(
+    networkPolicy('to-z', x, {
+      podSelector: podLabel('a'),
+      policyTypes: ['Egress'],
+      egress: [{ to: [peer({ namespaces: nsLabel('z') })] }],
+    }),
+  );
+  await expectTables(
+    t,
+    'x/a: in from x/b or y/c, out to z',
+    everywhere(
+      h()
+        .table(true)
+        .expectAllIngress('x/a', false)
+        .expectPeer('x/b', 'x/a', true)
+        .expectPeer('y/c', 'x/a', true)
+        .expectAllEgress('x/a', false)
+        .expectPeer('x/a', 'z', true),
+    ),
+  );
+});
+
+test.serial(
+  'a policy update takes effect: from x/b, then from x/c, then x/c on TCP 81 only',
+  async (t) => {
+    const x = h().ns('x');
+    const allowFrom = (pod: string, ports?: ReturnType<typeof port>[]) =>
+      networkPolicy('allow', x, {
+        podSelector: podLabel('a'),
+        ingress: [{ from: [peer({ pods: podLabel(pod) })], ...(ports ? { ports } : {}) }],
+      });
+    const only = (from: string) =>
+      h().table(true).expectAllIngress('x/a', false).expectPeer(from, 'x/a', true);
+    await h().applyPolicy(allowFrom('b'));
+    await expectTables(t, 'x/a from x/b', everywhere(only('x/b')));
+    await h().updatePolicy(allowFrom('c'));
+    await expectTables(t, 'updated: x/a from x/c', everywhere(only('x/c')));
+    await h().updatePolicy(allowFrom('c', [port(81, 'TCP')]));
+    await expectTables(t, 'updated: x/a from x/c on TCP 81', [
+      { on: [TCP81], table: only('x/c') },
+      {
+        on: ALL_PP.filter((p) => p !== TCP81 && !(p.protocol === 'TCP' && p.port === 81)),
+        table: h().table(true).expectAllIngress('x/a', false),
+      },
+    ]);
+  },
+);
+
+test.serial('deleting policies lifts them: allow first, then the default deny', async (t) => {
+  const x = h().ns('x');
+  await h().applyPolicy(denyAll(x, ['Ingress']));
+  await h().applyPolicy(
+    networkPolicy('allow-b', x, {
+      podSelector: podLabel('a'),
+      ingress: [{ from: [peer({ pods: podLabel('b') })] }],
+    }),
+  );
+  await expectTables(
+    t,
+    'deny x, x/a from x/b',
+    everywhere(h().table(true).expectAllIngress('x', false).expectPeer('x/b', 'x/a', true)),
+  );
+  await h().deletePolicy(x, 'allow-b');
+  await expectTables(t, 'allow deleted', everywhere(h().table(true).expectAllIngress('x', false)));
+  await h().deletePolicy(x, 'deny-all');
+  await expectTables(t, 'deny deleted', everywhere(h().table(true)));
+});
+
+test.serial('pod label changes move pods into and out of selectors', async (t) => {
+  const x = h().ns('x');
+  await h().applyPolicy(
+    networkPolicy('isolate-target', x, {
+      podSelector: { matchLabels: { target: 'isolated' } },
+      policyTypes: ['Ingress'],
+    }),
+  );
+  await h().applyPolicy(
+    networkPolicy('from-updated', x, {
+      podSelector: podLabel('a'),
+      ingress: [{ from: [peer({ pods: { matchLabels: { pod2: 'updated' } } })] }],
+    }),
+  );
+  const base = () => h().table(true).expectAllIngress('x/a', false);
+  await expectTables(t, 'nobody labelled', everywhere(base()));
+  await h().labelPod('x/c', { pod2: 'updated' });
+  await expectTables(
+    t,
+    'x/c labelled pod2=updated',
+    everywhere(base().expectPeer('x/c', 'x/a', true)),
+  );
+  await h().labelPod('x/b', { target: 'isolated' });
+  await expectTables(
+    t,
+    'x/b labelled target=isolated',
+    everywhere(base().expectPeer('x/c', 'x/a', true).expectAllIngress('x/b', false)),
+  );
+  await h().labelPod('x/c', { pod2: null });
+  await expectTables(t, 'x/c label removed', everywhere(base().expectAllIngress('x/b', false)));
+});
+
+test.serial('namespace label changes move namespaces into and out of selectors', async (t) => {
+  await h().applyPolicy(
+    networkPolicy('from-updated-ns', h().ns('x'), {
+      podSelector: podLabel('a'),
+      ingress: [{ from: [peer({ namespaces: { matchLabels: { ns2: 'updated' } } })] }],
+    }),
+  );
+  const base = () => h().table(true).expectAllIngress('x/a', false);
+  await expectTables(t, 'no namespace labelled', everywhere(base()));
+  await h().labelNamespace('y', { ns2: 'updated' });
+  await expectTables(t, 'y labelled ns2=updated', everywhere(base().expectPeer('y', 'x/a', true)));
+  await h().labelNamespace('y', { ns2: null });
+  await expectTables(t, 'y label removed', everywhere(base()));
+});
+
+test.serial(
+  'protocols are separate: UDP 80 open to x/a, SCTP 81 to x/b, nothing else',
+  async (t) => {
+    const x = h().ns('x');
+    await h().applyPolicy(
+      networkPolicy('udp-80', x, {
+        podSelector: podLabel('a'),
+        ingress: [{ ports: [port(80, 'UDP')] }],
+      }),
+    );
+    await h().applyPolicy(
+      networkPolicy('sctp-81', x, {
+        podSelector: podLabel('b'),
+        ingress: [{ ports: [port(81, 'SCTP')] }],
+      }),
+    );
+    const both = () =>
+      h().table(true).expectAllIngress('x/a', false).expectAllIngress('x/b', false);
+    await expectTables(t, 'per-protocol ports', [
+      { on: [UDP80], table: both().expectAllIngress('x/a', true) },
+      { on: [SCTP81], table: both().expectAllIngress('x/b', true) },
+      { on: [TCP80, TCP81, UDP81, SCTP80], table: both() },
+    ]);
+  },
+);
+
+test.serial(
+  'under default deny both ways, a node and its own pods still reach each other',
+  async (t) => {
+    for (const ns of ['x', 'y', 'z'])
+      await h().applyPolicy(denyAll(h().ns(ns), ['Ingress', 'Egress']));
+    await expectTables(t, 'default deny everywhere', everywhere(h().table(false)));
+    // What the kubelet's probes need (and the NetworkPolicy docs promise): traffic
+    // between a pod and the node it runs on is always allowed.
+    const describe = (from: string, to: string, r: ProbeResult) =>
+      `${from} -> ${to} ${r.proto}/${r.port}: ${r.result}${r.answer ? ` (${r.answer})` : ''}`;
+    await eventually(
+      'every node reaching its own pods and being reached by them',
+      async () => {
+        const failures: string[] = [];
+        await Promise.all(
+          h().pods.map(async (pod) => {
+            const nodeIP = h().nodeIP(pod.node);
+            const targets = (ip: string) =>
+              PROTOCOLS.flatMap((proto) => [80, 81].map((p) => ({ proto, ip, port: p })));
+            const [down, up] = await Promise.all([
+              h().probeFromNode(pod.node, targets(pod.ip)),
+              h().probeFromPod(pod.key, targets(nodeIP)),
+            ]);
+            for (const r of down)
+              if (r.result !== 'reachable' || r.answer !== pod.key)
+                failures.push(describe(pod.node, pod.key, r));
+            for (const r of up)
+              if (r.result !== 'reachable' || r.answer !== nodeServerId(pod.node))
+                failures.push(describe(pod.key, pod.node, r));
+          }),
+        );
+        if (failures.length) throw new Error(failures.sort().join('; '));
+        return true;
+      },
+      20_000,
+      200,
+    );
+    t.pass();
+  },
+);
