@@ -293,7 +293,7 @@ const fmt = (xs: readonly number[]) =>
 export async function benchCniLatency(repeats: number): Promise<Figure[]> {
   const say = (line: string) => process.stderr.write(`${BENCH}: ${line}\n`);
   const lab = await Lab.up({
-    name: 'bcni',
+    name: 'cnilat',
     nodes: 1,
     podsPerNode: 0,
     agents: true,
@@ -346,7 +346,12 @@ export async function benchCniLatency(repeats: number): Promise<Figure[]> {
 
     const agentLog = lab.state.procs.find((p) => p.name === lab.agentProcName(node.name))?.log;
     let logMark = agentLog ? (await agentCniLines(agentLog, 0)).end : 0;
-    const agentSide = { add1: [] as number[], del1: [] as number[], addN: [] as number[] };
+    const agentSide = {
+      add1: [] as number[],
+      del1: [] as number[],
+      addN: [] as number[],
+      delN: [] as number[],
+    };
     const agentSince = async () => {
       if (!agentLog) return [];
       const { lines, end } = await agentCniLines(agentLog, logMark);
@@ -359,6 +364,17 @@ export async function benchCniLatency(repeats: number): Promise<Figure[]> {
     const floor: number[] = [];
     const relayVersion: number[] = [];
     const bridgeVersion: number[] = [];
+    // The same, 20 at once: the floor under any ADD at 20 in flight on this machine
+    // (20 nsenters and 20 plugin processes competing for the cores).
+    const floorN: number[] = [];
+    const relayVersionN: number[] = [];
+    const bridgeVersionN: number[] = [];
+    const atOnce = async (into: number[], call: () => Promise<unknown>) => {
+      const times = await Promise.all(
+        Array.from({ length: CONCURRENCY }, () => timed(call).then(([, ms]) => ms)),
+      );
+      into.push(...times);
+    };
     const versionCall = (s: Subject) =>
       timed(() =>
         lab.nodeRunner(node.name).run([join(s.cniPath, s.conflist.plugins[0]?.type ?? '')], {
@@ -377,8 +393,10 @@ export async function benchCniLatency(repeats: number): Promise<Figure[]> {
         g.add1.push(...r1.add);
         g.del1.push(...r1.del);
         if (s === wiremesh)
-          for (const l of await agentSince())
-            (l.command === 'ADD' ? agentSide.add1 : agentSide.del1).push(l.ms);
+          for (const l of await agentSince()) {
+            if (l.command === 'ADD') agentSide.add1.push(l.ms);
+            if (l.command === 'DEL') agentSide.del1.push(l.ms);
+          }
       }
       for (const s of order) {
         const g = got[s.label];
@@ -387,11 +405,17 @@ export async function benchCniLatency(repeats: number): Promise<Figure[]> {
         g.delN.push(...rN.del);
         g.allocsPerSec.push(CONCURRENCY / (rN.addWallMs / 1000));
         if (s === wiremesh)
-          for (const l of await agentSince()) if (l.command === 'ADD') agentSide.addN.push(l.ms);
+          for (const l of await agentSince()) {
+            if (l.command === 'ADD') agentSide.addN.push(l.ms);
+            if (l.command === 'DEL') agentSide.delN.push(l.ms);
+          }
       }
       floor.push((await timed(() => lab.execInNode(node.name, ['true'])))[1]);
       relayVersion.push((await versionCall(wiremesh))[1]);
       bridgeVersion.push((await versionCall(reference))[1]);
+      await atOnce(floorN, () => lab.execInNode(node.name, ['true']));
+      await atOnce(relayVersionN, () => versionCall(wiremesh));
+      await atOnce(bridgeVersionN, () => versionCall(reference));
       say(`repeat ${i + 1}/${repeats} (${((performance.now() - started) / 1000).toFixed(0)} s)`);
     }
 
@@ -402,10 +426,16 @@ export async function benchCniLatency(repeats: number): Promise<Figure[]> {
       `VERSION through the wiremesh relay (relay start + agent round trip): ${fmt(relayVersion)}`,
     );
     say(`VERSION of the reference bridge plugin (process start): ${fmt(bridgeVersion)}`);
+    say(`${CONCURRENCY} at once: nsenter + 'true' ${fmt(floorN)}`);
+    say(`${CONCURRENCY} at once: VERSION through the wiremesh relay ${fmt(relayVersionN)}`);
+    say(`${CONCURRENCY} at once: VERSION of the reference bridge plugin ${fmt(bridgeVersionN)}`);
     say(`wiremesh ADD, 1 in flight: end to end ${fmt(w.add1)}; agent-side ${fmt(agentSide.add1)}`);
     say(`wiremesh DEL, 1 in flight: end to end ${fmt(w.del1)}; agent-side ${fmt(agentSide.del1)}`);
     say(
       `wiremesh ADD, ${CONCURRENCY} in flight: end to end ${fmt(w.addN)}; agent-side ${fmt(agentSide.addN)}`,
+    );
+    say(
+      `wiremesh DEL, ${CONCURRENCY} in flight: end to end ${fmt(w.delN)}; agent-side ${fmt(agentSide.delN)}`,
     );
 
     const p99 = (name: string, a: readonly number[], b: readonly number[]): Figure => ({
