@@ -56,4 +56,9 @@ export const scenarios: Record<string, Scenario> = {
       'wiremesh CNI ADD/DEL p50/p99 at 1 and 20 in flight, and ADDs/s, vs reference bridge + host-local',
     run: ({ repeats }) => benchCniLatency(repeats),
   },
+  'policy-compile': {
+    description:
+      'NetworkPolicy compile of 10,000 pods x 1,000 policies, against JSON.stringify of the same snapshot',
+    run: async ({ repeats }) => (await import('./policy.ts')).benchPolicyCompile(repeats),
+  },
 };

@@ -12,6 +12,8 @@ import {
   type Probe,
 } from './fixtures.ts';
 import { disjoint, hookVerdict, renderFragment } from './nftsim.ts';
+import { checkTable } from '../nftables/index.ts';
+import { composeTable } from '../agent/nftable.ts';
 import type { NetworkPolicy, PolicyPod } from './types.ts';
 
 const nsOf = (id: string) => id.split('/')[0] as string;
@@ -622,7 +624,7 @@ test('output is deterministic and names are short and prefixed', (t) => {
   }
 });
 
-test('interval sets are disjoint when pod addresses fall inside ipBlocks', (t) => {
+test('interval sets are disjoint: ipBlocks minus excepts, pods apart', (t) => {
   const policies = [
     policy({
       name: 'mixed',
@@ -647,11 +649,16 @@ test('interval sets are disjoint when pod addresses fall inside ipBlocks', (t) =
   const intervalSets = table.sets.filter((s) => s.flags?.includes('interval'));
   t.true(intervalSets.length > 0);
   for (const s of intervalSets) t.true(disjoint(s.elements), `${s.name}: ${s.elements.join(', ')}`);
-  // 100.64.0.0/12 minus 100.64.1.0/24, plus the pods of x inside that hole.
+  // Each ipBlock is its cidr minus its excepts; pods are in sets of their own.
   t.deepEqual(
-    table.sets.find((s) => s.name.endsWith('-v4') && s.name.startsWith('pol-peer'))?.elements,
-    ['100.64.0.0/24', '100.64.1.1-100.64.1.3', '100.64.2.0-100.79.255.255'],
+    intervalSets
+      .filter((s) => s.name.endsWith('-v4'))
+      .map((s) => s.elements)
+      .sort(),
+    [['100.64.0.0/24', '100.64.2.0-100.64.255.255'], ['100.65.0.0-100.79.255.255']],
   );
+  const { reach } = makeCluster(policies);
+  t.true(reach({ from: 'x/b', to: 'x/a' }), 'a pod inside an except is still a selected pod');
 });
 
 test('two local pods claiming one address: the stricter of both, and a problem', (t) => {
@@ -857,6 +864,7 @@ for (const [title, policies] of goldenCases) {
       policies,
     });
     t.deepEqual(r.problems, []);
+    t.notThrows(() => checkTable(composeTable({ policy: r.table })), "the table driver's checks");
     t.snapshot(renderFragment(r.table), 'nft -f text');
     t.snapshot(r.stats, 'stats');
   });

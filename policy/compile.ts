@@ -15,9 +15,10 @@
 //   pol-eg-<hash> / pol-in-<hash>: one chain per distinct set of policies selecting a
 //     local pod for that direction: the allow rules of those policies (each ends in
 //     `return`), then `drop`.
-//   pol-peer-<hash>-v4/-v6: interval sets of a rule's peer addresses (selected pods'
-//     IPs and ipBlocks minus excepts, merged disjoint); pol-named-<hash>-v4/-v6:
-//     `addr . proto . port` sets resolving named ports.
+//   pol-peer-<hash>-v4/-v6: one set per distinct peer, shared by every policy naming
+//     it: a selector peer's pod addresses, or an ipBlock minus its excepts as an
+//     interval set (merged disjoint); pol-named-<hash>-v4/-v6: `addr . proto . port`
+//     sets resolving named ports.
 //
 // Decisions, in upstream terms:
 // - The fragment never `accept`s: allowed traffic returns to the agent's base chain
@@ -176,7 +177,6 @@ interface CompiledPeer {
 interface CompiledRule {
   /** null: every address. */
   peers: CompiledPeer[] | null;
-  peerKey: string;
   /** Empty (and no named ports): every port and protocol. */
   numeric: Map<Protocol, Range[] | 'all'>;
   named: { protocol: Protocol; name: string }[];
@@ -258,7 +258,6 @@ function compileRule(rule: PolicyRule, namespace: string): CompiledRule {
   }
   return {
     peers,
-    peerKey: peers === null ? '*' : JSON.stringify(peers.map((p) => p.canonical)),
     numeric,
     named: [...named.entries()].sort(([a], [b]) => cmp(a, b)).map(([, v]) => v),
   };
@@ -412,21 +411,15 @@ export function compilePolicies(input: CompileInput): CompileResult {
   }
 
   const out = new FragmentBuilder();
-  const peerCache = new Map<string, { pods: PodEntry[]; ranges: Record<Family, Range[]> }>();
+  const peerCache = new Map<string, PodEntry[]>();
 
-  /** The pods a rule's selector peers match, and its addresses (pods and ipBlocks). */
-  const resolvePeers = (rule: CompiledRule) => {
-    const cached = peerCache.get(rule.peerKey);
+  /** The pods a selector peer stands for, matched cluster-wide. */
+  const peerPods = (peer: CompiledPeer): PodEntry[] => {
+    const cached = peerCache.get(peer.canonical);
     if (cached) return cached;
-    const pods = new Set<PodEntry>();
-    const ranges: Record<Family, Range[]> = { 4: [], 6: [] };
-    for (const peer of rule.peers ?? []) {
-      if (peer.block) {
-        for (const f of FAMILIES) ranges[f].push(...peer.block[f]);
-        continue;
-      }
-      const sel = peer.pods;
-      if (!sel) continue;
+    const pods: PodEntry[] = [];
+    const sel = peer.pods;
+    if (sel) {
       const namespaces =
         sel.namespace !== null
           ? [sel.namespace]
@@ -436,27 +429,35 @@ export function compilePolicies(input: CompileInput): CompileResult {
               )
               .map(([name]) => name)
               .sort();
-      for (const ns of namespaces) for (const e of index.select(ns, sel.podSelector)) pods.add(e);
+      for (const ns of namespaces) pods.push(...index.select(ns, sel.podSelector));
     }
-    for (const e of pods)
-      for (const a of e.addrs) ranges[a.family].push({ lo: a.value, hi: a.value });
-    const result = {
-      pods: [...pods],
-      ranges: { 4: mergeRanges(ranges[4]), 6: mergeRanges(ranges[6]) },
-    };
-    peerCache.set(rule.peerKey, result);
-    return result;
+    peerCache.set(peer.canonical, pods);
+    return pods;
   };
 
-  const peerSet = (rule: CompiledRule, f: Family): string => {
-    const name = `pol-peer-${hash(rule.peerKey)}-v${f}`;
-    if (!out.sets.has(name)) {
+  /**
+   * One set per distinct peer (not per rule), so policies that name the same peer
+   * share it: an ipBlock as an interval set, a selector peer as its pods' addresses.
+   */
+  const peerSet = (peer: CompiledPeer, f: Family): string => {
+    const name = `pol-peer-${hash(peer.canonical)}-v${f}`;
+    if (out.sets.has(name)) return name;
+    if (peer.block) {
       out.sets.set(name, {
         name,
         type: ADDR_TYPE[f],
         flags: ['interval'],
-        elements: resolvePeers(rule).ranges[f].map((r) => renderRange(r, f)),
+        elements: peer.block[f].map((r) => renderRange(r, f)),
       });
+    } else {
+      const addrs = new Map<string, bigint>();
+      for (const e of peerPods(peer)) {
+        for (const a of e.addrs) if (a.family === f) addrs.set(a.text, a.value);
+      }
+      const elements = [...addrs.entries()]
+        .sort(([, a], [, b]) => (a < b ? -1 : a > b ? 1 : 0))
+        .map(([text]) => text);
+      out.sets.set(name, { name, type: ADDR_TYPE[f], elements });
     }
     return name;
   };
@@ -497,10 +498,49 @@ export function compilePolicies(input: CompileInput): CompileResult {
     return out;
   };
 
+  /** Egress named ports resolve against the peer's pods: selected, or inside the ipBlock. */
+  const egressNamedSet = (rule: CompiledRule, peer: CompiledPeer | null, f: Family) => {
+    const key = JSON.stringify(['egress-named', peer?.canonical ?? '*', rule.named]);
+    return namedSet(key, f, () => {
+      const block = peer?.block;
+      if (block) {
+        const keep = (a: Addr) => rangesContain(block[a.family], a.value);
+        return namedElements(
+          rule,
+          index.all.filter((e) => e.addrs.some(keep)).map((entry) => ({ entry, keep })),
+        );
+      }
+      const pods = peer ? peerPods(peer) : index.all;
+      return namedElements(
+        rule,
+        pods.map((entry) => ({ entry, keep: () => true })),
+      );
+    });
+  };
+
+  /** Ingress named ports resolve against the policy's selected pods on this node. */
+  const ingressNamedSet = (p: CompiledPolicy, rule: CompiledRule, f: Family) => {
+    const key = JSON.stringify([
+      'ingress-named',
+      p.policy.namespace,
+      canonicalSelector(p.policy.podSelector),
+      rule.named,
+    ]);
+    return namedSet(key, f, () =>
+      namedElements(
+        rule,
+        index
+          .select(p.policy.namespace, p.policy.podSelector)
+          .filter((e) => e.pod.node === input.self)
+          .map((entry) => ({ entry, keep: () => true })),
+      ),
+    );
+  };
+
+  /** A rule's nft rules: one per (peer, family, protocol), each ending in `return`. */
   const ruleTexts = (p: CompiledPolicy, dir: Direction, rule: CompiledRule): string[] => {
     const side = dir === 'ingress' ? 'saddr' : 'daddr';
-    const addrMatch = (f: Family) =>
-      rule.peers === null ? [] : [`${IPX[f]} ${side} @${peerSet(rule, f)}`];
+    const targets: (CompiledPeer | null)[] = rule.peers ?? [null];
     const l4: string[][] = [];
     if (rule.numeric.size === 0 && rule.named.length === 0) l4.push([]);
     for (const proto of PROTOCOLS) {
@@ -510,60 +550,26 @@ export function compilePolicies(input: CompileInput): CompileResult {
     }
     const texts: string[] = [];
     for (const match of l4) {
-      if (rule.peers === null) texts.push([...match, 'return'].join(' '));
-      else for (const f of FAMILIES) texts.push([...addrMatch(f), ...match, 'return'].join(' '));
+      for (const peer of targets) {
+        if (!peer) {
+          texts.push([...match, 'return'].join(' '));
+          continue;
+        }
+        for (const f of FAMILIES) {
+          texts.push([`${IPX[f]} ${side} @${peerSet(peer, f)}`, ...match, 'return'].join(' '));
+        }
+      }
     }
     if (rule.named.length > 0) {
-      for (const f of FAMILIES) {
-        const lookup = `${IPX[f]} daddr . meta l4proto . th dport`;
-        if (dir === 'ingress') {
-          // Resolved against the selected (destination) pods of this node.
-          const key = JSON.stringify([
-            'ingress-named',
-            p.policy.namespace,
-            canonicalSelector(p.policy.podSelector),
-            rule.named,
-          ]);
-          const set = namedSet(key, f, () =>
-            namedElements(
-              rule,
-              index
-                .select(p.policy.namespace, p.policy.podSelector)
-                .filter((e) => e.pod.node === input.self)
-                .map((entry) => ({ entry, keep: () => true })),
-            ),
-          );
-          texts.push([...addrMatch(f), `${lookup} @${set}`, 'return'].join(' '));
-        } else {
-          // Resolved against each peer pod, and pods inside an ipBlock peer.
-          const key = JSON.stringify(['egress-named', rule.peerKey, rule.named]);
-          const set = namedSet(key, f, () => {
-            if (rule.peers === null) {
-              return namedElements(
-                rule,
-                index.all.map((entry) => ({ entry, keep: () => true })),
-              );
-            }
-            const peers = resolvePeers(rule);
-            const selected = new Set(peers.pods);
-            const blocks: Record<Family, Range[]> = { 4: [], 6: [] };
-            for (const peer of rule.peers) {
-              if (peer.block) for (const g of FAMILIES) blocks[g].push(...peer.block[g]);
-            }
-            const inBlock = {
-              4: mergeRanges(blocks[4]),
-              6: mergeRanges(blocks[6]),
-            };
-            const keep = (e: PodEntry) => (a: Addr) =>
-              selected.has(e) || rangesContain(inBlock[a.family], a.value);
-            return namedElements(
-              rule,
-              index.all
-                .filter((e) => selected.has(e) || e.addrs.some(keep(e)))
-                .map((entry) => ({ entry, keep: keep(entry) })),
-            );
-          });
-          texts.push([`${lookup} @${set}`, 'return'].join(' '));
+      for (const peer of targets) {
+        for (const f of FAMILIES) {
+          const lookup = `${IPX[f]} daddr . meta l4proto . th dport`;
+          if (dir === 'ingress') {
+            const from = peer ? [`${IPX[f]} saddr @${peerSet(peer, f)}`] : [];
+            texts.push([...from, `${lookup} @${ingressNamedSet(p, rule, f)}`, 'return'].join(' '));
+          } else {
+            texts.push([`${lookup} @${egressNamedSet(rule, peer, f)}`, 'return'].join(' '));
+          }
         }
       }
     }
