@@ -1,0 +1,530 @@
+// The path planner: a pure function from a snapshot (this node, the other nodes, the
+// IP pools, the IPAM blocks, which encapsulations this kernel has) to the path every
+// remote pod block takes from this node, and why; the desired state of the VXLAN,
+// IP-in-IP and native drivers (tunnels/); the policy routing that sends an encrypted
+// pool's own traffic into WireGuard; the nftables fragment that keeps a Required
+// pool's traffic from ever leaving in plaintext, and the masquerade for natOutgoing;
+// and the pod MTU. No I/O, no clock: the agent, `wiremesh plan` and tests share it.
+//
+// Rules it follows (issue #5, DESIGN.md):
+// - Encryption is a property of the pool, and traffic is encrypted when either end's
+//   pool asks for it. Destination: the main-table route of a remote block follows its
+//   pool. Source: every pool with encryption WireGuard has a rule
+//   `from POOL lookup ENCRYPT_ROUTE_TABLE` (priority ENCRYPT_RULE_PRIORITY); that
+//   table routes every remote block whose node has a usable WireGuard peer via the
+//   WireGuard device, so such a pool's pods are encrypted whatever the far pool says,
+//   and fall through to the main table for a peer without one.
+// - A peer without a usable key (none, refused, duplicated) or no WireGuard on this
+//   node: a Preferred pool falls back to its encapsulation (an event says so); a
+//   Required pool is blocked. Blocking is enforced in nftables, not by the absence of
+//   a route: `encrypt-forward` / `encrypt-output` drop every packet from or to a
+//   Required pool, bound for a remote block, that would leave other than through the
+//   WireGuard device. That holds through any routing race or misconfiguration.
+// - An encapsulation this kernel lacks (IP-in-IP here), or one that cannot carry the
+//   block (IP-in-IP and IPv6; VXLAN without a VTEP address of the block's family):
+//   WireGuard if the peer has it, else native routing; an event says so.
+// - CrossSubnet variants encapsulate only towards nodes outside this node's subnets.
+//   Native routing installs `via REMOTE_UNDERLAY dev UNDERLAY` only on a shared
+//   subnet; across subnets the underlay must route pod addresses itself (no route).
+// - Without encryption the path is chosen by the destination on each side, so A->B
+//   may take B's pool's encapsulation and B->A A's: the agent sets rp_filter loose
+//   (2) on the tunnel devices so such replies are not dropped.
+import { cidrContains, formatCidr, parseCidr, type Cidr } from './cidr.ts';
+import { cidrLast } from '../ipam/cidr.ts';
+import type { IpPool, IpamBlock } from '../ipam/types.ts';
+import type { NftChain, NftSet, NftTable } from '../nftables/model.ts';
+import {
+  ENCRYPT_ROUTE_TABLE,
+  ENCRYPT_RULE_PRIORITY,
+  WIREGUARD_DEVICE_NAME,
+  encapsulation,
+  encapsulationMtu,
+  type EncapState,
+  type EncapsulationKind,
+} from '../tunnels/index.ts';
+
+export type PathPool = Pick<
+  IpPool,
+  'name' | 'cidr' | 'encryption' | 'encryptionMode' | 'encapsulation' | 'natOutgoing'
+>;
+export type PathBlock = Pick<IpamBlock, 'cidr' | 'node' | 'pool'>;
+
+export interface PathNode {
+  name: string;
+  /** Underlay addresses (the Node's InternalIPs). */
+  underlayIPs: readonly string[];
+  /**
+   * The node is a programmed WireGuard peer (valid, unduplicated key): planMesh
+   * put it in MeshPlan.peers. Ignored for this node itself.
+   */
+  wireguardPeer: boolean;
+}
+
+export interface PathInput {
+  self: string;
+  /** Subnets of this node's underlay interfaces, e.g. ['198.18.0.0/16'], for CrossSubnet. */
+  selfSubnets: readonly string[];
+  /** Every node, this one included. */
+  nodes: readonly PathNode[];
+  pools: readonly PathPool[];
+  blocks: readonly PathBlock[];
+  /** What this node can use (tunnels/ probeEncapsulations); absent kinds are unavailable. */
+  available: Partial<Record<EncapsulationKind, { available: boolean; detail: string }>>;
+  /** Mesh tunnel address by node (agent/plan.ts assignTunnelAddresses): the VTEP addresses. */
+  tunnelAddresses: ReadonlyMap<string, string>;
+  hostMtu: number;
+  underlayFamily: 4 | 6;
+}
+
+export type Path = 'wireguard' | 'vxlan' | 'ipip' | 'native' | 'blocked';
+
+export type PathEventReason =
+  'EncryptionFallback' | 'EncryptionRequiredBlocked' | 'EncapsulationUnavailable' | 'UnknownNode';
+
+/** Something an operator should hear about: one log line and one Event each. */
+export interface PathEvent {
+  reason: PathEventReason;
+  /** The remote node concerned. */
+  node: string;
+  pool: string;
+  message: string;
+}
+
+export interface PathDecision {
+  path: Path;
+  reason: string;
+  /** For native: the next hop on the underlay, or null when the underlay must route it. */
+  gateway?: string | null;
+}
+
+export interface BlockPath extends PathDecision {
+  cidr: string;
+  node: string;
+  pool: string;
+  /** Local source pools whose traffic to this block takes another path (policy routing or a drop). */
+  fromPools: Record<string, PathDecision>;
+}
+
+export interface SourceRoute {
+  dst: string;
+  dev: string;
+  src: string;
+  table: number;
+}
+
+export interface SourceRule {
+  family: 4 | 6;
+  priority: number;
+  from: string;
+  table: number;
+}
+
+export interface PathPlan {
+  /** Every remote block, by CIDR. */
+  blocks: BlockPath[];
+  /** Remote blocks whose main-table route goes through WireGuard: MeshPlan.routes should carry only these. */
+  wireguardBlocks: string[];
+  /** Desired state for tunnels/ VxlanDriver and IpipDriver; null removes the device. */
+  vxlan: EncapState | null;
+  ipip: EncapState | null;
+  /** Desired state for tunnels/ NativeDriver (always present; no peers removes its routes). */
+  native: EncapState;
+  /** Policy routing of encrypted source pools: routes in ENCRYPT_ROUTE_TABLE and the rules. */
+  encryptRoutes: SourceRoute[];
+  encryptRules: SourceRule[];
+  /** Chains encrypt-forward, encrypt-output, nat-postrouting and their sets. */
+  nft: NftTable;
+  mtu: {
+    /** Device MTUs of the paths. */
+    devices: Record<EncapsulationKind, number>;
+    /** Pod MTU by pool: the smallest over every path its pods can take. */
+    byPool: Record<string, number>;
+    /** The smallest of those (the hostMtu when there is no pool). */
+    pod: number;
+  };
+  events: PathEvent[];
+}
+
+/** The CRD's defaults, for a block whose pool is gone. */
+const DEFAULT_POOL: Omit<PathPool, 'name' | 'cidr'> = {
+  encryption: 'WireGuard',
+  encryptionMode: 'Preferred',
+  encapsulation: 'None',
+  natOutgoing: false,
+};
+
+/** What the decision for one (source pool, destination pool) pair depends on. */
+interface PairContext {
+  node: string;
+  /** The remote node is a WireGuard peer and this node has WireGuard. */
+  wireguard: boolean;
+  /** Why not, when not. */
+  wireguardWhyNot: string;
+  sameSubnet: boolean;
+  blockFamily: 4 | 6;
+  remoteUnderlay: string | null;
+  vtepFamily: 4 | 6 | null;
+  available: PathInput['available'];
+  underlayFamily: 4 | 6;
+}
+
+const familyOf = (address: string): 4 | 6 => (address.includes(':') ? 6 : 4);
+
+function availableKind(ctx: PairContext, kind: EncapsulationKind): string | null {
+  if (!ctx.remoteUnderlay) return `${ctx.node} has no IPv${ctx.underlayFamily} underlay address`;
+  const a = ctx.available[kind];
+  if (!a?.available) return a ? a.detail : `${kind} was not probed on this node`;
+  if (!encapsulation(kind).carries(ctx.blockFamily, ctx.underlayFamily))
+    return `${kind} cannot carry IPv${ctx.blockFamily} over an IPv${ctx.underlayFamily} underlay`;
+  if (kind === 'vxlan' && ctx.vtepFamily !== ctx.blockFamily)
+    return `no IPv${ctx.blockFamily} VTEP address (the tunnel addresses are IPv${ctx.vtepFamily ?? '?'})`;
+  return null;
+}
+
+function native(ctx: PairContext, why: string): PathDecision {
+  if (ctx.sameSubnet && ctx.remoteUnderlay && familyOf(ctx.remoteUnderlay) === ctx.blockFamily)
+    return { path: 'native', reason: why, gateway: ctx.remoteUnderlay };
+  return {
+    path: 'native',
+    reason: `${why}; ${ctx.node} is not on this node's subnet, so the underlay must route it`,
+    gateway: null,
+  };
+}
+
+/** The pool's encapsulation towards ctx.node, or the best available instead. */
+function encapsulated(pool: PathPool, ctx: PairContext, events: PathEvent[]): PathDecision {
+  const enc = pool.encapsulation;
+  if (enc === 'None') return native(ctx, `pool ${pool.name} asks for no encapsulation`);
+  const kind: EncapsulationKind = enc.startsWith('VXLAN') ? 'vxlan' : 'ipip';
+  const label = kind === 'vxlan' ? 'VXLAN' : 'IP-in-IP';
+  if (enc.endsWith('CrossSubnet') && ctx.sameSubnet)
+    return native(ctx, `pool ${pool.name} encapsulates only across subnets (${enc})`);
+  const missing = availableKind(ctx, kind);
+  if (missing === null) return { path: kind, reason: `pool ${pool.name} asks for ${label}` };
+  const instead = ctx.wireguard ? 'WireGuard' : 'native routing';
+  events.push({
+    reason: 'EncapsulationUnavailable',
+    node: ctx.node,
+    pool: pool.name,
+    message: `pool ${pool.name} asks for ${label} towards ${ctx.node}, unavailable: ${missing}; using ${instead}`,
+  });
+  const why = `pool ${pool.name} asks for ${label}, unavailable (${missing})`;
+  return ctx.wireguard ? { path: 'wireguard', reason: why } : native(ctx, why);
+}
+
+/** The main-table path of a block of `pool`: decided by the destination. */
+function destinationPath(pool: PathPool, ctx: PairContext, events: PathEvent[]): PathDecision {
+  if (pool.encryption === 'None') return encapsulated(pool, ctx, events);
+  if (ctx.wireguard) return { path: 'wireguard', reason: `pool ${pool.name} asks for encryption` };
+  if (pool.encryptionMode === 'Required') {
+    const message = `pool ${pool.name} requires encryption and ${ctx.wireguardWhyNot}: its traffic with ${ctx.node} is dropped`;
+    events.push({ reason: 'EncryptionRequiredBlocked', node: ctx.node, pool: pool.name, message });
+    return { path: 'blocked', reason: message };
+  }
+  const fallback = encapsulated(pool, ctx, events);
+  const message = `pool ${pool.name} prefers encryption but ${ctx.wireguardWhyNot}: falls back to ${fallback.path}`;
+  events.push({ reason: 'EncryptionFallback', node: ctx.node, pool: pool.name, message });
+  return { ...fallback, reason: `${message} (${fallback.reason})` };
+}
+
+/** The path of traffic from a pod of `source` (on this node) to a block of `dest`. */
+function pairPath(
+  source: PathPool,
+  dest: PathPool,
+  ctx: PairContext,
+  events: PathEvent[],
+): PathDecision {
+  const d = destinationPath(dest, ctx, events);
+  if (d.path === 'wireguard' || source.encryption === 'None') return d;
+  if (ctx.wireguard)
+    return { path: 'wireguard', reason: `source pool ${source.name} asks for encryption` };
+  if (source.encryptionMode === 'Required') {
+    const message = `pool ${source.name} requires encryption and ${ctx.wireguardWhyNot}: its traffic with ${ctx.node} is dropped`;
+    events.push({
+      reason: 'EncryptionRequiredBlocked',
+      node: ctx.node,
+      pool: source.name,
+      message,
+    });
+    return { path: 'blocked', reason: message };
+  }
+  if (d.path !== 'blocked') {
+    const message = `pool ${source.name} prefers encryption but ${ctx.wireguardWhyNot}: its traffic to pool ${dest.name} takes ${d.path}`;
+    events.push({ reason: 'EncryptionFallback', node: ctx.node, pool: source.name, message });
+  }
+  return d;
+}
+
+const byString = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
+function sameDecision(a: PathDecision, b: PathDecision): boolean {
+  return a.path === b.path && (a.gateway ?? null) === (b.gateway ?? null);
+}
+
+export function planPaths(input: PathInput): PathPlan {
+  const { self } = input;
+  const selfNode = input.nodes.find((n) => n.name === self);
+  if (!selfNode) throw new Error(`node ${self} is not among the nodes`);
+  const localUnderlay = selfNode.underlayIPs.find((a) => familyOf(a) === input.underlayFamily);
+  if (!localUnderlay) throw new Error(`node ${self} has no IPv${input.underlayFamily} address`);
+  const selfVtep = input.tunnelAddresses.get(self);
+  if (!selfVtep) throw new Error(`no tunnel address for ${self}`);
+  const subnets = input.selfSubnets.map(parseCidr);
+  const nodes = new Map(input.nodes.map((n) => [n.name, n]));
+  const pools = new Map(input.pools.map((p) => [p.name, p]));
+  const poolOf = (name: string): PathPool => pools.get(name) ?? { name, cidr: '', ...DEFAULT_POOL };
+  const wgHere = input.available.wireguard;
+  const events: PathEvent[] = [];
+
+  const contextFor = (nodeName: string, blockFamily: 4 | 6): PairContext => {
+    const node = nodes.get(nodeName);
+    const remoteUnderlay =
+      node?.underlayIPs.find((a) => familyOf(a) === input.underlayFamily) ?? null;
+    const wireguard = !!wgHere?.available && !!node?.wireguardPeer;
+    const wireguardWhyNot = !wgHere?.available
+      ? `WireGuard is unavailable on this node (${wgHere?.detail ?? 'not probed'})`
+      : `${nodeName} has no usable WireGuard key`;
+    const vtep = input.tunnelAddresses.get(nodeName);
+    return {
+      node: nodeName,
+      wireguard,
+      wireguardWhyNot,
+      sameSubnet: remoteUnderlay !== null && subnets.some((s) => cidrContains(s, remoteUnderlay)),
+      blockFamily,
+      remoteUnderlay,
+      vtepFamily: vtep ? familyOf(vtep) : null,
+      available: input.available,
+      underlayFamily: input.underlayFamily,
+    };
+  };
+
+  const encryptedPools = input.pools.filter((p) => p.encryption === 'WireGuard');
+  const blocks: BlockPath[] = [];
+  for (const b of [...input.blocks].sort((x, y) => byString(x.cidr, y.cidr))) {
+    if (b.node === self) continue;
+    const pool = poolOf(b.pool);
+    const family = familyOf(b.cidr.split('/')[0] ?? '');
+    const node = nodes.get(b.node);
+    if (!node) {
+      const message = `block ${b.cidr} belongs to ${b.node}, which is not a node of the cluster; not routed`;
+      events.push({ reason: 'UnknownNode', node: b.node, pool: pool.name, message });
+      blocks.push({ ...b, path: 'blocked', reason: message, fromPools: {} });
+      continue;
+    }
+    const ctx = contextFor(b.node, family);
+    const decision = destinationPath(pool, ctx, events);
+    if (!pools.has(b.pool)) decision.reason += ` (pool ${b.pool} not found: the CRD defaults)`;
+    const fromPools: Record<string, PathDecision> = {};
+    for (const source of encryptedPools) {
+      if (familyOf(source.cidr.split('/')[0] ?? '') !== family) continue;
+      const pair = pairPath(source, pool, ctx, events);
+      if (!sameDecision(pair, decision)) fromPools[source.name] = pair;
+    }
+    blocks.push({ cidr: b.cidr, node: b.node, pool: b.pool, ...decision, fromPools });
+  }
+
+  const state = (kind: 'vxlan' | 'ipip' | 'native', all: boolean): EncapState => {
+    const peers = [...nodes.values()]
+      .filter((n) => n.name !== self)
+      .flatMap((n) => {
+        const underlayIP = n.underlayIPs.find((a) => familyOf(a) === input.underlayFamily);
+        const vtepIP = input.tunnelAddresses.get(n.name);
+        if (!underlayIP || !vtepIP) return [];
+        const mine = blocks.filter((b) => b.node === n.name && b.path === kind);
+        const routed = kind === 'native' ? mine.filter((b) => b.gateway) : mine;
+        if (!all && routed.length === 0) return [];
+        return [{ node: n.name, underlayIP, vtepIP, blocks: routed.map((b) => b.cidr) }];
+      })
+      .sort((a, b) => byString(a.node, b.node));
+    const mtu =
+      kind === 'native'
+        ? input.hostMtu
+        : encapsulationMtu(input.hostMtu, kind, input.underlayFamily);
+    return { localUnderlayIP: localUnderlay, vtepIP: selfVtep, mtu, peers };
+  };
+  // A device exists while any pool may use it (remote nodes may send through it even
+  // when no route here does), with the FDB and neighbours of every node.
+  const poolUses = (prefix: string) => input.pools.some((p) => p.encapsulation.startsWith(prefix));
+  const vxlan = input.available.vxlan?.available && poolUses('VXLAN') ? state('vxlan', true) : null;
+  const ipip = input.available.ipip?.available && poolUses('IPIP') ? state('ipip', false) : null;
+
+  // Every remote block whose node is a WireGuard peer, for the encrypted pools' own traffic.
+  const encryptRoutes: SourceRoute[] =
+    encryptedPools.length === 0 || !wgHere?.available
+      ? []
+      : blocks
+          .filter((b) => nodes.get(b.node)?.wireguardPeer)
+          .map((b) => ({
+            dst: b.cidr,
+            dev: WIREGUARD_DEVICE_NAME,
+            src: selfVtep,
+            table: ENCRYPT_ROUTE_TABLE,
+          }));
+  const encryptRules: SourceRule[] = encryptedPools
+    .map((p) => ({
+      family: familyOf(p.cidr.split('/')[0] ?? ''),
+      priority: ENCRYPT_RULE_PRIORITY,
+      from: p.cidr,
+      table: ENCRYPT_ROUTE_TABLE,
+    }))
+    .sort((a, b) => byString(a.from, b.from));
+
+  return {
+    blocks,
+    wireguardBlocks: blocks.filter((b) => b.path === 'wireguard').map((b) => b.cidr),
+    vxlan,
+    ipip,
+    native: state('native', false),
+    encryptRoutes,
+    encryptRules,
+    nft: planPathNft(
+      input.pools,
+      blocks.map((b) => b.cidr),
+    ),
+    mtu: planMtu(input),
+    events: dedupeEvents(events),
+  };
+}
+
+/**
+ * The path of traffic from a pod of `sourcePool` on this node to a remote block: the
+ * block's own path unless the source pool's encryption overrides it.
+ */
+export function effectivePath(
+  plan: Pick<PathPlan, 'blocks'>,
+  sourcePool: string,
+  blockCidr: string,
+): PathDecision | null {
+  const block = plan.blocks.find((b) => b.cidr === blockCidr);
+  if (!block) return null;
+  return block.fromPools[sourcePool] ?? block;
+}
+
+function dedupeEvents(events: PathEvent[]): PathEvent[] {
+  const seen = new Map<string, PathEvent>();
+  for (const e of events) {
+    const key = `${e.reason}/${e.pool}/${e.node}`;
+    if (!seen.has(key)) seen.set(key, e);
+  }
+  return [...seen.values()].sort((a, b) =>
+    byString(`${a.node}/${a.pool}/${a.reason}`, `${b.node}/${b.pool}/${b.reason}`),
+  );
+}
+
+/** CIDRs of one family, none inside another (nft interval sets refuse overlaps). */
+function disjoint(cidrs: readonly string[], family: 4 | 6): string[] {
+  const parsed: Cidr[] = cidrs
+    .map(parseCidr)
+    .filter((c) => c.family === family)
+    .sort((a, b) => (a.base < b.base ? -1 : a.base > b.base ? 1 : a.prefix - b.prefix));
+  const out: Cidr[] = [];
+  for (const c of parsed) {
+    const last = out.at(-1);
+    if (last && c.base <= cidrLast(last)) continue; // sorted: overlapping means contained
+    out.push(c);
+  }
+  return out.map(formatCidr);
+}
+
+/** Names of the sets and chains in the fragment, for the agent and for status. */
+export const PATH_NFT = {
+  forward: 'encrypt-forward',
+  output: 'encrypt-output',
+  natPostrouting: 'nat-postrouting',
+} as const;
+
+/**
+ * The fragment of `inet wiremesh` this planner owns. Chains are static; what changes
+ * (pools, remote blocks) is in sets. The agent jumps to `encrypt-forward` from its
+ * filter forward base chain and to `encrypt-output` from a filter output base chain,
+ * both before any accept, and to `nat-postrouting` from a `type nat hook postrouting
+ * priority srcnat` base chain.
+ */
+export function planPathNft(pools: readonly PathPool[], remoteBlocks: readonly string[]): NftTable {
+  const sets: NftSet[] = [];
+  const chainRules = { forward: [] as string[], nat: [] as string[] };
+  for (const family of [4, 6] as const) {
+    const v = `v${family}`;
+    const ip = family === 4 ? 'ip' : 'ip6';
+    const type = family === 4 ? 'ipv4_addr' : 'ipv6_addr';
+    const set = (name: string, cidrs: readonly string[]) =>
+      sets.push({
+        name: `${name}-${v}`,
+        type,
+        flags: ['interval'],
+        elements: disjoint(cidrs, family),
+      });
+    set(
+      'encrypt-required',
+      pools
+        .filter((p) => p.encryptionMode === 'Required' && p.encryption === 'WireGuard')
+        .map((p) => p.cidr),
+    );
+    set('encrypt-remote-blocks', remoteBlocks);
+    set(
+      'nat-outgoing',
+      pools.filter((p) => p.natOutgoing).map((p) => p.cidr),
+    );
+    set(
+      'nat-pools',
+      pools.map((p) => p.cidr),
+    );
+    const notWg = `oifname != "${WIREGUARD_DEVICE_NAME}"`;
+    chainRules.forward.push(
+      `${ip} saddr @encrypt-required-${v} ${ip} daddr @encrypt-remote-blocks-${v} ${notWg} counter drop`,
+      `${ip} daddr @encrypt-required-${v} ${ip} daddr @encrypt-remote-blocks-${v} ${notWg} counter drop`,
+    );
+    chainRules.nat.push(`${ip} saddr @nat-outgoing-${v} ${ip} daddr != @nat-pools-${v} masquerade`);
+  }
+  const chains: NftChain[] = [
+    { name: PATH_NFT.forward, rules: chainRules.forward },
+    { name: PATH_NFT.output, rules: [...chainRules.forward] },
+    { name: PATH_NFT.natPostrouting, rules: chainRules.nat },
+  ];
+  return { sets, maps: [], chains };
+}
+
+/**
+ * Pod MTU by pool: the smallest MTU over every path a pod of the pool can take, to a
+ * block of any pool, whether or not the peer has a usable key and whether or not it is
+ * on this node's subnet. It depends on the pools and on what this kernel has, not on
+ * which peers exist now, so a pod's MTU stays right when a peer loses its key later.
+ */
+export function planMtu(
+  input: Pick<PathInput, 'pools' | 'available' | 'hostMtu' | 'underlayFamily'>,
+): PathPlan['mtu'] {
+  const devices = {
+    wireguard: encapsulationMtu(input.hostMtu, 'wireguard', input.underlayFamily),
+    vxlan: encapsulationMtu(input.hostMtu, 'vxlan', input.underlayFamily),
+    ipip: encapsulationMtu(input.hostMtu, 'ipip', input.underlayFamily),
+  };
+  const mtuOf = (path: Path): number =>
+    path === 'native' || path === 'blocked' ? input.hostMtu : devices[path];
+  const byPool: Record<string, number> = {};
+  for (const source of input.pools) {
+    const family = familyOf(source.cidr.split('/')[0] ?? '');
+    let mtu = input.hostMtu;
+    for (const dest of input.pools) {
+      if (familyOf(dest.cidr.split('/')[0] ?? '') !== family) continue;
+      for (const wireguard of [true, false]) {
+        for (const sameSubnet of [true, false]) {
+          const ctx: PairContext = {
+            node: '(any)',
+            wireguard: wireguard && !!input.available.wireguard?.available,
+            wireguardWhyNot: '',
+            sameSubnet,
+            blockFamily: family,
+            remoteUnderlay: input.underlayFamily === 4 ? '0.0.0.0' : '::',
+            vtepFamily: family,
+            available: input.available,
+            underlayFamily: input.underlayFamily,
+          };
+          mtu = Math.min(mtu, mtuOf(pairPath(source, dest, ctx, []).path));
+        }
+      }
+    }
+    byPool[source.name] = mtu;
+  }
+  const pod = Math.min(input.hostMtu, ...Object.values(byPool));
+  return { devices, byPool, pod };
+}
