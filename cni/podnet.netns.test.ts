@@ -3,6 +3,7 @@
 // inside the node namespace as the agent runs it in the node's) and `ip -batch`.
 import test, { type ExecutionContext } from 'ava';
 import { createHash } from 'node:crypto';
+import { readdir, readlink, stat } from 'node:fs/promises';
 import { defaultRunner, requireRoot, toolPath, type Runner } from '../sys/index.ts';
 import { CommandWiring, hostVethName, type PodWiring } from './podnet.ts';
 import { NetlinkWorker, WiringUnavailableError } from './netlinkd.ts';
@@ -143,6 +144,33 @@ for (const [impl, wiring] of Object.entries(implementations)) {
     t.false(links.stdout.includes(s.hostIfName));
   });
 }
+
+test.serial('netlink worker: no thread of the worker stays in a pod namespace', async (t) => {
+  const w = worker;
+  if (!w?.pid) throw new Error('the netlink worker is not running');
+  const pid = w.pid;
+  t.teardown(async () => {
+    for (const i of [0, 1])
+      await inNode.run(['ip', 'link', 'del', spec(i).hostIfName], { allowFailure: true });
+  });
+  await Promise.all([w.setup(spec(0)), w.setup(spec(1)), w.check(spec(0))]);
+  const nodeNsId = (await stat(`/run/netns/${nodeNs}`)).ino;
+  const strays = async () => {
+    const out: string[] = [];
+    for (const task of await readdir(`/proc/${pid}/task`)) {
+      const ns = await readlink(`/proc/${pid}/task/${task}/ns/net`).catch(() => null);
+      if (ns !== null && ns !== `net:[${nodeNsId}]`) out.push(`thread ${task} in ${ns}`);
+    }
+    return out;
+  };
+  // A thread that did a pod's work is destroyed as its goroutine ends, just after replying.
+  let left = await strays();
+  for (let i = 0; i < 50 && left.length; i++) {
+    await new Promise((r) => setTimeout(r, 20));
+    left = await strays();
+  }
+  t.deepEqual(left, []);
+});
 
 test.serial(
   'netlink worker: a killed worker is restarted, and the next ADD succeeds',

@@ -45,6 +45,14 @@ const podRouteProtocol = 252
 
 var podGateway = net.IPv4(169, 254, 1, 1)
 
+// The main goroutine keeps the main thread for itself. A goroutine that ends while
+// locked gets its thread destroyed, except the main thread, which Go parks for good
+// instead: had a pod's goroutine run there, the process's main thread would stay in
+// that pod's namespace (keeping it alive, and shown as the worker's namespace).
+func init() {
+	runtime.LockOSThread()
+}
+
 type request struct {
 	ID        uint64   `json:"id"`
 	Op        string   `json:"op"`
