@@ -14,4 +14,5 @@ export * from './vxlan.ts';
 export * from './ipip.ts';
 export * from './native.ts';
 export * from './registry.ts';
+export * from './sourcerouting.ts';
 export { applyOwnedRoutes, type WantedRoute } from './routes.ts';
