@@ -1,11 +1,14 @@
 # The wiremesh image: Node.js 24 on slim Debian with the tools the agent calls, and
-# the Go-built pieces (the CNI relay, wireguard-go for kernels without WireGuard).
+# the Go-built pieces (the CNI relay, the agent's netlink worker, wireguard-go for
+# kernels without WireGuard).
 FROM golang:1.24-bookworm AS go
 WORKDIR /src
 COPY hack/gotools/ hack/gotools/
 COPY cni/relay/ cni/relay/
+COPY cni/netlinkd/ cni/netlinkd/
 RUN cd hack/gotools && CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o /out/wireguard-go golang.zx2c4.com/wireguard \
- && cd /src/cni/relay && CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o /out/wiremesh-cni .
+ && cd /src/cni/relay && CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o /out/wiremesh-cni . \
+ && cd /src/cni/netlinkd && CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o /out/wiremesh-netlinkd .
 
 FROM node:24-bookworm-slim
 RUN apt-get update \
@@ -15,6 +18,6 @@ WORKDIR /opt/wiremesh
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund
 COPY . .
-COPY --from=go /out/wireguard-go /out/wiremesh-cni /usr/lib/wiremesh/
+COPY --from=go /out/wireguard-go /out/wiremesh-cni /out/wiremesh-netlinkd /usr/lib/wiremesh/
 RUN ln -s /opt/wiremesh/bin/wiremesh /usr/local/bin/wiremesh
 ENTRYPOINT ["wiremesh"]
