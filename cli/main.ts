@@ -14,6 +14,8 @@ commands:
   health     [--ready]                    on a node: exit 0 when the agent is alive (ready)
   plan       --node NAME [--kubeconfig FILE]   what the agent on NAME would program
   install-cni [--bin-dir /opt/cni/bin] [--conf-dir /etc/cni/net.d] [--chain portmap,bandwidth]
+  cleanup    [--pods] [--dry-run] [--force] [-o json]   on a node, after deleting the DaemonSet:
+             remove wiremesh's devices, routes, rules, nftables table, wireguard-go and files
   manifest   [--check] [--stdout]         regenerate deploy/wiremesh.yaml from deploy/'s parts
   lab up     [--name lab] [--nodes 3] [--pods-per-node 2] [--cni wiremesh|bridge] [--no-agents]
   lab status [--name lab] [-o json]
@@ -41,6 +43,8 @@ export async function main(argv: string[]): Promise<number> {
       return (await import('./agent.ts')).runHealth(rest);
     case 'install-cni':
       return (await import('./cni.ts')).runInstallCni(rest);
+    case 'cleanup':
+      return (await import('./cleanup.ts')).runCleanup(rest);
     case 'manifest':
       return (await import('./manifest.ts')).runManifest(rest);
     case undefined:
