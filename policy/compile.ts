@@ -203,8 +203,17 @@ function cmp(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
+const hashes = new Map<string, string>();
+
+/** 64 bits of sha256, as hex: stable object names of bounded length. Memoised. */
 function hash(text: string): string {
-  return createHash('sha256').update(text).digest('hex').slice(0, 16);
+  let h = hashes.get(text);
+  if (h === undefined) {
+    h = createHash('sha256').update(text).digest('hex').slice(0, 16);
+    if (hashes.size > 100_000) hashes.clear();
+    hashes.set(text, h);
+  }
+  return h;
 }
 
 function compileRule(rule: PolicyRule, namespace: string): CompiledRule {
@@ -339,7 +348,7 @@ export function compilePolicies(input: CompileInput): CompileResult {
         problems.push(podProblem(pod, 'InvalidPod', `address '${ip}' is not an IP address`));
         continue;
       }
-      addrs.push({ ...a, text: formatCanonical(ip) });
+      addrs.push(a);
     }
     entries.push({ pod, addrs });
     if (!namespaceLabels.has(pod.namespace)) {
@@ -721,11 +730,6 @@ function portText(r: Range): string {
 
 function podKey(p: Pick<PolicyPod, 'namespace' | 'name'>): string {
   return `${p.namespace}/${p.name}`;
-}
-
-function formatCanonical(ip: string): string {
-  const a = parseAddress(ip);
-  return a ? renderRange({ lo: a.value, hi: a.value }, a.family) : ip;
 }
 
 function podProblem(

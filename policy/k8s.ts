@@ -19,7 +19,7 @@
 // or port of a pod is dropped with a problem; the rest of the pod stands.
 import type { V1Namespace, V1NetworkPolicy, V1Pod } from '@kubernetes/client-node';
 import { checkPolicy } from './compile.ts';
-import { parseAddress, renderRange } from './ranges.ts';
+import { parseAddress } from './ranges.ts';
 import {
   POLICY_TYPES,
   PROTOCOLS,
@@ -309,8 +309,7 @@ export function podFromK8s(obj: Readonly<V1Pod> | object): {
       problem(`status address ${JSON.stringify(ip)} is not an IP address; ignored`);
       continue;
     }
-    const text = renderRange({ lo: a.value, hi: a.value }, a.family);
-    if (!ips.includes(text)) ips.push(text);
+    if (!ips.includes(a.text)) ips.push(a.text);
   }
 
   const ports: NamedPort[] = [];

@@ -32,15 +32,19 @@ export function formatAddress(value: bigint, family: Family): string {
   return ipaddr.fromByteArray(bytes).toString();
 }
 
-/** An IP address of either family; IPv4 only in dotted-quad decimal (no octal or hex). */
-export function parseAddress(text: string): { family: Family; value: bigint } | null {
-  if (typeof text !== 'string' || text.length > 45 || !ipaddr.isValid(text)) return null;
+/**
+ * An IP address of either family, with its canonical text (RFC 5952 for IPv6);
+ * IPv4 only in dotted-quad decimal (no octal or hex).
+ */
+export function parseAddress(text: string): { family: Family; value: bigint; text: string } | null {
+  if (typeof text !== 'string' || text.length > 45 || text.includes('%')) return null;
+  if (!ipaddr.isValid(text)) return null;
   const addr = ipaddr.parse(text);
   if (addr.kind() === 'ipv4') {
     if (!ipaddr.IPv4.isValidFourPartDecimal(text)) return null;
-    return { family: 4, value: toBigInt(addr) };
+    return { family: 4, value: toBigInt(addr), text: addr.toString() };
   }
-  return { family: 6, value: toBigInt(addr) };
+  return { family: 6, value: toBigInt(addr), text: addr.toString() };
 }
 
 /**
