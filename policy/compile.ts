@@ -25,6 +25,10 @@
 //   (policy accept), denied traffic is dropped. An egress allow therefore still meets
 //   the destination's ingress check on a same-node path, and the agent may order its
 //   base chains freely.
+// - Conntrack first: replies and related packets (ICMP errors) of any connection
+//   that was allowed when it started pass; `ct state invalid` is dropped for all
+//   forwarded traffic, as kube-proxy does. Connections open before a policy
+//   arrived stay open, as with every conntrack-based implementation.
 // - Ingress is decided on the destination pod's node, egress on the source pod's
 //   node: only pods with node === self get dispatch entries. A pod no policy selects
 //   for a direction is not in that map and passes.
