@@ -37,15 +37,10 @@ export interface HarnessPod extends ModelPod {
   ip: string;
 }
 
-/** Starts and stops the prober servers of the pods (and of the nodes, answering as "node/<name>"). */
+/** Starts and stops the prober servers of the pods. */
 export interface ProberServers {
   start(pod: HarnessPod): Promise<void>;
-  startOnNode(node: string): Promise<void>;
   stopAll(): Promise<void>;
-}
-
-export function nodeServerId(node: string): string {
-  return `node/${node}`;
 }
 
 /** Servers as processes in the lab pods' network namespaces, recorded by the lab (so `lab down` stops them too). */
@@ -62,11 +57,6 @@ export function labProberServers(driver: LabDriver): ProberServers {
         '--',
         ...serveArgv(PORTS, pod.key),
       ]);
-      started.push(procName);
-    },
-    async startOnNode(node) {
-      const procName = `netpol-serve-node-${node}`;
-      await lab.spawnInNode(node, procName, serveArgv(PORTS, nodeServerId(node)));
       started.push(procName);
     },
     async stopAll() {
@@ -118,9 +108,6 @@ export class NetpolHarness {
   readonly driver: ClusterDriver;
   readonly api: KubeClient;
   readonly pods: readonly HarnessPod[];
-  readonly keys: readonly string[];
-  /** Each node's InternalIP, where its prober server answers. */
-  readonly nodeIPs = new Map<string, string>();
   private readonly servers: ProberServers;
   private readonly suffix: string;
   private readonly probeTimeoutMs: number;
@@ -137,7 +124,6 @@ export class NetpolHarness {
     this.suffix = opts.namespaceSuffix ?? '';
     this.probeTimeoutMs = opts.probeTimeoutMs ?? 1000;
     this.pods = pods;
-    this.keys = pods.map((p) => p.key);
   }
 
   /** Create the namespaces and pods, start every server; tear down what was made if that fails. */
@@ -170,10 +156,6 @@ export class NetpolHarness {
         pods.push(pod);
         await servers.start(pod);
       }
-      for (const node of opts.driver.nodeNames()) {
-        h.nodeIPs.set(node, await nodeInternalIP(api, node));
-        await servers.startOnNode(node);
-      }
     } catch (e) {
       await h.tearDown().catch(() => {});
       throw e;
@@ -199,6 +181,11 @@ export class NetpolHarness {
         this.api.request('DELETE', `/api/v1/namespaces/${this.ns(ns)}`).catch(ignore(404)),
       );
     if (errors.length) throw new AggregateError(errors, 'netpol harness tear-down');
+  }
+
+  /** The pods' keys ("x/a", ...): the rows and columns of every table. */
+  get keys(): string[] {
+    return this.pods.map((p) => p.key);
   }
 
   /** The cluster name of a logical namespace (x, y, z). */
@@ -378,22 +365,6 @@ export class NetpolHarness {
     return this.expectAllowAll('reset to no policy');
   }
 
-  nodeIP(node: string): string {
-    const ip = this.nodeIPs.get(node);
-    if (!ip) throw new Error(`no InternalIP known for node ${node}`);
-    return ip;
-  }
-
-  /** Probe from a pod to any targets (e.g. its node). */
-  probeFromPod(key: string, targets: readonly ProbeTarget[]): Promise<ProbeResult[]> {
-    const p = this.pod(key);
-    return runProbes(
-      (argv, o) => this.driver.execInPod(p.realNamespace, p.name, argv, o),
-      targets,
-      this.probeTimeoutMs,
-    );
-  }
-
   /** Probe from a node (its host network namespace). */
   probeFromNode(node: string, targets: readonly ProbeTarget[]): Promise<ProbeResult[]> {
     return runProbes(
@@ -402,16 +373,6 @@ export class NetpolHarness {
       this.probeTimeoutMs,
     );
   }
-}
-
-async function nodeInternalIP(api: KubeClient, node: string): Promise<string> {
-  const obj = await api.request<{ status?: { addresses?: { type: string; address: string }[] } }>(
-    'GET',
-    `/api/v1/nodes/${node}`,
-  );
-  const ip = obj.status?.addresses?.find((a) => a.type === 'InternalIP')?.address;
-  if (!ip) throw new Error(`node ${node} has no InternalIP in its status`);
-  return ip;
 }
 
 function uniquePortProtocols(list: readonly PortProtocol[]): PortProtocol[] {
