@@ -6,7 +6,7 @@
 // SCTP checksums, so a policy suite's verdicts are the dataplane's and not the
 // prober's.
 import test from 'ava';
-import { defaultRunner, requireRoot, type Runner } from '../sys/index.ts';
+import { defaultRunner, requireRoot, systemEnv, type Runner } from '../sys/index.ts';
 import { background, eventually, type Background } from './probes.ts';
 import {
   runProbes,
@@ -103,6 +103,18 @@ test.after.always(async () => {
 });
 
 test.afterEach.always(flushNft);
+
+test.serial(
+  'the packet tests of the prober pass (go test: CRC32c, INIT, INIT-ACK, ABORT)',
+  async (t) => {
+    const res = await defaultRunner.run(['go', 'test', '.'], {
+      cwd: new URL('./prober/', import.meta.url).pathname,
+      env: systemEnv({ CGO_ENABLED: '0', GOFLAGS: '-buildvcs=false' }),
+      timeoutMs: 120_000,
+    });
+    t.regex(res.stdout, /^ok\s/m);
+  },
+);
 
 test.serial('every protocol answers on the served ports, with the server id', async (t) => {
   const results = await probeFromClient(matrix());
