@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # containernetworking-plugins: Debian's reference plugins, the baseline of bench cni-latency.
-packages=(curl iproute2 nftables containernetworking-plugins wireguard-tools iputils-ping tcpdump iperf3 socat openssl util-linux procps kmod ethtool)
+# The check tier runs shellcheck over every shell script of the repo.
+packages=(curl iproute2 nftables containernetworking-plugins wireguard-tools iputils-ping tcpdump iperf3 socat openssl util-linux procps kmod ethtool shellcheck)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -27,6 +27,13 @@ for tier in "${tiers[@]}"; do
       else
         failed=$((failed + 1)); bad_tiers+=(check); echo "not ok - typecheck, lint or format (see above)"
       fi
+      # Every shell script of the repo: by extension, and the scripts without one.
+      mapfile -t scripts < <(git ls-files -co --exclude-standard '*.sh' .ci/run bin/wiremesh)
+      if shellcheck "${scripts[@]}"; then
+        passed=$((passed + 1)); echo "ok - shellcheck (${#scripts[@]} scripts)"
+      else
+        failed=$((failed + 1)); bad_tiers+=(check); echo "not ok - shellcheck (see above)"
+      fi
       continue
       ;;
     unit) npm run --silent test:unit >"$logs/unit.tap" 2>&1 ;;

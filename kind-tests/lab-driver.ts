@@ -79,5 +79,12 @@ export class LabDriver implements ClusterDriver {
 export async function openCluster(options: UpOptions): Promise<ClusterDriver> {
   const kind = process.env.WIREMESH_E2E_CLUSTER ?? 'lab';
   if (kind === 'lab') return LabDriver.open(options);
-  throw new Error(`WIREMESH_E2E_CLUSTER=${kind}: only the 'lab' driver exists so far`);
+  if (kind === 'kind') {
+    // kind-tests/kind/run.sh: a cluster with wiremesh installed, at $KUBECONFIG.
+    const kubeconfig = process.env.KUBECONFIG;
+    if (!kubeconfig) throw new Error('WIREMESH_E2E_CLUSTER=kind needs KUBECONFIG');
+    const { KindDriver } = await import('./kind-driver.ts');
+    return KindDriver.open(kubeconfig, process.env.WIREMESH_KUBECTL ?? 'kubectl');
+  }
+  throw new Error(`WIREMESH_E2E_CLUSTER=${kind}: the drivers are 'lab' and 'kind'`);
 }

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# The end-to-end suites on a kind cluster (where Docker exists; the lab replaces it
+# here). Creates the cluster (kind-tests/kind/cluster.yaml), builds and loads the
+# wiremesh image and the probe image, applies deploy/wiremesh.yaml, waits for the
+# DaemonSet, and runs the suites written against the cluster-driver interface with
+# WIREMESH_E2E_CLUSTER=kind.
+#
+# Usage: kind-tests/kind/run.sh [all|apply]
+#   all    (default) everything above; the cluster is deleted at the end unless KIND_KEEP=1
+#   apply  only apply the manifest to $KUBECONFIG and wait for its CRDs and nodes
+#          (no kind node needed: the lab's e2e test runs this step against its apiserver)
+# Environment: KIND_CLUSTER_NAME (wiremesh), KIND_NODE_IMAGE (kind's default),
+#   KUBECTL (kubectl), KIND_KEEP (0), KUBECONFIG (for apply).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+kubectl_bin="${KUBECTL:-kubectl}"
+cluster="${KIND_CLUSTER_NAME:-wiremesh}"
+probe_image="wiremesh-probe:e2e"
+# The image the DaemonSet names: built and loaded under that very name.
+image="$(sed -n 's/^ *image: *\([^ ]*\).*/\1/p' "$root/deploy/daemonset.yaml" | head -1)"
+
+say() { echo "kind-e2e: $*" >&2; }
+die() { say "$*"; exit 1; }
+kc() { "$kubectl_bin" --kubeconfig "$KUBECONFIG" "$@"; }
+
+need() {
+  local tool
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null || die "'$tool' is not on PATH"
+  done
+}
+
+# Apply the combined manifest; wait until its CRDs are served and the nodes listed.
+apply_manifest() {
+  [[ -n "${KUBECONFIG:-}" ]] || die "KUBECONFIG is not set"
+  say "applying deploy/wiremesh.yaml"
+  kc apply -f "$root/deploy/wiremesh.yaml"
+  kc wait --for=condition=established --timeout=60s \
+    crd/ippools.wiremesh.io crd/ipamblocks.wiremesh.io
+  kc get ippools.wiremesh.io default-ipv4 >/dev/null
+  kc get nodes -o wide
+}
+
+run_all() {
+  need kind docker "$kubectl_bin"
+  export KUBECONFIG="${KIND_KUBECONFIG:-$root/.cache/kind/$cluster.kubeconfig}"
+  mkdir -p "$(dirname "$KUBECONFIG")"
+  if kind get clusters 2>/dev/null | grep -qx "$cluster"; then
+    say "using the existing cluster $cluster"
+    kind export kubeconfig --name "$cluster" --kubeconfig "$KUBECONFIG"
+  else
+    say "creating the cluster $cluster"
+    kind create cluster --name "$cluster" --config "$here/cluster.yaml" \
+      --kubeconfig "$KUBECONFIG" ${KIND_NODE_IMAGE:+--image "$KIND_NODE_IMAGE"}
+  fi
+  if [[ "${KIND_KEEP:-0}" != 1 ]]; then
+    trap 'say "deleting the cluster $cluster"; kind delete cluster --name "$cluster"' EXIT
+  fi
+
+  say "building $image and $probe_image"
+  docker build -t "$image" "$root"
+  docker build -t "$probe_image" -f "$here/probe.Dockerfile" "$here"
+  kind load docker-image --name "$cluster" "$image" "$probe_image"
+
+  apply_manifest
+  kc -n kube-system rollout status daemonset/wiremesh-agent --timeout=300s
+  kc wait --for=condition=Ready nodes --all --timeout=300s
+
+  # The suites that reach the cluster only through the driver interface.
+  local suites=()
+  mapfile -t suites < <(grep -l 'openCluster(' "$root"/kind-tests/*.e2e.test.ts || true)
+  ((${#suites[@]})) || die "no suite goes through openCluster() yet"
+  say "running ${#suites[@]} suite(s) on kind: ${suites[*]##*/}"
+  (cd "$root" && WIREMESH_E2E_CLUSTER=kind WIREMESH_KUBECTL="$kubectl_bin" \
+    node_modules/.bin/ava --tap --serial "${suites[@]}")
+}
+
+case "${1:-all}" in
+  all) run_all ;;
+  apply) need "$kubectl_bin"; apply_manifest ;;
+  *) die "unknown step '$1' (all, apply)" ;;
+esac
