@@ -1,7 +1,10 @@
-// The node agent: keeps a snapshot of the cluster's Nodes from a watch, publishes
-// this node's WireGuard public key and endpoint, and runs the reconcile loop that
-// plans the mesh and applies it. Nothing touches the dataplane before the first
-// full list. A reconcile error is logged, counted and retried; the agent never
+// The node agent: keeps a snapshot of the cluster's Nodes, IPAM blocks, Pods,
+// Namespaces and NetworkPolicies from watches, publishes this node's WireGuard
+// public key and endpoint, and runs the reconcile loop whose phases plan and apply
+// the mesh (`mesh`) and the nftables table (`policy`). A watch event marks only its
+// phase dirty, so a pod's new label costs a policy compile, not a mesh pass; the
+// resync runs both and repairs drift. Nothing touches the dataplane before the first
+// full lists. A reconcile error is logged, counted and retried; the agent never
 // exits on one. On shutdown it leaves the dataplane in place, so traffic keeps
 // flowing across an agent restart.
 import { existsSync } from 'node:fs';
@@ -10,11 +13,15 @@ import { kubeClient, Informer, type KubeClient } from '../kube/index.ts';
 import { KeyStore, type WireGuardKeyPair } from '../crypto/index.ts';
 import { WgCli, type WgClient, type WgPeer } from '../tunnels/index.ts';
 import { IpCli, defaultRunner, type IpClient } from '../sys/index.ts';
+import { NftCli, TableDriver, type NftApplyReport } from '../nftables/index.ts';
+import type { CompileStats } from '../policy/index.ts';
+import { PolicyWatch } from './policy.ts';
+import { composeTable } from './nftable.ts';
 import { meshNodeFromK8s, type MeshNode } from './meshnode.ts';
 import { planMesh, type MeshPlan, type MeshSettings } from './plan.ts';
 import { MeshDriver, reportChanged, type DeviceProvider } from './meshdriver.ts';
 import { chooseDevice, type WireGuardMode } from './device.ts';
-import { Reconciler } from './reconciler.ts';
+import { Reconciler, type DirtyPhases } from './reconciler.ts';
 import { PodNetwork } from './podnetwork.ts';
 import { pathMtu } from './mtu.ts';
 import { runInformer } from './watch.ts';
@@ -76,6 +83,12 @@ export interface AgentStatus {
   };
   peers: PeerStatus[];
   refused: { node: string; reason: string; message: string }[];
+  policy: {
+    /** What the compiler produced for this node, null before the first policy pass. */
+    stats: CompileStats | null;
+    problems: number;
+    lastApply: NftApplyReport | null;
+  };
   reconcile: Reconciler['stats'];
   synced: boolean;
 }
@@ -93,6 +106,9 @@ export class Agent {
   private informer!: Informer<V1Node>;
   private blockInformer!: Informer<KubernetesObject>;
   private podNetwork: PodNetwork | undefined;
+  private policy: PolicyWatch | undefined;
+  private readonly table: TableDriver;
+  private policyStatus: AgentStatus['policy'] = { stats: null, problems: 0, lastApply: null };
   private events: KubeEventRecorder;
   private lastPlan: MeshPlan | null = null;
   private synced = false;
@@ -107,8 +123,9 @@ export class Agent {
     this.keys = new KeyStore(config.stateDir);
     this.wg = new WgCli(defaultRunner);
     this.ip = new IpCli(defaultRunner);
+    this.table = new TableDriver(new NftCli(defaultRunner));
     this.events = new KubeEventRecorder(this.kube, config.nodeName, log);
-    this.reconciler = new Reconciler(() => this.reconcileOnce(), {
+    this.reconciler = new Reconciler((dirty) => this.reconcileOnce(dirty), {
       resyncMs: config.resyncMs,
       log,
     });
@@ -138,7 +155,7 @@ export class Agent {
     );
     this.driver = new MeshDriver({ wg: this.wg, ip: this.ip, device: this.device });
 
-    const schedule = (reason: string) => this.reconciler.schedule(reason);
+    const schedule = (reason: string) => this.reconciler.schedule(reason, 'mesh');
     this.informer = new Informer<V1Node>(this.kube, '/api/v1/nodes');
     await runInformer(this.informer, 'nodes', this.log, schedule);
     this.blockInformer = new Informer<KubernetesObject>(
@@ -171,6 +188,8 @@ export class Agent {
       mtu: () => this.lastPlan?.device.mtu ?? pathMtu(1500, 'wireguard', 4),
     });
     await this.podNetwork.start(`${this.config.runDir}/cni.sock`);
+    this.policy = new PolicyWatch(this.kube, this.log);
+    await this.policy.start((reason) => this.reconciler.schedule(reason, 'policy'));
     this.synced = true;
     this.log.info('initial node list received', { nodes: this.informer.list().length });
     this.reconciler.start();
@@ -178,7 +197,7 @@ export class Agent {
     // than at the next resync: checking /sys every second costs next to nothing.
     this.watchdog = setInterval(() => {
       if (!existsSync(`/sys/class/net/${WIREGUARD_DEVICE}`))
-        this.reconciler.schedule('device missing');
+        this.reconciler.schedule('device missing', 'mesh');
     }, 1000);
     if (this.config.keyRotationPeriodMs > 0) {
       this.rotationTimer = setInterval(() => {
@@ -195,6 +214,7 @@ export class Agent {
     if (this.watchdog) clearInterval(this.watchdog);
     await this.informer?.stop();
     await this.blockInformer?.stop();
+    await this.policy?.stop();
     await this.podNetwork?.stop();
     await this.reconciler.idle();
   }
@@ -230,7 +250,39 @@ export class Agent {
     return this.informer.list().map(meshNodeFromK8s);
   }
 
-  private async reconcileOnce(): Promise<void> {
+  private async reconcileOnce(dirty: DirtyPhases): Promise<void> {
+    // Each phase runs even when the other failed; the first error fails the pass,
+    // which retries every phase.
+    const errors: unknown[] = [];
+    if (dirty.all || dirty.has('mesh')) await this.reconcileMesh().catch((e) => errors.push(e));
+    if (dirty.all || dirty.has('policy'))
+      await this.reconcilePolicy(dirty.all).catch((e) => errors.push(e));
+    if (errors.length) throw errors[0];
+  }
+
+  /** Compile this node's policy, compose the table and apply the difference. */
+  private async reconcilePolicy(resync: boolean): Promise<void> {
+    if (!this.policy) return;
+    const result = this.policy.compile(this.config.nodeName);
+    this.policy.report(result.problems, this.events);
+    const table = composeTable({ policy: result.table });
+    if (resync) {
+      const check = await this.table.verify();
+      if (!check.inSync)
+        this.log.warn('nftables table changed outside the agent; restoring it', {
+          differences: check.differences.slice(0, 5),
+        });
+    }
+    const report = await this.table.apply(table);
+    if (report.mode !== 'unchanged') this.log.info('nftables table applied', { ...report });
+    this.policyStatus = {
+      stats: result.stats,
+      problems: result.problems.length,
+      lastApply: report.mode === 'unchanged' ? this.policyStatus.lastApply : report,
+    };
+  }
+
+  private async reconcileMesh(): Promise<void> {
     const nodes = this.meshNodes();
     const self = nodes.find((n) => n.name === this.config.nodeName);
     if (!self) throw new Error(`this node (${this.config.nodeName}) has no Node object yet`);
@@ -332,6 +384,7 @@ export class Agent {
       },
       peers,
       refused: this.lastPlan?.refused ?? [],
+      policy: this.policyStatus,
       reconcile: { ...this.reconciler.stats },
       synced: this.synced,
     };
