@@ -15,7 +15,10 @@
 // wiremesh and reference rounds alternate (A B, then B A) so drift in machine
 // load hits both. Correctness is checked as it goes: every ADD result carries an
 // address, the addresses of attachments alive together are distinct, every DEL
-// exits 0. Anything but the harness's output goes to stderr.
+// exits 0. Anything but the harness's output goes to stderr, with the floors under
+// every call (nsenter + `true`, and VERSION of each plugin, one at a time and 20 at
+// once: what the machine needs to start the processes, before any plugin work) and
+// the agent's own account of each request. bench/cni-latency.md has a breakdown.
 import { existsSync } from 'node:fs';
 import { readFile, writeFile, open } from 'node:fs/promises';
 import { join } from 'node:path';
