@@ -1,5 +1,9 @@
-// The install manifests against the lab's real kube-apiserver: every object of
-// deploy/*.yaml passes a server-side dry run, then a real apply.
+// The install manifests against the lab's real kube-apiserver: every object of the
+// deploy/ parts passes a server-side dry run, then a real apply; the combined
+// deploy/wiremesh.yaml goes through a real kubectl (dry run, apply, diff, and one
+// `kubectl apply` on a cluster without wiremesh, as a user runs it, through the kind
+// script's own apply step); and the kind driver's kubectl steps that need no kind
+// node (apply, wait, list nodes and pods, namespaces) run against the same apiserver.
 import test from 'ava';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -10,33 +14,49 @@ import {
   type KubernetesObject,
 } from '@kubernetes/client-node';
 import { LabDriver } from './lab-driver.ts';
+import { Kubectl, probePod, nodeProbeDaemonSet, E2E_NAMESPACE } from './kind-driver.ts';
 import { DEPLOY_DIR, waitForResource } from '../lab/manifests.ts';
+import { COMBINED_MANIFEST, MANIFEST_PARTS } from '../install/index.ts';
+import { defaultRunner, systemEnv, toolPath } from '../sys/index.ts';
+
+const RUN_SH = new URL('./kind/run.sh', import.meta.url).pathname;
+const COMBINED = join(DEPLOY_DIR, COMBINED_MANIFEST);
 
 let driver: LabDriver | undefined;
 let client: KubernetesObjectApi;
+let kubectl: Kubectl;
 
 test.before(async () => {
-  driver = await LabDriver.fresh({ name: 'e2edepl', nodes: 1, podsPerNode: 0, agents: false });
+  // The real kubectl of the same release as the apiserver, built by hack/build-tools.sh.
+  const binary = toolPath('kubectl');
+  driver = await LabDriver.fresh({ name: 'e2edepl', nodes: 2, podsPerNode: 0, agents: false });
   const kc = new KubeConfig();
   kc.loadFromFile(driver.lab.state.kubeconfig);
   client = KubernetesObjectApi.makeApiClient(kc);
+  kubectl = new Kubectl(driver.lab.state.kubeconfig, binary);
 });
 
 test.after.always(async () => {
   if (driver) await driver.close();
 });
 
-const order = ['crds.yaml', 'rbac.yaml', 'default-pool.yaml', 'daemonset.yaml'];
+function objects(path: string): KubernetesObject[] {
+  return (loadAllYaml(readFileSync(path, 'utf8')) as (KubernetesObject | null)[]).filter(
+    (o): o is KubernetesObject => o !== null,
+  );
+}
 
-test.serial('every manifest is accepted by a server-side dry run, then applied', async (t) => {
+test.serial('every manifest part is accepted by a server-side dry run, then applied', async (t) => {
   const files = readdirSync(DEPLOY_DIR).filter((f) => f.endsWith('.yaml'));
-  t.deepEqual([...files].sort(), [...order].sort(), 'every manifest in deploy/ is covered');
-  for (const file of order) {
-    const objs = (
-      loadAllYaml(readFileSync(join(DEPLOY_DIR, file), 'utf8')) as (KubernetesObject | null)[]
-    ).filter((o): o is KubernetesObject => o !== null);
+  // The parts of the combined manifest first, in its order; any other manifest
+  // (e.g. optional CRDs) after them: every file of deploy/ is covered.
+  const extra = files
+    .filter((f) => f !== COMBINED_MANIFEST && !(MANIFEST_PARTS as readonly string[]).includes(f))
+    .sort();
+  for (const file of [...MANIFEST_PARTS, ...extra]) {
+    const objs = objects(join(DEPLOY_DIR, file));
     t.true(objs.length > 0, file);
-    if (file === 'default-pool.yaml') {
+    if (objs.some((o) => o.apiVersion?.startsWith('wiremesh.io/'))) {
       await waitForResource(driver?.lab.state.kubeconfig ?? '', {
         group: 'wiremesh.io',
         version: 'v1alpha1',
@@ -55,4 +75,78 @@ test.serial('every manifest is accepted by a server-side dry run, then applied',
     metadata: { name: 'wiremesh-agent', namespace: 'kube-system' },
   });
   t.is(ds.metadata?.name, 'wiremesh-agent');
+});
+
+test.serial(
+  'deploy/wiremesh.yaml through kubectl: server dry run, apply, and no diff from the parts',
+  async (t) => {
+    const dry = await kubectl.run(['apply', '--dry-run=server', '-f', COMBINED]);
+    t.regex(
+      dry.stdout,
+      /daemonset\.apps\/wiremesh-agent (configured|unchanged) \(server dry run\)/,
+    );
+    const applied = await kubectl.apply(COMBINED);
+    t.is(applied.length, objects(COMBINED).length, applied.join('\n'));
+    // The combined manifest holds what the parts hold: the server sees no difference.
+    const diff = await kubectl.run(['diff', '-f', COMBINED], { allowFailure: true });
+    t.is(diff.code, 0, diff.stdout + diff.stderr);
+  },
+);
+
+test.serial(
+  "one `kubectl apply -f deploy/wiremesh.yaml` on a cluster without wiremesh: the kind script's apply step",
+  async (t) => {
+    await kubectl.run(
+      ['delete', '-f', COMBINED, '--ignore-not-found', '--wait=true', '--timeout=60s'],
+      {
+        timeoutMs: 120_000,
+      },
+    );
+    t.is((await kubectl.run(['get', 'crd', '-o', 'name'])).stdout.trim(), '');
+    const res = await defaultRunner.run([RUN_SH, 'apply'], {
+      env: systemEnv({
+        KUBECTL: toolPath('kubectl'),
+        KUBECONFIG: driver?.lab.state.kubeconfig ?? '',
+      }),
+      timeoutMs: 180_000,
+      allowFailure: true,
+    });
+    t.is(res.code, 0, res.stderr);
+    // The CRDs and an object of theirs in one apply: kubectl must not trip over it.
+    t.regex(
+      res.stdout,
+      /customresourcedefinition\.apiextensions\.k8s\.io\/ippools\.wiremesh\.io created/,
+    );
+    t.regex(res.stdout, /ippool\.wiremesh\.io\/default-ipv4 created/);
+    t.regex(res.stdout, /configmap\/wiremesh-config created/);
+    for (const node of driver?.nodeNames() ?? [])
+      t.regex(res.stdout, new RegExp(`^${node}\\s`, 'm'));
+  },
+);
+
+test.serial("the kind driver's kubectl steps that need no kind node", async (t) => {
+  t.deepEqual(await kubectl.nodeNames(), [...(driver?.nodeNames() ?? [])].sort());
+  await kubectl.wait(
+    ['crd/ippools.wiremesh.io', 'crd/ipamblocks.wiremesh.io'],
+    'condition=established',
+  );
+  await kubectl.ensureNamespace(E2E_NAMESPACE);
+  await kubectl.ensureNamespace(E2E_NAMESPACE); // already there: not an error
+  // What the controller-manager does in a real cluster (the lab runs none).
+  await kubectl.run(['create', 'serviceaccount', 'default', '-n', E2E_NAMESPACE]);
+  const [node] = driver?.nodeNames() ?? [];
+  if (!node) throw new Error('no node');
+  // The objects the driver creates are valid for the apiserver (no kubelet runs them here).
+  await kubectl.apply('-', JSON.stringify(nodeProbeDaemonSet(E2E_NAMESPACE)));
+  await kubectl.apply('-', JSON.stringify(probePod(node, E2E_NAMESPACE, 'probe-a', { role: 'a' })));
+  const pods = await kubectl.pods(E2E_NAMESPACE, 'role=a');
+  t.deepEqual(
+    pods.map((p) => [p.metadata.name, p.spec.nodeName]),
+    [['probe-a', node]],
+  );
+  await kubectl.wait(['pod/probe-a'], 'create', { namespace: E2E_NAMESPACE, timeoutSeconds: 10 });
+  // The lab runs no namespace controller: deletion starts and stays Terminating.
+  await kubectl.deleteNamespace(E2E_NAMESPACE, false);
+  const ns = await kubectl.json<{ status: { phase: string } }>(['get', 'namespace', E2E_NAMESPACE]);
+  t.is(ns.status.phase, 'Terminating');
 });
