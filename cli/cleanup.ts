@@ -2,6 +2,7 @@
 // device, route, rule, nftables table, process and file of wiremesh there, and says
 // what it removed. Pod interfaces only with --pods (that cuts the pods still running).
 import { parseArgs } from 'node:util';
+import { join } from 'node:path';
 import { defaultRunner, requireRoot } from '../sys/index.ts';
 import {
   DEFAULT_CLEANUP_PATHS,
@@ -19,6 +20,8 @@ export async function runCleanup(argv: string[]): Promise<number> {
       'dry-run': { type: 'boolean', default: false },
       force: { type: 'boolean', default: false },
       output: { type: 'string', short: 'o' },
+      // The node's file system elsewhere, e.g. /host under `kubectl debug node/NAME`.
+      root: { type: 'string', default: '/' },
       'state-dir': { type: 'string', default: DEFAULT_CLEANUP_PATHS.stateDir },
       'run-dir': { type: 'string', default: DEFAULT_CLEANUP_PATHS.runDir },
       'cni-bin-dir': { type: 'string', default: DEFAULT_CLEANUP_PATHS.cniBinDir },
@@ -28,14 +31,15 @@ export async function runCleanup(argv: string[]): Promise<number> {
   if (values.output !== undefined && values.output !== 'json')
     throw new Error(`unknown output format '${values.output}': use -o json`);
   requireRoot('wiremesh cleanup');
+  const at = (path: string) => join(values.root, path);
   const env = {
     runner: defaultRunner,
     paths: {
-      ...DEFAULT_CLEANUP_PATHS,
-      stateDir: values['state-dir'],
-      runDir: values['run-dir'],
-      cniBinDir: values['cni-bin-dir'],
-      cniConfDir: values['cni-conf-dir'],
+      stateDir: at(values['state-dir']),
+      runDir: at(values['run-dir']),
+      cniBinDir: at(values['cni-bin-dir']),
+      cniConfDir: at(values['cni-conf-dir']),
+      wireguardRunDir: at(DEFAULT_CLEANUP_PATHS.wireguardRunDir),
     },
   };
   const observed = await observeNode(env);

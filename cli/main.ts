@@ -14,7 +14,7 @@ commands:
   health     [--ready]                    on a node: exit 0 when the agent is alive (ready)
   plan       --node NAME [--kubeconfig FILE]   what the agent on NAME would program
   install-cni [--bin-dir /opt/cni/bin] [--conf-dir /etc/cni/net.d] [--chain portmap,bandwidth]
-  cleanup    [--pods] [--dry-run] [--force] [-o json]   on a node, after deleting the DaemonSet:
+  cleanup    [--pods] [--dry-run] [--force] [--root /] [-o json]   on a node, after deleting the DaemonSet:
              remove wiremesh's devices, routes, rules, nftables table, wireguard-go and files
   manifest   [--check] [--stdout]         regenerate deploy/wiremesh.yaml from deploy/'s parts
   lab up     [--name lab] [--nodes 3] [--pods-per-node 2] [--cni wiremesh|bridge] [--no-agents]
