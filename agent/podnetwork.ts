@@ -22,12 +22,15 @@ export const GC_GRACE_MS = 60_000;
 
 class IpamForCni implements PodIpam {
   private readonly ipam: NodeIpam;
+  private readonly poolFor: (namespace: string) => string | undefined;
   started = false;
-  constructor(ipam: NodeIpam) {
+  constructor(ipam: NodeIpam, poolFor: (namespace: string) => string | undefined) {
     this.ipam = ipam;
+    this.poolFor = poolFor;
   }
   allocate(req: AttachmentRequest) {
-    return this.ipam.allocate(req);
+    const pool = this.poolFor(req.namespace);
+    return this.ipam.allocate(pool === undefined ? req : { ...req, pool });
   }
   release(handle: string) {
     return this.ipam.release(handle);
@@ -35,7 +38,7 @@ class IpamForCni implements PodIpam {
   lookup(handle: string) {
     const found = this.ipam.find(handle);
     return found
-      ? { address: found.address, namespace: found.namespace, pod: found.pod }
+      ? { address: found.address, namespace: found.namespace, pod: found.pod, pool: found.pool }
       : undefined;
   }
   handles(network: string): string[] {
@@ -64,7 +67,10 @@ export class PodNetwork {
     kube: KubeClient;
     stateDir: string;
     log: Logger;
-    mtu: () => number;
+    /** Pod MTU for a pod of the pool (agent/paths.ts planMtu). */
+    mtu: (pool?: string) => number;
+    /** The pool a namespace's pods take addresses from, if it names one (agent/pools.ts). */
+    poolFor?: (namespace: string) => string | undefined;
     /** Path of wiremesh-netlinkd (default: defaultNetlinkdPath()). */
     netlinkd?: string;
   }) {
@@ -78,7 +84,7 @@ export class PodNetwork {
       log: opts.log,
       autoSyncMs: 200,
     });
-    this.adapter = new IpamForCni(this.ipam);
+    this.adapter = new IpamForCni(this.ipam, opts.poolFor ?? (() => undefined));
     // Started in the agent's network namespace, which is the node's.
     this.wiring = new NetlinkWorker({
       binary: opts.netlinkd ?? defaultNetlinkdPath(),

@@ -30,10 +30,13 @@ export interface AttachmentRequest {
 }
 
 export interface PodIpam {
-  allocate(req: AttachmentRequest): Promise<{ address: string }>;
+  /** `pool`: the IP pool the address came from, for the pool's MTU. */
+  allocate(req: AttachmentRequest): Promise<{ address: string; pool?: string }>;
   release(handle: string): Promise<boolean>;
   /** The allocation recorded for a handle, if any. */
-  lookup(handle: string): { address: string; namespace: string; pod: string } | undefined;
+  lookup(
+    handle: string,
+  ): { address: string; namespace: string; pod: string; pool?: string } | undefined;
   /** Every handle this node holds for a network (by handle prefix `<network>.`). */
   handles(network: string): string[];
   ready(): boolean;
@@ -48,8 +51,8 @@ export interface CniHandlerOptions {
   ipam: PodIpam;
   /** The kernel work: veth pairs, addresses, routes, sysctls. */
   wiring: PodWiring;
-  /** Pod MTU: the smallest over the paths a pod's traffic can take. */
-  mtu: () => number;
+  /** Pod MTU: the smallest over the paths a pod of the pool (when known) can take. */
+  mtu: (pool?: string) => number;
   log?: (msg: string, fields: Record<string, unknown>) => void;
 }
 
@@ -124,7 +127,7 @@ export class CniHandler {
     const { namespace, pod } = this.podOf(req);
     const handle = handleOf(req.conf.name, req.containerID, req.ifName);
     const hostIfName = hostVethName(namespace, pod);
-    let allocation: { address: string };
+    let allocation: { address: string; pool?: string };
     try {
       allocation = await this.opts.ipam.allocate({
         handle,
@@ -136,7 +139,7 @@ export class CniHandler {
     } catch (e) {
       throw new CniError(11, `no address for ${namespace}/${pod}`, (e as Error).message);
     }
-    const mtu = req.conf.mtu ?? this.opts.mtu();
+    const mtu = req.conf.mtu ?? this.opts.mtu(allocation.pool);
     try {
       const wired = await this.opts.wiring.setup({
         netns: req.netns,
@@ -193,7 +196,7 @@ export class CniHandler {
       podIfName: req.ifName,
       hostIfName: hostVethName(known.namespace, known.pod),
       addresses: [known.address],
-      mtu: req.conf.mtu ?? this.opts.mtu(),
+      mtu: req.conf.mtu ?? this.opts.mtu(known.pool),
     });
     if (problems.length)
       throw new CniError(
