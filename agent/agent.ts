@@ -7,25 +7,52 @@
 // full lists. A reconcile error is logged, counted and retried; the agent never
 // exits on one. On shutdown it leaves the dataplane in place, so traffic keeps
 // flowing across an agent restart.
+//
+// Paths (issue #5): at start-up the agent probes which encapsulations this kernel
+// has (WireGuard's answer is whether a device could be had at all: an agent on a
+// node without WireGuard runs on, publishes no key, and its peers treat it as a node
+// without a usable key). Each mesh pass plans every remote block's path from the IP
+// pools (agent/paths.ts): WireGuard routes only for the blocks that take WireGuard,
+// the rest through tunnels/ drivers (VXLAN, IP-in-IP, native) and the encrypted
+// pools' policy routing; the plan's nftables fragment (fail-closed drops, NAT) is
+// composed into the table, which is applied before any route moves, so a Required
+// pool is never routed in plaintext even for a moment.
 import { existsSync } from 'node:fs';
 import type { V1Node, KubernetesObject } from '@kubernetes/client-node';
 import { kubeClient, Informer, type KubeClient } from '../kube/index.ts';
 import { KeyStore, type WireGuardKeyPair } from '../crypto/index.ts';
-import { WgCli, type WgClient, type WgPeer } from '../tunnels/index.ts';
+import {
+  WgCli,
+  probeEncapsulations,
+  type Availability,
+  type WgClient,
+  type WgPeer,
+} from '../tunnels/index.ts';
 import { IpCli, defaultRunner, type IpClient } from '../sys/index.ts';
 import { NftCli, TableDriver, type NftApplyReport } from '../nftables/index.ts';
+import type { NftTable } from '../nftables/model.ts';
 import type { CompileStats } from '../policy/index.ts';
 import { PolicyWatch } from './policy.ts';
 import { composeTable } from './nftable.ts';
 import { meshNodeFromK8s, type MeshNode } from './meshnode.ts';
-import { planMesh, type MeshPlan, type MeshSettings } from './plan.ts';
+import { assignTunnelAddresses, planMesh, type MeshPlan, type MeshSettings } from './plan.ts';
+import { planPaths, type PathBlock, type PathInput, type PathPlan, type Path } from './paths.ts';
+import { PathDriver, pathReportChanged } from './pathdriver.ts';
+import { PoolWatch } from './pools.ts';
+import { parseCidr, formatCidr } from './cidr.ts';
 import { MeshDriver, reportChanged, type DeviceProvider } from './meshdriver.ts';
 import { chooseDevice, type WireGuardMode } from './device.ts';
 import { Reconciler, type DirtyPhases } from './reconciler.ts';
 import { PodNetwork } from './podnetwork.ts';
 import { pathMtu } from './mtu.ts';
 import { runInformer } from './watch.ts';
-import { ipamBlockFromK8s, IPAM_GROUP, IPAM_VERSION, IPAMBLOCK_PLURAL } from '../ipam/index.ts';
+import {
+  ipamBlockFromK8s,
+  IPAM_GROUP,
+  IPAM_VERSION,
+  IPAMBLOCK_PLURAL,
+  type IpPool,
+} from '../ipam/index.ts';
 import { KubeEventRecorder } from './events.ts';
 import {
   ANNOTATION_PUBLIC_KEY,
@@ -89,6 +116,18 @@ export interface AgentStatus {
     problems: number;
     lastApply: NftApplyReport | null;
   };
+  paths: {
+    /** What this node can use, probed at start-up (null before the first mesh pass). */
+    available: Availability[] | null;
+    pools: Pick<
+      IpPool,
+      'name' | 'cidr' | 'encryption' | 'encryptionMode' | 'encapsulation' | 'natOutgoing'
+    >[];
+    blocks: { cidr: string; node: string; pool: string; path: Path; reason: string }[];
+    mtu: PathPlan['mtu'] | null;
+    /** Conditions reported as Events (fallbacks, blocked pools, missing encapsulations). */
+    events: PathPlan['events'];
+  };
   reconcile: Reconciler['stats'];
   synced: boolean;
 }
@@ -101,12 +140,21 @@ export class Agent {
   private readonly wg: WgClient;
   private readonly ip: IpClient;
   private keyPair!: WireGuardKeyPair;
-  private device!: DeviceProvider & { stop?: () => Promise<void> };
-  private driver!: MeshDriver;
+  /** null: this node has no WireGuard (no module, no wireguard-go); see wireguardProblem. */
+  private device: (DeviceProvider & { stop?: () => Promise<void> }) | null = null;
+  private wireguardProblem = '';
+  private driver: MeshDriver | undefined;
   private informer!: Informer<V1Node>;
   private blockInformer!: Informer<KubernetesObject>;
   private podNetwork: PodNetwork | undefined;
   private policy: PolicyWatch | undefined;
+  private pools: PoolWatch | undefined;
+  private readonly pathDriver: PathDriver;
+  private available: Availability[] | null = null;
+  private lastPaths: PathPlan | null = null;
+  /** The path plan's nftables fragment, composed into the table by the policy phase. */
+  private pathNft: { encrypt: NftTable; nat: NftTable } | null = null;
+  private pathNftKey = '';
   private readonly table: TableDriver;
   private policyStatus: AgentStatus['policy'] = { stats: null, problems: 0, lastApply: null };
   private events: KubeEventRecorder;
@@ -124,6 +172,7 @@ export class Agent {
     this.wg = new WgCli(defaultRunner);
     this.ip = new IpCli(defaultRunner);
     this.table = new TableDriver(new NftCli(defaultRunner));
+    this.pathDriver = new PathDriver(this.ip);
     this.events = new KubeEventRecorder(this.kube, config.nodeName, log);
     this.reconciler = new Reconciler((dirty) => this.reconcileOnce(dirty), {
       resyncMs: config.resyncMs,
@@ -143,19 +192,30 @@ export class Agent {
         path: this.keys.path,
       });
 
-    this.device = await chooseDevice(
-      this.config.wireguardMode,
-      this.ip,
-      this.config.wireguardGo,
-      this.log,
-      {
-        logFile: `${this.config.runDir}/wireguard-go.log`,
-        onRestart: () => this.reconciler.schedule('wireguard-go restarted'),
-      },
-    );
-    this.driver = new MeshDriver({ wg: this.wg, ip: this.ip, device: this.device });
+    try {
+      this.device = await chooseDevice(
+        this.config.wireguardMode,
+        this.ip,
+        this.config.wireguardGo,
+        this.log,
+        {
+          logFile: `${this.config.runDir}/wireguard-go.log`,
+          onRestart: () => this.reconciler.schedule('wireguard-go restarted'),
+        },
+      );
+      this.driver = new MeshDriver({ wg: this.wg, ip: this.ip, device: this.device });
+    } catch (e) {
+      // Never pretend: no key is published, peers see a node without a usable key,
+      // pools fall back or fail closed as their mode says, and status and an Event say why.
+      this.wireguardProblem = (e as Error).message;
+      this.log.error('WireGuard is unavailable on this node; running without it', {
+        error: this.wireguardProblem,
+      });
+    }
 
     const schedule = (reason: string) => this.reconciler.schedule(reason, 'mesh');
+    this.pools = new PoolWatch(this.kube, this.log);
+    await this.pools.start(schedule);
     this.informer = new Informer<V1Node>(this.kube, '/api/v1/nodes');
     await runInformer(this.informer, 'nodes', this.log, schedule);
     this.blockInformer = new Informer<KubernetesObject>(
@@ -185,7 +245,12 @@ export class Agent {
       kube: this.kube,
       stateDir: this.config.stateDir,
       log: this.log,
-      mtu: () => this.lastPlan?.device.mtu ?? pathMtu(1500, 'wireguard', 4),
+      mtu: (pool?: string) =>
+        (pool !== undefined ? this.lastPaths?.mtu.byPool[pool] : undefined) ??
+        this.lastPaths?.mtu.pod ??
+        this.lastPlan?.device.mtu ??
+        pathMtu(1500, 'wireguard', 4),
+      poolFor: (namespace: string) => this.pools?.poolForNamespace(namespace),
     });
     await this.podNetwork.start(`${this.config.runDir}/cni.sock`);
     this.policy = new PolicyWatch(this.kube, this.log);
@@ -196,7 +261,7 @@ export class Agent {
     // A vanished device (wireguard-go killed, `ip link del`) is repaired at once rather
     // than at the next resync: checking /sys every second costs next to nothing.
     this.watchdog = setInterval(() => {
-      if (!existsSync(`/sys/class/net/${WIREGUARD_DEVICE}`))
+      if (this.device && !existsSync(`/sys/class/net/${WIREGUARD_DEVICE}`))
         this.reconciler.schedule('device missing', 'mesh');
     }, 1000);
     if (this.config.keyRotationPeriodMs > 0) {
@@ -215,6 +280,7 @@ export class Agent {
     await this.informer?.stop();
     await this.blockInformer?.stop();
     await this.policy?.stop();
+    await this.pools?.stop();
     await this.podNetwork?.stop();
     await this.reconciler.idle();
   }
@@ -235,15 +301,14 @@ export class Agent {
     return { publicKey: this.keyPair.publicKey };
   }
 
-  /** Pod address blocks by owning node, from the IPAMBlock objects (validated). */
-  private blocksByNode(): Map<string, string[]> {
-    const byNode = new Map<string, string[]>();
+  /** Pod address blocks (CIDR, owner, pool), from the IPAMBlock objects (validated). */
+  private blocks(): PathBlock[] {
+    const out: PathBlock[] = [];
     for (const raw of this.blockInformer.list()) {
       const { block } = ipamBlockFromK8s(raw);
-      if (!block) continue;
-      byNode.set(block.node, [...(byNode.get(block.node) ?? []), block.cidr]);
+      if (block) out.push({ cidr: block.cidr, node: block.node, pool: block.pool });
     }
-    return byNode;
+    return out;
   }
 
   private meshNodes(): MeshNode[] {
@@ -265,7 +330,10 @@ export class Agent {
     if (!this.policy) return;
     const result = this.policy.compile(this.config.nodeName);
     this.policy.report(result.problems, this.events);
-    const table = composeTable({ policy: result.table });
+    const table = composeTable({
+      ...(this.pathNft ?? {}),
+      policy: result.table,
+    });
     if (resync) {
       const check = await this.table.verify();
       if (!check.inSync)
@@ -290,20 +358,58 @@ export class Agent {
     if (!internalIP) throw new Error(`Node ${self.name} has no InternalIP address`);
 
     const underlay = await this.ip.linkOfAddress(internalIP);
+    if (!underlay) throw new Error(`no device carries this node's InternalIP ${internalIP}`);
+    const underlayFamily = internalIP.includes(':') ? 6 : 4;
     const settings: MeshSettings = {
       listenPort: this.config.listenPort,
       tunnelCIDR: this.config.tunnelCIDR,
-      hostMtu: underlay?.mtu ?? 1500,
-      underlayFamily: internalIP.includes(':') ? 6 : 4,
+      hostMtu: underlay.mtu,
+      underlayFamily,
       hostEncryption: this.config.hostEncryption,
     };
-    const plan = planMesh({
+    const blocks = this.blocks();
+    const byNode = new Map<string, string[]>();
+    for (const b of blocks) byNode.set(b.node, [...(byNode.get(b.node) ?? []), b.cidr]);
+    const mesh = planMesh({
       self: self.name,
       selfPublicKey: this.keyPair.publicKey,
       nodes,
       settings,
-      blocks: this.blocksByNode(),
+      blocks: byNode,
     });
+    const available = await this.probe(internalIP);
+
+    const pools = this.pools?.current() ?? { pools: [], problems: [] };
+    const peers = new Set(this.device ? mesh.peers.map((p) => p.node) : []);
+    const selfSubnets = (await this.ip.addrList(underlay.name)).map((a) =>
+      formatCidr(parseCidr(a)),
+    );
+    const input: PathInput = {
+      self: self.name,
+      selfSubnets,
+      nodes: nodes.map((n) => ({
+        name: n.name,
+        underlayIPs: n.internalIPs,
+        wireguardPeer: peers.has(n.name),
+      })),
+      pools: pools.pools,
+      blocks,
+      available: Object.fromEntries(available.map((a) => [a.kind, a])),
+      tunnelAddresses: assignTunnelAddresses(nodes, this.config.tunnelCIDR),
+      hostMtu: underlay.mtu,
+      underlayFamily,
+    };
+    const paths = planPaths(input);
+    // `route replace` matches on the destination, so only the blocks that take
+    // WireGuard get a mesh route; every block stays in its peer's AllowedIPs, which
+    // the encrypted pools' policy routing and the far side's choices rely on.
+    const wireguardBlocks = new Set(paths.wireguardBlocks);
+    const blockCidrs = new Set(blocks.map((b) => b.cidr));
+    const plan: MeshPlan = {
+      ...mesh,
+      routes: mesh.routes.filter((r) => !blockCidrs.has(r.dst) || wireguardBlocks.has(r.dst)),
+    };
+
     const keysOfEvents = new Set<string>();
     for (const r of plan.refused) {
       const target = {
@@ -322,9 +428,37 @@ export class Agent {
       }
       this.events.warn(target, r.reason, message);
     }
+    for (const a of available) {
+      if (a.available) continue;
+      const target = { kind: 'Node' as const, name: self.name, uid: self.uid };
+      const reason = a.kind === 'wireguard' ? 'WireGuardUnavailable' : 'EncapsulationUnavailable';
+      const message = `${a.kind} is unavailable on node ${self.name}: ${a.detail}`;
+      keysOfEvents.add(KubeEventRecorder.key(target, reason, message));
+      this.events.warn(target, reason, message);
+    }
     this.events.retain(keysOfEvents, ['Node']);
+    this.reportPathEvents(paths);
 
-    const report = await this.driver.apply(plan, this.keyPair.privateKey, this.keyPair.publicKey);
+    // The fail-closed drops go in before any route moves.
+    const fragment = splitPathNft(paths.nft);
+    const fragmentKey = JSON.stringify(fragment);
+    if (fragmentKey !== this.pathNftKey) {
+      this.pathNft = fragment;
+      await this.reconcilePolicy(false);
+      this.pathNftKey = fragmentKey;
+    }
+
+    if (this.driver) {
+      const report = await this.driver.apply(plan, this.keyPair.privateKey, this.keyPair.publicKey);
+      if (reportChanged(report))
+        this.log.info('mesh applied', { ...report, peers: plan.peers.length });
+    } else if (await this.ip.linkShow(WIREGUARD_DEVICE)) {
+      // Left by an earlier agent that had WireGuard: its peers no longer have us.
+      await this.ip.linkDelete(WIREGUARD_DEVICE);
+      this.log.warn('removed the WireGuard device: WireGuard is unavailable on this node');
+    }
+    const pathReport = await this.pathDriver.apply(paths, underlay.name);
+    if (pathReportChanged(pathReport)) this.log.info('paths applied', { ...pathReport });
     // Publish after the device has the key: a peer that learns a new key (rotation)
     // handshakes at once, and that handshake must find the new key in place.
     await this.publishAnnotations(self, internalIP);
@@ -333,30 +467,77 @@ export class Agent {
       .catch((e: unknown) =>
         this.log.warn('IPAM garbage collection failed', { error: (e as Error).message }),
       );
-    if (reportChanged(report))
-      this.log.info('mesh applied', { ...report, peers: plan.peers.length });
     this.lastPlan = plan;
+    this.lastPaths = paths;
+  }
+
+  /** Probe once, at the first pass (the probes need this node's underlay address). */
+  private async probe(localUnderlayIP: string): Promise<Availability[]> {
+    if (this.available) return this.available;
+    const probed = await probeEncapsulations(this.ip, {
+      localUnderlayIP,
+      wireguardGo: !!this.config.wireguardGo,
+    });
+    // WireGuard's answer is whether the agent got a device, not whether one could be made.
+    const available = probed.map((a): Availability => {
+      if (a.kind !== 'wireguard') return a;
+      return this.device
+        ? { kind: 'wireguard', available: true, detail: this.device.mode }
+        : { kind: 'wireguard', available: false, detail: this.wireguardProblem };
+    });
+    for (const a of available) {
+      if (a.available) this.log.info('encapsulation available', { kind: a.kind, detail: a.detail });
+      else this.log.warn('encapsulation unavailable', { kind: a.kind, detail: a.detail });
+    }
+    this.available = available;
+    return available;
+  }
+
+  /** A log line for each new path condition; an Event on the pool for each condition. */
+  private reportPathEvents(paths: PathPlan): void {
+    const before = new Set(
+      (this.lastPaths?.events ?? []).map((e) => `${e.reason}/${e.pool}/${e.node}/${e.message}`),
+    );
+    const keys = new Set<string>();
+    for (const e of paths.events) {
+      if (!before.has(`${e.reason}/${e.pool}/${e.node}/${e.message}`))
+        this.log.warn('path', { reason: e.reason, pool: e.pool, node: e.node, detail: e.message });
+      const target = { kind: 'IPPool' as const, name: e.pool };
+      const message = `on ${this.config.nodeName}: ${e.message}`;
+      keys.add(KubeEventRecorder.key(target, e.reason, message));
+      this.events.warn(target, e.reason, message);
+    }
+    this.events.retain(keys, ['IPPool']);
   }
 
   private async publishAnnotations(self: MeshNode, internalIP: string): Promise<void> {
     const node = this.informer.get(self.name);
     const annotations = node?.metadata?.annotations ?? {};
-    const want = {
-      [ANNOTATION_PUBLIC_KEY]: this.keyPair.publicKey,
-      [ANNOTATION_ENDPOINT]: formatEndpoint(internalIP, this.config.listenPort),
-      [ANNOTATION_HOST_ENCRYPTION]: String(this.config.hostEncryption),
-    };
-    if (Object.entries(want).every(([k, v]) => annotations[k] === v)) return;
+    // Without WireGuard no key is published, so peers see a node without a usable key.
+    const want: Record<string, string | null> = this.device
+      ? {
+          [ANNOTATION_PUBLIC_KEY]: this.keyPair.publicKey,
+          [ANNOTATION_ENDPOINT]: formatEndpoint(internalIP, this.config.listenPort),
+          [ANNOTATION_HOST_ENCRYPTION]: String(this.config.hostEncryption),
+        }
+      : {
+          [ANNOTATION_PUBLIC_KEY]: null,
+          [ANNOTATION_ENDPOINT]: null,
+          [ANNOTATION_HOST_ENCRYPTION]: String(this.config.hostEncryption),
+        };
+    if (Object.entries(want).every(([k, v]) => (annotations[k] ?? null) === v)) return;
     await this.kube.request(
       'PATCH',
       `/api/v1/nodes/${encodeURIComponent(self.name)}`,
       { metadata: { annotations: want } },
       { contentType: 'application/merge-patch+json' },
     );
-    this.log.info('published WireGuard key and endpoint', {
-      publicKey: want[ANNOTATION_PUBLIC_KEY],
-      endpoint: want[ANNOTATION_ENDPOINT],
-    });
+    if (this.device)
+      this.log.info('published WireGuard key and endpoint', {
+        publicKey: want[ANNOTATION_PUBLIC_KEY],
+        endpoint: want[ANNOTATION_ENDPOINT],
+      });
+    else this.log.warn('withdrew the WireGuard key annotation: WireGuard is unavailable');
   }
 
   async status(): Promise<AgentStatus> {
@@ -375,7 +556,7 @@ export class Agent {
     return {
       node: this.config.nodeName,
       wireguard: {
-        mode: this.device?.mode ?? 'unknown',
+        mode: this.device?.mode ?? 'unavailable',
         device: WIREGUARD_DEVICE,
         listenPort: this.config.listenPort,
         publicKey: this.keyPair?.publicKey ?? '',
@@ -385,6 +566,26 @@ export class Agent {
       peers,
       refused: this.lastPlan?.refused ?? [],
       policy: this.policyStatus,
+      paths: {
+        available: this.available,
+        pools: (this.pools?.current().pools ?? []).map((p) => ({
+          name: p.name,
+          cidr: p.cidr,
+          encryption: p.encryption,
+          encryptionMode: p.encryptionMode,
+          encapsulation: p.encapsulation,
+          natOutgoing: p.natOutgoing,
+        })),
+        blocks: (this.lastPaths?.blocks ?? []).map((b) => ({
+          cidr: b.cidr,
+          node: b.node,
+          pool: b.pool,
+          path: b.path,
+          reason: b.reason,
+        })),
+        mtu: this.lastPaths?.mtu ?? null,
+        events: this.lastPaths?.events ?? [],
+      },
       reconcile: { ...this.reconciler.stats },
       synced: this.synced,
     };
@@ -394,4 +595,14 @@ export class Agent {
   currentPlan(): MeshPlan | null {
     return this.lastPlan;
   }
+}
+
+/** The path plan's fragment as the table composer's parts: `encrypt-*` and `nat-*`. */
+export function splitPathNft(t: NftTable): { encrypt: NftTable; nat: NftTable } {
+  const part = (prefix: string): NftTable => ({
+    sets: t.sets.filter((x) => x.name.startsWith(prefix)),
+    maps: t.maps.filter((x) => x.name.startsWith(prefix)),
+    chains: t.chains.filter((x) => x.name.startsWith(prefix)),
+  });
+  return { encrypt: part('encrypt-'), nat: part('nat-') };
 }
