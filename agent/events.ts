@@ -5,9 +5,19 @@ import type { KubeClient } from '../kube/index.ts';
 import type { Logger } from './log.ts';
 
 export interface EventTarget {
-  kind: 'Node' | 'NetworkPolicy' | 'Pod' | 'Namespace' | 'IPPool';
+  kind:
+    | 'Node'
+    | 'NetworkPolicy'
+    | 'Pod'
+    | 'Namespace'
+    | 'IPPool'
+    | 'AdminNetworkPolicy'
+    | 'BaselineAdminNetworkPolicy';
   name: string;
-  /** Namespaced objects only; the Event is recorded in the object's namespace. */
+  /**
+   * Namespaced objects only; the Event is recorded in the object's namespace, and
+   * a cluster-scoped object's Event in `default`.
+   */
   namespace?: string;
   uid?: string;
 }
@@ -18,6 +28,8 @@ const API_VERSION: Record<EventTarget['kind'], string> = {
   Namespace: 'v1',
   NetworkPolicy: 'networking.k8s.io/v1',
   IPPool: 'wiremesh.io/v1alpha1',
+  AdminNetworkPolicy: 'policy.networking.k8s.io/v1alpha1',
+  BaselineAdminNetworkPolicy: 'policy.networking.k8s.io/v1alpha1',
 };
 
 export interface EventSink {

@@ -20,6 +20,35 @@
 //     interval set (merged disjoint); pol-named-<hash>-v4/-v6: `addr . proto . port`
 //     sets resolving named ports.
 //
+// With admin policies (any AdminNetworkPolicy or a BaselineAdminNetworkPolicy in
+// the input), each direction gets its own decision, in the network-policy-api order
+// ANP -> NetworkPolicy -> BANP -> allow, and the entry chains become:
+//   policy-forward   ct established,related return; ct invalid drop;
+//                    jump policy-egress; jump policy-ingress
+//   policy-input     (as before) then jump policy-egress
+//   policy-egress    ip saddr vmap @admin-egress-v4 (+v6): goto anp-eg-<hash>
+//                    goto policy-egress-np
+//   policy-egress-np ip saddr vmap @policy-egress-v4 (+v6)     NetworkPolicy, as above
+//                    ip saddr vmap @baseline-egress-v4 (+v6)   jump banp-egress
+//   (policy-ingress, policy-ingress-np and banp-ingress alike, on daddr)
+//   anp-eg-<hash>: one chain per distinct list of ANPs selecting a local address,
+//     by priority (ties by name), each ANP's rules in order: Allow `return`, Deny
+//     `drop`, Pass `goto policy-egress-np`; at the end `goto policy-egress-np`.
+// Why it works without marks: policy-egress is jumped to, the ANP chain is reached
+// by goto, so its `return` (Allow) ends the whole egress decision and policy-forward
+// goes on to the ingress decision: an ANP Allow skips NetworkPolicy and BANP for its
+// direction only, and the destination's ingress is still decided on a same-node
+// path. A NetworkPolicy group chain returns (allowed) into policy-egress-np, whose
+// BANP map holds only addresses no NetworkPolicy selects for that direction (known
+// at compile time), so a NetworkPolicy result is final and the BANP decides only
+// for the pods NetworkPolicy leaves alone; a BANP chain returns (Allow or no match)
+// or drops. Every admin rule ends the evaluation, so a rule text repeated later in
+// a chain is dropped. Without admin policies the fragment is exactly the
+// NetworkPolicy-only one above, and its chains do not change with ANP membership:
+// which pods an admin policy selects lives in the map elements. Two local pods
+// claiming one address: it is treated as selected by every ANP selecting either.
+// How unreadable admin policies fail closed is in k8s.ts.
+//
 // Decisions, in upstream terms:
 // - The fragment never `accept`s: allowed traffic returns to the agent's base chain
 //   (policy accept), denied traffic is dropped. An egress allow therefore still meets
@@ -59,7 +88,13 @@ import {
   type Range,
 } from './ranges.ts';
 import {
+  ADMIN_ACTIONS,
   PROTOCOLS,
+  type AdminAction,
+  type AdminNetworkPolicy,
+  type AdminRule,
+  type AdminSubject,
+  type BaselineAdminNetworkPolicy,
   type CompileInput,
   type CompileStats,
   type LabelSelector,
@@ -76,6 +111,24 @@ export const POLICY_INPUT_CHAIN = 'policy-input';
 export const DISPATCH_MAPS = {
   ingress: { 4: 'policy-ingress-v4', 6: 'policy-ingress-v6' },
   egress: { 4: 'policy-egress-v4', 6: 'policy-egress-v6' },
+} as const;
+
+/** The admin tiers' dispatch maps: ANP (`goto` a group chain) and BANP (`jump`). */
+export const ADMIN_MAPS = {
+  admin: {
+    ingress: { 4: 'admin-ingress-v4', 6: 'admin-ingress-v6' },
+    egress: { 4: 'admin-egress-v4', 6: 'admin-egress-v6' },
+  },
+  baseline: {
+    ingress: { 4: 'baseline-ingress-v4', 6: 'baseline-ingress-v6' },
+    egress: { 4: 'baseline-egress-v4', 6: 'baseline-egress-v6' },
+  },
+} as const;
+
+/** Per direction: its entry (ANP tier), the NetworkPolicy-then-BANP tail, the BANP chain. */
+export const ADMIN_CHAINS = {
+  ingress: { entry: 'policy-ingress', np: 'policy-ingress-np', baseline: 'banp-ingress' },
+  egress: { entry: 'policy-egress', np: 'policy-egress-np', baseline: 'banp-egress' },
 } as const;
 
 export interface CompileResult {
@@ -106,50 +159,84 @@ export function effectivePolicyTypes(
  * objects and the compiler both call this, so one set of rules decides validity.
  */
 export function checkPolicy(p: NetworkPolicy): string | null {
-  const rules: [string, PolicyRule][] = [
-    ...p.ingress.map((r, i): [string, PolicyRule] => [`spec.ingress[${i}]`, r]),
-    ...p.egress.map((r, i): [string, PolicyRule] => [`spec.egress[${i}]`, r]),
-  ];
-  for (const [where, rule] of rules) {
-    for (const [j, peer] of rule.peers.entries()) {
-      const at = `${where}.${where.includes('ingress') ? 'from' : 'to'}[${j}]`;
-      const hasSelector = peer.podSelector !== undefined || peer.namespaceSelector !== undefined;
-      if (peer.ipBlock && hasSelector) return `${at}: ipBlock cannot be combined with selectors`;
-      if (!peer.ipBlock && !hasSelector) return `${at}: a peer needs a selector or an ipBlock`;
-      if (peer.ipBlock) {
-        const cidr = parseCidr(peer.ipBlock.cidr);
-        if ('error' in cidr) return `${at}.ipBlock.cidr ${cidr.error}`;
-        for (const [k, e] of peer.ipBlock.except.entries()) {
-          const ex = parseCidr(e);
-          if ('error' in ex) return `${at}.ipBlock.except[${k}] ${ex.error}`;
-          const inside =
-            ex.family === cidr.family &&
-            ex.range.lo >= cidr.range.lo &&
-            ex.range.hi <= cidr.range.hi &&
-            !(ex.range.lo === cidr.range.lo && ex.range.hi === cidr.range.hi);
-          if (!inside) return `${at}.ipBlock.except[${k}] '${e}' is not strictly inside the cidr`;
-        }
-      }
-    }
-    for (const [j, port] of rule.ports.entries()) {
-      const at = `${where}.ports[${j}]`;
-      if (!PROTOCOLS.includes(port.protocol)) {
-        return `${at}.protocol must be one of ${PROTOCOLS.join(', ')}`;
-      }
-      if (typeof port.port === 'string') {
-        if (!PORT_NAME.test(port.port)) return `${at}.port '${port.port}' is not a valid port name`;
-        if (port.endPort !== undefined) return `${at}.endPort needs a numeric port`;
-      } else if (port.port !== undefined) {
-        if (!isPort(port.port)) return `${at}.port must be 1 to 65535`;
-        if (port.endPort !== undefined && (!isPort(port.endPort) || port.endPort < port.port)) {
-          return `${at}.endPort must be a port no smaller than port`;
-        }
-      } else if (port.endPort !== undefined) {
-        return `${at}.endPort needs a numeric port`;
+  for (const [i, rule] of p.ingress.entries()) {
+    const fault = checkRule(rule, `spec.ingress[${i}]`, 'from');
+    if (fault) return fault;
+  }
+  for (const [i, rule] of p.egress.entries()) {
+    const fault = checkRule(rule, `spec.egress[${i}]`, 'to');
+    if (fault) return fault;
+  }
+  return null;
+}
+
+/** What is wrong with one rule's peers and ports (NetworkPolicy's rules), or null. */
+function checkRule(rule: PolicyRule, where: string, peersKey: 'from' | 'to'): string | null {
+  for (const [j, peer] of rule.peers.entries()) {
+    const at = `${where}.${peersKey}[${j}]`;
+    const hasSelector = peer.podSelector !== undefined || peer.namespaceSelector !== undefined;
+    if (peer.ipBlock && hasSelector) return `${at}: ipBlock cannot be combined with selectors`;
+    if (!peer.ipBlock && !hasSelector) return `${at}: a peer needs a selector or an ipBlock`;
+    if (peer.ipBlock) {
+      const cidr = parseCidr(peer.ipBlock.cidr);
+      if ('error' in cidr) return `${at}.ipBlock.cidr ${cidr.error}`;
+      for (const [k, e] of peer.ipBlock.except.entries()) {
+        const ex = parseCidr(e);
+        if ('error' in ex) return `${at}.ipBlock.except[${k}] ${ex.error}`;
+        const inside =
+          ex.family === cidr.family &&
+          ex.range.lo >= cidr.range.lo &&
+          ex.range.hi <= cidr.range.hi &&
+          !(ex.range.lo === cidr.range.lo && ex.range.hi === cidr.range.hi);
+        if (!inside) return `${at}.ipBlock.except[${k}] '${e}' is not strictly inside the cidr`;
       }
     }
   }
+  for (const [j, port] of rule.ports.entries()) {
+    const at = `${where}.ports[${j}]`;
+    if (!PROTOCOLS.includes(port.protocol)) {
+      return `${at}.protocol must be one of ${PROTOCOLS.join(', ')}`;
+    }
+    if (typeof port.port === 'string') {
+      if (!PORT_NAME.test(port.port)) return `${at}.port '${port.port}' is not a valid port name`;
+      if (port.endPort !== undefined) return `${at}.endPort needs a numeric port`;
+    } else if (port.port !== undefined) {
+      if (!isPort(port.port)) return `${at}.port must be 1 to 65535`;
+      if (port.endPort !== undefined && (!isPort(port.endPort) || port.endPort < port.port)) {
+        return `${at}.endPort must be a port no smaller than port`;
+      }
+    } else if (port.endPort !== undefined) {
+      return `${at}.endPort needs a numeric port`;
+    }
+  }
   return null;
+}
+
+/**
+ * What is wrong with one admin policy rule, or null: its action (BANP: Allow or
+ * Deny), its peers (cluster-wide: a namespaceSelector, or on egress a network),
+ * then the checks every rule gets. `where` names the rule, e.g. `spec.egress[2]`.
+ */
+export function checkAdminRule(
+  rule: AdminRule,
+  where: string,
+  dir: 'ingress' | 'egress',
+  baseline: boolean,
+): string | null {
+  const actions: readonly string[] = baseline ? ['Allow', 'Deny'] : ADMIN_ACTIONS;
+  if (!actions.includes(rule.action)) {
+    return `${where}.action must be one of ${actions.join(', ')}`;
+  }
+  const peersKey = dir === 'ingress' ? 'from' : 'to';
+  for (const [j, peer] of rule.peers.entries()) {
+    const at = `${where}.${peersKey}[${j}]`;
+    if (peer.ipBlock && dir === 'ingress') return `${at}: networks are egress peers only`;
+    if (peer.ipBlock && peer.ipBlock.except.length > 0) return `${at}: networks have no except`;
+    if (!peer.ipBlock && !peer.namespaceSelector) {
+      return `${at}: a cluster-wide peer needs a namespace selector`;
+    }
+  }
+  return checkRule({ peers: rule.peers, ports: rule.ports }, where, peersKey);
 }
 
 function isPort(n: unknown): n is number {
@@ -184,6 +271,18 @@ interface CompiledRule {
   /** Empty (and no named ports): every port and protocol. */
   numeric: Map<Protocol, Range[] | 'all'>;
   named: { protocol: Protocol; name: string }[];
+}
+
+interface CompiledAdminRule {
+  action: AdminAction;
+  rule: CompiledRule;
+}
+
+/** The fail-closed stand-in for an unreadable Deny or Pass rule: every packet. */
+const DENY_ALL: CompiledRule = { peers: null, numeric: new Map(), named: [] };
+
+function canonicalSubject(s: AdminSubject): unknown {
+  return [canonicalSelector(s.namespaceSelector), canonicalSelector(s.podSelector)];
 }
 
 interface CompiledPolicy {
@@ -550,8 +649,17 @@ export function compilePolicies(input: CompileInput): CompileResult {
     );
   };
 
-  /** A rule's nft rules: one per (peer, family, protocol), each ending in `return`. */
-  const ruleTexts = (p: CompiledPolicy, dir: Direction, rule: CompiledRule): string[] => {
+  /**
+   * A rule's nft rules: one per (peer, family, protocol), each ending in `verdict`
+   * (`return` for NetworkPolicy's allow rules). `ingressNamed` names the set that
+   * resolves the rule's named ports against the local pods it protects.
+   */
+  const ruleTexts = (
+    dir: Direction,
+    rule: CompiledRule,
+    verdict: string,
+    ingressNamed: (f: Family) => string,
+  ): string[] => {
     const side = dir === 'ingress' ? 'saddr' : 'daddr';
     const targets: (CompiledPeer | null)[] = rule.peers ?? [null];
     const l4: string[][] = [];
@@ -565,11 +673,11 @@ export function compilePolicies(input: CompileInput): CompileResult {
     for (const match of l4) {
       for (const peer of targets) {
         if (!peer) {
-          texts.push([...match, 'return'].join(' '));
+          texts.push([...match, verdict].join(' '));
           continue;
         }
         for (const f of FAMILIES) {
-          texts.push([`${IPX[f]} ${side} @${peerSet(peer, f)}`, ...match, 'return'].join(' '));
+          texts.push([`${IPX[f]} ${side} @${peerSet(peer, f)}`, ...match, verdict].join(' '));
         }
       }
     }
@@ -579,9 +687,9 @@ export function compilePolicies(input: CompileInput): CompileResult {
           const lookup = `${IPX[f]} daddr . meta l4proto . th dport`;
           if (dir === 'ingress') {
             const from = peer ? [`${IPX[f]} saddr @${peerSet(peer, f)}`] : [];
-            texts.push([...from, `${lookup} @${ingressNamedSet(p, rule, f)}`, 'return'].join(' '));
+            texts.push([...from, `${lookup} @${ingressNamed(f)}`, verdict].join(' '));
           } else {
-            texts.push([`${lookup} @${egressNamedSet(rule, peer, f)}`, 'return'].join(' '));
+            texts.push([`${lookup} @${egressNamedSet(rule, peer, f)}`, verdict].join(' '));
           }
         }
       }
@@ -605,7 +713,8 @@ export function compilePolicies(input: CompileInput): CompileResult {
       const have = new Set<string>();
       for (const p of group.policies) {
         for (const rule of p.rules[dir]) {
-          for (const text of ruleTexts(p, dir, rule)) {
+          const named = (f: Family) => ingressNamedSet(p, rule, f);
+          for (const text of ruleTexts(dir, rule, 'return', named)) {
             if (!have.has(text)) rules.push(text);
             have.add(text);
           }
@@ -668,27 +777,233 @@ export function compilePolicies(input: CompileInput): CompileResult {
     }
   }
 
-  out.chains.set(POLICY_FORWARD_CHAIN, {
-    name: POLICY_FORWARD_CHAIN,
-    rules: [
-      'ct state established,related return',
-      'ct state invalid drop',
-      `ip saddr vmap @${DISPATCH_MAPS.egress[4]}`,
-      `ip6 saddr vmap @${DISPATCH_MAPS.egress[6]}`,
-      `ip daddr vmap @${DISPATCH_MAPS.ingress[4]}`,
-      `ip6 daddr vmap @${DISPATCH_MAPS.ingress[6]}`,
-    ],
-  });
-  out.chains.set(POLICY_INPUT_CHAIN, {
-    name: POLICY_INPUT_CHAIN,
-    rules: [
-      // A pod's IPv6 stack must reach its gateway whatever its egress policy.
-      'icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } return',
-      'ct state established,related return',
-      `ip saddr vmap @${DISPATCH_MAPS.egress[4]}`,
-      `ip6 saddr vmap @${DISPATCH_MAPS.egress[6]}`,
-    ],
-  });
+  let adminStats: Pick<CompileStats, 'adminPolicies' | 'baselinePolicy'> = {};
+  const admin =
+    (input.adminPolicies?.length ?? 0) > 0 ||
+    (input.baselinePolicy !== undefined && input.baselinePolicy !== null);
+  if (!admin) {
+    // No admin policies: NetworkPolicy alone, dispatched straight from the entry chains.
+    out.chains.set(POLICY_FORWARD_CHAIN, {
+      name: POLICY_FORWARD_CHAIN,
+      rules: [
+        'ct state established,related return',
+        'ct state invalid drop',
+        `ip saddr vmap @${DISPATCH_MAPS.egress[4]}`,
+        `ip6 saddr vmap @${DISPATCH_MAPS.egress[6]}`,
+        `ip daddr vmap @${DISPATCH_MAPS.ingress[4]}`,
+        `ip6 daddr vmap @${DISPATCH_MAPS.ingress[6]}`,
+      ],
+    });
+    out.chains.set(POLICY_INPUT_CHAIN, {
+      name: POLICY_INPUT_CHAIN,
+      rules: [
+        // A pod's IPv6 stack must reach its gateway whatever its egress policy.
+        'icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } return',
+        'ct state established,related return',
+        `ip saddr vmap @${DISPATCH_MAPS.egress[4]}`,
+        `ip6 saddr vmap @${DISPATCH_MAPS.egress[6]}`,
+      ],
+    });
+  } else {
+    // The admin tiers (see the opening comment): ANP, then NetworkPolicy, then BANP.
+    const npSelected: Record<Direction, Set<string>> = { ingress: new Set(), egress: new Set() };
+    for (const dir of ['ingress', 'egress'] as const) {
+      for (const group of groups[dir].values()) {
+        for (const e of group.pods) for (const a of e.addrs) npSelected[dir].add(a.text);
+      }
+    }
+    const subjectSelects = (subject: AdminSubject, pod: PolicyPod): boolean =>
+      selectorMatches(subject.namespaceSelector, namespaceLabels.get(pod.namespace) ?? {}) &&
+      selectorMatches(subject.podSelector, pod.labels);
+
+    /** An admin policy's rules, each checked; a faulty one is replaced as upstream says. */
+    const compileAdmin = (
+      kind: 'AdminNetworkPolicy' | 'BaselineAdminNetworkPolicy',
+      p: AdminNetworkPolicy | BaselineAdminNetworkPolicy,
+    ): Record<Direction, CompiledAdminRule[]> => {
+      const baseline = kind === 'BaselineAdminNetworkPolicy';
+      const rules: Record<Direction, CompiledAdminRule[]> = { ingress: [], egress: [] };
+      for (const dir of ['ingress', 'egress'] as const) {
+        for (const [i, rule] of p[dir].entries()) {
+          const fault = checkAdminRule(rule, `spec.${dir}[${i}]`, dir, baseline);
+          if (!fault) {
+            rules[dir].push({ action: rule.action, rule: compileRule(rule, '') });
+            continue;
+          }
+          const allow = rule.action === 'Allow';
+          problems.push({
+            kind,
+            namespace: '',
+            name: p.name,
+            reason: 'InvalidPolicy',
+            message: `${fault}; ${allow ? 'the Allow rule matches nothing' : 'the rule denies everything'}`,
+          });
+          if (!allow) rules[dir].push({ action: 'Deny', rule: DENY_ALL });
+        }
+      }
+      return rules;
+    };
+
+    const adminNamed = (subject: AdminSubject, rule: CompiledRule) => (f: Family) =>
+      namedSet(
+        JSON.stringify(['admin-ingress-named', canonicalSubject(subject), rule.named]),
+        f,
+        () =>
+          namedElements(
+            rule,
+            local
+              .filter((e) => subjectSelects(subject, e.pod))
+              .map((entry) => ({ entry, keep: () => true })),
+          ),
+      );
+
+    // ANPs by priority (ties by name, for a stable order), then their groups.
+    const anps = [...(input.adminPolicies ?? [])]
+      .sort((a, b) => a.priority - b.priority || cmp(a.name, b.name))
+      .map((p) => ({ p, rules: compileAdmin('AdminNetworkPolicy', p) }));
+    const baseline = input.baselinePolicy
+      ? {
+          p: input.baselinePolicy,
+          rules: compileAdmin('BaselineAdminNetworkPolicy', input.baselinePolicy),
+        }
+      : null;
+    if (input.baselinePolicy && input.baselinePolicy.name !== 'default') {
+      problems.push({
+        kind: 'BaselineAdminNetworkPolicy',
+        namespace: '',
+        name: input.baselinePolicy.name,
+        reason: 'InvalidPolicy',
+        message:
+          "a BaselineAdminNetworkPolicy must be named 'default'; it is enforced all the same",
+      });
+    }
+    for (const dir of ['ingress', 'egress'] as const) {
+      const tag = dir === 'ingress' ? 'in' : 'eg';
+      const tail = ADMIN_CHAINS[dir].np;
+      const anpGroups = new Map<string, { order: typeof anps; addrs: Addr[] }>();
+      const byAddr = new Map<string, { addr: Addr; order: Set<number> }>();
+      for (const e of local) {
+        anps.forEach((a, i) => {
+          if (a.rules[dir].length === 0 || !subjectSelects(a.p.subject, e.pod)) return;
+          for (const addr of e.addrs) {
+            const slot = byAddr.get(addr.text) ?? { addr, order: new Set<number>() };
+            slot.order.add(i);
+            byAddr.set(addr.text, slot);
+          }
+        });
+      }
+      for (const { addr, order } of byAddr.values()) {
+        const list = [...order].sort((a, b) => a - b).map((i) => anps[i] as (typeof anps)[number]);
+        const key = list.map((a) => a.p.name).join('\n');
+        const group = anpGroups.get(key) ?? { order: list, addrs: [] };
+        group.addrs.push(addr);
+        anpGroups.set(key, group);
+      }
+      const adminElements: Record<Family, Map<string, { value: bigint; verdict: string }>> = {
+        4: new Map(),
+        6: new Map(),
+      };
+      for (const [key, group] of anpGroups) {
+        const name = `anp-${tag}-${hash(`${dir}\n${key}`)}`;
+        const rules: string[] = [];
+        const have = new Set<string>();
+        for (const { p, rules: compiled } of group.order) {
+          for (const { action, rule } of compiled[dir]) {
+            const verdict =
+              action === 'Allow' ? 'return' : action === 'Deny' ? 'drop' : `goto ${tail}`;
+            for (const text of ruleTexts(dir, rule, verdict, adminNamed(p.subject, rule))) {
+              // Every admin rule ends the evaluation, so a repeated text never fires.
+              if (!have.has(text)) rules.push(text);
+              have.add(text);
+            }
+          }
+        }
+        rules.push(`goto ${tail}`);
+        out.chains.set(name, { name, rules });
+        for (const a of group.addrs) {
+          adminElements[a.family].set(a.text, { value: a.value, verdict: `goto ${name}` });
+        }
+      }
+
+      const baselineElements: Record<Family, Map<string, { value: bigint; verdict: string }>> = {
+        4: new Map(),
+        6: new Map(),
+      };
+      if (baseline && baseline.rules[dir].length > 0) {
+        const name = ADMIN_CHAINS[dir].baseline;
+        const rules: string[] = [];
+        for (const { action, rule } of baseline.rules[dir]) {
+          const verdict = action === 'Allow' ? 'return' : 'drop';
+          for (const text of ruleTexts(dir, rule, verdict, adminNamed(baseline.p.subject, rule))) {
+            if (!rules.includes(text)) rules.push(text);
+          }
+        }
+        out.chains.set(name, { name, rules });
+        for (const e of local) {
+          if (!subjectSelects(baseline.p.subject, e.pod)) continue;
+          for (const a of e.addrs) {
+            // Only where no NetworkPolicy selects the address for this direction.
+            if (npSelected[dir].has(a.text)) continue;
+            baselineElements[a.family].set(a.text, { value: a.value, verdict: `jump ${name}` });
+          }
+        }
+      }
+
+      for (const f of FAMILIES) {
+        for (const [maps, elements] of [
+          [ADMIN_MAPS.admin, adminElements],
+          [ADMIN_MAPS.baseline, baselineElements],
+        ] as const) {
+          const name = maps[dir][f];
+          const sorted = [...elements[f].entries()].sort(([, a], [, b]) =>
+            a.value < b.value ? -1 : a.value > b.value ? 1 : 0,
+          );
+          out.maps.set(name, {
+            name,
+            type: ADDR_TYPE[f],
+            value: 'verdict',
+            elements: Object.fromEntries(sorted.map(([k, v]) => [k, v.verdict])),
+          });
+        }
+      }
+      const side = dir === 'ingress' ? 'daddr' : 'saddr';
+      out.chains.set(ADMIN_CHAINS[dir].entry, {
+        name: ADMIN_CHAINS[dir].entry,
+        rules: [
+          `ip ${side} vmap @${ADMIN_MAPS.admin[dir][4]}`,
+          `ip6 ${side} vmap @${ADMIN_MAPS.admin[dir][6]}`,
+          `goto ${tail}`,
+        ],
+      });
+      out.chains.set(tail, {
+        name: tail,
+        rules: [
+          `ip ${side} vmap @${DISPATCH_MAPS[dir][4]}`,
+          `ip6 ${side} vmap @${DISPATCH_MAPS[dir][6]}`,
+          `ip ${side} vmap @${ADMIN_MAPS.baseline[dir][4]}`,
+          `ip6 ${side} vmap @${ADMIN_MAPS.baseline[dir][6]}`,
+        ],
+      });
+    }
+    out.chains.set(POLICY_FORWARD_CHAIN, {
+      name: POLICY_FORWARD_CHAIN,
+      rules: [
+        'ct state established,related return',
+        'ct state invalid drop',
+        `jump ${ADMIN_CHAINS.egress.entry}`,
+        `jump ${ADMIN_CHAINS.ingress.entry}`,
+      ],
+    });
+    out.chains.set(POLICY_INPUT_CHAIN, {
+      name: POLICY_INPUT_CHAIN,
+      rules: [
+        'icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } return',
+        'ct state established,related return',
+        `jump ${ADMIN_CHAINS.egress.entry}`,
+      ],
+    });
+    adminStats = { adminPolicies: anps.length, baselinePolicy: baseline !== null };
+  }
 
   const table = out.table();
   const elementCount =
@@ -708,6 +1023,7 @@ export function compilePolicies(input: CompileInput): CompileResult {
       maps: table.maps.length,
       rules: table.chains.reduce((n, c) => n + c.rules.length, 0),
       elements: elementCount,
+      ...adminStats,
     },
   };
 }

@@ -8,6 +8,10 @@ import type { NftTable } from '../nftables/model.ts';
 import { hookVerdict, type Packet } from './nftsim.ts';
 import { POLICY_FORWARD_CHAIN } from './compile.ts';
 import type {
+  AdminNetworkPolicy,
+  AdminRule,
+  AdminSubject,
+  CompileInput,
   LabelSelector,
   NetworkPolicy,
   PolicyNamespace,
@@ -66,6 +70,26 @@ export function policy(p: Partial<NetworkPolicy> & { name: string }): NetworkPol
   };
 }
 
+/** An AdminNetworkPolicy over every pod unless a subject is given. */
+export function anp(
+  p: Partial<AdminNetworkPolicy> & { name: string; priority: number },
+): AdminNetworkPolicy {
+  return { subject: { namespaceSelector: ALL, podSelector: ALL }, ingress: [], egress: [], ...p };
+}
+
+/** An admin rule: `action` on traffic from/to pods of the namespaces with label ns=<ns>. */
+export function adminRule(
+  action: AdminRule['action'],
+  peers: AdminRule['peers'],
+  ports: AdminRule['ports'] = [],
+): AdminRule {
+  return { name: `${action.toLowerCase()}-rule`, action, peers, ports };
+}
+
+export function nsSubject(ns: string, pod?: string): AdminSubject {
+  return { namespaceSelector: labels({ ns }), podSelector: pod ? labels({ pod }) : ALL };
+}
+
 export interface Probe {
   from: string;
   to: string;
@@ -79,11 +103,16 @@ export interface Probe {
  * destination node's forward hook (ingress). Probed over IPv4 and IPv6; the two
  * must agree or this throws.
  */
-export function makeCluster(policies: NetworkPolicy[], pods = upstreamPods()) {
+export function makeCluster(
+  policies: NetworkPolicy[],
+  pods = upstreamPods(),
+  admin: Pick<CompileInput, 'adminPolicies' | 'baselinePolicy'> = {},
+) {
   const tables = new Map<string, NftTable>(
     NODES.map((node) => [
       node,
-      compilePolicies({ self: node, pods, namespaces: upstreamNamespaces(), policies }).table,
+      compilePolicies({ self: node, pods, namespaces: upstreamNamespaces(), policies, ...admin })
+        .table,
     ]),
   );
   const nodeOf = (id: string) => {

@@ -6,7 +6,10 @@
 //   const pods = rawPods.map(podFromK8s);             // { pod | null, problems[] }
 //   const namespaces = rawNamespaces.map(namespaceFromK8s);
 //   const policies = rawPolicies.map(networkPolicyFromK8s);  // fail-closed on faults
-//   const { table, problems, stats } = compilePolicies({ self: nodeName, pods, namespaces, policies });
+//   const adminPolicies = rawAnps.map(adminNetworkPolicyFromK8s);      // likewise
+//   const baselinePolicy = baselineAdminNetworkPolicyFromK8s(rawBanp);  // or null
+//   const { table, problems, stats } = compilePolicies({
+//     self: nodeName, pods, namespaces, policies, adminPolicies, baselinePolicy });
 // then composes `table` into `inet wiremesh`, with its forward base chain doing
 // `jump policy-forward` and its input base chain `jump policy-input`. The fragment
 // never accepts (allowed traffic returns, denied traffic drops), so the jumps may sit
@@ -15,12 +18,22 @@
 export {
   compilePolicies,
   checkPolicy,
+  checkAdminRule,
   effectivePolicyTypes,
   POLICY_FORWARD_CHAIN,
   POLICY_INPUT_CHAIN,
   DISPATCH_MAPS,
+  ADMIN_MAPS,
+  ADMIN_CHAINS,
   type CompileResult,
 } from './compile.ts';
-export { networkPolicyFromK8s, podFromK8s, namespaceFromK8s, labelSelectorFromK8s } from './k8s.ts';
+export {
+  networkPolicyFromK8s,
+  podFromK8s,
+  namespaceFromK8s,
+  labelSelectorFromK8s,
+  adminNetworkPolicyFromK8s,
+  baselineAdminNetworkPolicyFromK8s,
+} from './k8s.ts';
 export { hookVerdict, renderFragment, type Packet } from './nftsim.ts';
 export * from './types.ts';

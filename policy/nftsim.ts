@@ -1,5 +1,6 @@
 // A small evaluator of a compiled policy fragment, for tests: given a packet, walk
-// policy-forward or policy-input as the kernel would and say what happens. It
+// policy-forward or policy-input as the kernel would and say what happens (`jump`
+// returns to the caller, `goto` hands the caller's return over to the callee). It
 // knows exactly the rule shapes compile.ts emits and throws on anything else, so a
 // new shape has to be taught here on purpose. It also renders a fragment as
 // `nft -f` text, for golden snapshots and for checking by hand with `nft -c -f`.
@@ -144,7 +145,8 @@ function evalRule(table: NftTable, rule: string, pkt: Packet, depth: number): Ve
         if (i !== t.length) throw new Error(`verdict not last: ${rule}`);
         return tok;
       case 'jump':
-        return applyVerdict(table, `jump ${next()}`, pkt, depth);
+      case 'goto':
+        return applyVerdict(table, `${tok} ${next()}`, pkt, depth);
       default:
         throw new Error(`unknown rule shape at '${tok}': ${rule}`);
     }
@@ -152,11 +154,22 @@ function evalRule(table: NftTable, rule: string, pkt: Packet, depth: number): Ve
   return null;
 }
 
-function applyVerdict(table: NftTable, verdict: string, pkt: Packet, depth: number) {
-  if (verdict === 'accept' || verdict === 'drop') return verdict;
+/**
+ * A verdict's effect on the calling chain: null goes on with its next rule. `jump`
+ * comes back when the chain returns; `goto` does not: the called chain's return
+ * (explicit or by running off its end) is the calling chain's return.
+ */
+function applyVerdict(
+  table: NftTable,
+  verdict: string,
+  pkt: Packet,
+  depth: number,
+): Verdict | null {
+  if (verdict === 'accept' || verdict === 'drop' || verdict === 'return') return verdict;
   const [op, chain] = verdict.split(' ');
-  if (op !== 'jump' || !chain) throw new Error(`unknown verdict ${verdict}`);
+  if ((op !== 'jump' && op !== 'goto') || !chain) throw new Error(`unknown verdict ${verdict}`);
   const v = evalChain(table, chain, pkt, depth + 1);
+  if (op === 'goto') return v;
   return v === 'return' ? null : v;
 }
 

@@ -83,9 +83,61 @@ export interface NetworkPolicy {
   egress: PolicyRule[];
 }
 
+/**
+ * The cluster-wide ordered policies of the network-policy-api project
+ * (policy.networking.k8s.io/v1alpha1). An ANP rule's action; a BaselineAdminNetworkPolicy
+ * rule is Allow or Deny only.
+ */
+export const ADMIN_ACTIONS = ['Allow', 'Deny', 'Pass'] as const;
+export type AdminAction = (typeof ADMIN_ACTIONS)[number];
+
+/**
+ * The pods an admin policy applies to: pods matching `podSelector` in namespaces
+ * matching `namespaceSelector` (subject.namespaces is the pods form with an empty
+ * podSelector).
+ */
+export interface AdminSubject {
+  namespaceSelector: LabelSelector;
+  podSelector: LabelSelector;
+}
+
+/**
+ * An ANP or BANP rule. Peers reuse NetworkPolicy's peer type, always cluster-wide:
+ * `namespaces` is a peer with a namespaceSelector only, `pods` one with both
+ * selectors, and each CIDR of egress `networks` an ipBlock without excepts. A
+ * podSelector without a namespaceSelector has no meaning here and is refused.
+ */
+export interface AdminRule {
+  /** The rule's name, for problems and status; may be empty. */
+  name: string;
+  action: AdminAction;
+  /** Empty: every address (only the fail-closed stand-in for an unreadable rule). */
+  peers: PolicyPeer[];
+  /** Empty: every port and protocol. A named port stands once per protocol. */
+  ports: PolicyPort[];
+}
+
+export interface AdminNetworkPolicy {
+  name: string;
+  /** 0 to 1000; lower is evaluated first. -1 only for a fail-closed stand-in. */
+  priority: number;
+  subject: AdminSubject;
+  /** In order: the first matching rule decides. */
+  ingress: AdminRule[];
+  egress: AdminRule[];
+}
+
+/** The one BaselineAdminNetworkPolicy (named `default`); its actions are Allow or Deny. */
+export interface BaselineAdminNetworkPolicy {
+  name: string;
+  subject: AdminSubject;
+  ingress: AdminRule[];
+  egress: AdminRule[];
+}
+
 /** Something the compiler or the translation refused or could not honour. */
 export interface PolicyProblem {
-  kind: 'NetworkPolicy' | 'Pod' | 'Namespace';
+  kind: 'NetworkPolicy' | 'Pod' | 'Namespace' | 'AdminNetworkPolicy' | 'BaselineAdminNetworkPolicy';
   namespace: string;
   name: string;
   reason: PolicyProblemReason;
@@ -101,6 +153,10 @@ export interface CompileInput {
   pods: readonly PolicyPod[];
   namespaces: readonly PolicyNamespace[];
   policies: readonly NetworkPolicy[];
+  /** Evaluated before NetworkPolicy, by priority. */
+  adminPolicies?: readonly AdminNetworkPolicy[];
+  /** Evaluated for a pod and direction no NetworkPolicy selects. */
+  baselinePolicy?: BaselineAdminNetworkPolicy | null;
 }
 
 export interface CompileStats {
@@ -116,4 +172,7 @@ export interface CompileStats {
   rules: number;
   /** Elements over all sets and maps. */
   elements: number;
+  /** Only when admin policies are given: how many ANPs, and whether a BANP is in force. */
+  adminPolicies?: number;
+  baselinePolicy?: boolean;
 }
