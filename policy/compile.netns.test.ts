@@ -1,6 +1,7 @@
 // Kernel tier: compiled policy fragments, composed into the agent's table, are
 // accepted by the real nft (nftables 1.0.6 here) through the table driver, in a
-// throwaway network namespace per test; a pod joining afterwards is applied as an
+// throwaway network namespace per test (the admin tiers' goto chains and maps too);
+// a pod joining afterwards is applied as an
 // increment. No traffic is sent: the e2e netpol suite probes real connections.
 import test, { type ExecutionContext } from 'ava';
 import { existsSync } from 'node:fs';
@@ -8,7 +9,15 @@ import { PrefixRunner, defaultRunner as runner, requireRoot } from '../sys/index
 import { NftCli, TableDriver } from '../nftables/index.ts';
 import { composeTable } from '../agent/nftable.ts';
 import { compilePolicies } from './compile.ts';
-import { labels, policy, upstreamNamespaces, upstreamPods } from './fixtures.ts';
+import {
+  adminRule,
+  anp,
+  labels,
+  nsSubject,
+  policy,
+  upstreamNamespaces,
+  upstreamPods,
+} from './fixtures.ts';
 import { policySnapshot } from '../bench/policy.ts';
 
 const tag = process.pid % 100000;
@@ -105,5 +114,54 @@ test('a fragment of 1,000 pods x 100 policies loads in one transaction', async (
   t.deepEqual(problems, []);
   t.true(stats.elements > 1000);
   t.is((await driver.apply(composeTable({ policy: table }))).mode, 'full');
+  t.true((await driver.verify()).inSync);
+});
+
+test('the admin tiers (ANP groups with goto, BANP, admin maps) load through the driver', async (t) => {
+  const driver = await driverInNetns(t);
+  const everyPod = { namespaceSelector: labels({}) };
+  const input = {
+    pods: upstreamPods(),
+    namespaces: upstreamNamespaces(),
+    policies: [policy({ name: 'deny' })],
+    adminPolicies: [
+      anp({
+        name: 'allow-y',
+        priority: 10,
+        subject: nsSubject('x'),
+        ingress: [adminRule('Allow', [{ namespaceSelector: labels({ ns: 'y' }) }])],
+        egress: [
+          adminRule(
+            'Pass',
+            [{ ipBlock: { cidr: 'fd00::/8', except: [] } }],
+            [{ protocol: 'TCP', port: 80, endPort: 81 }],
+          ),
+        ],
+      }),
+      anp({
+        name: 'deny-rest',
+        priority: 20,
+        subject: nsSubject('x', 'a'),
+        ingress: [adminRule('Deny', [everyPod], [{ protocol: 'UDP', port: 'serve-81-udp' }])],
+      }),
+    ],
+    baselinePolicy: {
+      name: 'default',
+      subject: { namespaceSelector: labels({}), podSelector: labels({}) },
+      ingress: [adminRule('Deny', [everyPod])],
+      egress: [adminRule('Allow', [{ ipBlock: { cidr: '10.0.0.0/8', except: [] } }])],
+    },
+  };
+  const first = compilePolicies({ ...input, self: 'n1' });
+  t.deepEqual(first.problems, []);
+  t.is((await driver.apply(composeTable({ policy: first.table }))).mode, 'full');
+  t.true((await driver.verify()).inSync);
+  // A label change moves x/a out of 'deny-rest': applied as an increment.
+  const relabelled = input.pods.map((p) =>
+    p.namespace === 'x' && p.name === 'a' ? { ...p, labels: { pod: 'a2' } } : p,
+  );
+  const second = compilePolicies({ ...input, pods: relabelled, self: 'n1' });
+  const report = await driver.apply(composeTable({ policy: second.table }));
+  t.not(report.mode, 'full');
   t.true((await driver.verify()).inSync);
 });
