@@ -1,8 +1,8 @@
 // Kernel tier: compiled policy fragments, composed into the agent's table, are
 // accepted by the real nft (nftables 1.0.6 here) through the table driver, in a
 // throwaway network namespace per test (the admin tiers' goto chains and maps too);
-// a pod joining afterwards is applied as an
-// increment. No traffic is sent: the e2e netpol suite probes real connections.
+// a pod joining afterwards is applied as an increment. No traffic is sent: the e2e
+// netpol and anp suites probe real connections.
 import test, { type ExecutionContext } from 'ava';
 import { existsSync } from 'node:fs';
 import { PrefixRunner, defaultRunner as runner, requireRoot } from '../sys/index.ts';
