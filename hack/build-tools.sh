@@ -64,4 +64,6 @@ build wiremesh-cni ../cni/relay .
 build wiremesh-netlinkd ../cni/netlinkd .
 # The traffic end of the network-policy suites (kind-tests/netpol): TCP, UDP and SCTP.
 build wiremesh-prober ../kind-tests/prober .
+# The cni-latency bench's driver (bench/cnirun): execs CNI plugins from inside a lab node.
+build wiremesh-cnirun ../bench/cnirun .
 echo "build-tools: all tools in $bin" >&2
