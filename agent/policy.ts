@@ -4,13 +4,26 @@
 // compiles this node's fragment of the `inet wiremesh` table, and reports problems
 // as log lines and Events once per distinct condition. It holds no dataplane state:
 // the agent composes the fragment into the table and the TableDriver applies it.
+//
+// AdminNetworkPolicies and BaselineAdminNetworkPolicies (policy.networking.k8s.io/
+// v1alpha1) are CRDs a cluster may not have. Their first list is part of start-up
+// like the others (nothing is programmed without knowing them), except that a 404
+// (the resource is not served: CRDs not installed) counts as "none": it is logged
+// once, start-up goes on, and the list is retried in the background (5 s, doubling
+// to 60 s) until the CRDs appear; their objects then schedule a reconcile like any
+// change. Once listed, the informer watches on; should the CRDs go away later, it
+// keeps serving what it last saw (the dataplane stays as it is) and retries.
 import type { KubernetesObject } from '@kubernetes/client-node';
-import { Informer, type KubeClient } from '../kube/index.ts';
+import { Informer, KubeApiError, type KubeClient } from '../kube/index.ts';
 import {
+  adminNetworkPolicyFromK8s,
+  baselineAdminNetworkPolicyFromK8s,
   compilePolicies,
   namespaceFromK8s,
   networkPolicyFromK8s,
   podFromK8s,
+  type AdminNetworkPolicy,
+  type BaselineAdminNetworkPolicy,
   type CompileResult,
   type NetworkPolicy,
   type PolicyNamespace,
@@ -21,33 +34,129 @@ import { runInformer } from './watch.ts';
 import { KubeEventRecorder, type EventTarget } from './events.ts';
 import type { Logger } from './log.ts';
 
-export const POLICY_EVENT_KINDS: EventTarget['kind'][] = ['NetworkPolicy', 'Pod', 'Namespace'];
+export const POLICY_EVENT_KINDS: EventTarget['kind'][] = [
+  'NetworkPolicy',
+  'Pod',
+  'Namespace',
+  'AdminNetworkPolicy',
+  'BaselineAdminNetworkPolicy',
+];
+
+const ADMIN_API = '/apis/policy.networking.k8s.io/v1alpha1';
 
 export class PolicyWatch {
   private readonly pods: Informer<KubernetesObject>;
   private readonly namespaces: Informer<KubernetesObject>;
   private readonly policies: Informer<KubernetesObject>;
+  private readonly anps: Informer<KubernetesObject>;
+  private readonly banps: Informer<KubernetesObject>;
   private readonly log: Logger;
   private reported = new Set<string>();
+  private stopped = false;
+  private readonly retries = new Set<NodeJS.Timeout>();
+  private readonly retryDelays: { first: number; max: number };
 
-  constructor(kube: KubeClient, log: Logger) {
+  constructor(
+    kube: KubeClient,
+    log: Logger,
+    retryDelays: { first: number; max: number } = { first: 5_000, max: 60_000 },
+  ) {
     this.log = log;
+    this.retryDelays = retryDelays;
+    this.anps = new Informer(kube, `${ADMIN_API}/adminnetworkpolicies`);
+    this.banps = new Informer(kube, `${ADMIN_API}/baselineadminnetworkpolicies`);
     this.pods = new Informer(kube, '/api/v1/pods');
     this.namespaces = new Informer(kube, '/api/v1/namespaces');
     this.policies = new Informer(kube, '/apis/networking.k8s.io/v1/networkpolicies');
   }
 
-  /** Resolves once all three have been listed; changes call `onChange` after that. */
+  /**
+   * Resolves once everything has been listed (the admin policies: or found not
+   * served); changes call `onChange` after that.
+   */
   async start(onChange: (reason: string) => void): Promise<void> {
+    this.stopped = false;
     await Promise.all([
       runInformer(this.pods, 'pods', this.log, onChange),
       runInformer(this.namespaces, 'namespaces', this.log, onChange),
       runInformer(this.policies, 'network policies', this.log, onChange),
+      this.startOptional(this.anps, 'admin network policies', onChange),
+      this.startOptional(this.banps, 'baseline admin network policies', onChange),
     ]);
   }
 
   async stop(): Promise<void> {
-    await Promise.all([this.pods.stop(), this.namespaces.stop(), this.policies.stop()]);
+    this.stopped = true;
+    for (const timer of this.retries) clearTimeout(timer);
+    this.retries.clear();
+    await Promise.all(
+      [this.pods, this.namespaces, this.policies, this.anps, this.banps].map((i) => i.stop()),
+    );
+  }
+
+  /**
+   * runInformer for a resource that may not be served: the first list is retried
+   * until it succeeds, except that a 404 resolves at once (none, for now) and
+   * lists again in the background.
+   */
+  private async startOptional(
+    informer: Informer<KubernetesObject>,
+    what: string,
+    onChange: (reason: string) => void,
+  ): Promise<void> {
+    for (const verb of ['add', 'update', 'delete'] as const) {
+      informer.on(verb, () => onChange(`${what} ${verb}`));
+    }
+    informer.on('error', (err: unknown) => {
+      this.log.warn(`${what} watch failed; retrying`, { error: (err as Error)?.message });
+    });
+    for (let delay = 500; !this.stopped; delay = Math.min(delay * 2, 10_000)) {
+      try {
+        await informer.start();
+        return;
+      } catch (e) {
+        if (e instanceof KubeApiError && e.status === 404) {
+          this.log.info(
+            `${what} are not served (CRDs not installed); none enforced until they are`,
+            {
+              retryInMs: this.retryDelays.first,
+            },
+          );
+          this.listLater(informer, what, onChange, this.retryDelays.first);
+          return;
+        }
+        this.log.warn(`cannot list ${what} yet; retrying`, {
+          error: (e as Error).message,
+          retryInMs: delay,
+        });
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
+  }
+
+  /** Lists a not-yet-served resource again after `delay`, backing off while it is not. */
+  private listLater(
+    informer: Informer<KubernetesObject>,
+    what: string,
+    onChange: (reason: string) => void,
+    delay: number,
+  ): void {
+    const timer = setTimeout(() => {
+      this.retries.delete(timer);
+      if (this.stopped) return;
+      informer.start().then(
+        () => {
+          this.log.info(`${what} are served now`, { count: informer.list().length });
+          onChange(`${what} listed`);
+        },
+        (e: unknown) => {
+          const notServed = e instanceof KubeApiError && e.status === 404;
+          const next = notServed ? Math.min(delay * 2, this.retryDelays.max) : delay;
+          this.listLater(informer, what, onChange, next);
+        },
+      );
+    }, delay);
+    this.retries.add(timer);
   }
 
   /** Translate the cached objects and compile this node's policy fragment. */
@@ -71,7 +180,37 @@ export class PolicyWatch {
       problems.push(...r.problems);
       if (r.policy) policies.push(r.policy);
     }
-    const result = compilePolicies({ self, pods, namespaces, policies });
+    const adminPolicies: AdminNetworkPolicy[] = [];
+    for (const raw of this.anps.list()) {
+      const r = adminNetworkPolicyFromK8s(raw);
+      problems.push(...r.problems);
+      if (r.policy) adminPolicies.push(r.policy);
+    }
+    let baselinePolicy: BaselineAdminNetworkPolicy | null = null;
+    for (const raw of this.banps.list()) {
+      const r = baselineAdminNetworkPolicyFromK8s(raw);
+      problems.push(...r.problems);
+      if (!r.policy) continue;
+      // The API allows one, named default; any other is reported and ignored.
+      if (r.policy.name === 'default') baselinePolicy = r.policy;
+      else
+        problems.push({
+          kind: 'BaselineAdminNetworkPolicy',
+          namespace: '',
+          name: r.policy.name,
+          reason: 'InvalidPolicy',
+          message:
+            "only the BaselineAdminNetworkPolicy named 'default' is enforced; this one is ignored",
+        });
+    }
+    const result = compilePolicies({
+      self,
+      pods,
+      namespaces,
+      policies,
+      adminPolicies,
+      baselinePolicy,
+    });
     return { ...result, problems: [...problems, ...result.problems] };
   }
 

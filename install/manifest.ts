@@ -10,6 +10,7 @@ export const DEPLOY_DIR = new URL('../deploy/', import.meta.url).pathname;
 export const COMBINED_MANIFEST = 'wiremesh.yaml';
 export const MANIFEST_PARTS = [
   'crds.yaml',
+  'anp-crds.yaml',
   'rbac.yaml',
   'config.yaml',
   'default-pool.yaml',
