@@ -1,17 +1,36 @@
 // A kind (or any kubeadm) cluster as a ClusterDriver, through kubectl alone: nodes
-// are reached through a privileged host-network probe pod per node (a DaemonSet,
-// `nsenter -t 1` into the host's namespaces), pods are probe pods pinned to a node,
-// and commands run with `kubectl exec`. kind-tests/kind/run.sh creates the cluster and
-// runs the suites with WIREMESH_E2E_CLUSTER=kind. The steps that need no node (apply,
-// wait, list, namespaces) are the `Kubectl` class, tested against the lab's apiserver.
+// are reached through a privileged host-network probe pod per node (a DaemonSet):
+// node commands run in that pod, in the node's network namespace with the probe
+// image's tools (its files are the image's; the node's are not needed). Pods are
+// probe pods pinned to a node, and commands run with `kubectl exec`. A node's agent
+// answers `wiremesh status -o json` in its own pod, and captures stream tcpdump's
+// pcap back through `kubectl exec -i`. kind-tests/kind/run.sh creates the cluster
+// and runs the suites with WIREMESH_E2E_CLUSTER=kind. The steps that need no node
+// (apply, wait, list, namespaces) are the `Kubectl` class, tested against the lab's
+// apiserver.
 import type { Runner, RunOptions, RunResult } from '../sys/index.ts';
 import { defaultRunner } from '../sys/index.ts';
-import type { ClusterDriver, ClusterPod } from './driver.ts';
+import type { AgentStatus } from '../agent/index.ts';
+import type { ClusterDriver, ClusterPod, ContainerPort } from './driver.ts';
+import { filterAnd, startStreamCapture, type Capture } from './probes.ts';
 
 export const E2E_NAMESPACE = 'wiremesh-e2e';
-/** Built and loaded by run.sh (kind-tests/kind/probe.Dockerfile): ping, curl, iperf3, tcpdump, nsenter. */
+/**
+ * Built and loaded by run.sh (kind-tests/kind/probe.Dockerfile): ping, curl, iperf3,
+ * tcpdump, socat, wg, nft, ip, and wiremesh-prober at PROBER_PATH.
+ */
 export const PROBE_IMAGE = 'wiremesh-probe:e2e';
+export const PROBER_PATH = '/usr/local/bin/wiremesh-prober';
 const NODE_PROBE = 'wiremesh-e2e-node';
+/** The agent pods of deploy/daemonset.yaml. */
+const AGENT_NAMESPACE = 'kube-system';
+const AGENT_SELECTOR = 'app.kubernetes.io/name=wiremesh,app.kubernetes.io/component=agent';
+/**
+ * The cluster's own traffic between nodes, left out of underlay captures: the
+ * apiserver (6443) and the kubelets (10250, which also carries the driver's own
+ * kubectl exec streams, the capture's included).
+ */
+export const CONTROL_TRAFFIC = 'tcp port 6443 or tcp port 10250';
 
 /** kubectl with one kubeconfig, every call through a Runner. */
 export class Kubectl {
@@ -30,6 +49,22 @@ export class Kubectl {
       timeoutMs: 120_000,
       ...opts,
     });
+  }
+
+  /** argv that runs a command in a pod's container, stdin, stdout and stderr passed through. */
+  execPrefix(namespace: string, pod: string, container?: string): string[] {
+    return [
+      this.binary,
+      '--kubeconfig',
+      this.kubeconfig,
+      'exec',
+      '-i',
+      '-n',
+      namespace,
+      pod,
+      ...(container ? ['-c', container] : []),
+      '--',
+    ];
   }
 
   async json<T>(args: readonly string[]): Promise<T> {
@@ -70,8 +105,25 @@ export class Kubectl {
   }
 
   async nodeNames(): Promise<string[]> {
-    const list = await this.json<{ items: { metadata: { name: string } }[] }>(['get', 'nodes']);
-    return list.items.map((n) => n.metadata.name).sort();
+    return (await this.nodes()).map((n) => n.name);
+  }
+
+  /** The nodes, sorted by name, with their InternalIP (the underlay address). */
+  async nodes(): Promise<{ name: string; internalIP: string | undefined }[]> {
+    const list = await this.json<{
+      items: {
+        metadata: { name: string };
+        status?: { addresses?: { type: string; address: string }[] };
+      }[];
+    }>(['get', 'nodes']);
+    return list.items
+      .map((n) => ({
+        name: n.metadata.name,
+        internalIP: n.status?.addresses?.find(
+          (a) => a.type === 'InternalIP' && !a.address.includes(':'),
+        )?.address,
+      }))
+      .sort((a, b) => a.name.localeCompare(b.name));
   }
 
   async pods(namespace: string, selector?: string): Promise<KubePod[]> {
@@ -98,12 +150,18 @@ export interface KubePod {
   status: { phase?: string; podIPs?: { ip: string }[] };
 }
 
-/** The probe pod of a test: pinned to `node`, a shell that sleeps until deleted. */
+/**
+ * The probe pod of a test: pinned to `node`, running `command` (by default it
+ * sleeps until deleted), with `ports` as its container's ports (named ones can be
+ * referred to by NetworkPolicies).
+ */
 export function probePod(
   node: string,
   namespace: string,
   name: string,
   labels: Record<string, string> = {},
+  ports: readonly ContainerPort[] = [],
+  command: readonly string[] = ['sleep', 'infinity'],
 ): object {
   return {
     apiVersion: 'v1',
@@ -122,7 +180,8 @@ export function probePod(
           name: 'probe',
           image: PROBE_IMAGE,
           imagePullPolicy: 'IfNotPresent',
-          command: ['sleep', 'infinity'],
+          command: [...command],
+          ...(ports.length ? { ports: ports.map((p) => ({ ...p })) } : {}),
           securityContext: { capabilities: { add: ['NET_RAW', 'NET_ADMIN'] } },
         },
       ],
@@ -153,7 +212,12 @@ export function nodeProbeDaemonSet(namespace: string): object {
               imagePullPolicy: 'IfNotPresent',
               command: ['sleep', 'infinity'],
               securityContext: { privileged: true },
+              // wireguard-go's control sockets, for `wg show` on a userspace device.
+              volumeMounts: [{ name: 'wireguard', mountPath: '/run/wireguard' }],
             },
+          ],
+          volumes: [
+            { name: 'wireguard', hostPath: { path: '/run/wireguard', type: 'DirectoryOrCreate' } },
           ],
         },
       },
@@ -165,6 +229,7 @@ export class KindDriver implements ClusterDriver {
   readonly kind = 'kind';
   readonly kubectl: Kubectl;
   private nodes: string[] = [];
+  private readonly addresses = new Map<string, string>();
   private nodeProbes = new Map<string, string>();
   private readonly created: ClusterPod[] = [];
 
@@ -175,7 +240,10 @@ export class KindDriver implements ClusterDriver {
   /** Attach to a running cluster (run.sh made it and installed wiremesh); start the node probes. */
   static async open(kubeconfig: string, kubectlBinary = 'kubectl'): Promise<KindDriver> {
     const d = new KindDriver(new Kubectl(kubeconfig, kubectlBinary));
-    d.nodes = await d.kubectl.nodeNames();
+    for (const n of await d.kubectl.nodes()) {
+      d.nodes.push(n.name);
+      if (n.internalIP) d.addresses.set(n.name, n.internalIP);
+    }
     await d.kubectl.ensureNamespace(E2E_NAMESPACE);
     await d.kubectl.apply('-', JSON.stringify(nodeProbeDaemonSet(E2E_NAMESPACE)));
     await d.kubectl.rolloutStatus('daemonset', NODE_PROBE, E2E_NAMESPACE, 180);
@@ -196,25 +264,21 @@ export class KindDriver implements ClusterDriver {
     return this.created.map((p) => ({ ...p, ips: [...p.ips] }));
   }
 
-  execInNode(node: string, argv: readonly string[], opts?: RunOptions): Promise<RunResult> {
+  /** The node's probe pod (host network and PID namespaces, privileged). */
+  private nodeProbe(node: string): string {
     const probe = this.nodeProbes.get(node);
     if (!probe) throw new Error(`no node probe on ${node} (nodes: ${this.nodes.join(', ')})`);
-    // PID 1 of the host (hostPID): its mount, UTS, IPC and network namespaces are the node's.
+    return probe;
+  }
+
+  execInNode(node: string, argv: readonly string[], opts?: RunOptions): Promise<RunResult> {
     return this.kubectl.run(
       [
         'exec',
         ...(opts?.input !== undefined ? ['-i'] : []),
         '-n',
         E2E_NAMESPACE,
-        probe,
-        '--',
-        'nsenter',
-        '-t',
-        '1',
-        '-m',
-        '-u',
-        '-i',
-        '-n',
+        this.nodeProbe(node),
         '--',
         ...argv,
       ],
@@ -239,9 +303,19 @@ export class KindDriver implements ClusterDriver {
     namespace: string,
     name: string,
     labels?: Record<string, string>,
+    ports?: readonly ContainerPort[],
+    command?: readonly string[],
   ): Promise<ClusterPod> {
     await this.kubectl.ensureNamespace(namespace);
-    await this.kubectl.apply('-', JSON.stringify(probePod(node, namespace, name, labels)));
+    const spec = probePod(
+      node,
+      namespace,
+      name,
+      labels,
+      ports,
+      command?.length ? command : undefined,
+    );
+    await this.kubectl.apply('-', JSON.stringify(spec));
     await this.kubectl.wait([`pod/${name}`], 'condition=Ready', { namespace, timeoutSeconds: 120 });
     const [pod] = (await this.kubectl.pods(namespace)).filter((p) => p.metadata.name === name);
     const ips = (pod?.status.podIPs ?? []).map((i) => i.ip);
@@ -263,6 +337,57 @@ export class KindDriver implements ClusterDriver {
     ]);
     const i = this.created.findIndex((p) => p.namespace === namespace && p.name === name);
     if (i >= 0) this.created.splice(i, 1);
+  }
+
+  underlayIP(node: string): string {
+    const ip = this.addresses.get(node);
+    if (!ip) throw new Error(`node ${node} has no IPv4 InternalIP`);
+    return ip;
+  }
+
+  async agentStatus(node: string): Promise<AgentStatus> {
+    const [pod] = (await this.kubectl.pods(AGENT_NAMESPACE, AGENT_SELECTOR)).filter(
+      (p) => p.spec.nodeName === node,
+    );
+    if (!pod) throw new Error(`no wiremesh agent pod on ${node}`);
+    const res = await this.kubectl.run([
+      'exec',
+      '-n',
+      AGENT_NAMESPACE,
+      pod.metadata.name,
+      '-c',
+      'agent',
+      '--',
+      'wiremesh',
+      'status',
+      '-o',
+      'json',
+    ]);
+    return JSON.parse(res.stdout) as AgentStatus;
+  }
+
+  async captureUnderlay(node: string, filter = ''): Promise<Capture> {
+    // The link that holds the node's InternalIP (eth0 on a kind node).
+    const ip = this.underlayIP(node);
+    const addrs = JSON.parse((await this.execInNode(node, ['ip', '-j', '-4', 'addr'])).stdout) as {
+      ifname: string;
+      addr_info?: { local?: string }[];
+    }[];
+    const link = addrs.find((l) => l.addr_info?.some((a) => a.local === ip))?.ifname;
+    if (!link) throw new Error(`no link on ${node} holds its InternalIP ${ip}`);
+    return this.captureInNode(node, link, filterAnd(`not (${CONTROL_TRAFFIC})`, filter));
+  }
+
+  captureInNode(node: string, iface: string, filter = ''): Promise<Capture> {
+    return startStreamCapture(
+      this.kubectl.execPrefix(E2E_NAMESPACE, this.nodeProbe(node)),
+      iface,
+      filter,
+    );
+  }
+
+  proberPath(): string {
+    return PROBER_PATH;
   }
 
   /** The cluster is run.sh's: remove only what the suites made. */

@@ -1,9 +1,15 @@
 // The lab as a cluster driver. With WIREMESH_E2E_LAB=<name> the suites attach to a
 // lab that is already running (one lab shared by every suite of a run, which
 // keeps the suite fast); otherwise a suite brings up its own lab and removes it.
+// Pods are network namespaces sharing the host's files, so the test tools are the
+// host's; the underlay of a node is its veth on the lab bridge, captured from the
+// host side, without the apiserver's host (the bridge's own address).
+import type { AgentStatus } from '../agent/index.ts';
 import { Lab, type UpOptions } from '../lab/index.ts';
 import type { RunOptions, RunResult } from '../sys/index.ts';
 import type { ClusterDriver, ClusterPod, ContainerPort } from './driver.ts';
+import { proberPath } from './netpol/prober.ts';
+import { filterAnd, startStreamCapture, type Capture } from './probes.ts';
 
 export class LabDriver implements ClusterDriver {
   readonly kind = 'lab';
@@ -62,18 +68,55 @@ export class LabDriver implements ClusterDriver {
     name: string,
     labels?: Record<string, string>,
     ports?: readonly ContainerPort[],
+    command?: readonly string[],
   ): Promise<ClusterPod> {
     const p = await this.lab.addPod(node, namespace, name, labels, ports ? [...ports] : []);
+    if (command?.length) {
+      // Recorded by the lab, so `lab down` stops it too.
+      await this.lab.spawnInNode(p.node, podProcName(namespace, name), [
+        'nsenter',
+        `--net=/run/netns/${p.netns}`,
+        '--',
+        ...command,
+      ]);
+    }
     return { namespace: p.namespace, name: p.name, node: p.node, ips: p.ips };
   }
 
-  deletePod(namespace: string, name: string): Promise<void> {
-    return this.lab.deletePod(name, namespace);
+  async deletePod(namespace: string, name: string): Promise<void> {
+    await this.lab.stopProcess(podProcName(namespace, name));
+    await this.lab.deletePod(name, namespace);
+  }
+
+  underlayIP(node: string): string {
+    return this.lab.node(node).underlayIP;
+  }
+
+  agentStatus(node: string): Promise<AgentStatus> {
+    return this.lab.agentStatus(node);
+  }
+
+  captureUnderlay(node: string, filter = ''): Promise<Capture> {
+    const own = `not host ${this.lab.plan.gatewayIP}`;
+    return startStreamCapture([], this.lab.node(node).hostVeth, filterAnd(own, filter));
+  }
+
+  captureInNode(node: string, iface: string, filter = ''): Promise<Capture> {
+    return startStreamCapture(this.lab.execPrefix({ node }), iface, filter);
+  }
+
+  proberPath(): string {
+    return proberPath();
   }
 
   async close(): Promise<void> {
     if (this.owned) await this.lab.down();
   }
+}
+
+/** The lab process of a pod's own command. */
+function podProcName(namespace: string, name: string): string {
+  return `pod-${namespace}-${name}`;
 }
 
 export async function openCluster(options: UpOptions): Promise<ClusterDriver> {

@@ -1,10 +1,13 @@
 // What the end-to-end suites use to look at traffic: packet captures with tcpdump
 // (on the lab's underlay bridge or inside a node), and long-running probes that a
-// suite starts, lets run during a fault, and then reads.
+// suite starts, lets run during a fault, and then reads. startStreamCapture is the
+// capture the cluster drivers use: tcpdump runs wherever an argv prefix puts it (the
+// host, `nsenter` into a lab node, `kubectl exec -i` into a kind node's probe pod)
+// and streams the pcap back on stdout, so nothing is left behind in the cluster.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFile, rm } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { defaultRunner } from '../sys/index.ts';
+import { defaultRunner, systemEnv } from '../sys/index.ts';
 
 export interface Capture {
   file: string;
@@ -49,6 +52,66 @@ export async function startCapture(
       const raw = await readFile(file);
       const res = await defaultRunner.run(['tcpdump', '-nn', '-r', file], { allowFailure: true });
       await rm(file, { force: true });
+      return { lines: res.stdout.split('\n').filter(Boolean), raw };
+    },
+  };
+}
+
+/** Two tcpdump filters that must both hold (either may be empty). */
+export function filterAnd(a: string, b: string): string {
+  return a && b ? `(${a}) and (${b})` : a || b;
+}
+
+/**
+ * Start tcpdump through `prefix` (an argv that runs a command somewhere and passes
+ * stdin, stdout and stderr through) and stream the pcap back. Closing stdin stops
+ * it: the remote shell then interrupts tcpdump, which flushes and exits, so a
+ * capture behind `kubectl exec -i` ends cleanly too. The packets are decoded with
+ * `tcpdump -nn -r -` through the same prefix (the runner host needs no tcpdump).
+ */
+export async function startStreamCapture(
+  prefix: readonly string[],
+  iface: string,
+  filter = '',
+): Promise<Capture> {
+  const script =
+    'tcpdump --immediate-mode -i "$1" -U -s 0 -w - ${2:+"$2"} & pid=$!; ' +
+    'read -r _ || true; kill -INT "$pid" 2>/dev/null; wait "$pid"';
+  const argv = [...prefix, 'sh', '-c', script, 'capture', iface, filter];
+  const child = spawn(argv[0] ?? 'sh', argv.slice(1), {
+    stdio: ['pipe', 'pipe', 'pipe'],
+    env: systemEnv(),
+  });
+  const chunks: Buffer[] = [];
+  let stderr = '';
+  child.stdout?.on('data', (b: Buffer) => chunks.push(b));
+  child.stderr?.on('data', (b: Buffer) => (stderr += b.toString()));
+  const exited = new Promise<void>((r) => child.once('close', () => r()));
+  for (let i = 0; i < 300 && !stderr.includes('listening on'); i++) {
+    if (child.exitCode !== null) throw new Error(`tcpdump on ${iface} exited: ${stderr}`);
+    await sleep(50);
+  }
+  if (!stderr.includes('listening on')) {
+    child.kill('SIGKILL');
+    throw new Error(`tcpdump on ${iface} did not start: ${stderr}`);
+  }
+  return {
+    file: '-',
+    async stop() {
+      child.stdin?.end();
+      await Promise.race([exited, sleep(10_000)]);
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGKILL');
+        await exited;
+      }
+      const raw = Buffer.concat(chunks);
+      if (raw.length === 0) throw new Error(`tcpdump on ${iface} wrote no pcap: ${stderr}`);
+      const res = await defaultRunner.run([...prefix, 'tcpdump', '-nn', '-r', '-'], {
+        input: raw,
+        allowFailure: true,
+      });
+      if (res.code !== 0 && !res.stdout)
+        throw new Error(`decoding the capture on ${iface}: ${res.stderr}`);
       return { lines: res.stdout.split('\n').filter(Boolean), raw };
     },
   };
