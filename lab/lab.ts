@@ -371,6 +371,30 @@ export class Lab {
     ]);
   }
 
+  /** Stop the kube-apiserver (a control-plane outage); etcd and the agents keep running. */
+  async stopApiserver(): Promise<void> {
+    const rec = this.state.procs.find((p) => p.name === 'kube-apiserver');
+    if (!rec) return;
+    await stopDaemon(rec);
+    this.state.procs = this.state.procs.filter((p) => p !== rec);
+    await this.save();
+  }
+
+  /** Start the kube-apiserver again on the same address and etcd, and wait until it is ready. */
+  async startApiserver(): Promise<void> {
+    if (this.state.procs.some((p) => p.name === 'kube-apiserver' && isAlive(p))) return;
+    await startApiserver(
+      labPki(join(this.plan.dataDir, 'pki')),
+      this.state.etcdURL,
+      this.plan.gatewayIP,
+      join(this.plan.dataDir, 'logs'),
+      async (proc) => {
+        this.state.procs.push(proc);
+        await this.save();
+      },
+    );
+  }
+
   /** Stop only the agent process (SIGTERM, or SIGKILL to simulate a crash); its wireguard-go keeps running. */
   async stopAgent(nodeName: string, signal: 'SIGTERM' | 'SIGKILL' = 'SIGTERM'): Promise<void> {
     const name = this.agentProcName(nodeName);
@@ -529,6 +553,8 @@ export class Lab {
   /**
    * Create a pod network namespace on a node, wire it with the node's CNI through cnitool,
    * register the Pod (with its named container ports, which network policies may name).
+   * `register: false` does only the CNI ADD (as a kubelet does while the apiserver is
+   * unreachable); `registerPod` writes the Pod object afterwards.
    */
   async addPod(
     nodeName: string,
@@ -536,6 +562,7 @@ export class Lab {
     name: string,
     labels: Record<string, string> = {},
     ports: PodSpecLite['ports'] = [],
+    options: { register?: boolean } = {},
   ): Promise<LabPod> {
     const node = this.node(nodeName);
     const netns = podNetnsName(this.plan.name, namespace, name);
@@ -551,18 +578,27 @@ export class Lab {
         `cnitool add for pod ${namespace}/${name} returned no address: ${res.stdout}`,
       );
     await this.save();
+    if (options.register !== false) await this.registerPod(pod, labels, ports);
+    return pod;
+  }
+
+  /** Write a lab pod's Pod object (status with its addresses), as its kubelet would. */
+  async registerPod(
+    pod: LabPod,
+    labels: Record<string, string> = {},
+    ports: PodSpecLite['ports'] = [],
+  ): Promise<void> {
     const core = kubeClient(this.state.kubeconfig);
-    if (namespace !== 'default') await ensureNamespace(core, namespace);
+    if (pod.namespace !== 'default') await ensureNamespace(core, pod.namespace);
     await registerPod(core, {
-      namespace,
-      name,
-      nodeName: node.name,
-      hostIP: node.underlayIP,
+      namespace: pod.namespace,
+      name: pod.name,
+      nodeName: pod.node,
+      hostIP: this.node(pod.node).underlayIP,
       ips: pod.ips,
       labels,
       ports,
     });
-    return pod;
   }
 
   async deletePod(name: string, namespace = 'default'): Promise<void> {
