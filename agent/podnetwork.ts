@@ -17,6 +17,17 @@ import {
 import type { KubeClient } from '../kube/index.ts';
 import type { Logger } from './log.ts';
 
+/**
+ * The started PodNetworks of this process (one in an agent): how the metrics
+ * endpoint (agent/metrics.ts), which sees only the Agent's public methods, reads
+ * the node's IPAM usage. Read-only use.
+ */
+const started = new Set<PodNetwork>();
+
+export function startedPodNetworks(): readonly PodNetwork[] {
+  return [...started];
+}
+
 /** How long an address outlives its pod before garbage collection takes it back. */
 export const GC_GRACE_MS = 60_000;
 
@@ -113,6 +124,7 @@ export class PodNetwork {
       if (this.cniLatencies.length > 1000) this.cniLatencies.shift();
       this.log.info('CNI request', { command, code, ms: Math.round(ms * 10) / 10 });
     });
+    started.add(this);
   }
 
   private lastGc = 0;
@@ -132,6 +144,7 @@ export class PodNetwork {
   }
 
   async stop(): Promise<void> {
+    started.delete(this);
     this.server?.close();
     try {
       await this.ipam.close();

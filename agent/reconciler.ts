@@ -6,6 +6,11 @@
 // A schedule may name the phase that is dirty (say, only policy after a pod's
 // label changed), so a pass can skip work nothing asked for; a schedule without a
 // phase, the resync timer and every retry after a failure ask for all phases.
+//
+// Observers (`onPass`, `observe`) hear of every finished pass: which phases it ran
+// (`['all']` for a full pass), how long it took and its error; the metrics endpoint
+// (agent/metrics.ts) turns them into a histogram and an error counter. An observer
+// that throws is ignored: watching the loop must never break it.
 import type { Logger } from './log.ts';
 
 export interface ReconcilerOptions {
@@ -16,7 +21,19 @@ export interface ReconcilerOptions {
   /** Injectable timers for tests. */
   setTimer?: (fn: () => void, ms: number) => unknown;
   clearTimer?: (handle: unknown) => void;
+  /** Told of every finished pass (see PassObserver). */
+  onPass?: PassObserver;
 }
+
+/**
+ * A finished pass: the phases it ran (sorted; `['all']` when it ran every phase:
+ * start, resync, retry), its duration and its error (null on success).
+ */
+export type PassObserver = (
+  phases: readonly string[],
+  durationMs: number,
+  error: Error | null,
+) => void;
 
 export interface ReconcileStats {
   passes: number;
@@ -31,7 +48,8 @@ export type DirtyPhases = ReadonlySet<string> & { readonly all: boolean };
 
 export class Reconciler {
   private readonly pass: (dirty: DirtyPhases) => Promise<void>;
-  private readonly opts: Required<Omit<ReconcilerOptions, 'log'>> & { log: Logger };
+  private readonly opts: Required<Omit<ReconcilerOptions, 'log' | 'onPass'>> & { log: Logger };
+  private readonly observers: PassObserver[] = [];
   private running = false;
   private pending = false;
   private dirty = new Set<string>();
@@ -57,6 +75,16 @@ export class Reconciler {
       setTimer: (fn, ms) => setTimeout(fn, ms),
       clearTimer: (h) => clearTimeout(h as NodeJS.Timeout),
       ...options,
+    };
+    if (options.onPass) this.observers.push(options.onPass);
+  }
+
+  /** Add a pass observer; returns a function that removes it. */
+  observe(observer: PassObserver): () => void {
+    this.observers.push(observer);
+    return () => {
+      const i = this.observers.indexOf(observer);
+      if (i >= 0) this.observers.splice(i, 1);
     };
   }
 
@@ -98,6 +126,8 @@ export class Reconciler {
       this.dirty = new Set();
       this.dirtyAll = false;
       const start = performance.now();
+      const phases = dirty.all ? ['all'] : [...dirty].sort();
+      let failure: Error | null = null;
       try {
         await this.pass(dirty);
         this.stats.lastError = null;
@@ -105,6 +135,7 @@ export class Reconciler {
         this.backoff = 0;
         next = this.opts.resyncMs;
       } catch (e) {
+        failure = e instanceof Error ? e : new Error(String(e));
         this.stats.failures++;
         this.stats.lastError = (e as Error).message;
         this.backoff = Math.min(
@@ -121,10 +152,21 @@ export class Reconciler {
       } finally {
         this.stats.passes++;
         this.stats.lastDurationMs = performance.now() - start;
+        this.notify(phases, this.stats.lastDurationMs, failure);
       }
     } while (this.pending && !this.stopped);
     this.running = false;
     if (!this.stopped) this.timer = this.opts.setTimer(() => this.schedule('timer'), next);
     for (const w of this.idleWaiters.splice(0)) w();
+  }
+
+  private notify(phases: readonly string[], durationMs: number, error: Error | null): void {
+    for (const o of this.observers) {
+      try {
+        o(phases, durationMs, error);
+      } catch {
+        /* an observer's failure is its own */
+      }
+    }
   }
 }

@@ -13,7 +13,7 @@ export {
   type CniReply,
   type CniHandlerOptions,
 } from './handler.ts';
-export { serveCni } from './server.ts';
+export { serveCni, CNI_REQUEST_CHANNEL, type CniRequestEvent } from './server.ts';
 export {
   setupPodNetwork,
   teardownPodNetwork,

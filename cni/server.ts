@@ -1,12 +1,30 @@
 // The agent's CNI endpoint: a unix socket (/run/wiremesh/cni.sock, root only) on
 // which the relay binary POSTs {env, stdin} and gets {code, stdout} back. Requests
 // are handled one at a time per container, in arrival order.
+//
+// Every answered request is published on the diagnostics channel
+// CNI_REQUEST_CHANNEL ({command, code, ms}; code 999 when the handler threw), so the
+// metrics endpoint (agent/metrics.ts) can count it without being wired through the
+// agent; with no subscriber a publish costs nothing.
+import { channel } from 'node:diagnostics_channel';
 import { createServer, type Server } from 'node:http';
 import { mkdir, rm, chmod } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { CniHandler } from './handler.ts';
 
 const MAX_BODY = 2 * 1024 * 1024;
+
+/** The diagnostics channel of answered CNI requests; messages are CniRequestEvent. */
+export const CNI_REQUEST_CHANNEL = 'wiremesh:cni:request';
+
+export interface CniRequestEvent {
+  command: string;
+  /** The reply's CNI error code; 0 for success. */
+  code: number;
+  ms: number;
+}
+
+const requests = channel(CNI_REQUEST_CHANNEL);
 
 export async function serveCni(
   handler: CniHandler,
@@ -41,12 +59,21 @@ export async function serveCni(
       handler
         .handle(env, body.stdin ?? '')
         .then((r) => {
-          onRequest?.(performance.now() - started, env.CNI_COMMAND ?? '', r.code);
+          const ms = performance.now() - started;
+          onRequest?.(ms, env.CNI_COMMAND ?? '', r.code);
+          if (requests.hasSubscribers)
+            requests.publish({ command: env.CNI_COMMAND ?? '', code: r.code, ms });
           reply(r.code, r.stdout);
         })
-        .catch((e: unknown) =>
-          reply(1, JSON.stringify({ cniVersion: '1.1.0', code: 999, msg: (e as Error).message })),
-        );
+        .catch((e: unknown) => {
+          if (requests.hasSubscribers)
+            requests.publish({
+              command: env.CNI_COMMAND ?? '',
+              code: 999,
+              ms: performance.now() - started,
+            });
+          reply(1, JSON.stringify({ cniVersion: '1.1.0', code: 999, msg: (e as Error).message }));
+        });
     });
   });
   await new Promise<void>((resolve, reject) => {
