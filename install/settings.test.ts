@@ -51,6 +51,7 @@ test('config values become agent options; flags win over the config', (t) => {
       'host-encryption': 'true',
       'listen-port': '51900',
       'log-level': 'debug',
+      'metrics-address': '198.18.0.2:9900',
     }),
     flagSource({ resync: '5s', 'host-encryption': false, wireguard: undefined }),
   ]);
@@ -62,7 +63,16 @@ test('config values become agent options; flags win over the config', (t) => {
     hostEncryption: false,
     listenPort: 51900,
     logLevel: 'debug',
+    metricsAddress: '198.18.0.2:9900',
   });
+});
+
+test('metrics-address: off, IPv4 or bracketed IPv6 with a port', (t) => {
+  const m = (v: string) =>
+    resolveAgentSettings([flagSource({ 'metrics-address': v })]).metricsAddress;
+  t.is(m('off'), null);
+  t.is(m('[::]:9825'), '[::]:9825');
+  t.is(m('0.0.0.0:1'), '0.0.0.0:1');
 });
 
 test('an IPv6 tunnel CIDR is accepted', (t) => {
@@ -92,6 +102,10 @@ test(bad, 'host-encryption', 'yes', /takes true or false, not 'yes'/);
 test(bad, 'listen-port', '70000', /port from 1 to 65535/);
 test(bad, 'listen-port', '0x50', /port from 1 to 65535/);
 test(bad, 'log-level', 'trace', /takes debug, info, warn, error/);
+test(bad, 'metrics-address', '9825', /takes off or IP:PORT/);
+test(bad, 'metrics-address', 'node1:9825', /takes off or IP:PORT/);
+test(bad, 'metrics-address', '::1:9825', /takes off or IP:PORT/);
+test(bad, 'metrics-address', '0.0.0.0:0', /port from 1 to 65535/);
 
 test('an unknown key is refused, naming the known ones', (t) => {
   const e = t.throws(() => resolveAgentSettings([configSource({ resynk: '30s' })]));

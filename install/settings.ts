@@ -6,6 +6,7 @@
 // the directory is `readSettingsDir`, the only I/O here.
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { isIP } from 'node:net';
 // IPAM's CIDR parser directly: the settings must not load the IPAM engine.
 import { parseCanonicalCidr } from '../ipam/cidr.ts';
 import type { WireGuardMode } from '../agent/index.ts';
@@ -21,6 +22,8 @@ export interface AgentSettings {
   hostEncryption: boolean;
   listenPort: number;
   logLevel: LogLevel;
+  /** host:port of the Prometheus /metrics endpoint; null: no endpoint. */
+  metricsAddress: string | null;
 }
 
 export const DEFAULT_AGENT_SETTINGS: AgentSettings = {
@@ -31,6 +34,7 @@ export const DEFAULT_AGENT_SETTINGS: AgentSettings = {
   hostEncryption: false,
   listenPort: 51825,
   logLevel: 'info',
+  metricsAddress: '0.0.0.0:9825',
 };
 
 interface SettingDef<K extends keyof AgentSettings> {
@@ -48,6 +52,22 @@ export function parseDuration(text: string): number {
   const m = DURATION.exec(text);
   if (!m) throw new Error(`takes a duration like 500ms, 30s, 5m or 24h, not '${text}'`);
   return Number(m[1]) * UNIT_MS[m[2] as keyof typeof UNIT_MS];
+}
+
+function parsePort(text: string): number {
+  const n = /^\d{1,5}$/.test(text) ? Number(text) : NaN;
+  if (!(n >= 1 && n <= 65535)) throw new Error(`takes a port from 1 to 65535, not '${text}'`);
+  return n;
+}
+
+/** 'off', or an IP address and a port: '0.0.0.0:9825', '198.18.0.2:9825', '[::]:9825'. */
+export function parseListenAddress(text: string): { host: string; port: number } | null {
+  if (text === 'off') return null;
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):([^:]+)$/.exec(text);
+  const host = m?.[1] ?? m?.[2];
+  if (!m || host === undefined || isIP(host) !== (m[1] !== undefined ? 6 : 4))
+    throw new Error(`takes off or IP:PORT ('0.0.0.0:9825', '[::]:9825'), not '${text}'`);
+  return { host, port: parsePort(m[3] ?? '') };
 }
 
 function oneOf<T extends string>(values: readonly T[]): (text: string) => T {
@@ -109,17 +129,18 @@ export const SETTINGS = {
   'listen-port': {
     field: 'listenPort',
     help: 'the WireGuard UDP port (51825)',
-    parse: (text) => {
-      const n = /^\d{1,5}$/.test(text) ? Number(text) : NaN;
-      if (!(n >= 1 && n <= 65535)) throw new Error(`takes a port from 1 to 65535, not '${text}'`);
-      return n;
-    },
+    parse: parsePort,
   } satisfies SettingDef<'listenPort'>,
   'log-level': {
     field: 'logLevel',
     help: 'debug, info, warn or error',
     parse: oneOf<LogLevel>(['debug', 'info', 'warn', 'error']),
   } satisfies SettingDef<'logLevel'>,
+  'metrics-address': {
+    field: 'metricsAddress',
+    help: 'IP:PORT of the Prometheus /metrics endpoint (0.0.0.0:9825), or off',
+    parse: (text) => (parseListenAddress(text) === null ? null : text),
+  } satisfies SettingDef<'metricsAddress'>,
 } as const;
 
 export type SettingKey = keyof typeof SETTINGS;
@@ -217,6 +238,7 @@ export function settingsToData(s: AgentSettings): Record<SettingKey, string> {
     'host-encryption': String(s.hostEncryption),
     'listen-port': String(s.listenPort),
     'log-level': s.logLevel,
+    'metrics-address': s.metricsAddress ?? 'off',
   };
 }
 
