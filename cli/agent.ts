@@ -14,6 +14,7 @@ import {
   ANNOTATION_PUBLIC_KEY,
   type AgentConfig,
   type AgentStatus,
+  type Logger,
 } from '../agent/index.ts';
 import { parsePublicKey } from '../crypto/index.ts';
 import {
@@ -22,6 +23,7 @@ import {
   flagSource,
   readSettingsDir,
   resolveAgentSettings,
+  parseListenAddress,
   type LogLevel,
 } from '../install/settings.ts';
 
@@ -34,7 +36,7 @@ const DEFAULT_SOCKET = '/run/wiremesh/agent.sock';
 export async function agentOptions(
   argv: string[],
   env: NodeJS.ProcessEnv = process.env,
-): Promise<{ config: AgentConfig; logLevel: LogLevel }> {
+): Promise<{ config: AgentConfig; logLevel: LogLevel; metricsAddress: string | null }> {
   const { values } = parseArgs({
     args: argv,
     options: {
@@ -52,6 +54,7 @@ export async function agentOptions(
       'key-rotation-period': { type: 'string' },
       'log-level': { type: 'string' },
       'host-encryption': { type: 'boolean' },
+      'metrics-address': { type: 'string' },
     },
   });
   const nodeName = values['node-name'];
@@ -63,7 +66,7 @@ export async function agentOptions(
     ...(dir ? [dirSource(dir, await readSettingsDir(dir))] : []),
     flagSource(flags),
   ]);
-  const { logLevel, ...agentSettings } = settings;
+  const { logLevel, metricsAddress, ...agentSettings } = settings;
   const config: AgentConfig = {
     ...defaultAgentConfig(nodeName),
     ...agentSettings,
@@ -72,16 +75,19 @@ export async function agentOptions(
     runDir: values['run-dir'],
     wireguardGo: values['wireguard-go'],
   };
-  return { config, logLevel };
+  return { config, logLevel, metricsAddress };
 }
 
 export async function runAgent(argv: string[]): Promise<number> {
-  const { config, logLevel } = await agentOptions(argv);
+  const { config, logLevel, metricsAddress } = await agentOptions(argv);
   const log = jsonLogger({ node: config.nodeName }, logLevel);
   const agent = new Agent(config, log);
   const server = await serveAgentApi(agent, `${config.runDir}/agent.sock`);
+  // Observing starts before the agent, so its first passes and CNI requests count;
+  // the metrics module (and prom-client) loads only when metrics are on.
+  const metrics = metricsAddress === null ? null : await startMetrics(agent, metricsAddress, log);
   await agent.start();
-  log.info('agent running', { socket: `${config.runDir}/agent.sock` });
+  log.info('agent running', { socket: `${config.runDir}/agent.sock`, metrics: metricsAddress });
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => {
       log.info('stopping; the dataplane stays in place', { signal: sig });
@@ -91,8 +97,27 @@ export async function runAgent(argv: string[]): Promise<number> {
     process.once('SIGINT', () => stop('SIGINT'));
   });
   server.close();
+  metrics?.close();
   await agent.stop();
   return 0;
+}
+
+async function startMetrics(
+  agent: Agent,
+  address: string,
+  log: Logger,
+): Promise<{ close: () => void }> {
+  const { observeAgent, serveMetrics } = await import('../agent/metrics.ts');
+  const listen = parseListenAddress(address);
+  if (!listen) throw new Error(`metrics-address '${address}' is not an address`);
+  const observed = observeAgent(agent);
+  const http = await serveMetrics(observed.metrics, listen, log);
+  return {
+    close: () => {
+      http.close();
+      observed.close();
+    },
+  };
 }
 
 function age(unixSeconds: number, now = Date.now() / 1000): string {
