@@ -4,7 +4,7 @@ import { mkdtemp, writeFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { defaultRunner } from '../sys/index.ts';
-import { kubeClient, KubeApiError } from './client.ts';
+import { kubeClient, kubeClientFromKubeconfig, KubeApiError } from './client.ts';
 
 // A real TLS server on loopback with a throwaway CA: the client must verify it,
 // send the bearer token, and turn Status errors into KubeApiError.
@@ -122,4 +122,35 @@ test('requests, watch streaming and errors against a TLS server with a kubeconfi
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+});
+
+// A kubeconfig from a Secret is written by someone else: it may only carry embedded
+// data, never make the agent read one of the node's files and send it to a server.
+test('a kubeconfig from text refuses file references and takes embedded credentials', (t) => {
+  const config = (cluster: string, user: string) => `
+apiVersion: v1
+kind: Config
+current-context: remote
+contexts: [{ name: remote, context: { cluster: b, user: reader } }]
+clusters: [{ name: b, cluster: { server: 'https://198.18.1.1:6443/', ${cluster} } }]
+users: [{ name: reader, user: { ${user} } }]
+`;
+  const client = kubeClientFromKubeconfig(
+    config('certificate-authority-data: Zm9v', 'token: abc'),
+    'Secret wiremesh-remotes/b',
+  );
+  t.is(client.server, 'https://198.18.1.1:6443');
+  for (const [cluster, user, named] of [
+    ['certificate-authority: /etc/ca.crt', 'token: abc', 'certificate-authority'],
+    ['insecure-skip-tls-verify: true', 'tokenFile: /var/lib/wiremesh/private-key', 'tokenFile'],
+    [
+      'insecure-skip-tls-verify: true',
+      'client-certificate: /a, client-key: /b',
+      'client-certificate, client-key',
+    ],
+  ] as const) {
+    const err = t.throws(() => kubeClientFromKubeconfig(config(cluster, user), 'Secret x/y'));
+    t.regex(err.message, new RegExp(`^Secret x/y: refers to files \\(${named}\\)`));
+  }
+  t.throws(() => kubeClientFromKubeconfig('42', 'Secret x/y'), { message: /not a kubeconfig/ });
 });

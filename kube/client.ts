@@ -77,7 +77,33 @@ interface KubeconfigFile {
 }
 
 function fromFile(path: string): Credentials {
-  const cfg = parseYaml(readFileSync(path, 'utf8')) as KubeconfigFile;
+  return fromKubeconfig(readFileSync(path, 'utf8'), path, true);
+}
+
+/**
+ * Credentials from kubeconfig text. `allowFiles` false (a kubeconfig from a Secret)
+ * refuses every file reference (certificate-authority, client-certificate,
+ * client-key, tokenFile): whoever can write the Secret must not make the agent read,
+ * and send to a server of their choice, a file of the node such as its private key.
+ */
+function fromKubeconfig(text: string, path: string, allowFiles: boolean): Credentials {
+  const cfg = parseYaml(text) as KubeconfigFile | null;
+  if (!cfg || typeof cfg !== 'object') throw new Error(`${path}: not a kubeconfig`);
+  if (!allowFiles) {
+    const refs = [
+      ...(cfg.clusters ?? []).flatMap((c) =>
+        c.cluster?.['certificate-authority'] ? ['certificate-authority'] : [],
+      ),
+      ...(cfg.users ?? []).flatMap((u) =>
+        (['client-certificate', 'client-key', 'tokenFile'] as const).filter((k) => u.user?.[k]),
+      ),
+    ];
+    if (refs.length) {
+      throw new Error(
+        `${path}: refers to files (${[...new Set(refs)].join(', ')}); embed the data instead (certificate-authority-data, client-certificate-data, client-key-data, token)`,
+      );
+    }
+  }
   const ctxName = cfg['current-context'];
   const ctx = cfg.contexts?.find((c) => c.name === ctxName)?.context ?? cfg.contexts?.[0]?.context;
   if (!ctx) throw new Error(`${path}: no context`);
@@ -124,6 +150,14 @@ function inCluster(): Credentials {
 /** A client for a bare server URL without credentials (tests of an unreachable apiserver). */
 export function kubeClientForServer(server: string, insecure = true): KubeClient {
   return new HttpsKubeClient({ server, insecure });
+}
+
+/**
+ * A client from kubeconfig text, e.g. a remote cluster's from a Secret; `source`
+ * names it in errors. Only embedded credentials are accepted (no file references).
+ */
+export function kubeClientFromKubeconfig(text: string, source = 'kubeconfig'): KubeClient {
+  return new HttpsKubeClient(fromKubeconfig(text, source, false));
 }
 
 export function kubeClient(kubeconfig?: string): KubeClient {

@@ -3,6 +3,7 @@
 export {
   kubeClient,
   kubeClientForServer,
+  kubeClientFromKubeconfig,
   KubeApiError,
   type KubeClient,
   type WatchEvent,
