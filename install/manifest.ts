@@ -11,7 +11,9 @@ export const COMBINED_MANIFEST = 'wiremesh.yaml';
 export const MANIFEST_PARTS = [
   'crds.yaml',
   'anp-crds.yaml',
+  'multicluster-crds.yaml',
   'rbac.yaml',
+  'multicluster-rbac.yaml',
   'config.yaml',
   'default-pool.yaml',
   'daemonset.yaml',
