@@ -61,4 +61,16 @@ export const scenarios: Record<string, Scenario> = {
       'NetworkPolicy compile of 10,000 pods x 1,000 policies, against JSON.stringify of the same snapshot',
     run: async ({ repeats }) => (await import('./policy.ts')).benchPolicyCompile(repeats),
   },
+  'policy-apply': {
+    description:
+      'NetworkPolicy compile + full apply (10,000 pods x 1,000 policies) and a label increment, in a netns, vs nft loading as many elements by hand',
+    run: async ({ repeats }) =>
+      (await import('./policy.ts')).benchPolicyApply(Math.min(repeats, 5)),
+  },
+  'nft-apply': {
+    description:
+      'nftables TableDriver: full replace (1,000 chains, 10,000 elements), increment, verify, vs an empty nft transaction',
+    run: async ({ repeats }) =>
+      (await import('../nftables/bench.ts')).benchNftTable(Math.min(repeats, 5)),
+  },
 };
