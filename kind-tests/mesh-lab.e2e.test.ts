@@ -1,7 +1,10 @@
-// The WireGuard mesh, end to end on a 3-node lab running the real agent with its
-// ServiceAccount: handshakes and traffic on every pair, only WireGuard UDP on the
-// underlay, key persistence across an agent crash, node removal and return,
-// forged annotations refused with Events, and key rotation.
+// The WireGuard mesh under faults, on a 3-node lab running the real agent with its
+// ServiceAccount: key persistence across an agent crash, node removal and return,
+// forged annotations refused with Events, key rotation, wireguard-go killed, and
+// host-to-host encryption. Lab-only: these stop and restart the agent process with
+// other flags, kill wireguard-go by pid, re-register Nodes and read the agent's log
+// file, which the cluster-driver interface does not offer. Handshakes, traffic
+// and the underlay capture run on any cluster in mesh.e2e.test.ts.
 import test from 'ava';
 import { readFileSync } from 'node:fs';
 import { CoreV1Api, KubeConfig, type CoreV1Event } from '@kubernetes/client-node';
@@ -22,6 +25,23 @@ test.before(async () => {
   const kc = new KubeConfig();
   kc.loadFromFile(lab.state.kubeconfig);
   core = kc.makeApiClient(CoreV1Api);
+  const all = names();
+  await eventually(
+    'every agent to have a peer per other node',
+    async () => {
+      for (const n of all) if ((await wgPeerKeys(n)).length !== all.length - 1) return false;
+      return true;
+    },
+    30_000,
+  );
+  // An iperf3 server on every node's tunnel address, for the streams across faults.
+  for (const n of all) {
+    await lab.stopProcess(`iperf3-${n}`); // from an earlier run on a shared lab
+    await lab.spawnInNode(n, `iperf3-${n}`, ['iperf3', '-s', '-B', await tunnelIP(n)]);
+  }
+  for (const a of all)
+    for (const b of all)
+      if (a !== b) await eventually(`ping ${a} -> ${b}`, async () => ping(a, await tunnelIP(b)));
 });
 
 test.after.always(async () => {
@@ -63,104 +83,6 @@ async function ping(from: string, to: string, count = 3): Promise<boolean> {
   );
   return res.code === 0;
 }
-
-test.serial(
-  'every pair of nodes completes a handshake; ping and a TCP stream cross every pair',
-  async (t) => {
-    const all = names();
-    await eventually('every agent to have both peers', async () => {
-      for (const n of all) if ((await wgPeerKeys(n)).length !== all.length - 1) return false;
-      return true;
-    });
-    const ips = Object.fromEntries(
-      await Promise.all(all.map(async (n) => [n, await tunnelIP(n)] as const)),
-    );
-    for (const n of all) {
-      await lab.stopProcess(`iperf3-${n}`); // from an earlier run on a shared lab
-      await lab.spawnInNode(n, `iperf3-${n}`, ['iperf3', '-s', '-B', ips[n] ?? '']);
-    }
-    for (const a of all) {
-      for (const b of all) {
-        if (a === b) continue;
-        const elapsed = await eventually(`ping ${a} -> ${b}`, () => ping(a, ips[b] ?? ''), 10_000);
-        t.log(`${a} -> ${b}: ping through the tunnel after ${elapsed} ms`);
-        const res = await lab.execInNode(a, ['iperf3', '-c', ips[b] ?? '', '-t', '1', '-J'], {
-          timeoutMs: 20_000,
-        });
-        const bytes = (JSON.parse(res.stdout) as { end: { sum_received: { bytes: number } } }).end
-          .sum_received.bytes;
-        t.true(bytes > 0, `TCP stream ${a} -> ${b}`);
-      }
-    }
-    const now = Date.now() / 1000;
-    for (const n of all) {
-      const s = await status(n);
-      t.is(s.peers.length, all.length - 1, `${n} has a peer per other node`);
-      for (const p of s.peers)
-        t.true(
-          p.latestHandshake > 0 && now - p.latestHandshake < 60,
-          `${n} <-> ${p.node} handshake`,
-        );
-    }
-  },
-);
-
-test.serial(
-  'the underlay carries only WireGuard UDP between nodes, and no plaintext',
-  async (t) => {
-    const [a, b] = names();
-    if (!a || !b) throw new Error('need 2 nodes');
-    const ipB = await tunnelIP(b);
-    const marker = `WIREMESH-PLAINTEXT-MARKER-${Date.now()}`;
-    const nodeIPs = lab.plan.nodes.map((n) => n.underlayIP);
-    const underlay = await startCapture(
-      [],
-      lab.plan.bridge,
-      `ip and not host ${lab.plan.gatewayIP}`,
-      `/tmp/wm-underlay-${process.pid}.pcap`,
-    );
-    const inside = await startCapture(
-      lab.execPrefix({ node: b }),
-      'wiremesh.wg',
-      '',
-      `/tmp/wm-inside-${process.pid}.pcap`,
-    );
-    await lab.spawnInNode(b, 'marker-sink', [
-      'socat',
-      '-u',
-      `TCP-LISTEN:7002,bind=${ipB},reuseaddr`,
-      'OPEN:/dev/null',
-    ]);
-    await eventually('the sink to listen', async () =>
-      (await lab.execInNode(b, ['ss', '-Hltn', 'sport = :7002'])).stdout.includes('7002'),
-    );
-    await lab.execInNode(a, ['socat', '-u', 'STDIN', `TCP:${ipB}:7002`], {
-      input: `${marker}\n`.repeat(200),
-      timeoutMs: 10_000,
-    });
-    await lab.execInNode(a, ['ping', '-c', '3', '-i', '0.2', ipB]);
-    const wire = await underlay.stop();
-    const plain = await inside.stop();
-    await lab.stopProcess('marker-sink');
-
-    t.true(
-      plain.raw.includes(marker),
-      'control: the marker is visible inside the tunnel, so the check can see it',
-    );
-    t.false(wire.raw.includes(marker), 'the marker never appears on the underlay');
-    t.true(wire.lines.length > 0, 'the capture saw the traffic');
-    for (const line of wire.lines) {
-      const m = /IP (\S+)\.(\d+) > (\S+)\.(\d+): UDP/.exec(line);
-      t.truthy(m, `only UDP crosses the underlay: ${line}`);
-      if (!m) continue;
-      t.true(
-        nodeIPs.includes(m[1] ?? '') && nodeIPs.includes(m[3] ?? ''),
-        `between nodes: ${line}`,
-      );
-      t.true(m[2] === '51825' || m[4] === '51825', `to or from port 51825: ${line}`);
-    }
-  },
-);
 
 test.serial(
   'an agent crash and restart keeps the key and does not break a running stream',
