@@ -56,6 +56,11 @@ export const scenarios: Record<string, Scenario> = {
       'wiremesh CNI ADD/DEL p50/p99 at 1 and 20 in flight, and ADDs/s, vs reference bridge + host-local',
     run: ({ repeats }) => benchCniLatency(repeats),
   },
+  paths: {
+    description:
+      'TCP pod to pod over each pool path (WireGuard, VXLAN, native) vs the same device configured by hand',
+    run: async ({ repeats }) => (await import('./paths.ts')).benchPaths(Math.min(repeats, 7)),
+  },
   'policy-compile': {
     description:
       'NetworkPolicy compile of 10,000 pods x 1,000 policies, against JSON.stringify of the same snapshot',
