@@ -182,7 +182,10 @@ class HttpsKubeClient implements KubeClient {
     this.server = creds.server;
     this.agent = new Agent({
       keepAlive: true,
-      maxSockets: 8,
+      // Every informer's watch holds one socket for as long as it runs (the agent
+      // has nine, and more with multi-cluster); requests queue behind them when the
+      // limit is reached, which once wedged the reconcile loop. Leave ample room.
+      maxSockets: 64,
       ca: creds.ca,
       cert: creds.cert,
       key: creds.key,
