@@ -34,19 +34,30 @@ export function proberPath(): string {
   return toolPath('wiremesh-prober');
 }
 
-/** argv of a server answering on `ports` (TCP, UDP and SCTP) with `id`. */
-export function serveArgv(ports: readonly number[], id: string): string[] {
-  return [proberPath(), 'serve', '--ports', ports.join(','), '--id', id];
+/**
+ * argv of a server answering on `ports` (TCP, UDP and SCTP) with `id`; `prober` is
+ * where the binary is where the server runs (a cluster driver's proberPath()).
+ */
+export function serveArgv(
+  ports: readonly number[],
+  id: string,
+  prober: string = proberPath(),
+): string[] {
+  return [prober, 'serve', '--ports', ports.join(','), '--id', id];
 }
 
-/** Probe every target at once from where `exec` runs; results in the order of `targets`. */
+/**
+ * Probe every target at once from where `exec` runs; results in the order of
+ * `targets`. `prober` is the binary's path there (a cluster driver's proberPath()).
+ */
 export async function runProbes(
   exec: Exec,
   targets: readonly ProbeTarget[],
   timeoutMs = 1000,
+  prober?: string,
 ): Promise<ProbeResult[]> {
   if (targets.length === 0) return [];
-  const res = await exec([proberPath(), 'probe', '--timeout', `${timeoutMs}ms`], {
+  const res = await exec([prober ?? proberPath(), 'probe', '--timeout', `${timeoutMs}ms`], {
     input: JSON.stringify(targets),
     timeoutMs: timeoutMs + 15_000,
   });
