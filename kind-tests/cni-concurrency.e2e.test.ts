@@ -11,6 +11,8 @@
 // after.always: the lab does not know them) with Pod objects in namespace `conc`
 // bound to their node, as a kubelet would have: without them the agent's own
 // garbage collection (60 s grace) would take their addresses back mid-test.
+// Lab-only: it SIGKILLs the lab's agent process mid-ADD and drives the relay with
+// its own network namespaces, which the cluster-driver interface does not offer.
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
 import { CoreV1Api, CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';

@@ -4,6 +4,8 @@
 // `kubectl apply` on a cluster without wiremesh, as a user runs it, through the kind
 // script's own apply step); and the kind driver's kubectl steps that need no kind
 // node (apply, wait, list nodes and pods, namespaces) run against the same apiserver.
+// Lab-only: it tests the manifests and the kind script's kubectl steps against
+// the lab's apiserver, which is what stands in for kind here.
 import test from 'ava';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';

@@ -2,6 +2,7 @@
 // a real kube-apiserver of the release we built, reachable from inside the nodes;
 // pods wired through cnitool get addresses that their Pod objects report; and
 // teardown leaves no namespace, link, mount or process behind.
+// Lab-only: it tests the lab engine itself (nodes, apiserver, teardown).
 import test from 'ava';
 import { readFileSync } from 'node:fs';
 import { CoreV1Api, KubeConfig, VersionApi } from '@kubernetes/client-node';

@@ -5,6 +5,7 @@
 // the pool is full); allocations reach the IPAMBlock objects on sync; a crashed
 // node restarts from its journal and serves with the apiserver unreachable; and
 // release plus garbage collection give the addresses and the blocks back.
+// Lab-only: it runs NodeIpam in-process against the lab's apiserver, without agents.
 import test from 'ava';
 import { kubeClientForServer } from '../kube/index.ts';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';

@@ -5,6 +5,8 @@
 // table, files, processes), the other node is untouched, and a second run removes
 // nothing. What is left is read with plain ip / nft / ls, not with the cleanup's
 // own observation code, so a blind spot in it fails this test.
+// Lab-only: it stops the lab's agent process and runs cleanup inside a lab node;
+// on kind the same steps are deleting the DaemonSet and `kubectl debug` on a node.
 import test from 'ava';
 import { readFileSync } from 'node:fs';
 import { Lab } from '../lab/index.ts';
