@@ -1,5 +1,5 @@
 // Throughput of each per-pool path (issue #5): one TCP stream (iperf3) between two
-// pods on two lab nodes (`pathbench`), over the path the agent set up for their pool
+// pods on two lab nodes (lab `pools`: 'pathbench' is over the 8-character limit), over the path the agent set up for their pool
 // (WireGuard, VXLAN, native routing), against the same kind of device configured by
 // hand between the same two node namespaces in the same run (a wireguard-go tunnel,
 // a VXLAN link on another VNI and port, the plain underlay). Medians over repeats,
@@ -22,7 +22,7 @@ const POOLS = [
 ] as const;
 
 export async function benchPaths(repeats: number): Promise<Figure[]> {
-  const lab = await Lab.up({ name: 'pathbench', nodes: 2, podsPerNode: 0, agents: true });
+  const lab = await Lab.up({ name: 'pools', nodes: 2, podsPerNode: 0, agents: true });
   const servers: ChildProcess[] = [];
   try {
     const [a, b] = lab.plan.nodes;
