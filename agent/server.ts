@@ -5,6 +5,7 @@ import { createServer, request, type Server } from 'node:http';
 import { mkdir, rm, chmod } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Agent } from './agent.ts';
+import { startedPodNetworks } from './podnetwork.ts';
 
 export async function serveAgentApi(agent: Agent, socketPath: string): Promise<Server> {
   await mkdir(dirname(socketPath), { recursive: true, mode: 0o755 });
@@ -27,7 +28,11 @@ export async function serveAgentApi(agent: Agent, socketPath: string): Promise<S
           });
         }
         case 'GET /status':
-          return reply(200, await agent.status());
+          // Plus this node's IPAM usage, which the Agent's status does not carry.
+          return reply(200, {
+            ...(await agent.status()),
+            ipam: startedPodNetworks().map((n) => n.ipam.usage()),
+          });
         case 'GET /plan':
           return reply(200, agent.currentPlan());
         case 'POST /resync':

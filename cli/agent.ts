@@ -13,7 +13,6 @@ import {
   planMesh,
   ANNOTATION_PUBLIC_KEY,
   type AgentConfig,
-  type AgentStatus,
   type Logger,
 } from '../agent/index.ts';
 import { parsePublicKey } from '../crypto/index.ts';
@@ -118,58 +117,6 @@ async function startMetrics(
       observed.close();
     },
   };
-}
-
-function age(unixSeconds: number, now = Date.now() / 1000): string {
-  if (!unixSeconds) return 'never';
-  const s = Math.max(0, Math.round(now - unixSeconds));
-  return s < 120 ? `${s}s ago` : `${Math.round(s / 60)}m ago`;
-}
-
-export function renderStatus(s: AgentStatus): string {
-  const w = s.wireguard;
-  const lines = [
-    `node ${s.node}: WireGuard ${w.device} (${w.mode}) port ${w.listenPort}, tunnel address ${w.tunnelAddress ?? '-'}, MTU ${w.mtu ?? '-'}`,
-    `public key ${w.publicKey}`,
-    `reconcile: ${s.reconcile.passes} passes, ${s.reconcile.failures} failures${s.reconcile.lastError ? `, last error: ${s.reconcile.lastError}` : ''}`,
-    '',
-    'PEER'.padEnd(20) +
-      'ENDPOINT'.padEnd(24) +
-      'ALLOWED IPS'.padEnd(36) +
-      'HANDSHAKE'.padEnd(12) +
-      'RX'.padEnd(12) +
-      'TX',
-    ...s.peers.map(
-      (p) =>
-        p.node.padEnd(20) +
-        (p.endpoint ?? '-').padEnd(24) +
-        p.allowedIPs.join(',').padEnd(36) +
-        age(p.latestHandshake).padEnd(12) +
-        String(p.rxBytes).padEnd(12) +
-        String(p.txBytes),
-    ),
-  ];
-  if (s.refused.length) {
-    lines.push('', 'REFUSED');
-    for (const r of s.refused) lines.push(`${r.node}: ${r.reason}: ${r.message}`);
-  }
-  return lines.join('\n') + '\n';
-}
-
-export async function runStatus(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      output: { type: 'string', short: 'o' },
-      socket: { type: 'string', default: DEFAULT_SOCKET },
-    },
-  });
-  const status = (await callAgent(values.socket, 'GET', '/status')) as AgentStatus;
-  if (values.output === 'json') process.stdout.write(JSON.stringify(status, null, 2) + '\n');
-  else if (values.output === undefined || values.output === 'wide')
-    process.stdout.write(renderStatus(status));
-  else throw new Error(`unknown output format '${values.output}': use -o json or -o wide`);
-  return 0;
 }
 
 export async function runRotateKey(argv: string[]): Promise<number> {

@@ -2,7 +2,7 @@
 import { parseArgs } from 'node:util';
 import { spawn } from 'node:child_process';
 import { Lab, parseCniChoice, type LabStatus } from '../lab/index.ts';
-import { renderStatus } from './agent.ts';
+import { renderNodeStatus as renderStatus } from './status.ts';
 import { startCapture } from '../kind-tests/probes.ts';
 
 function intFlag(value: string | undefined, name: string, fallback: number): number {

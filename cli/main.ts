@@ -8,8 +8,12 @@ commands:
   agent      --node-name NAME [--kubeconfig FILE] [--config-dir DIR] [--resync 30s]
              [--wireguard auto|kernel|userspace] [--key-rotation-period 0s] [--tunnel-cidr CIDR]
              [--host-encryption] [--listen-port 51825] [--log-level info]
-             the node daemon
-  status     [-o json|wide]               on a node: peers, handshakes, refused nodes
+             [--metrics-address 0.0.0.0:9825|off]
+             the node daemon (Prometheus metrics on GET /metrics)
+  status     [-o json|yaml|wide]          on a node: peers (endpoint, path, handshake, bytes),
+             pools and their encryption, IPAM usage, policy counts (from the agent's socket)
+  status --cluster [--kubeconfig FILE] [-o json|yaml|wide]
+             every node's annotations and IPAM usage, the IPPools, from the apiserver
   rotate-key                              on a node: new WireGuard key, peers follow
   health     [--ready]                    on a node: exit 0 when the agent is alive (ready)
   plan       --node NAME [--kubeconfig FILE]   what the agent on NAME would program
@@ -34,7 +38,7 @@ export async function main(argv: string[]): Promise<number> {
     case 'agent':
       return (await import('./agent.ts')).runAgent(rest);
     case 'status':
-      return (await import('./agent.ts')).runStatus(rest);
+      return (await import('./status.ts')).runStatus(rest);
     case 'rotate-key':
       return (await import('./agent.ts')).runRotateKey(rest);
     case 'plan':
