@@ -238,8 +238,12 @@ export class KindDriver implements ClusterDriver {
   }
 
   /** Attach to a running cluster (run.sh made it and installed wiremesh); start the node probes. */
-  static async open(kubeconfig: string, kubectlBinary = 'kubectl'): Promise<KindDriver> {
-    const d = new KindDriver(new Kubectl(kubeconfig, kubectlBinary));
+  static async open(
+    kubeconfig: string,
+    kubectlBinary = 'kubectl',
+    runner: Runner = defaultRunner,
+  ): Promise<KindDriver> {
+    const d = new KindDriver(new Kubectl(kubeconfig, kubectlBinary, runner));
     for (const n of await d.kubectl.nodes()) {
       d.nodes.push(n.name);
       if (n.internalIP) d.addresses.set(n.name, n.internalIP);
