@@ -7,10 +7,12 @@
 // until one round matches the expected truth table or 20 s pass; afterwards the
 // policies are deleted, labels restored, and the allow-all matrix must come back
 // before the next case. A failure prints expected and observed tables (rows =
-// from, columns = to) and the probes that differ. See kind-tests/netpol/.
+// from, columns = to) and the probes that differ. See kind-tests/netpol/. It goes
+// through the cluster driver only, so it runs on the lab and on kind alike.
 import test, { type ExecutionContext } from 'ava';
 import { randomBytes } from 'node:crypto';
-import { LabDriver } from './lab-driver.ts';
+import { openCluster } from './lab-driver.ts';
+import type { ClusterDriver } from './driver.ts';
 import {
   ALL,
   ALL_PORT_PROTOCOLS,
@@ -32,7 +34,7 @@ import {
 } from './netpol/index.ts';
 import { eventually } from './probes.ts';
 
-let driver: LabDriver | undefined;
+let driver: ClusterDriver | undefined;
 let harness: NetpolHarness | undefined;
 
 const h = (): NetpolHarness => {
@@ -49,8 +51,8 @@ const SCTP81 = pp('SCTP', 81);
 const ALL_PP = ALL_PORT_PROTOCOLS;
 
 test.before(async () => {
-  driver = await LabDriver.open({
-    name: 'netpol',
+  driver = await openCluster({
+    name: 'drvpol',
     nodes: 3,
     podsPerNode: 0,
     agents: true,

@@ -7,9 +7,10 @@
 // deadline passes. A round is one consistent snapshot: a case passes on a round
 // where every cell matches, never on cells gathered from different rounds.
 //
-// The harness talks to the cluster only through ClusterDriver and the API, except
-// for starting the servers (ProberServers): in the lab they are processes in the
-// pods' namespaces; a kind cluster would run them as the pods' containers.
+// The harness talks to the cluster only through ClusterDriver and the API: every
+// pod is created with `wiremesh-prober serve` as its own command (the container's
+// command on kind, a process in the pod's network namespace in the lab), so the
+// same suite runs on both. A test may still start the servers itself (ProberServers).
 import { setTimeout as sleep } from 'node:timers/promises';
 import { kubeClient, KubeApiError, type KubeClient } from '../../kube/index.ts';
 import type { ClusterDriver } from '../driver.ts';
@@ -37,7 +38,7 @@ export interface HarnessPod extends ModelPod {
   ip: string;
 }
 
-/** Starts and stops the prober servers of the pods. */
+/** Starts and stops the prober servers of the pods, instead of the pods' own command. */
 export interface ProberServers {
   start(pod: HarnessPod): Promise<void>;
   stopAll(): Promise<void>;
@@ -65,13 +66,6 @@ export function labProberServers(driver: LabDriver): ProberServers {
   };
 }
 
-export function proberServersFor(driver: ClusterDriver): ProberServers {
-  if (driver instanceof LabDriver) return labProberServers(driver);
-  throw new Error(
-    `the netpol suite cannot start prober servers on a '${driver.kind}' cluster yet (pods there must run 'wiremesh-prober serve --ports 80,81 --id <ns>/<pod>')`,
-  );
-}
-
 /** The table a case expects on some ports/protocols. */
 export interface Expectation {
   on: readonly PortProtocol[];
@@ -95,6 +89,7 @@ export interface Verdict {
 
 export interface HarnessOptions {
   driver: ClusterDriver;
+  /** Start the servers this way; by default each pod runs its server as its own command. */
   servers?: ProberServers;
   /** Appended to x, y, z (e.g. on a cluster shared with other runs). */
   namespaceSuffix?: string;
@@ -108,14 +103,14 @@ export class NetpolHarness {
   readonly driver: ClusterDriver;
   readonly api: KubeClient;
   readonly pods: readonly HarnessPod[];
-  private readonly servers: ProberServers;
+  private readonly servers: ProberServers | undefined;
   private readonly suffix: string;
   private readonly probeTimeoutMs: number;
 
   private constructor(
     opts: HarnessOptions,
     api: KubeClient,
-    servers: ProberServers,
+    servers: ProberServers | undefined,
     pods: HarnessPod[],
   ) {
     this.driver = opts.driver;
@@ -129,7 +124,8 @@ export class NetpolHarness {
   /** Create the namespaces and pods, start every server; tear down what was made if that fails. */
   static async setUp(opts: HarnessOptions): Promise<NetpolHarness> {
     const api = kubeClient(opts.driver.kubeconfig);
-    const servers = opts.servers ?? proberServersFor(opts.driver);
+    const servers = opts.servers;
+    const prober = opts.driver.proberPath();
     const suffix = opts.namespaceSuffix ?? '';
     const placed = placePods(modelPods(), opts.driver.nodeNames());
     const pods: HarnessPod[] = [];
@@ -149,12 +145,13 @@ export class NetpolHarness {
           m.name,
           m.labels,
           containerPorts(),
+          servers ? undefined : serveArgv(PORTS, m.key, prober),
         );
         const ip = created.ips[0];
         if (!ip) throw new Error(`pod ${m.key} got no address`);
         const pod = { ...m, realNamespace, node, ip };
         pods.push(pod);
-        await servers.start(pod);
+        if (servers) await servers.start(pod);
       }
     } catch (e) {
       await h.tearDown().catch(() => {});
@@ -173,7 +170,8 @@ export class NetpolHarness {
         errors.push(e);
       }
     };
-    await attempt(() => this.servers.stopAll());
+    const servers = this.servers;
+    if (servers) await attempt(() => servers.stopAll());
     await attempt(() => this.deleteAllPolicies());
     for (const p of this.pods) await attempt(() => this.driver.deletePod(p.realNamespace, p.name));
     for (const ns of NAMESPACES)
@@ -305,6 +303,7 @@ export class NetpolHarness {
           (argv, o) => this.driver.execInPod(from.realNamespace, from.name, argv, o),
           targets.map(({ proto, ip, port }) => ({ proto, ip, port })),
           this.probeTimeoutMs,
+          this.driver.proberPath(),
         );
         results.forEach((r, i) => {
           const to = (targets[i] as { to: HarnessPod }).to;
@@ -371,6 +370,7 @@ export class NetpolHarness {
       (argv, o) => this.driver.execInNode(node, argv, o),
       targets,
       this.probeTimeoutMs,
+      this.driver.proberPath(),
     );
   }
 }
