@@ -72,6 +72,11 @@ export const scenarios: Record<string, Scenario> = {
     run: async ({ repeats }) =>
       (await import('./policy.ts')).benchPolicyApply(Math.min(repeats, 5)),
   },
+  'policy-enforce': {
+    description:
+      'lab: NetworkPolicy create/delete and pod label change -> enforced in the dataplane (p50, p99), vs a plain watch',
+    run: async ({ repeats }) => (await import('./policy-lab.ts')).benchPolicyEnforce(repeats),
+  },
   'nft-apply': {
     description:
       'nftables TableDriver: full replace (1,000 chains, 10,000 elements), increment, verify, vs an empty nft transaction',
