@@ -5,10 +5,11 @@
 # DaemonSet, and runs the suites written against the cluster-driver interface with
 # WIREMESH_E2E_CLUSTER=kind.
 #
-# Usage: kind-tests/kind/run.sh [all|apply]
+# Usage: kind-tests/kind/run.sh [all|apply|suites]
 #   all    (default) everything above; the cluster is deleted at the end unless KIND_KEEP=1
 #   apply  only apply the manifest to $KUBECONFIG and wait for its CRDs and nodes
 #          (no kind node needed: the lab's e2e test runs this step against its apiserver)
+#   suites print the suites `all` would run
 # Environment: KIND_CLUSTER_NAME (wiremesh), KIND_NODE_IMAGE (kind's default),
 #   KUBECTL (kubectl), KIND_KEEP (0), KUBECONFIG (for apply), KIND_SUITES (every
 #   suite that calls openCluster(), e.g. "mesh.e2e.test.ts netpol.e2e.test.ts").
@@ -44,8 +45,31 @@ apply_manifest() {
   kc get nodes -o wide
 }
 
+# The suites that reach the cluster only through the driver interface (mesh, pods,
+# netpol, ...: each calls openCluster()), one path a line; the lab-only ones (*-lab,
+# foundation, deploy, uninstall, cni-concurrency, ipam) use the lab directly.
+# KIND_SUITES (space-separated file names under kind-tests/) picks some of them.
+select_suites() {
+  local s
+  if [[ -n "${KIND_SUITES:-}" ]]; then
+    for s in $KIND_SUITES; do
+      s="$root/kind-tests/${s##*/}"
+      [[ -f "$s" ]] || die "no suite $s"
+      grep -q 'openCluster(' "$s" || die "${s##*/} does not go through openCluster(): it runs on the lab only"
+      echo "$s"
+    done
+  else
+    grep -l 'openCluster(' "$root"/kind-tests/*.e2e.test.ts || true
+  fi
+}
+
 run_all() {
   need kind docker "$kubectl_bin"
+  # The suites first, so a wrong KIND_SUITES fails before a cluster is made.
+  local list suites=()
+  list="$(select_suites)" || exit 1
+  [[ -n "$list" ]] || die "no suite goes through openCluster()"
+  mapfile -t suites <<<"$list"
   export KUBECONFIG="${KIND_KUBECONFIG:-$root/.cache/kind/$cluster.kubeconfig}"
   mkdir -p "$(dirname "$KUBECONFIG")"
   if kind get clusters 2>/dev/null | grep -qx "$cluster"; then
@@ -69,22 +93,6 @@ run_all() {
   kc -n kube-system rollout status daemonset/wiremesh-agent --timeout=300s
   kc wait --for=condition=Ready nodes --all --timeout=300s
 
-  # The suites that reach the cluster only through the driver interface (mesh, pods,
-  # netpol, ...: each calls openCluster()); the lab-only ones (*-lab, foundation,
-  # deploy, uninstall, cni-concurrency, ipam) use the lab directly. KIND_SUITES
-  # (space-separated paths under kind-tests/) picks some of them.
-  local suites=()
-  if [[ -n "${KIND_SUITES:-}" ]]; then
-    local s
-    for s in $KIND_SUITES; do
-      grep -q 'openCluster(' "$root/kind-tests/${s##*/}" ||
-        die "$s does not go through openCluster(): it runs on the lab only"
-      suites+=("$root/kind-tests/${s##*/}")
-    done
-  else
-    mapfile -t suites < <(grep -l 'openCluster(' "$root"/kind-tests/*.e2e.test.ts || true)
-  fi
-  ((${#suites[@]})) || die "no suite goes through openCluster()"
   say "running ${#suites[@]} suite(s) on kind: ${suites[*]##*/}"
   (cd "$root" && WIREMESH_E2E_CLUSTER=kind WIREMESH_KUBECTL="$kubectl_bin" \
     node_modules/.bin/ava --tap --serial "${suites[@]}")
@@ -93,5 +101,6 @@ run_all() {
 case "${1:-all}" in
   all) run_all ;;
   apply) need "$kubectl_bin"; apply_manifest ;;
-  *) die "unknown step '$1' (all, apply)" ;;
+  suites) select_suites ;;
+  *) die "unknown step '$1' (all, apply, suites)" ;;
 esac
