@@ -21,6 +21,7 @@ commands:
   cleanup    [--pods] [--dry-run] [--force] [--root /] [-o json]   on a node, after deleting the DaemonSet:
              remove wiremesh's devices, routes, rules, nftables table, wireguard-go and files
   manifest   [--check] [--stdout]         regenerate deploy/wiremesh.yaml from deploy/'s parts
+  peer-config --peer NAME [--kubeconfig FILE] [--private-key-file FILE]   wg-quick file for a Peer
   lab up     [--name lab] [--nodes 3] [--pods-per-node 2] [--cni wiremesh|bridge] [--no-agents]
   lab status [--name lab] [-o json]
   lab exec   [--name lab] NODE[/POD] -- COMMAND...
@@ -51,6 +52,8 @@ export async function main(argv: string[]): Promise<number> {
       return (await import('./cleanup.ts')).runCleanup(rest);
     case 'manifest':
       return (await import('./manifest.ts')).runManifest(rest);
+    case 'peer-config':
+      return (await import('./peer-config.ts')).runPeerConfig(rest);
     case undefined:
     case 'help':
     case '--help':
