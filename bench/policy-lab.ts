@@ -198,7 +198,7 @@ class ProbeStream {
   private results: Probe[] = [];
   readonly timeoutMs: number;
 
-  constructor(lab: Lab, pod: LabPod, target: string, intervalMs = 5, timeoutMs = 300) {
+  constructor(lab: Lab, pod: LabPod, target: string, intervalMs = 5, timeoutMs = 1000) {
     this.timeoutMs = timeoutMs;
     const argv = [
       ...lab.execPrefix({ pod: pod.name, namespace: pod.namespace }),
@@ -474,6 +474,169 @@ export async function benchPolicyEnforce(changes: number): Promise<Figure[]> {
   } finally {
     probes?.stop();
     events.stop();
+    await lab.down();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// policy-throughput
+
+const TPUT_NS = 'tput';
+const IPERF_PORT = 5201;
+
+/**
+ * `count` policies in the server's namespace, every one selecting the server and the
+ * namespace's other `tier: web` pods; the first admits the clients on iperf3's port,
+ * the others admit other apps and namespaces on other ports (and some an ipBlock).
+ */
+export function throughputPolicies(count: number): V1NetworkPolicy[] {
+  const out: V1NetworkPolicy[] = [
+    {
+      metadata: { name: 'allow-clients', namespace: TPUT_NS, labels: { bench: 'tput' } },
+      spec: {
+        podSelector: { matchLabels: { tier: 'web' } },
+        policyTypes: ['Ingress'],
+        ingress: [
+          {
+            _from: [{ podSelector: { matchLabels: { role: 'client' } } }],
+            ports: [{ protocol: 'TCP', port: IPERF_PORT }],
+          },
+        ],
+      },
+    },
+  ];
+  for (let k = 1; k < count; k++) {
+    out.push({
+      metadata: { name: `policy-${k}`, namespace: TPUT_NS, labels: { bench: 'tput' } },
+      spec: {
+        podSelector: {
+          matchExpressions: [{ key: 'tier', operator: 'In', values: ['web', `t${k % 7}`] }],
+        },
+        policyTypes: ['Ingress'],
+        ingress: [
+          {
+            _from: [
+              { podSelector: { matchLabels: { app: `app-${k % 50}` } } },
+              { namespaceSelector: { matchLabels: { team: `team-${k % 5}` } } },
+            ],
+            ports: [{ protocol: 'TCP', port: 10_000 + k }],
+          },
+          ...(k % 4 === 0
+            ? [
+                {
+                  _from: [{ ipBlock: { cidr: '10.0.0.0/8', except: [`10.${k % 256}.0.0/16`] } }],
+                  ports: [{ protocol: 'UDP' as const, port: 20_000 + k, endPort: 20_010 + k }],
+                },
+              ]
+            : []),
+        ],
+      },
+    });
+  }
+  return out;
+}
+
+export async function benchPolicyThroughput(repeats: number, policies = 1000): Promise<Figure[]> {
+  const load = [loadavg()[0] ?? 0];
+  const lab = await Lab.up({ name: LAB, nodes: 2, podsPerNode: 0, agents: true, progress: log });
+  try {
+    const [n1, n2] = lab.plan.nodes;
+    if (!n1 || !n2) throw new Error('need 2 nodes');
+    const api = clients(lab);
+    await ensureNamespace(api.core, TPUT_NS, { team: 'team-0' });
+    const server = await lab.addPod(n2.name, TPUT_NS, 'server', { tier: 'web', app: 'server' });
+    const far = await lab.addPod(n1.name, TPUT_NS, 'client-far', { role: 'client' });
+    const near = await lab.addPod(n2.name, TPUT_NS, 'client-near', { role: 'client' });
+    await startInPod(lab, server, 'polbench-iperf3', ['iperf3', '-s']);
+    // Background: 400 more pods the policies select or admit, in this namespace and others.
+    const bg = backgroundObjects({
+      namespaces: 4,
+      podsPerNamespace: 50,
+      policiesPerNamespace: 0,
+      nodes: lab.plan.nodes,
+    });
+    await createBackground(api, bg);
+    const local: PodSpecLite[] = Array.from({ length: 200 }, (_, i) => {
+      const node = i % 2 ? n1 : n2;
+      return {
+        namespace: TPUT_NS,
+        name: `web-${i}`,
+        nodeName: node.name,
+        hostIP: node.underlayIP,
+        ips: [`100.81.${i >> 8}.${i & 255}`],
+        labels: { tier: 'web', app: `app-${i % 50}` },
+      };
+    });
+    await inBatches(local, 20, (p) => registerPod(api.core, p));
+    await sleep(1000);
+
+    const objects = throughputPolicies(policies);
+    const phase = async (withPolicies: boolean) => {
+      const t0 = performance.now();
+      if (withPolicies) {
+        await inBatches(objects, 20, (p) =>
+          api.net.createNamespacedNetworkPolicy({ namespace: TPUT_NS, body: p }),
+        );
+      } else {
+        await api.net.deleteCollectionNamespacedNetworkPolicy({
+          namespace: TPUT_NS,
+          labelSelector: 'bench=tput',
+        });
+      }
+      await waitPolicies(lab, withPolicies ? policies : 0);
+      const s = await lab.agentStatus(n2.name);
+      log(
+        `policy-throughput: ${withPolicies ? policies : 0} policies in force after ${((performance.now() - t0) / 1000).toFixed(1)} s (server's node: ${JSON.stringify(s.policy.stats)})`,
+      );
+      await sleep(2000); // let the agents' passes finish before measuring
+    };
+    const iperf = async (client: LabPod): Promise<number> => {
+      const res = await lab.execInPod(
+        client.name,
+        ['iperf3', '-c', server.ips[0] ?? '', '-p', String(IPERF_PORT), '-t', '3', '-J'],
+        { namespace: TPUT_NS, timeoutMs: 60_000 },
+      );
+      return (
+        (JSON.parse(res.stdout) as { end: { sum_received: { bits_per_second: number } } }).end
+          .sum_received.bits_per_second / 1e6
+      );
+    };
+    const samples = {
+      far: { with: [] as number[], without: [] as number[] },
+      near: { with: [] as number[], without: [] as number[] },
+    };
+    await iperf(far); // warm-up
+    for (let i = 0; i < repeats; i++) {
+      for (const withPolicies of i % 2 ? [true, false] : [false, true]) {
+        await phase(withPolicies);
+        const key = withPolicies ? 'with' : 'without';
+        samples.far[key].push(await iperf(far));
+        samples.near[key].push(await iperf(near));
+        load.push(loadavg()[0] ?? 0);
+        log(
+          `policy-throughput: round ${i + 1}/${repeats}, ${key}: far ${samples.far[key].at(-1)?.toFixed(0)} Mbit/s, near ${samples.near[key].at(-1)?.toFixed(0)} Mbit/s`,
+        );
+      }
+    }
+    const B = 'policy-throughput';
+    return [
+      figureOf(
+        B,
+        `TCP pod -> pod on another node (tunnel), ${policies} policies in force (baseline: none; target ratio >= 0.95)`,
+        'Mbit/s',
+        samples.far.with,
+        samples.far.without,
+      ),
+      figureOf(
+        B,
+        `TCP pod -> pod on the same node (veths), ${policies} policies in force (baseline: none; target ratio >= 0.95)`,
+        'Mbit/s',
+        samples.near.with,
+        samples.near.without,
+      ),
+      figureOf(B, `load average (1 min) during the run (median)`, 'load', load),
+    ];
+  } finally {
     await lab.down();
   }
 }

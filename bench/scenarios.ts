@@ -77,6 +77,12 @@ export const scenarios: Record<string, Scenario> = {
       'lab: NetworkPolicy create/delete and pod label change -> enforced in the dataplane (p50, p99), vs a plain watch',
     run: async ({ repeats }) => (await import('./policy-lab.ts')).benchPolicyEnforce(repeats),
   },
+  'policy-throughput': {
+    description:
+      'lab: TCP between two pods (across nodes and on one node) with 1,000 NetworkPolicies in force vs none',
+    run: async ({ repeats }) =>
+      (await import('./policy-lab.ts')).benchPolicyThroughput(Math.min(repeats, 5)),
+  },
   'nft-apply': {
     description:
       'nftables TableDriver: full replace (1,000 chains, 10,000 elements), increment, verify, vs an empty nft transaction',
