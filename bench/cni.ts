@@ -188,9 +188,11 @@ class InNodeDriver {
     });
     child.stdin.on('error', () => {});
     const driver = new InNodeDriver(child);
-    const first = await driver.readLine();
-    if (first !== '{"ready":true}')
+    const first = await driver.readLine().catch(() => undefined);
+    if (first !== '{"ready":true}') {
+      child.kill('SIGKILL');
       throw new Error(`wiremesh-cnirun did not start: ${first ?? 'no output'} ${driver.stderr}`);
+    }
     return driver;
   }
 
