@@ -206,7 +206,9 @@ export class AgentMetrics {
       const labels = { peer: p.node, public_key: p.publicKey };
       this.handshakeAge.set(
         labels,
-        p.latestHandshake ? Math.max(0, nowS - p.latestHandshake) : Infinity,
+        p.latestHandshake
+          ? Math.max(0, Math.round((nowS - p.latestHandshake) * 1000) / 1000)
+          : Infinity,
       );
       this.handshakeTime.set(labels, p.latestHandshake);
       this.rxBytes.inc(labels, p.rxBytes);

@@ -1,6 +1,7 @@
 // `wiremesh agent`, `wiremesh status`, `wiremesh rotate-key`, `wiremesh plan`.
 import { parseArgs } from 'node:util';
 import { existsSync } from 'node:fs';
+import type { Server } from 'node:http';
 import type { V1Node } from '@kubernetes/client-node';
 import { kubeClient } from '../kube/index.ts';
 import {
@@ -101,6 +102,11 @@ export async function runAgent(argv: string[]): Promise<number> {
   return 0;
 }
 
+/**
+ * Observe the agent and serve /metrics. A port that cannot be bound (taken by
+ * another host-network process) is logged and retried every 10 s: the node's pod
+ * networking matters more than its metrics, so the agent runs on without them.
+ */
 async function startMetrics(
   agent: Agent,
   address: string,
@@ -110,10 +116,26 @@ async function startMetrics(
   const listen = parseListenAddress(address);
   if (!listen) throw new Error(`metrics-address '${address}' is not an address`);
   const observed = observeAgent(agent);
-  const http = await serveMetrics(observed.metrics, listen, log);
+  let http: Server | undefined;
+  let retry: NodeJS.Timeout | undefined;
+  let closed = false;
+  const serve = async () => {
+    try {
+      http = await serveMetrics(observed.metrics, listen, log);
+      log.info('serving metrics', { address });
+    } catch (e) {
+      log.error('metrics endpoint unavailable; retrying in 10 s', {
+        error: (e as Error).message,
+      });
+      if (!closed) retry = setTimeout(() => void serve(), 10_000);
+    }
+  };
+  await serve();
   return {
     close: () => {
-      http.close();
+      closed = true;
+      if (retry) clearTimeout(retry);
+      http?.close();
       observed.close();
     },
   };
