@@ -1,7 +1,8 @@
 // `wiremesh lab ...`: bring a lab cluster up, show it, run commands in it, tear it down.
 import { parseArgs } from 'node:util';
 import { spawn } from 'node:child_process';
-import { Lab, parseCniChoice, type LabStatus } from '../lab/index.ts';
+import { Lab, parseCniChoice, connectLabs, disconnectLabs, type LabStatus } from '../lab/index.ts';
+import { defaultRunner } from '../sys/index.ts';
 import { renderNodeStatus as renderStatus } from './status.ts';
 import { startCapture } from '../kind-tests/probes.ts';
 
@@ -176,7 +177,26 @@ export async function runLabCommand(argv: string[]): Promise<number> {
       for (const l of await Lab.list()) process.stdout.write(`${l}\n`);
       return 0;
     }
+    case 'connect':
+    case 'disconnect': {
+      const [a, b] = positionals;
+      if (!a || !b || positionals.length !== 2)
+        throw new Error(`usage: wiremesh lab ${verb} LAB_A LAB_B`);
+      const [one, two] = [await Lab.load(a), await Lab.load(b)];
+      if (verb === 'disconnect') {
+        await disconnectLabs(defaultRunner, one.plan, two.plan);
+        process.stderr.write(`labs ${a} and ${b}: disconnected\n`);
+        return 0;
+      }
+      const conn = await connectLabs(defaultRunner, one.plan, two.plan);
+      process.stderr.write(
+        `labs ${a} and ${b}: underlays connected (${conn.routes.length} node routes, forwarding between ${conn.bridges.join(' and ')} only, table inet ${conn.table}); 'lab down' of either undoes it\n`,
+      );
+      return 0;
+    }
     default:
-      throw new Error(`unknown lab command '${verb ?? ''}': use up, status, exec, down or list`);
+      throw new Error(
+        `unknown lab command '${verb ?? ''}': use up, status, exec, down, list, connect or disconnect`,
+      );
   }
 }

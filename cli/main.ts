@@ -27,6 +27,8 @@ commands:
   lab exec   [--name lab] NODE[/POD] -- COMMAND...
   lab down   [--name lab]
   lab list
+  lab connect LAB_A LAB_B              let two labs' nodes reach each other's underlay (undone by lab down)
+  lab disconnect LAB_A LAB_B
 `;
 
 export async function main(argv: string[]): Promise<number> {

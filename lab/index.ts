@@ -6,3 +6,9 @@ export { Lab, type LabState, type LabStatus, type LabPod, type UpOptions } from 
 export { planLab, validateLabName, type LabPlan, type NodePlan } from './plan.ts';
 export { parseCniChoice, type CniChoice } from './cni.ts';
 export { kubeClient } from './kube.ts';
+export {
+  connectLabs,
+  disconnectLabs,
+  planUnderlayConnection,
+  type UnderlayConnection,
+} from './connect.ts';

@@ -67,6 +67,7 @@ import {
   listLinks,
 } from './nodes.ts';
 import { withLabLock } from './lock.ts';
+import { disconnectLab } from './connect.ts';
 import type { AgentStatus } from '../agent/index.ts';
 import {
   kubeClient,
@@ -637,6 +638,8 @@ export class Lab {
   async down(): Promise<void> {
     const { plan, runner } = this;
     await withLabLock(async () => {
+      // A connection to another lab (lab/connect.ts): its routes, forwarding and table go first.
+      await disconnectLab(runner, plan).catch(() => {});
       // Pods: CNI DEL through the node's plugin while the node still runs, then the namespace.
       for (const pod of [...this.state.pods].reverse()) {
         if (
