@@ -30,6 +30,7 @@ import {
   type V1NetworkPolicy,
 } from '@kubernetes/client-node';
 import { figureOf, median, percentile, type Figure } from './harness.ts';
+import { firstWith, steadyFrom, type ProbeResult } from './enforcement.ts';
 import { Lab, type LabPod } from '../lab/index.ts';
 import { ensureNamespace, registerPod, type PodSpecLite } from '../lab/kube.ts';
 import { startDaemon } from '../lab/procs.ts';
@@ -187,15 +188,10 @@ async function waitPolicies(lab: Lab, policies: number, timeoutMs = 300_000): Pr
 // ---------------------------------------------------------------------------
 // policy-enforce
 
-interface Probe {
-  t: number;
-  ok: boolean;
-}
-
 /** The probe loop's results, in send order as they arrive (out of order by timeouts). */
 class ProbeStream {
   readonly child: ChildProcess;
-  private results: Probe[] = [];
+  private results: ProbeResult[] = [];
   readonly timeoutMs: number;
 
   constructor(lab: Lab, pod: LabPod, target: string, intervalMs = 5, timeoutMs = 1000) {
@@ -219,39 +215,21 @@ class ProbeStream {
     if (!stdout) throw new Error('probe loop has no stdout');
     createInterface({ input: stdout }).on('line', (line) => {
       try {
-        this.results.push(JSON.parse(line) as Probe);
+        this.results.push(JSON.parse(line) as ProbeResult);
       } catch {
         /* not a result */
       }
     });
   }
 
-  /**
-   * Once it is known: the send time of the first probe after `since` from which on every
-   * probe answered `want`, followed by at least `settleMs` of such probes; else null.
-   */
+  /** See steadyFrom: null until the change is known to be steady. */
   transition(since: number, want: boolean, settleMs = 250): number | null {
-    const known = wallNow() - this.timeoutMs - 50;
-    const after = this.results
-      .filter((p) => p.t >= since && p.t <= known)
-      .sort((a, b) => a.t - b.t);
-    let first = -1;
-    for (let i = after.length - 1; i >= 0; i--) {
-      if ((after[i] as Probe).ok !== want) break;
-      first = i;
-    }
-    if (first < 0) return null;
-    const start = (after[first] as Probe).t;
-    const last = (after[after.length - 1] as Probe).t;
-    return last - start >= settleMs ? start : null;
+    return steadyFrom(this.results, since, want, wallNow() - this.timeoutMs - 50, settleMs);
   }
 
-  /** The send time of the first probe after `since` that answered `want` (null if none yet). */
+  /** See firstWith. */
   firstNew(since: number, want: boolean): number | null {
-    let first: number | null = null;
-    for (const p of this.results)
-      if (p.t >= since && p.ok === want && (first === null || p.t < first)) first = p.t;
-    return first;
+    return firstWith(this.results, since, want);
   }
 
   /** How many probes sent in [from, to) answered `want`. */
