@@ -466,12 +466,21 @@ test('NetworkPolicy cases decide alike with an ANP and a BANP that select no pod
   }
 });
 
-test('egress to the node itself (input hook) meets the ANP tier too', (t) => {
+test('a pod reaching its own node (input hook) meets only the ANP tier', (t) => {
   const { table } = compilePolicies({
     self: 'n1',
     pods: upstreamPods(),
     namespaces: upstreamNamespaces(),
-    policies: [],
+    // x/b may talk to nothing under NetworkPolicy, z's pods to nothing under the BANP:
+    // neither applies to a pod's own node.
+    policies: [
+      policy({
+        name: 'deny',
+        namespace: 'x',
+        podSelector: labels({ pod: 'b' }),
+        policyTypes: ['Egress'],
+      }),
+    ],
     adminPolicies: [
       anp({
         name: 'no-node',
@@ -480,17 +489,36 @@ test('egress to the node itself (input hook) meets the ANP tier too', (t) => {
         egress: [adminRule('Deny', [{ ipBlock: { cidr: '198.18.0.0/16', except: [] } }])],
       }),
     ],
+    baselinePolicy: banp({
+      subject: nsSubject('z'),
+      egress: [adminRule('Deny', [{ ipBlock: { cidr: '0.0.0.0/0', except: [] } }])],
+    }),
   });
   const pkt = {
     src: podAddress('x', 'a', 4),
     dst: '198.18.0.2',
     proto: 'tcp' as const,
     dport: 10250,
+    local: true,
   };
-  t.is(hookVerdict(table, POLICY_INPUT_CHAIN, pkt), 'drop');
+  t.is(hookVerdict(table, POLICY_INPUT_CHAIN, pkt), 'drop', 'the ANP denies x its node');
   t.is(hookVerdict(table, POLICY_INPUT_CHAIN, { ...pkt, ct: 'established' }), 'accept');
   t.is(hookVerdict(table, POLICY_INPUT_CHAIN, { ...pkt, src: podAddress('y', 'a', 4) }), 'accept');
-  t.is(hookVerdict(table, POLICY_FORWARD_CHAIN, pkt), 'drop');
+  t.is(
+    hookVerdict(table, POLICY_INPUT_CHAIN, { ...pkt, src: podAddress('z', 'a', 4) }),
+    'accept',
+    "the BANP does not police a pod's own node",
+  );
+  t.is(
+    hookVerdict(table, POLICY_FORWARD_CHAIN, {
+      ...pkt,
+      src: podAddress('z', 'a', 4),
+      local: false,
+    }),
+    'drop',
+    'but it does police another node',
+  );
+  t.is(hookVerdict(table, POLICY_FORWARD_CHAIN, { ...pkt, local: false }), 'drop');
 });
 
 test('an unreadable Deny or Pass rule denies everything in its place; an unreadable Allow matches nothing', (t) => {

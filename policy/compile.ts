@@ -9,9 +9,7 @@
 //     ip6 saddr vmap @policy-egress-v6
 //     ip daddr vmap @policy-ingress-v4         ingress of this node's isolated pods
 //     ip6 daddr vmap @policy-ingress-v6
-//   policy-input     (jumped to from the input base chain: pod -> this node's addresses)
-//     icmpv6 neighbour discovery return, ct state established,related return,
-//     then the same egress dispatch.
+//   (no policy-input: NetworkPolicy never polices a pod's traffic to its own node)
 //   pol-eg-<hash> / pol-in-<hash>: one chain per distinct set of policies selecting a
 //     local pod for that direction: the allow rules of those policies (each ends in
 //     `return`), then `drop`.
@@ -25,10 +23,12 @@
 // ANP -> NetworkPolicy -> BANP -> allow, and the entry chains become:
 //   policy-forward   ct established,related return; ct invalid drop;
 //                    jump policy-egress; jump policy-ingress
-//   policy-input     (as before) then jump policy-egress
+//   policy-input     (jumped to from the input base chain: pod -> this node's
+//                    addresses) ND and ct established,related return; jump policy-egress
 //   policy-egress    ip saddr vmap @admin-egress-v4 (+v6): goto anp-eg-<hash>
 //                    goto policy-egress-np
-//   policy-egress-np ip saddr vmap @policy-egress-v4 (+v6)     NetworkPolicy, as above
+//   policy-egress-np fib daddr type local return               (the pod's own node)
+//                    ip saddr vmap @policy-egress-v4 (+v6)     NetworkPolicy, as above
 //                    ip saddr vmap @baseline-egress-v4 (+v6)   jump banp-egress
 //   (policy-ingress, policy-ingress-np and banp-ingress alike, on daddr)
 //   anp-eg-<hash>: one chain per distinct list of ANPs selecting a local address,
@@ -61,9 +61,14 @@
 // - Ingress is decided on the destination pod's node, egress on the source pod's
 //   node: only pods with node === self get dispatch entries. A pod no policy selects
 //   for a direction is not in that map and passes.
-// - Egress of a local pod to this node's own addresses (input hook) is policed like
-//   any other egress. Traffic the node itself sends to its pods (output hook, e.g.
-//   kubelet probes) is never policed, and replies to it pass as established.
+// - Traffic between a pod and the node it runs on is always allowed, as upstream
+//   documents ("traffic to and from the node where a Pod is running is always
+//   allowed"): the node's own traffic to its pods (output hook, e.g. kubelet probes)
+//   and a pod's traffic to its node's addresses (input hook) meet neither
+//   NetworkPolicy nor the BaselineAdminNetworkPolicy. Only an AdminNetworkPolicy,
+//   the cluster administrator's explicit word, can deny a pod its own node (e.g. a
+//   `networks` peer covering the node's address). Other nodes' addresses are
+//   policed like any other address.
 // - Peer pods are matched cluster-wide; ipBlock applies to every address, pods
 //   included. A named port resolves against the destination pod's container ports
 //   (ingress: the selected pod; egress: each peer pod, and pods inside an ipBlock);
@@ -794,16 +799,6 @@ export function compilePolicies(input: CompileInput): CompileResult {
         `ip6 daddr vmap @${DISPATCH_MAPS.ingress[6]}`,
       ],
     });
-    out.chains.set(POLICY_INPUT_CHAIN, {
-      name: POLICY_INPUT_CHAIN,
-      rules: [
-        // A pod's IPv6 stack must reach its gateway whatever its egress policy.
-        'icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } return',
-        'ct state established,related return',
-        `ip saddr vmap @${DISPATCH_MAPS.egress[4]}`,
-        `ip6 saddr vmap @${DISPATCH_MAPS.egress[6]}`,
-      ],
-    });
   } else {
     // The admin tiers (see the opening comment): ANP, then NetworkPolicy, then BANP.
     const npSelected: Record<Direction, Set<string>> = { ingress: new Set(), egress: new Set() };
@@ -978,6 +973,9 @@ export function compilePolicies(input: CompileInput): CompileResult {
       out.chains.set(tail, {
         name: tail,
         rules: [
+          // From the input hook: a pod's traffic to its own node, which NetworkPolicy
+          // and the baseline never police (only the ANP tier above could deny it).
+          ...(dir === 'egress' ? ['fib daddr type local return'] : []),
           `ip ${side} vmap @${DISPATCH_MAPS[dir][4]}`,
           `ip6 ${side} vmap @${DISPATCH_MAPS[dir][6]}`,
           `ip ${side} vmap @${ADMIN_MAPS.baseline[dir][4]}`,

@@ -16,6 +16,8 @@ export interface Packet {
   /** ICMPv6 type name as nft writes it, e.g. nd-neighbor-solicit. */
   icmpv6Type?: string;
   ct?: 'new' | 'established' | 'related' | 'invalid';
+  /** `dst` is one of this node's own addresses (so in the input hook, always). */
+  local?: boolean;
 }
 
 export type Verdict = 'accept' | 'drop' | 'return';
@@ -131,6 +133,12 @@ function evalRule(table: NftTable, rule: string, pkt: Packet, depth: number): Ve
           return d >= lo && d <= (hi ?? lo);
         });
         if (!hit) return null;
+        break;
+      }
+      case 'fib': {
+        const shape = [next(), next(), next()].join(' ');
+        if (shape !== 'daddr type local') throw new Error(`unknown fib match: ${rule}`);
+        if (!pkt.local) return null;
         break;
       }
       case 'icmpv6': {
