@@ -8,14 +8,16 @@
 // The lab is always a fresh one: stopping the apiserver of a shared lab would
 // break the suites using it.
 import test from 'ava';
-import { mkdir, writeFile, readFile } from 'node:fs/promises';
+import { mkdir, writeFile, readFile, copyFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { KubeConfig, NetworkingV1Api } from '@kubernetes/client-node';
+import { CoreV1Api, KubeConfig, NetworkingV1Api } from '@kubernetes/client-node';
 import type { Lab, LabPod } from '../lab/index.ts';
 import { LabDriver } from './lab-driver.ts';
 import { background, pingLoss, eventually, type Background } from './probes.ts';
 import { KubeBlockApi, type IpamBlock } from '../ipam/index.ts';
 import { defaultRunner } from '../sys/index.ts';
+import { annotatedNode } from '../lab/kube.ts';
 
 let driver: LabDriver | undefined;
 let lab: Lab;
@@ -41,6 +43,10 @@ test.after.always(async () => {
       FIGURES_FILE,
       `${JSON.stringify({ measuredAt: new Date().toISOString(), faults: figures }, null, 2)}\n`,
     );
+    // The agents' and the apiserver's logs, as evidence for the figures.
+    for (const p of lab?.state.procs ?? [])
+      if (p.name.startsWith('agent-') || p.name === 'kube-apiserver')
+        await copyFile(p.log, `${FIGURES_DIR}faults-${p.name}.log`).catch(() => {});
   } finally {
     if (driver) await driver.close();
   }
@@ -249,13 +255,29 @@ test.serial(
     await lab.startApiserver();
     const upAt = Date.now();
 
+    // The agents' watches are back: a Node registered as soon as the apiserver is
+    // ready reaches every agent's WireGuard peers, and leaves them when deleted.
+    const kc = new KubeConfig();
+    kc.loadFromFile(lab.state.kubeconfig);
+    const core = kc.makeApiClient(CoreV1Api);
+    const probeKey = randomBytes(32).toString('base64');
+    const probeNode = 'faults-watch-probe';
+    await core.createNode({ body: annotatedNode(probeNode, probeKey, '198.18.250.250:51825') });
+    t.teardown(() =>
+      core
+        .deleteNode({ name: probeNode })
+        .then(() => undefined)
+        .catch(() => undefined),
+    );
+    const hasProbe = async (n: string) =>
+      (await lab.execInNode(n, ['wg', 'show', 'wiremesh.wg', 'peers'])).stdout.includes(probeKey);
     // Resync: every agent passes a reconcile after the return, and the new pod's
     // allocation reaches the IPAMBlock objects.
     const sinceUp = async (what: string, check: () => Promise<boolean>) => {
       await eventually(what, check, 60_000, 200);
       return Date.now() - upAt;
     };
-    const [allocationInApiMs, reconciled] = await Promise.all([
+    const [allocationInApiMs, reconciled, watchMs] = await Promise.all([
       sinceUp(`the allocation of ${freshIP} to appear in the IPAMBlock objects`, async () =>
         (await listBlocks()).some(
           (blk) =>
@@ -273,7 +295,21 @@ test.serial(
         }
         return true;
       }),
+      sinceUp('a Node created after the return to reach every agent', async () => {
+        for (const n of nodeNames()) if (!(await hasProbe(n))) return false;
+        return true;
+      }),
     ]);
+    await core.deleteNode({ name: probeNode });
+    await eventually(
+      'the deleted Node to leave every agent',
+      async () => {
+        for (const n of nodeNames()) if (await hasProbe(n)) return false;
+        return true;
+      },
+      30_000,
+      200,
+    );
     await lab.registerPod(fresh, { app: 'lab-probe' });
     for (const to of [podOn(b), podOn(c)]) {
       await eventually(`${fresh.name} -> ${to.name}`, () => reaches(fresh, to), 20_000);
@@ -291,7 +327,7 @@ test.serial(
       `lost ${ping.lost}/${ping.sent} packets (longest gap ${ping.longestGapMs.toFixed(0)} ms), ` +
         `TCP stalled ${tcp?.stalledSeconds} s of 66; new pod ${freshIP} addressed offline in ${addMs} ms` +
         ` (reached another node while down: ${reachesWhileDown === null ? 'no' : 'yes'}); ` +
-        `agents reconciled ${seconds(reconciled)} and the allocation reached the API ${seconds(allocationInApiMs)} after the apiserver was ready`,
+        `after the apiserver was ready: the allocation in the API ${seconds(allocationInApiMs)}, every agent reconciled ${seconds(reconciled)}, a Node created then a peer on every node ${seconds(watchMs)}`,
       {
         downSeconds: 60,
         ping: { sent: ping.sent, received: ping.received, longestGapMs: ping.longestGapMs },
@@ -300,6 +336,7 @@ test.serial(
         reconcileFailuresWhileDown: failuresDuring,
         reconcileErrorWhileDown: statusDown.map((s) => s.reconcile.lastError),
         resyncMs: reconciled,
+        newNodeSeenByEveryAgentMs: watchMs,
         allocationInApiMs,
       },
     );
@@ -627,7 +664,7 @@ test.serial(
     record(
       t,
       'nftables-table-deleted',
-      `table restored ${seconds(restored)} after the delete (resync every 10 s), policy enforced again after ${seconds(enforcedAgain)}; ` +
+      `table restored ${seconds(restored)} after the delete (resync every 10 s), policy enforced again at the first probe after it (${seconds(enforcedAgain)}); ` +
         `allowed pair lost ${ping.lost}/${ping.sent} packets; ` +
         `while missing the denied pair was ${strangerWhileMissing === null ? 'not probed' : strangerWhileMissing ? 'let through (no policy without the table)' : 'still blocked'}`,
       {
