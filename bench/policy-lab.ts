@@ -279,7 +279,10 @@ interface Change {
   write: () => Promise<unknown>;
 }
 
-export async function benchPolicyEnforce(changes: number): Promise<Figure[]> {
+export async function benchPolicyEnforce(
+  changes: number,
+  background = { namespaces: 10, podsPerNamespace: 60, policiesPerNamespace: 30 },
+): Promise<Figure[]> {
   const rounds = Math.ceil(Math.max(changes, 32) / 4);
   const load = [loadavg()[0] ?? 0];
   const lab = await Lab.up({ name: LAB, nodes: 2, podsPerNode: 0, agents: true, progress: log });
@@ -292,12 +295,7 @@ export async function benchPolicyEnforce(changes: number): Promise<Figure[]> {
     const client = await lab.addPod(n1.name, NS, 'client', { role: 'client', access: 'no' });
     const server = await lab.addPod(n2.name, NS, 'server', { role: 'server' });
     await startInPod(lab, server, 'polbench-prober', serveArgv([PROBE_PORT], 'server'));
-    const bg = backgroundObjects({
-      namespaces: 10,
-      podsPerNamespace: 60,
-      policiesPerNamespace: 30,
-      nodes: lab.plan.nodes,
-    });
+    const bg = backgroundObjects({ ...background, nodes: lab.plan.nodes });
     log(`policy-enforce: ${bg.pods.length} background pods, ${bg.policies.length} policies`);
     await createBackground(api, bg);
     await waitPolicies(lab, bg.policies.length);
