@@ -17,6 +17,13 @@
 // pools' policy routing; the plan's nftables fragment (fail-closed drops, NAT) is
 // composed into the table, which is applied before any route moves, so a Required
 // pool is never routed in plaintext even for a moment.
+//
+// Multi-cluster (issue #7): MultiClusterWatch (multicluster/) keeps the RemoteCluster
+// and Peer objects and one RemoteClusterWatch per remote cluster; each mesh pass adds
+// planRemotePeers' peers and routes to wiremesh.wg beside planMesh's, and tells the
+// path planner those ranges are reached only through WireGuard (no masquerade, a
+// Required pool's traffic to them dropped off the tunnel). One node per cluster
+// (statusWriterNode) writes the RemoteClusters' conditions.
 import { existsSync } from 'node:fs';
 import type { V1Node, KubernetesObject } from '@kubernetes/client-node';
 import { kubeClient, Informer, type KubeClient } from '../kube/index.ts';
@@ -63,6 +70,15 @@ import {
 } from './annotations.ts';
 import { formatEndpoint } from './endpoint.ts';
 import type { Logger } from './log.ts';
+import {
+  MultiClusterWatch,
+  RemoteClusterStatusWriter,
+  planRemotePeers,
+  statusWriterNode,
+  type Condition,
+  type MultiClusterProblem,
+  type RemotePlan,
+} from '../multicluster/index.ts';
 
 export interface AgentConfig {
   nodeName: string;
@@ -128,8 +144,20 @@ export interface AgentStatus {
     /** Conditions reported as Events (fallbacks, blocked pools, missing encapsulations). */
     events: PathPlan['events'];
   };
+  /** Remote clusters (RemoteCluster objects); their nodes' peers are in `peers` too. */
+  remotes?: RemoteStatus[];
   reconcile: Reconciler['stats'];
   synced: boolean;
+}
+
+export interface RemoteStatus {
+  name: string;
+  synced: boolean;
+  reachable: boolean;
+  lastError: string | null;
+  conditions: Pick<Condition, 'type' | 'status' | 'reason' | 'message'>[];
+  /** The remote nodes programmed as WireGuard peers (node `<cluster>/<name>`). */
+  peers: PeerStatus[];
 }
 
 export class Agent {
@@ -159,6 +187,9 @@ export class Agent {
   private policyStatus: AgentStatus['policy'] = { stats: null, problems: 0, lastApply: null };
   private events: KubeEventRecorder;
   private lastPlan: MeshPlan | null = null;
+  private multicluster: MultiClusterWatch | undefined;
+  private lastRemote: RemotePlan | null = null;
+  private readonly remoteStatus: RemoteClusterStatusWriter;
   private synced = false;
   private rotationTimer: NodeJS.Timeout | undefined;
   private watchdog: NodeJS.Timeout | undefined;
@@ -174,6 +205,7 @@ export class Agent {
     this.table = new TableDriver(new NftCli(defaultRunner));
     this.pathDriver = new PathDriver(this.ip);
     this.events = new KubeEventRecorder(this.kube, config.nodeName, log);
+    this.remoteStatus = new RemoteClusterStatusWriter(this.kube);
     this.reconciler = new Reconciler((dirty) => this.reconcileOnce(dirty), {
       resyncMs: config.resyncMs,
       log,
@@ -255,6 +287,12 @@ export class Agent {
     await this.podNetwork.start(`${this.config.runDir}/cni.sock`);
     this.policy = new PolicyWatch(this.kube, this.log);
     await this.policy.start((reason) => this.reconciler.schedule(reason, 'policy'));
+    this.multicluster = new MultiClusterWatch({
+      kube: this.kube,
+      log: this.log,
+      onChange: schedule,
+    });
+    await this.multicluster.start();
     this.synced = true;
     this.log.info('initial node list received', { nodes: this.informer.list().length });
     this.reconciler.start();
@@ -280,6 +318,7 @@ export class Agent {
     await this.informer?.stop();
     await this.blockInformer?.stop();
     await this.policy?.stop();
+    await this.multicluster?.stop();
     await this.pools?.stop();
     await this.podNetwork?.stop();
     await this.reconciler.idle();
@@ -380,6 +419,7 @@ export class Agent {
     const available = await this.probe(internalIP);
 
     const pools = this.pools?.current() ?? { pools: [], problems: [] };
+    const remote = this.planRemote(mesh, nodes, pools.pools);
     const peers = new Set(this.device ? mesh.peers.map((p) => p.node) : []);
     const selfSubnets = (await this.ip.addrList(underlay.name)).map((a) =>
       formatCidr(parseCidr(a)),
@@ -398,6 +438,7 @@ export class Agent {
       tunnelAddresses: assignTunnelAddresses(nodes, this.config.tunnelCIDR),
       hostMtu: underlay.mtu,
       underlayFamily,
+      meshRanges: remote.routes.map((r) => r.dst),
     };
     const paths = planPaths(input);
     // `route replace` matches on the destination, so only the blocks that take
@@ -407,7 +448,11 @@ export class Agent {
     const blockCidrs = new Set(blocks.map((b) => b.cidr));
     const plan: MeshPlan = {
       ...mesh,
-      routes: mesh.routes.filter((r) => !blockCidrs.has(r.dst) || wireguardBlocks.has(r.dst)),
+      peers: [...mesh.peers, ...remote.peers.map(({ cluster: _, ...p }) => p)],
+      routes: [
+        ...mesh.routes.filter((r) => !blockCidrs.has(r.dst) || wireguardBlocks.has(r.dst)),
+        ...remote.routes,
+      ],
     };
 
     const keysOfEvents = new Set<string>();
@@ -438,6 +483,7 @@ export class Agent {
     }
     this.events.retain(keysOfEvents, ['Node']);
     this.reportPathEvents(paths);
+    this.reportRemoteProblems(remote.refused);
 
     // The fail-closed drops go in before any route moves.
     const fragment = splitPathNft(paths.nft);
@@ -469,6 +515,80 @@ export class Agent {
       );
     this.lastPlan = plan;
     this.lastPaths = paths;
+    this.lastRemote = remote;
+    if (statusWriterNode(nodes.map((n) => n.name)) === self.name)
+      await this.writeRemoteStatus(remote);
+  }
+
+  /** The peers and routes for other clusters' nodes and Peer objects (multicluster/). */
+  private planRemote(
+    mesh: MeshPlan,
+    nodes: readonly MeshNode[],
+    pools: readonly IpPool[],
+  ): RemotePlan {
+    const objects = this.multicluster?.objects() ?? { clusters: [], peers: [], problems: [] };
+    const localKeys = new Map<string, string>();
+    for (const n of nodes) if (n.publicKey) localKeys.set(n.publicKey, n.name);
+    localKeys.set(this.keyPair.publicKey, this.config.nodeName);
+    const plan = planRemotePeers({
+      localPools: pools,
+      tunnelCIDR: this.config.tunnelCIDR,
+      localKeys,
+      remotes: this.multicluster?.snapshots() ?? [],
+      peers: objects.peers,
+      listenPort: this.config.listenPort,
+      tunnelAddress: mesh.tunnelAddress,
+    });
+    return { ...plan, refused: [...objects.problems, ...plan.refused] };
+  }
+
+  /** A log line for each new refusal; an Event on its RemoteCluster or Peer. */
+  private reportRemoteProblems(refused: readonly MultiClusterProblem[]): void {
+    const id = (p: MultiClusterProblem) => `${p.object}/${p.reason}/${p.message}`;
+    const before = new Set((this.lastRemote?.refused ?? []).map(id));
+    const keys = new Set<string>();
+    for (const p of refused) {
+      if (!before.has(id(p)))
+        this.log.warn('multi-cluster object refused', {
+          object: p.object,
+          reason: p.reason,
+          detail: p.message,
+        });
+      const [first, second] = p.object.split('/');
+      const target =
+        first === 'Peer'
+          ? { kind: 'Peer' as const, name: second ?? '' }
+          : {
+              kind: 'RemoteCluster' as const,
+              name: first === 'RemoteCluster' ? (second ?? '') : (first ?? ''),
+            };
+      const message = `on ${this.config.nodeName}: ${p.object}: ${p.message}`;
+      keys.add(KubeEventRecorder.key(target, p.reason, message));
+      this.events.warn(target, p.reason, message);
+    }
+    this.events.retain(keys, ['RemoteCluster', 'Peer']);
+  }
+
+  /** The RemoteClusters' conditions, from the one node that writes them. */
+  private async writeRemoteStatus(remote: RemotePlan): Promise<void> {
+    for (const report of remote.clusters) {
+      const cluster = this.multicluster?.cluster(report.name);
+      if (!cluster) continue;
+      await this.remoteStatus.write(report, cluster.generation).then(
+        (wrote) => {
+          if (wrote)
+            this.log.info('remote cluster status written', {
+              cluster: report.name,
+              conditions: report.conditions.map((c) => `${c.type}=${c.status}`).join(','),
+            });
+        },
+        (e: unknown) =>
+          this.log.warn('cannot write remote cluster status', {
+            cluster: report.name,
+            error: (e as Error).message,
+          }),
+      );
+    }
   }
 
   /** Probe once, at the first pass (the probes need this node's underlay address). */
@@ -586,6 +706,14 @@ export class Agent {
         mtu: this.lastPaths?.mtu ?? null,
         events: this.lastPaths?.events ?? [],
       },
+      remotes: (this.multicluster?.snapshots() ?? []).map((r) => ({
+        name: r.name,
+        synced: r.synced,
+        reachable: r.reachable,
+        lastError: r.lastError,
+        conditions: this.lastRemote?.clusters.find((c) => c.name === r.name)?.conditions ?? [],
+        peers: peers.filter((p) => p.node.startsWith(`${r.name}/`)),
+      })),
       reconcile: { ...this.reconciler.stats },
       synced: this.synced,
     };

@@ -12,7 +12,9 @@ export interface EventTarget {
     | 'Namespace'
     | 'IPPool'
     | 'AdminNetworkPolicy'
-    | 'BaselineAdminNetworkPolicy';
+    | 'BaselineAdminNetworkPolicy'
+    | 'RemoteCluster'
+    | 'Peer';
   name: string;
   /**
    * Namespaced objects only; the Event is recorded in the object's namespace, and
@@ -30,6 +32,8 @@ const API_VERSION: Record<EventTarget['kind'], string> = {
   IPPool: 'wiremesh.io/v1alpha1',
   AdminNetworkPolicy: 'policy.networking.k8s.io/v1alpha1',
   BaselineAdminNetworkPolicy: 'policy.networking.k8s.io/v1alpha1',
+  RemoteCluster: 'wiremesh.io/v1alpha1',
+  Peer: 'wiremesh.io/v1alpha1',
 };
 
 export interface EventSink {

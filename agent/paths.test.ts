@@ -261,6 +261,17 @@ test("policy routing: encrypted pools look up the encrypt table; it holds the Wi
   t.deepEqual([none.encryptRules, none.encryptRoutes], [[], []]);
 });
 
+test('other clusters and Peers (meshRanges) are never masqueraded and stay in the fail-closed set', (t) => {
+  const { nft } = planPaths(input({ meshRanges: ['100.80.0.0/26', '10.9.0.0/24'] }));
+  const set = (name: string) => nft.sets.find((s) => s.name === name)?.elements ?? [];
+  t.deepEqual(
+    set('nat-pools-v4').filter((c) => !POOLS.some((p) => p.cidr === c)),
+    ['10.9.0.0/24', '100.80.0.0/26'],
+  );
+  t.true(set('encrypt-remote-blocks-v4').includes('100.80.0.0/26'));
+  t.true(set('encrypt-remote-blocks-v4').includes('10.9.0.0/24'));
+});
+
 test('nftables: Required pools never leave but through WireGuard; natOutgoing masquerades', (t) => {
   const { nft } = planPaths(input());
   const set = (name: string) => nft.sets.find((s) => s.name === name)?.elements;

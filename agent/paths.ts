@@ -74,6 +74,13 @@ export interface PathInput {
   tunnelAddresses: ReadonlyMap<string, string>;
   hostMtu: number;
   underlayFamily: 4 | 6;
+  /**
+   * Ranges reached only through wiremesh.wg (multicluster/: other clusters' imported
+   * blocks, Peer objects' allowed IPs). They are never plaintext destinations: no
+   * natOutgoing masquerade towards them, and a Required pool's traffic to them is
+   * dropped unless it leaves through WireGuard.
+   */
+  meshRanges?: readonly string[];
 }
 
 export type Path = 'wireguard' | 'vxlan' | 'ipip' | 'native' | 'blocked';
@@ -380,6 +387,7 @@ export function planPaths(input: PathInput): PathPlan {
     nft: planPathNft(
       input.pools,
       blocks.map((b) => b.cidr),
+      input.meshRanges ?? [],
     ),
     mtu: planMtu(input),
     events: dedupeEvents(events),
@@ -440,7 +448,11 @@ export const PATH_NFT = {
  * both before any accept, and to `nat-postrouting` from a `type nat hook postrouting
  * priority srcnat` base chain.
  */
-export function planPathNft(pools: readonly PathPool[], remoteBlocks: readonly string[]): NftTable {
+export function planPathNft(
+  pools: readonly PathPool[],
+  remoteBlocks: readonly string[],
+  meshRanges: readonly string[] = [],
+): NftTable {
   const sets: NftSet[] = [];
   const chainRules = { forward: [] as string[], nat: [] as string[] };
   for (const family of [4, 6] as const) {
@@ -460,15 +472,12 @@ export function planPathNft(pools: readonly PathPool[], remoteBlocks: readonly s
         .filter((p) => p.encryptionMode === 'Required' && p.encryption === 'WireGuard')
         .map((p) => p.cidr),
     );
-    set('encrypt-remote-blocks', remoteBlocks);
+    set('encrypt-remote-blocks', [...remoteBlocks, ...meshRanges]);
     set(
       'nat-outgoing',
       pools.filter((p) => p.natOutgoing).map((p) => p.cidr),
     );
-    set(
-      'nat-pools',
-      pools.map((p) => p.cidr),
-    );
+    set('nat-pools', [...pools.map((p) => p.cidr), ...meshRanges]);
     const notWg = `oifname != "${WIREGUARD_DEVICE_NAME}"`;
     chainRules.forward.push(
       `${ip} saddr @encrypt-required-${v} ${ip} daddr @encrypt-remote-blocks-${v} ${notWg} counter drop`,

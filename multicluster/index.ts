@@ -27,3 +27,4 @@ export {
   type RemoteClusterStatus,
 } from './status.ts';
 export { FakeRemoteApi } from './fake.ts';
+export { MultiClusterWatch, type MultiClusterWatchOptions } from './agentwatch.ts';
