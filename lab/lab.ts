@@ -110,6 +110,11 @@ export interface UpOptions {
   cni?: CniChoice;
   /** Run the wiremesh agent on every node (default true). */
   agents?: boolean;
+  /**
+   * CIDR of the default pod pool (default deploy/default-pool.yaml's 100.64.0.0/16):
+   * two labs joined as remote clusters need pools that do not overlap.
+   */
+  pool?: string;
   runner?: Runner;
   /** Called with a line of progress for each long step. */
   progress?: (line: string) => void;
@@ -211,7 +216,7 @@ export class Lab {
     });
 
     try {
-      await lab.build(podsPerNode, progress);
+      await lab.build(podsPerNode, progress, options.pool);
       return lab;
     } catch (e) {
       if (!options.keepOnFailure) {
@@ -222,7 +227,11 @@ export class Lab {
     }
   }
 
-  private async build(podsPerNode: number, progress: (line: string) => void): Promise<void> {
+  private async build(
+    podsPerNode: number,
+    progress: (line: string) => void,
+    pool?: string,
+  ): Promise<void> {
     const { plan, state, runner } = this;
     const logs = join(plan.dataDir, 'logs');
     await createBridge(runner, plan.bridge, `${plan.gatewayIP}/${plan.prefixLength}`);
@@ -270,12 +279,14 @@ export class Lab {
       await applyManifestFile(state.kubeconfig, join(DEPLOY_DIR, 'rbac.yaml'));
       await applyManifestFile(state.kubeconfig, join(DEPLOY_DIR, 'config.yaml'));
       await applyManifestFile(state.kubeconfig, join(DEPLOY_DIR, 'crds.yaml'));
+      await applyManifestFile(state.kubeconfig, join(DEPLOY_DIR, 'multicluster-crds.yaml'));
+      await applyManifestFile(state.kubeconfig, join(DEPLOY_DIR, 'multicluster-rbac.yaml'));
       await waitForResource(state.kubeconfig, {
         group: 'wiremesh.io',
         version: 'v1alpha1',
         plural: 'ipamblocks',
       });
-      await applyManifestFile(state.kubeconfig, join(DEPLOY_DIR, 'default-pool.yaml'));
+      await applyManifestFile(state.kubeconfig, await this.defaultPoolFile(pool));
       for (const node of plan.nodes) await this.startAgent(node.name);
       await Promise.all(plan.nodes.map((n) => this.waitAgentReady(n.name)));
     }
@@ -287,6 +298,18 @@ export class Lab {
     }
     if (podsPerNode)
       progress(`lab ${plan.name}: ${podsPerNode * plan.nodes.length} pods wired through cnitool`);
+  }
+
+  /** deploy/default-pool.yaml, or a copy of it with another CIDR (`--pool`). */
+  private async defaultPoolFile(cidr?: string): Promise<string> {
+    const file = join(DEPLOY_DIR, 'default-pool.yaml');
+    if (cidr === undefined) return file;
+    if (!/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/.test(cidr))
+      throw new Error(`--pool ${cidr} is not an IPv4 CIDR (e.g. 100.65.0.0/16)`);
+    const text = (await readFile(file, 'utf8')).replace(/^(\s*cidr:).*$/m, `$1 ${cidr}`);
+    const out = join(this.plan.dataDir, 'default-pool.yaml');
+    await writeFile(out, text);
+    return out;
   }
 
   /** Copy the chosen CNI plugin and its conflist into the node's private /opt/cni/bin and /etc/cni/net.d. */
