@@ -12,6 +12,8 @@ export interface ProbeResult {
   t: number;
   /** Answered within the probe's timeout. */
   ok: boolean;
+  /** Milliseconds from send to answer, when answered. */
+  rtt?: number;
 }
 
 /** The send time of the first probe sent at or after `since` whose outcome is `want`. */

@@ -16,7 +16,11 @@
 //   (through the node tunnel) and from a pod on the same node (veth to veth), with
 //   no policy in the cluster and with 1,000 NetworkPolicies in force, each selecting
 //   the server and hundreds of other pods, one of them admitting the clients.
-//   Phases alternate (A B, then B A); the figure is with / without.
+//   Phases alternate (A B, then B A); the figure is with / without. An established
+//   flow passes on its conntrack entry and never meets a policy rule, so the same
+//   phases also time new flows (a UDP probe loop, one fresh flow per 10 ms, round
+//   trips of the answered ones) whose allowing rule is the last policy's: the first
+//   packet walks the rules of all 1,000 policies selecting the server.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -230,6 +234,13 @@ class ProbeStream {
   /** See firstWith. */
   firstNew(since: number, want: boolean): number | null {
     return firstWith(this.results, since, want);
+  }
+
+  /** Round trips of the answered probes sent at or after `since`. */
+  rtts(since: number): number[] {
+    return this.results.flatMap((p) =>
+      p.t >= since && p.ok && p.rtt !== undefined ? [p.rtt] : [],
+    );
   }
 
   /** How many probes sent in [from, to) answered `want`. */
@@ -462,8 +473,11 @@ const IPERF_PORT = 5201;
 
 /**
  * `count` policies in the server's namespace, every one selecting the server and the
- * namespace's other `tier: web` pods; the first admits the clients on iperf3's port,
- * the others admit other apps and namespaces on other ports (and some an ipBlock).
+ * namespace's other `tier: web` pods. The first by name admits the clients on
+ * iperf3's port (a new connection returns at the first rules of the server's chain);
+ * the last by name admits them on the prober's UDP port (a new flow walks every
+ * policy's rules first: the worst case). The others admit other apps and namespaces
+ * on other ports (and some an ipBlock).
  */
 export function throughputPolicies(count: number): V1NetworkPolicy[] {
   const out: V1NetworkPolicy[] = [
@@ -481,7 +495,7 @@ export function throughputPolicies(count: number): V1NetworkPolicy[] {
       },
     },
   ];
-  for (let k = 1; k < count; k++) {
+  for (let k = 1; k < count - 1; k++) {
     out.push({
       metadata: { name: `policy-${k}`, namespace: TPUT_NS, labels: { bench: 'tput' } },
       spec: {
@@ -509,6 +523,19 @@ export function throughputPolicies(count: number): V1NetworkPolicy[] {
       },
     });
   }
+  out.push({
+    metadata: { name: 'zz-allow-probes', namespace: TPUT_NS, labels: { bench: 'tput' } },
+    spec: {
+      podSelector: { matchLabels: { tier: 'web' } },
+      policyTypes: ['Ingress'],
+      ingress: [
+        {
+          _from: [{ podSelector: { matchLabels: { role: 'client' } } }],
+          ports: [{ protocol: 'UDP', port: PROBE_PORT }],
+        },
+      ],
+    },
+  });
   return out;
 }
 
@@ -524,6 +551,7 @@ export async function benchPolicyThroughput(repeats: number, policies = 1000): P
     const far = await lab.addPod(n1.name, TPUT_NS, 'client-far', { role: 'client' });
     const near = await lab.addPod(n2.name, TPUT_NS, 'client-near', { role: 'client' });
     await startInPod(lab, server, 'polbench-iperf3', ['iperf3', '-s']);
+    await startInPod(lab, server, 'polbench-prober', serveArgv([PROBE_PORT], 'server'));
     // Background: 400 more pods the policies select or admit, in this namespace and others.
     const bg = backgroundObjects({
       namespaces: 4,
@@ -580,7 +608,20 @@ export async function benchPolicyThroughput(repeats: number, policies = 1000): P
           .sum_received.bits_per_second / 1e6
       );
     };
+    // New flows' round trips: a UDP probe loop (one fresh flow per 10 ms) for 3 s.
+    const newFlows = async (client: LabPod): Promise<number[]> => {
+      const stream = new ProbeStream(lab, client, `${server.ips[0]}:${PROBE_PORT}`, 10, 1000);
+      const start = wallNow();
+      await sleep(3500);
+      stream.stop();
+      await sleep(200);
+      return stream.rtts(start + 500);
+    };
     const samples = {
+      far: { with: [] as number[], without: [] as number[] },
+      near: { with: [] as number[], without: [] as number[] },
+    };
+    const flows = {
       far: { with: [] as number[], without: [] as number[] },
       near: { with: [] as number[], without: [] as number[] },
     };
@@ -591,6 +632,8 @@ export async function benchPolicyThroughput(repeats: number, policies = 1000): P
         const key = withPolicies ? 'with' : 'without';
         samples.far[key].push(await iperf(far));
         samples.near[key].push(await iperf(near));
+        flows.far[key].push(...(await newFlows(far)));
+        flows.near[key].push(...(await newFlows(near)));
         load.push(loadavg()[0] ?? 0);
         log(
           `policy-throughput: round ${i + 1}/${repeats}, ${key}: far ${samples.far[key].at(-1)?.toFixed(0)} Mbit/s, near ${samples.near[key].at(-1)?.toFixed(0)} Mbit/s`,
@@ -612,6 +655,20 @@ export async function benchPolicyThroughput(repeats: number, policies = 1000): P
         'Mbit/s',
         samples.near.with,
         samples.near.without,
+      ),
+      figureOf(
+        B,
+        `new UDP flow's round trip, other node, its allowing rule after every other policy's (baseline: no policy)`,
+        'ms',
+        flows.far.with,
+        flows.far.without,
+      ),
+      figureOf(
+        B,
+        `new UDP flow's round trip, same node, its allowing rule after every other policy's (baseline: no policy)`,
+        'ms',
+        flows.near.with,
+        flows.near.without,
       ),
       figureOf(B, `load average (1 min) during the run (median)`, 'load', load),
     ];

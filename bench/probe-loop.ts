@@ -2,7 +2,8 @@
 // network namespace: every --interval ms it sends one UDP datagram from a fresh
 // socket to --target ip:port, where
 // wiremesh-prober serve echoes it, and prints one JSON line per probe once its
-// outcome is known: {"t": send time, "ok": echoed within --timeout ms}. Times are
+// outcome is known: {"t": send time, "ok": echoed within --timeout ms, "rtt": ms
+// from send to echo when it came}. Times are
 // wall-clock milliseconds (performance.timeOrigin + performance.now()), so the
 // benchmark process on the same machine can compare them with its own clock.
 //
@@ -51,8 +52,9 @@ function probe(): void {
     done = true;
     clearTimeout(timer);
     socket.close();
+    const rtt = ok ? { rtt: Math.round((wallNow() - t) * 1000) / 1000 } : {};
     if (ok !== null)
-      process.stdout.write(`${JSON.stringify({ t: Math.round(t * 100) / 100, ok })}\n`);
+      process.stdout.write(`${JSON.stringify({ t: Math.round(t * 100) / 100, ok, ...rtt })}\n`);
   };
   socket.on('message', (msg) => {
     if (msg.toString().startsWith(id)) finish(true);
