@@ -5,13 +5,14 @@
 // supervises (restarts it when it dies) and stops; a node without the worker's
 // binary does not start, with an error naming the path.
 import type { Server } from 'node:http';
-import { NodeIpam, KubeBlockApi } from '../ipam/index.ts';
+import { NodeIpam, KubeBlockApi, type AllocateRequest } from '../ipam/index.ts';
 import {
   CniHandler,
   NetlinkWorker,
   defaultNetlinkdPath,
   serveCni,
   type PodIpam,
+  type PodAllocation,
   type AttachmentRequest,
 } from '../cni/index.ts';
 import type { KubeClient } from '../kube/index.ts';
@@ -31,6 +32,15 @@ export function startedPodNetworks(): readonly PodNetwork[] {
 /** How long an address outlives its pod before garbage collection takes it back. */
 export const GC_GRACE_MS = 60_000;
 
+/**
+ * The node's IPAM as the CNI handler sees it. A pod gets one address per family its
+ * node serves (NodeIpam.servedFamilies: a family is served when an enabled pool of it
+ * selects the node), so a node with an IPv4 and an IPv6 pool makes dual-stack pods and
+ * an IPv4-only cluster is unchanged. A namespace's `wiremesh.io/ippool` annotation may
+ * name one pool per family, comma-separated (as Calico's ipv4pools and ipv6pools): a
+ * named pool decides its own family's address, the other families take the node's
+ * pools. A name IPAM does not know is asked for as it is, and fails the ADD.
+ */
 class IpamForCni implements PodIpam {
   private readonly ipam: NodeIpam;
   private readonly poolFor: (namespace: string) => string | undefined;
@@ -39,23 +49,59 @@ class IpamForCni implements PodIpam {
     this.ipam = ipam;
     this.poolFor = poolFor;
   }
-  allocate(req: AttachmentRequest) {
-    const pool = this.poolFor(req.namespace);
-    return this.ipam.allocate(pool === undefined ? req : { ...req, pool });
+  async allocate(req: AttachmentRequest): Promise<PodAllocation[]> {
+    const named = (this.poolFor(req.namespace) ?? '')
+      .split(',')
+      .map((p) => p.trim())
+      .filter(Boolean);
+    const unknown = named.filter((p) => this.ipam.poolFamily(p) === undefined);
+    const families = this.ipam.servedFamilies();
+    const wants: AllocateRequest[] = unknown.length
+      ? unknown.map((pool) => ({ ...req, pool }))
+      : families.length
+        ? families.map((family) => {
+            const pool = named.find((p) => this.ipam.poolFamily(p) === family);
+            return pool === undefined ? { ...req, family } : { ...req, family, pool };
+          })
+        : [named[0] === undefined ? req : { ...req, pool: named[0] }];
+    const out: PodAllocation[] = [];
+    try {
+      for (const want of wants) {
+        const a = await this.ipam.allocate(want);
+        out.push({ address: a.address, pool: a.pool });
+      }
+    } catch (e) {
+      // All or none: the families already taken go back (release frees every family).
+      if (out.length) await this.ipam.release(req.handle).catch(() => false);
+      throw e;
+    }
+    return out;
   }
   release(handle: string) {
     return this.ipam.release(handle);
   }
   lookup(handle: string) {
-    const found = this.ipam.find(handle);
-    return found
-      ? { address: found.address, namespace: found.namespace, pod: found.pod, pool: found.pool }
+    const found = [this.ipam.find(handle, 4), this.ipam.find(handle, 6)].filter(
+      (f): f is NonNullable<typeof f> => f !== null,
+    );
+    const first = found[0];
+    return first
+      ? {
+          addresses: found.map((f) => f.address),
+          namespace: first.namespace,
+          pod: first.pod,
+          pools: found.map((f) => f.pool),
+        }
       : undefined;
   }
   handles(network: string): string[] {
-    return this.ipam
-      .blocks()
-      .flatMap((b) => [...b.allocations.keys()].filter((h) => h.startsWith(`${network}.`)));
+    return [
+      ...new Set(
+        this.ipam
+          .blocks()
+          .flatMap((b) => [...b.allocations.keys()].filter((h) => h.startsWith(`${network}.`))),
+      ),
+    ];
   }
   ready(): boolean {
     return this.started;

@@ -1,25 +1,42 @@
 // The CNI handler against in-memory IPAM and wiring: what the runtime sees for ADD,
 // DEL and CHECK, and that a failed ADD never leaves an address promised twice.
 import test from 'ava';
-import { CniHandler, handleOf, type AttachmentRequest, type PodIpam } from './handler.ts';
+import {
+  CniHandler,
+  handleOf,
+  type AttachmentRequest,
+  type PodAllocation,
+  type PodIpam,
+} from './handler.ts';
 import { hostVethName } from './podnet.ts';
 import { FakeWiring } from './wiring-fake.ts';
 
 class MemoryIpam implements PodIpam {
-  readonly held = new Map<string, { address: string; namespace: string; pod: string }>();
+  readonly held = new Map<string, { addresses: string[]; namespace: string; pod: string }>();
   private next = 2;
-  allocate(req: AttachmentRequest): Promise<{ address: string }> {
-    const have = this.held.get(req.handle);
-    if (have) return Promise.resolve(have);
-    const a = { address: `100.64.0.${this.next++}`, namespace: req.namespace, pod: req.pod };
-    this.held.set(req.handle, a);
-    return Promise.resolve(a);
+  /** Also hand out an IPv6 address (a dual-stack node). */
+  dualStack = false;
+  allocate(req: AttachmentRequest): Promise<PodAllocation[]> {
+    const have =
+      this.held.get(req.handle) ??
+      (() => {
+        const n = this.next++;
+        const a = {
+          addresses: [`100.64.0.${n}`, ...(this.dualStack ? [`fd00:64::${n}`] : [])],
+          namespace: req.namespace,
+          pod: req.pod,
+        };
+        this.held.set(req.handle, a);
+        return a;
+      })();
+    return Promise.resolve(have.addresses.map((address) => ({ address })));
   }
   release(handle: string): Promise<boolean> {
     return Promise.resolve(this.held.delete(handle));
   }
   lookup(handle: string) {
-    return this.held.get(handle);
+    const a = this.held.get(handle);
+    return a ? { ...a, pools: [] } : undefined;
   }
   handles(network: string): string[] {
     return [...this.held.keys()].filter((h) => h.startsWith(`${network}.`));
@@ -132,4 +149,31 @@ test('CHECK passes for a wired pod and reports a missing pair', async (t) => {
   wiring.links.clear();
   const r = await handler.handle(env('CHECK'), conf);
   t.like(JSON.parse(r.stdout), { code: 999, details: `host interface ${veth} is missing` });
+});
+
+test('a dual-stack ADD wires both addresses and lists both, with a default route per family', async (t) => {
+  const { handler, wiring, ipam } = setup();
+  ipam.dualStack = true;
+  const r = await handler.handle(env('ADD'), conf);
+  t.is(r.code, 0, r.stdout);
+  const result = JSON.parse(r.stdout) as {
+    ips: { address: string; gateway?: string }[];
+    routes: { dst: string; gw?: string }[];
+  };
+  t.deepEqual(
+    result.ips.map((i) => [i.address, i.gateway]),
+    [
+      ['100.64.0.2/32', '169.254.1.1'],
+      ['fd00:64::2/128', 'fe80::1'],
+    ],
+  );
+  t.deepEqual(result.routes, [
+    { dst: '0.0.0.0/0', gw: '169.254.1.1' },
+    { dst: '::/0', gw: 'fe80::1' },
+  ]);
+  t.deepEqual(wiring.links.get(veth)?.addresses, ['100.64.0.2', 'fd00:64::2']);
+  t.is((await handler.handle(env('CHECK'), conf)).code, 0, 'CHECK finds both families wired');
+  t.is((await handler.handle(env('DEL'), conf)).code, 0);
+  t.false(wiring.links.has(veth));
+  t.false(ipam.held.has(handle));
 });

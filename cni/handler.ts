@@ -16,7 +16,7 @@ import {
   type CniRequest,
 } from './protocol.ts';
 import { addResult } from './result.ts';
-import { hostVethName, POD_GATEWAY_V4, type PodWiring } from './podnet.ts';
+import { hostVethName, POD_GATEWAY_V4, POD_GATEWAY_V6, type PodWiring } from './podnet.ts';
 import { WiringUnavailableError } from './netlinkd.ts';
 
 /** What the handler needs from IPAM (ipam/'s NodeIpam provides it). */
@@ -29,14 +29,23 @@ export interface AttachmentRequest {
   ifName: string;
 }
 
+/** One address of an attachment, and the IP pool it came from (for the pool's MTU). */
+export interface PodAllocation {
+  address: string;
+  pool?: string;
+}
+
 export interface PodIpam {
-  /** `pool`: the IP pool the address came from, for the pool's MTU. */
-  allocate(req: AttachmentRequest): Promise<{ address: string; pool?: string }>;
+  /**
+   * The attachment's addresses, one per family its node serves (dual-stack: an IPv4
+   * and an IPv6 address), IPv4 first; all or none (a failure gives back what it took).
+   */
+  allocate(req: AttachmentRequest): Promise<PodAllocation[]>;
   release(handle: string): Promise<boolean>;
-  /** The allocation recorded for a handle, if any. */
+  /** The allocations recorded for a handle, if any. */
   lookup(
     handle: string,
-  ): { address: string; namespace: string; pod: string; pool?: string } | undefined;
+  ): { addresses: string[]; namespace: string; pod: string; pools: string[] } | undefined;
   /** Every handle this node holds for a network (by handle prefix `<network>.`). */
   handles(network: string): string[];
   ready(): boolean;
@@ -51,7 +60,10 @@ export interface CniHandlerOptions {
   ipam: PodIpam;
   /** The kernel work: veth pairs, addresses, routes, sysctls. */
   wiring: PodWiring;
-  /** Pod MTU: the smallest over the paths a pod of the pool (when known) can take. */
+  /**
+   * Pod MTU: the smallest over the paths a pod of the pool (when known) can take; a
+   * dual-stack pod takes the smaller of its two pools'.
+   */
   mtu: (pool?: string) => number;
   log?: (msg: string, fields: Record<string, unknown>) => void;
 }
@@ -127,9 +139,9 @@ export class CniHandler {
     const { namespace, pod } = this.podOf(req);
     const handle = handleOf(req.conf.name, req.containerID, req.ifName);
     const hostIfName = hostVethName(namespace, pod);
-    let allocation: { address: string; pool?: string };
+    let allocations: PodAllocation[];
     try {
-      allocation = await this.opts.ipam.allocate({
+      allocations = await this.opts.ipam.allocate({
         handle,
         namespace,
         pod,
@@ -139,13 +151,14 @@ export class CniHandler {
     } catch (e) {
       throw new CniError(11, `no address for ${namespace}/${pod}`, (e as Error).message);
     }
-    const mtu = req.conf.mtu ?? this.opts.mtu(allocation.pool);
+    const addresses = allocations.map((a) => a.address);
+    const mtu = req.conf.mtu ?? this.podMtu(allocations.map((a) => a.pool));
     try {
       const wired = await this.opts.wiring.setup({
         netns: req.netns,
         podIfName: req.ifName,
         hostIfName,
-        addresses: [allocation.address],
+        addresses,
         mtu,
         owner: handle,
       });
@@ -157,8 +170,9 @@ export class CniHandler {
           podMac: wired.podMac,
           sandbox: req.netns,
           mtu,
-          addresses: [allocation.address],
+          addresses,
           gateway4: POD_GATEWAY_V4,
+          gateway6: POD_GATEWAY_V6,
         },
         req.conf.cniVersion,
       );
@@ -173,6 +187,12 @@ export class CniHandler {
       if (e instanceof WiringUnavailableError) throw e;
       throw new CniError(5, `cannot wire ${namespace}/${pod}`, (e as Error).message);
     }
+  }
+
+  /** The smallest MTU over the pools of the pod's addresses (the default's without any). */
+  private podMtu(pools: readonly (string | undefined)[]): number {
+    const known = pools.filter((p): p is string => p !== undefined);
+    return known.length ? Math.min(...known.map((p) => this.opts.mtu(p))) : this.opts.mtu();
   }
 
   private async del(req: CniRequest): Promise<void> {
@@ -195,8 +215,8 @@ export class CniHandler {
       netns: req.netns,
       podIfName: req.ifName,
       hostIfName: hostVethName(known.namespace, known.pod),
-      addresses: [known.address],
-      mtu: req.conf.mtu ?? this.opts.mtu(known.pool),
+      addresses: known.addresses,
+      mtu: req.conf.mtu ?? this.podMtu(known.pools),
     });
     if (problems.length)
       throw new CniError(

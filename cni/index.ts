@@ -9,6 +9,7 @@ export {
   CniHandler,
   handleOf,
   type PodIpam,
+  type PodAllocation,
   type AttachmentRequest,
   type CniReply,
   type CniHandlerOptions,

@@ -96,6 +96,35 @@ for (const [impl, wiring] of Object.entries(implementations)) {
     },
   );
 
+  serial(
+    'dual-stack pods reach each other over IPv4 and IPv6 (fe80::1 gateway, host /128 routes)',
+    async (t) => {
+      const w = wiring();
+      const dual = (i: number) => ({
+        ...spec(i),
+        addresses: [`100.64.250.${10 + i}`, `fd00:64::${10 + i}`],
+      });
+      await inNode.run(['sysctl', '-qw', 'net.ipv6.conf.all.forwarding=0']);
+      await w.setup(dual(0));
+      await w.setup(dual(1));
+      const forwarding = await inNode.run(['sysctl', '-n', 'net.ipv6.conf.all.forwarding']);
+      t.is(forwarding.stdout.trim(), '1', 'the node forwards IPv6 once it has an IPv6 pod');
+      const ping4 = await inPod(0, ['ping', '-c', '1', '-W', '2', '100.64.250.11']);
+      t.regex(ping4.stdout, / 0% packet loss/, ping4.stdout + ping4.stderr);
+      const ping6 = await inPod(0, ['ping', '-6', '-c', '1', '-W', '2', 'fd00:64::11']);
+      t.regex(ping6.stdout, / 0% packet loss/, ping6.stdout + ping6.stderr);
+      const addrs = await inPod(1, ['ip', '-6', 'addr', 'show', 'dev', 'eth0', 'scope', 'global']);
+      t.regex(addrs.stdout, /inet6 fd00:64::11\/128/);
+      const def6 = await inPod(1, ['ip', '-6', 'route', 'show', 'default']);
+      t.regex(def6.stdout, /default via fe80::1 dev eth0/);
+      const route6 = await inNode.run(['ip', '-6', 'route', 'show', 'fd00:64::10/128']);
+      t.regex(route6.stdout, /dev wm[0-9a-f]{11} proto 252/);
+      t.deepEqual(await w.check(dual(0)), []);
+      await inPod(1, ['ip', '-6', 'route', 'del', 'default']);
+      t.deepEqual(await w.check(dual(1)), ['IPv6 default route via fe80::1 is missing in the pod']);
+    },
+  );
+
   serial('CHECK reports what is missing', async (t) => {
     const w = wiring();
     await w.setup(spec(1));

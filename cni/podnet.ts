@@ -5,6 +5,16 @@
 // the host end removes the pair and the route, and a missing link or namespace is
 // not an error.
 //
+// IPv6 (a dual-stack pod has both): the pod's /128 with a default route via the
+// link-local gateway fe80::1, which the host end holds (nodad, so it is usable at
+// once; every host end holds it, as link-local addresses are per link). The pod has
+// a permanent neighbour fe80::1 -> the host end's MAC and the host a permanent
+// neighbour pod address -> the pod end's MAC, so neither direction waits for
+// neighbour discovery and no proxy NDP is needed. The host gets a /128 route to the
+// veth, and IPv6 forwarding is switched on for the node (net.ipv6.conf.all.forwarding,
+// as Calico does: a node that takes its own IPv6 address from router advertisements
+// then needs accept_ra=2 on its uplink).
+//
 // `PodWiring` is the kernel touchpoint, with three implementations: the agent's
 // long-lived netlink worker (netlinkd.ts, no process start per ADD or DEL: what the
 // agent uses), `CommandWiring` here (the same work through `ip -batch`, one process
@@ -17,6 +27,8 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { defaultRunner, type Runner } from '../sys/index.ts';
 
 export const POD_GATEWAY_V4 = '169.254.1.1';
+/** The pod's IPv6 next hop: a link-local address on the host end of its veth. */
+export const POD_GATEWAY_V6 = 'fe80::1';
 /** Routes to pods carry this protocol number (distinct from the mesh's 251). */
 export const POD_ROUTE_PROTOCOL = 252;
 
@@ -61,6 +73,8 @@ export interface PodNetFacts {
   hostRoutes: string[];
   /** The IPv4 default route's gateway inside the pod ('' when none). */
   podGateway4: string;
+  /** The IPv6 default route's gateway inside the pod ('' when none; absent from old workers). */
+  podGateway6?: string;
 }
 
 /** What CHECK verifies: the pair, the addresses inside the pod, the routes on both sides. */
@@ -72,10 +86,12 @@ export function podNetProblems(spec: PodNetSpec, facts: PodNetFacts): string[] {
   for (const ip of spec.addresses)
     if (!facts.podAddrs.includes(ip))
       problems.push(`address ${ip} is missing on ${spec.podIfName}`);
-  for (const ip of spec.addresses.filter((a) => !isV6(a)))
+  for (const ip of spec.addresses)
     if (!facts.hostRoutes.includes(ip)) problems.push(`host route to ${ip} is missing`);
   if (spec.addresses.some((a) => !isV6(a)) && facts.podGateway4 !== POD_GATEWAY_V4)
     problems.push(`default route via ${POD_GATEWAY_V4} is missing in the pod`);
+  if (spec.addresses.some(isV6) && facts.podGateway6 !== POD_GATEWAY_V6)
+    problems.push(`IPv6 default route via ${POD_GATEWAY_V6} is missing in the pod`);
   return problems;
 }
 
@@ -154,8 +170,13 @@ export async function setupPodNetwork(
   for (const ip of spec.addresses) {
     const prefix = isV6(ip) ? 128 : 32;
     hostBatch.push(
-      `${isV6(ip) ? '-6 ' : ''}route replace ${ip}/${prefix} dev ${spec.hostIfName} scope link proto ${POD_ROUTE_PROTOCOL}`,
+      `route replace ${ip}/${prefix} dev ${spec.hostIfName} scope link proto ${POD_ROUTE_PROTOCOL}`,
     );
+  }
+  if (spec.addresses.some(isV6)) {
+    hostBatch.push(`addr add ${POD_GATEWAY_V6}/64 dev ${spec.hostIfName} nodad`);
+    for (const ip of spec.addresses.filter(isV6))
+      hostBatch.push(`neigh replace ${ip} lladdr ${podMac} dev ${spec.hostIfName} nud permanent`);
   }
   const input = hostBatch.join('\n') + '\n';
   const first = await runner.run(['ip', '-batch', '-'], { input, allowFailure: true });
@@ -170,13 +191,18 @@ export async function setupPodNetwork(
     [`net.ipv4.conf.${spec.hostIfName}.proxy_arp`]: '1',
     [`net.ipv4.neigh.${spec.hostIfName}.proxy_delay`]: '0',
     [`net.ipv4.conf.${spec.hostIfName}.forwarding`]: '1',
+    ...(spec.addresses.some(isV6) ? { 'net.ipv6.conf.all.forwarding': '1' } : {}),
   });
   // The pod resolves its gateway to the host end's MAC statically, so nothing depends
   // on proxy ARP finding a route to 169.254.1.1 on the node (a node need not have one).
   const podBatch = ['link set lo up', `link set ${spec.podIfName} up`];
   for (const ip of spec.addresses) {
     if (isV6(ip)) {
-      podBatch.push(`-6 addr add ${ip}/128 dev ${spec.podIfName} nodad`);
+      podBatch.push(`addr add ${ip}/128 dev ${spec.podIfName} nodad`);
+      podBatch.push(
+        `neigh replace ${POD_GATEWAY_V6} lladdr ${hostMac} dev ${spec.podIfName} nud permanent`,
+      );
+      podBatch.push(`route add default via ${POD_GATEWAY_V6} dev ${spec.podIfName}`);
     } else {
       podBatch.push(`addr add ${ip}/32 dev ${spec.podIfName}`);
       podBatch.push(`route add ${POD_GATEWAY_V4} dev ${spec.podIfName} scope link`);
@@ -242,6 +268,7 @@ export async function checkPodNetwork(runner: Runner, spec: PodNetSpec): Promise
     podAddrs: [],
     hostRoutes: [],
     podGateway4: '',
+    podGateway6: '',
   };
   if (facts.hostLink && facts.netns) {
     const addrs = await runner.run(
@@ -254,8 +281,20 @@ export async function checkPodNetwork(runner: Runner, spec: PodNetSpec): Promise
         (JSON.parse(addrs.stdout) as { addr_info?: { local: string }[] }[])[0]?.addr_info?.map(
           (a) => a.local,
         ) ?? [];
-      const routes = await runner.run(['ip', '-j', 'route', 'show', 'dev', spec.hostIfName]);
-      facts.hostRoutes = (JSON.parse(routes.stdout || '[]') as { dst: string }[]).map((r) => r.dst);
+      for (const family of ['-4', '-6']) {
+        const routes = await runner.run([
+          'ip',
+          '-j',
+          family,
+          'route',
+          'show',
+          'dev',
+          spec.hostIfName,
+        ]);
+        facts.hostRoutes.push(
+          ...(JSON.parse(routes.stdout || '[]') as { dst: string }[]).map((r) => r.dst),
+        );
+      }
       const def = await runner.run([
         ...nsenter(spec.netns),
         'ip',
@@ -266,6 +305,17 @@ export async function checkPodNetwork(runner: Runner, spec: PodNetSpec): Promise
       ]);
       facts.podGateway4 =
         (JSON.parse(def.stdout || '[]') as { gateway?: string }[])[0]?.gateway ?? '';
+      const def6 = await runner.run([
+        ...nsenter(spec.netns),
+        'ip',
+        '-j',
+        '-6',
+        'route',
+        'show',
+        'default',
+      ]);
+      facts.podGateway6 =
+        (JSON.parse(def6.stdout || '[]') as { gateway?: string }[])[0]?.gateway ?? '';
     }
   }
   return podNetProblems(spec, facts);

@@ -68,8 +68,9 @@ export class FakeWiring implements PodWiring {
         netns: !this.netnsPaths || this.netnsPaths.has(spec.netns),
         podLink: link !== undefined && link.podIfName === spec.podIfName,
         podAddrs: link?.addresses ?? [],
-        hostRoutes: v4,
+        hostRoutes: link?.addresses ?? [],
         podGateway4: v4.length ? '169.254.1.1' : '',
+        podGateway6: link?.addresses.some((a) => a.includes(':')) ? 'fe80::1' : '',
       });
     });
   }

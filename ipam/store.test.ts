@@ -338,3 +338,31 @@ test('autoSyncMs pushes changes to the API shortly after they happen', async (t)
   t.is(api.blocks()[0]?.allocations.get(h('a'))?.address, a.address);
   await ipam.close();
 });
+
+test('servedFamilies: one per family of the pools serving the node; IPv6 blocks default to /122', async (t) => {
+  const api = fakeApi({
+    v4: { cidr: '100.64.0.0/16' },
+    v6: { cidr: 'fd00:64::/48' },
+    elsewhere: {
+      cidr: 'fd00:65::/48',
+      nodeSelector: { matchLabels: { 'kubernetes.io/hostname': 'n2' } },
+    },
+  });
+  const ipam = await started({ api });
+  t.deepEqual(ipam.servedFamilies(), [4, 6]);
+  t.is(ipam.poolFamily('v6'), 6);
+  t.is(ipam.poolFamily('v4'), 4);
+  t.is(ipam.poolFamily('nope'), undefined);
+  const six = await ipam.allocate(req('a', { family: 6 }));
+  t.true(six.block.endsWith('/122'), six.block);
+  t.true(inCidr(six.address, 'fd00:64::/48'));
+  await ipam.close();
+
+  const v4only = await started({ api: fakeApi({ v4: { cidr: '100.64.0.0/16' } }) });
+  t.deepEqual(v4only.servedFamilies(), [4], 'an IPv4-only cluster stays single-stack');
+  await v4only.close();
+  const v6only = await started({ api: fakeApi({ v6: { cidr: 'fd00:64::/48' } }) });
+  t.deepEqual(v6only.servedFamilies(), [6]);
+  t.like(await v6only.allocate(req('b')), { family: 6, prefix: 128 });
+  await v6only.close();
+});

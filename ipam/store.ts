@@ -443,6 +443,28 @@ export class NodeIpam {
     this.nodeLabels = { ...nodeLabels };
   }
 
+  /**
+   * The families a pod on this node gets an address of, IPv4 first: one per family
+   * of the enabled pools that serve the node (a dual-stack node has pools of both),
+   * or, until the pools are known (API down since start), of the usable held blocks.
+   * Empty when neither says anything: the caller asks without a family.
+   */
+  servedFamilies(): Family[] {
+    const active = this.pools && this.nodeLabels ? poolsForNode(this.pools, this.nodeLabels) : null;
+    const families = active
+      ? active.map((p) => p.family)
+      : [...this.held.values()].filter((b) => !this.lost.has(b.cidr)).map((b) => b.family);
+    return [...new Set(families)].sort((a, b) => a - b);
+  }
+
+  /** A pool's family, when the pool is known (from the pools, else a held block of it). */
+  poolFamily(pool: string): Family | undefined {
+    return (
+      this.pools?.find((p) => p.name === pool)?.family ??
+      [...this.held.values()].find((b) => b.pool === pool)?.family
+    );
+  }
+
   /** Copies of the blocks this node holds (lost ones included), by CIDR. */
   blocks(): IpamBlock[] {
     return [...this.held.values()]

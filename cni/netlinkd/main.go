@@ -45,6 +45,10 @@ const podRouteProtocol = 252
 
 var podGateway = net.IPv4(169, 254, 1, 1)
 
+// podGateway6 is the pods' IPv6 next hop, held by every host end (cni/podnet.ts
+// POD_GATEWAY_V6): link-local, so the same address on every veth is fine.
+var podGateway6 = net.ParseIP("fe80::1")
+
 // The main goroutine keeps the main thread for itself. A goroutine that ends while
 // locked gets its thread destroyed, except the main thread, which Go parks for good
 // instead: had a pod's goroutine run there, the process's main thread would stay in
@@ -74,6 +78,7 @@ type facts struct {
 	PodAddrs    []string `json:"podAddrs"`
 	HostRoutes  []string `json:"hostRoutes"`
 	PodGateway4 string   `json:"podGateway4"`
+	PodGateway6 string   `json:"podGateway6"`
 }
 
 type reply struct {
@@ -255,11 +260,18 @@ func setup(req request) error {
 			return fmt.Errorf("host route to %s: %w", ip, err)
 		}
 	}
-	for key, value := range map[string]string{
-		"net/ipv4/conf/" + req.HostIf + "/proxy_arp":   "1",
+	sysctls := map[string]string{
+		"net/ipv4/conf/" + req.HostIf + "/proxy_arp":    "1",
 		"net/ipv4/neigh/" + req.HostIf + "/proxy_delay": "0",
-		"net/ipv4/conf/" + req.HostIf + "/forwarding":  "1",
-	} {
+		"net/ipv4/conf/" + req.HostIf + "/forwarding":   "1",
+	}
+	if hasV6(ips) {
+		if err := setupHostV6(link, ips, podMac); err != nil {
+			return err
+		}
+		sysctls["net/ipv6/conf/all/forwarding"] = "1"
+	}
+	for key, value := range sysctls {
 		if err := os.WriteFile("/proc/sys/"+key, []byte(value), 0o644); err != nil {
 			return fmt.Errorf("sysctl %s: %w", strings.ReplaceAll(key, "/", "."), err)
 		}
@@ -267,6 +279,43 @@ func setup(req request) error {
 	// The pod resolves its gateway to the host end's MAC statically, so nothing depends
 	// on proxy ARP finding a route to 169.254.1.1 on the node.
 	return inNetns(ns, func() error { return setupPod(req.PodIf, ips, hostMac) })
+}
+
+func hasV6(ips []net.IP) bool {
+	for _, ip := range ips {
+		if ip.To4() == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// setupHostV6 gives the host end the pods' link-local gateway (nodad: usable at once)
+// and a permanent neighbour for each of the pod's IPv6 addresses.
+func setupHostV6(link netlink.Link, ips []net.IP, podMac net.HardwareAddr) error {
+	gw := &netlink.Addr{
+		IPNet: &net.IPNet{IP: podGateway6, Mask: net.CIDRMask(64, 128)},
+		Flags: unix.IFA_F_NODAD,
+		Scope: unix.RT_SCOPE_LINK,
+	}
+	if err := netlink.AddrReplace(link, gw); err != nil {
+		return fmt.Errorf("gateway %s on %s: %w", podGateway6, link.Attrs().Name, err)
+	}
+	for _, ip := range ips {
+		if ip.To4() != nil {
+			continue
+		}
+		if err := netlink.NeighSet(&netlink.Neigh{
+			LinkIndex:    link.Attrs().Index,
+			Family:       netlink.FAMILY_V6,
+			State:        netlink.NUD_PERMANENT,
+			IP:           ip,
+			HardwareAddr: podMac,
+		}); err != nil {
+			return fmt.Errorf("neighbour %s on %s: %w", ip, link.Attrs().Name, err)
+		}
+	}
+	return nil
 }
 
 func ipBytes(ip net.IP) net.IP {
@@ -300,6 +349,19 @@ func setupPod(podIf string, ips []net.IP, hostMac net.HardwareAddr) error {
 			addr.Flags = unix.IFA_F_NODAD
 			if err := netlink.AddrAdd(link, addr); err != nil {
 				return fmt.Errorf("address %s on %s: %w", ip, podIf, err)
+			}
+			if err := netlink.NeighSet(&netlink.Neigh{
+				LinkIndex:    idx,
+				Family:       netlink.FAMILY_V6,
+				State:        netlink.NUD_PERMANENT,
+				IP:           podGateway6,
+				HardwareAddr: hostMac,
+			}); err != nil {
+				return fmt.Errorf("gateway neighbour %s: %w", podGateway6, err)
+			}
+			def := &netlink.Route{LinkIndex: idx, Gw: podGateway6}
+			if err := netlink.RouteAdd(def); err != nil {
+				return fmt.Errorf("default route via %s: %w", podGateway6, err)
 			}
 			continue
 		}
@@ -402,6 +464,16 @@ func inspect(req request) (*facts, error) {
 		for _, r := range defaults {
 			if r.Gw != nil {
 				f.PodGateway4 = r.Gw.String()
+				break
+			}
+		}
+		defaults6, err := netlink.RouteListFiltered(netlink.FAMILY_V6, &netlink.Route{Dst: nil}, netlink.RT_FILTER_DST)
+		if err != nil {
+			return fmt.Errorf("IPv6 default route in the pod: %w", err)
+		}
+		for _, r := range defaults6 {
+			if r.Gw != nil {
+				f.PodGateway6 = r.Gw.String()
 				break
 			}
 		}
