@@ -10,3 +10,4 @@ export * from './diff.ts';
 export * from './client.ts';
 export * from './fake.ts';
 export * from './driver.ts';
+export * from './monitor.ts';
