@@ -146,14 +146,19 @@ export class MeshDriver {
       report.mtuSet = true;
     }
     const addrs = await this.ip.addrList(name);
+    const wantAddrs = [
+      plan.device.address,
+      ...(plan.device.address6 ? [plan.device.address6] : []),
+    ];
     for (const a of addrs) {
-      if (a !== plan.device.address) {
+      if (!wantAddrs.includes(a)) {
         await this.ip.addrDel(name, a);
         report.addressesChanged++;
       }
     }
-    if (!addrs.includes(plan.device.address)) {
-      await this.ip.addrAdd(name, plan.device.address);
+    for (const want of wantAddrs) {
+      if (addrs.includes(want)) continue;
+      await this.ip.addrAdd(name, want);
       report.addressesChanged++;
     }
     if (!link.up) await this.ip.linkSetUp(name);

@@ -31,6 +31,7 @@
 //   (2) on the tunnel devices so such replies are not dropped.
 import { cidrContains, formatCidr, parseCidr, type Cidr } from './cidr.ts';
 import { cidrLast } from '../ipam/cidr.ts';
+import { tunnelAddress6 } from './plan.ts';
 import type { IpPool, IpamBlock } from '../ipam/types.ts';
 import type { NftChain, NftSet, NftTable } from '../nftables/model.ts';
 import {
@@ -364,7 +365,8 @@ export function planPaths(input: PathInput): PathPlan {
           .map((b) => ({
             dst: b.cidr,
             dev: WIREGUARD_DEVICE_NAME,
-            src: selfVtep,
+            // An IPv6 block's route takes this node's IPv6 tunnel address (agent/plan.ts).
+            src: familyOf(b.cidr) === 6 ? tunnelAddress6(selfVtep) : selfVtep,
             table: ENCRYPT_ROUTE_TABLE,
           }));
   const encryptRules: SourceRule[] = encryptedPools

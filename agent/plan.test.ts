@@ -1,5 +1,5 @@
 import test from 'ava';
-import { planMesh, assignTunnelAddresses, type MeshInput } from './plan.ts';
+import { planMesh, assignTunnelAddresses, tunnelAddress6, type MeshInput } from './plan.ts';
 import type { MeshNode } from './meshnode.ts';
 import { generateKeyPair } from '../crypto/index.ts';
 
@@ -205,4 +205,38 @@ test('a peer is routed its IPAM blocks from the API, and only its own', (t) => {
       .sort(),
     ['100.64.0.128/26', '100.64.0.64/26', '100.64.1.0/26'],
   );
+});
+
+test('IPv6 blocks: peers are routed their IPv6 blocks and IPv6 tunnel address, from ours', (t) => {
+  const nodes = [node('n1', 1), node('n2', 2)];
+  const blocks = new Map([
+    ['n1', ['100.64.0.0/26', 'fd00:64::/122']],
+    ['n2', ['100.64.0.64/26', 'fd00:64::40/122']],
+  ]);
+  const plan = planMesh({ ...input(nodes), blocks });
+  const addrs = assignTunnelAddresses(nodes, settings.tunnelCIDR);
+  const [own, peer] = [addrs.get('n1') ?? '', addrs.get('n2') ?? ''];
+  t.is(tunnelAddress6('100.127.1.2'), 'fd5e:7a11:3c8b:ffff::647f:102');
+  t.is(plan.tunnelAddress6, tunnelAddress6(own));
+  t.is(plan.device.address6, `${tunnelAddress6(own)}/128`);
+  t.deepEqual(plan.peers[0]?.allowedIPs, [
+    `${peer}/32`,
+    `${tunnelAddress6(peer)}/128`,
+    '100.64.0.64/26',
+    'fd00:64::40/122',
+  ]);
+  t.deepEqual(
+    plan.routes.map((r) => [r.dst, r.src]),
+    [
+      [`${peer}/32`, own],
+      [`${tunnelAddress6(peer)}/128`, tunnelAddress6(own)],
+      ['100.64.0.64/26', own],
+      ['fd00:64::40/122', tunnelAddress6(own)],
+    ],
+  );
+  // Without IPv6 blocks nothing IPv6 is planned (an IPv4 cluster is unchanged).
+  const v4 = planMesh({ ...input(nodes), blocks: new Map([['n2', ['100.64.0.64/26']]]) });
+  t.is(v4.device.address6, undefined);
+  t.is(v4.tunnelAddress6, undefined);
+  t.deepEqual(v4.peers[0]?.allowedIPs, [`${peer}/32`, '100.64.0.64/26']);
 });

@@ -7,6 +7,12 @@
 // the tunnel CIDR, and collisions are resolved by linear probing in order of
 // creation time (then name), so every agent computes the same assignment and an
 // existing node keeps its address when another joins.
+//
+// IPv6 inside the tunnel: once any IPv6 pod block exists, each node also gets an IPv6
+// tunnel address, its IPv4 one embedded in the last 32 bits of TUNNEL_PREFIX_V6 (so
+// it is as unique as the IPv4 one and needs no setting). It is the source of the
+// node's routes to IPv6 blocks (a route's src must be of its family) and part of its
+// peers' AllowedIPs. A cluster without IPv6 blocks plans exactly as before.
 import { createHash } from 'node:crypto';
 import type { MeshNode, NodeProblem } from './meshnode.ts';
 import { parseCidr, cidrSize, fromBigInt, hostCidr } from './cidr.ts';
@@ -44,6 +50,19 @@ export interface MeshInput {
   blocks?: ReadonlyMap<string, readonly string[]>;
 }
 
+/**
+ * The mesh's IPv6 tunnel prefix: a unique local /96 (RFC 4193, with a randomly chosen
+ * global ID, so it does not collide with another site's ULAs).
+ */
+export const TUNNEL_PREFIX_V6 = 'fd5e:7a11:3c8b:ffff::/96';
+
+/** A node's IPv6 tunnel address, from its (IPv4) tunnel address; an IPv6 one is kept. */
+export function tunnelAddress6(address: string): string {
+  if (address.includes(':')) return address;
+  const v4 = parseCidr(`${address}/32`).base;
+  return fromBigInt(parseCidr(TUNNEL_PREFIX_V6).base + v4, 6);
+}
+
 export interface PeerPlan {
   node: string;
   publicKey: string;
@@ -71,8 +90,17 @@ export interface RefusedNode extends NodeProblem {
 }
 
 export interface MeshPlan {
-  device: { name: string; listenPort: number; mtu: number; address: string; fwmark: number };
+  device: {
+    name: string;
+    listenPort: number;
+    mtu: number;
+    address: string;
+    /** The IPv6 tunnel address (/128), when the cluster has IPv6 blocks. */
+    address6?: string;
+    fwmark: number;
+  };
   tunnelAddress: string;
+  tunnelAddress6?: string;
   peers: PeerPlan[];
   routes: RoutePlan[];
   /** Host-to-host encryption: peers' node addresses in HOST_ROUTE_TABLE, and the rules to reach it. */
@@ -151,6 +179,10 @@ export function planMesh(input: MeshInput): MeshPlan {
   const selfAddress = addresses.get(self);
   if (!selfAddress) throw new Error(`no tunnel address for ${self}`);
 
+  const ipv6 = [...(input.blocks?.values() ?? [])].some((bs) => bs.some((b) => b.includes(':')));
+  const selfAddress6 = ipv6 ? tunnelAddress6(selfAddress) : undefined;
+  const srcFor = (dst: string) => (dst.includes(':') && selfAddress6) || selfAddress;
+
   const selfNode = input.nodes.find((n) => n.name === self);
   const selfInternal = selfNode?.internalIPs ?? [];
   const peers: PeerPlan[] = [];
@@ -172,7 +204,11 @@ export function planMesh(input: MeshInput): MeshPlan {
     const address = addresses.get(n.name);
     if (!address) continue;
     const podBlocks = [...(input.blocks?.get(n.name) ?? [])].sort();
-    const allowedIPs = [hostCidr(address), ...podBlocks];
+    const allowedIPs = [
+      hostCidr(address),
+      ...(ipv6 && !address.includes(':') ? [hostCidr(tunnelAddress6(address))] : []),
+      ...podBlocks,
+    ];
     if (settings.hostEncryption && n.hostEncryption) {
       // The peer's node addresses (from its Node status, never from annotations).
       for (const ip of n.internalIPs) {
@@ -196,7 +232,7 @@ export function planMesh(input: MeshInput): MeshPlan {
   const routes: RoutePlan[] = peers.flatMap((p) =>
     p.allowedIPs
       .filter((dst) => !hostDsts.has(dst))
-      .map((dst) => ({ dst, dev: WIREGUARD_DEVICE, src: selfAddress })),
+      .map((dst) => ({ dst, dev: WIREGUARD_DEVICE, src: srcFor(dst) })),
   );
   const families = new Set(selfInternal.map((ip) => (ip.includes(':') ? 6 : 4)));
   const hostRules: RulePlan[] = settings.hostEncryption
@@ -213,9 +249,11 @@ export function planMesh(input: MeshInput): MeshPlan {
       listenPort: settings.listenPort,
       mtu: pathMtu(settings.hostMtu, 'wireguard', settings.underlayFamily),
       address: hostCidr(selfAddress),
+      ...(selfAddress6 && selfAddress6 !== selfAddress ? { address6: hostCidr(selfAddress6) } : {}),
       fwmark: WIREGUARD_FWMARK,
     },
     tunnelAddress: selfAddress,
+    ...(selfAddress6 ? { tunnelAddress6: selfAddress6 } : {}),
     peers,
     routes,
     hostRoutes: hostRoutes.sort((a, b) => (a.dst < b.dst ? -1 : 1)),
