@@ -1,7 +1,14 @@
 // `wiremesh lab ...`: bring a lab cluster up, show it, run commands in it, tear it down.
 import { parseArgs } from 'node:util';
 import { spawn } from 'node:child_process';
-import { Lab, parseCniChoice, connectLabs, disconnectLabs, type LabStatus } from '../lab/index.ts';
+import {
+  Lab,
+  parseCniChoice,
+  connectLabs,
+  disconnectLabs,
+  validateIpFamily,
+  type LabStatus,
+} from '../lab/index.ts';
 import { defaultRunner } from '../sys/index.ts';
 import { renderNodeStatus as renderStatus } from './status.ts';
 import { startCapture } from '../kind-tests/probes.ts';
@@ -98,6 +105,7 @@ export async function runLabCommand(argv: string[]): Promise<number> {
       nodes: { type: 'string' },
       'pods-per-node': { type: 'string' },
       pool: { type: 'string' },
+      'ip-family': { type: 'string' },
       cni: { type: 'string' },
       output: { type: 'string', short: 'o' },
       'keep-on-failure': { type: 'boolean', default: false },
@@ -115,6 +123,7 @@ export async function runLabCommand(argv: string[]): Promise<number> {
         podsPerNode: intFlag(values['pods-per-node'], 'pods-per-node', 2),
         ...(values.cni ? { cni: parseCniChoice(values.cni) } : {}),
         ...(values.pool ? { pool: values.pool } : {}),
+        ...(values['ip-family'] ? { ipFamily: validateIpFamily(values['ip-family']) } : {}),
         keepOnFailure: values['keep-on-failure'],
         agents: values.agents,
         progress: (line) => process.stderr.write(`${line}\n`),

@@ -3,7 +3,15 @@
 // tests, the benchmarks and `make lab`.
 export { labLeftovers } from './leftovers.ts';
 export { Lab, type LabState, type LabStatus, type LabPod, type UpOptions } from './lab.ts';
-export { planLab, validateLabName, type LabPlan, type NodePlan } from './plan.ts';
+export {
+  planLab,
+  validateLabName,
+  validateIpFamily,
+  LAB_POOL_V6,
+  type IpFamily,
+  type LabPlan,
+  type NodePlan,
+} from './plan.ts';
 export { parseCniChoice, type CniChoice } from './cni.ts';
 export { kubeClient } from './kube.ts';
 export {

@@ -19,7 +19,8 @@ export function apiStatus(e: unknown): number | undefined {
 export async function registerNode(
   core: CoreV1Api,
   name: string,
-  internalIP: string,
+  /** One InternalIP, or several (a dual-stack node: the IPv4 one first). */
+  internalIP: string | readonly string[],
 ): Promise<void> {
   const now = new Date();
   const body: V1Node = {
@@ -42,7 +43,10 @@ export async function registerNode(
   const node = await core.readNode({ name });
   node.status = {
     addresses: [
-      { type: 'InternalIP', address: internalIP },
+      ...(typeof internalIP === 'string' ? [internalIP] : internalIP).map((address) => ({
+        type: 'InternalIP',
+        address,
+      })),
       { type: 'Hostname', address: name },
     ],
     conditions: [

@@ -38,6 +38,8 @@ import {
   NODE_PRIVATE_DIRS,
   LAB_ROOT_RUN,
   LAB_ROOT_DATA,
+  LAB_POOL_V6,
+  type IpFamily,
   type LabPlan,
   type NodePlan,
 } from './plan.ts';
@@ -95,6 +97,8 @@ export interface LabState {
   cni: CniChoice;
   /** Whether the lab runs the wiremesh agent on every node. */
   agents: boolean;
+  /** Underlay and pool families (absent in older state files: ipv4). */
+  ipFamily?: IpFamily;
   kubeconfig: string;
   apiserverURL: string;
   etcdURL: string;
@@ -115,6 +119,12 @@ export interface UpOptions {
    * two labs joined as remote clusters need pools that do not overlap.
    */
   pool?: string;
+  /**
+   * ipv4 (the default), dual (an IPv6 underlay beside the IPv4 one, nodes with both
+   * InternalIPs, an IPv6 pool LAB_POOL_V6 beside the IPv4 one) or ipv6 (IPv6 InternalIPs
+   * and pool only; the control plane still listens on the IPv4 underlay address).
+   */
+  ipFamily?: IpFamily;
   runner?: Runner;
   /** Called with a line of progress for each long step. */
   progress?: (line: string) => void;
@@ -200,6 +210,7 @@ export class Lab {
         nodeCount,
         cni,
         agents: options.agents ?? true,
+        ipFamily: options.ipFamily ?? 'ipv4',
         kubeconfig: join(plan.dataDir, 'kubeconfig'),
         apiserverURL: plan.apiserverURL,
         etcdURL: '',
@@ -234,7 +245,13 @@ export class Lab {
   ): Promise<void> {
     const { plan, state, runner } = this;
     const logs = join(plan.dataDir, 'logs');
-    await createBridge(runner, plan.bridge, `${plan.gatewayIP}/${plan.prefixLength}`);
+    const family = state.ipFamily ?? 'ipv4';
+    await createBridge(
+      runner,
+      plan.bridge,
+      `${plan.gatewayIP}/${plan.prefixLength}`,
+      family === 'ipv4' ? undefined : `${plan.gatewayIP6}/64`,
+    );
 
     progress(`lab ${plan.name}: starting etcd and kube-apiserver on ${plan.apiserverURL}`);
     const pki = await createLabPki(runner, join(plan.dataDir, 'pki'), plan.gatewayIP);
@@ -267,11 +284,12 @@ export class Lab {
         hostVeth: node.hostVeth,
         bridge: plan.bridge,
         address: `${node.underlayIP}/${plan.prefixLength}`,
+        ...(family === 'ipv4' ? {} : { address6: `${node.underlayIP6}/64` }),
         mountFile: this.mountFile(node),
         privateDirs,
       });
       await this.installCni(node);
-      await registerNode(core, node.name, node.underlayIP);
+      await registerNode(core, node.name, this.internalIPs(node));
     }
 
     if (state.agents) {
@@ -286,7 +304,9 @@ export class Lab {
         version: 'v1alpha1',
         plural: 'ipamblocks',
       });
-      await applyManifestFile(state.kubeconfig, await this.defaultPoolFile(pool));
+      if (family !== 'ipv6')
+        await applyManifestFile(state.kubeconfig, await this.defaultPoolFile(pool));
+      if (family !== 'ipv4') await applyManifestFile(state.kubeconfig, await this.ipv6PoolFile());
       for (const node of plan.nodes) await this.startAgent(node.name);
       await Promise.all(plan.nodes.map((n) => this.waitAgentReady(n.name)));
     }
@@ -298,6 +318,24 @@ export class Lab {
     }
     if (podsPerNode)
       progress(`lab ${plan.name}: ${podsPerNode * plan.nodes.length} pods wired through cnitool`);
+  }
+
+  /** A node's InternalIPs for its lab's families (a dual-stack node: IPv4 first). */
+  internalIPs(node: NodePlan): string[] {
+    const family = this.state.ipFamily ?? 'ipv4';
+    if (family === 'ipv4') return [node.underlayIP];
+    return family === 'dual' ? [node.underlayIP, node.underlayIP6] : [node.underlayIP6];
+  }
+
+  /** The default pool's settings for the IPv6 pool: default-ipv6, LAB_POOL_V6, /122 blocks. */
+  private async ipv6PoolFile(): Promise<string> {
+    const text = (await readFile(join(DEPLOY_DIR, 'default-pool.yaml'), 'utf8'))
+      .replace(/^(\s*name:).*$/m, '$1 default-ipv6')
+      .replace(/^(\s*cidr:).*$/m, `$1 ${LAB_POOL_V6}`)
+      .replace(/^(\s*blockSize:).*$/m, '$1 122');
+    const out = join(this.plan.dataDir, 'ipv6-pool.yaml');
+    await writeFile(out, text);
+    return out;
   }
 
   /** deploy/default-pool.yaml, or a copy of it with another CIDR (`--pool`). */
@@ -618,7 +656,7 @@ export class Lab {
       namespace: pod.namespace,
       name: pod.name,
       nodeName: pod.node,
-      hostIP: this.node(pod.node).underlayIP,
+      hostIP: this.internalIPs(this.node(pod.node))[0] ?? this.node(pod.node).underlayIP,
       ips: pod.ips,
       labels,
       ports,

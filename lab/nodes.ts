@@ -30,9 +30,15 @@ export async function releaseRunRoot(runner: Runner): Promise<void> {
   }
 }
 
-export async function createBridge(runner: Runner, bridge: string, cidr: string): Promise<void> {
+export async function createBridge(
+  runner: Runner,
+  bridge: string,
+  cidr: string,
+  cidr6?: string,
+): Promise<void> {
   await runner.run(['ip', 'link', 'add', bridge, 'type', 'bridge']);
   await runner.run(['ip', 'addr', 'add', cidr, 'dev', bridge]);
+  if (cidr6) await runner.run(['ip', '-6', 'addr', 'add', cidr6, 'dev', bridge, 'nodad']);
   await runner.run(['ip', 'link', 'set', bridge, 'up']);
 }
 
@@ -42,6 +48,8 @@ export interface NodeNamespaceSpec {
   bridge: string;
   /** Underlay address with prefix, e.g. 198.18.0.11/24. */
   address: string;
+  /** IPv6 underlay address with prefix, e.g. 2001:db8::11/64 (added without DAD). */
+  address6?: string;
   /** Where the persistent mount namespace is bound. */
   mountFile: string;
   /** Host path -> node-private directory bound over it. */
@@ -67,6 +75,8 @@ export async function createNodeNamespaces(runner: Runner, spec: NodeNamespaceSp
   const inNode = (argv: string[]) => runner.run(['ip', 'netns', 'exec', spec.netns, ...argv]);
   await inNode(['ip', 'link', 'set', 'lo', 'up']);
   await inNode(['ip', 'addr', 'add', spec.address, 'dev', 'eth0']);
+  if (spec.address6)
+    await inNode(['ip', '-6', 'addr', 'add', spec.address6, 'dev', 'eth0', 'nodad']);
   await inNode(['ip', 'link', 'set', 'eth0', 'up']);
   await inNode(['sysctl', '-qw', 'net.ipv4.ip_forward=1']);
 

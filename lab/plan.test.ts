@@ -2,6 +2,8 @@ import test from 'ava';
 import {
   chooseLabIndex,
   planLab,
+  validateIpFamily,
+  LAB_POOL_V6,
   validateLabName,
   validateNodeCount,
   podNetnsName,
@@ -66,4 +68,17 @@ test('pod namespaces and node-private directories are unique per lab', (t) => {
     '/var/lib/wiremesh-lab/lab/nodes/lab-node1/etc_cni_net.d',
   );
   t.not(nodePrivateDir(p, n1, '/var/lib/wiremesh'), nodePrivateDir(p, n2, '/var/lib/wiremesh'));
+});
+
+test('IPv6 underlay: 2001:db8:<lab hex>::/64, canonical, apart from the IPv6 pool', (t) => {
+  const p = planLab('dual', 11, 2);
+  t.is(p.gatewayIP6, '2001:db8:b::1');
+  t.deepEqual(
+    p.nodes.map((n) => n.underlayIP6),
+    ['2001:db8:b::11', '2001:db8:b::12'],
+  );
+  t.is(planLab('lab', 0, 1).nodes[0]?.underlayIP6, '2001:db8::11');
+  t.is(LAB_POOL_V6, '2001:db8:64::/48', 'hex 64 is beyond every lab index (0 to f)');
+  t.is(validateIpFamily('dual'), 'dual');
+  t.throws(() => validateIpFamily('ipv5'), { message: /ipv4, dual, ipv6/ });
 });

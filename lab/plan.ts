@@ -3,11 +3,31 @@
 // 198.18.k.0/24 (RFC 2544 test range); the bridge and the kube-apiserver sit on
 // .1 and node i on .(10+i). Reference-plugin pods (before the wiremesh plugin
 // is used) take 100.64.(k*16+i).0/24 inside the RFC 6598 range.
+//
+// IPv6 (`--ip-family dual|ipv6`): lab k's underlay is also 2001:db8:k::/64 (the
+// documentation range, hex k), the bridge on ::1 and node i on ::(10+i) (hex, as
+// the IPv4 host part reads in decimal); the IPv6 pod pool is LAB_POOL_V6, also in
+// the documentation range and outside every lab's underlay, so it cannot collide
+// with a real network or with another lab.
+import ipaddr from 'ipaddr.js';
 
 export const LAB_ROOT_RUN = '/run/wiremesh-lab';
 export const LAB_ROOT_DATA = '/var/lib/wiremesh-lab';
 export const MAX_LABS = 16;
 export const MAX_NODES = 15;
+
+/** Address families of a lab: the underlay's and the pod pools'. */
+export type IpFamily = 'ipv4' | 'dual' | 'ipv6';
+export const IP_FAMILIES: readonly IpFamily[] = ['ipv4', 'dual', 'ipv6'];
+
+/** The IPv6 pod pool of a lab with IPv6 (documentation range, no lab's underlay). */
+export const LAB_POOL_V6 = '2001:db8:64::/48';
+
+export function validateIpFamily(v: string): IpFamily {
+  const f = IP_FAMILIES.find((x) => x === v);
+  if (!f) throw new Error(`invalid IP family '${v}': use one of ${IP_FAMILIES.join(', ')}`);
+  return f;
+}
 
 const LAB_NAME = /^[a-z][a-z0-9]{0,7}$/;
 
@@ -49,6 +69,8 @@ export interface NodePlan {
   /** Host side of the underlay veth (<= 15 characters). */
   hostVeth: string;
   underlayIP: string;
+  /** IPv6 underlay address (used when the lab has IPv6). */
+  underlayIP6: string;
   /** Pod subnet for the reference bridge/host-local plugins. */
   bridgePodCIDR: string;
 }
@@ -59,6 +81,8 @@ export interface LabPlan {
   bridge: string;
   gatewayIP: string;
   prefixLength: number;
+  /** The bridge's IPv6 address (prefix length 64), when the lab has IPv6. */
+  gatewayIP6: string;
   apiserverURL: string;
   nodes: NodePlan[];
   runDir: string;
@@ -72,6 +96,7 @@ export function planLab(name: string, index: number, nodeCount: number): LabPlan
     throw new Error(`lab index ${index} out of range`);
   }
   const gatewayIP = `198.18.${index}.1`;
+  const v6 = (host: number) => ipaddr.parse(`2001:db8:${index.toString(16)}::${host}`).toString();
   const nodes: NodePlan[] = [];
   for (let i = 1; i <= nodeCount; i++) {
     nodes.push({
@@ -80,6 +105,7 @@ export function planLab(name: string, index: number, nodeCount: number): LabPlan
       netns: `wml-${name}-node${i}`,
       hostVeth: `wml-${name}-${i}`,
       underlayIP: `198.18.${index}.${10 + i}`,
+      underlayIP6: v6(10 + i),
       bridgePodCIDR: `100.64.${index * 16 + i}.0/24`,
     });
   }
@@ -89,6 +115,7 @@ export function planLab(name: string, index: number, nodeCount: number): LabPlan
     bridge: `wml-${name}-br`,
     gatewayIP,
     prefixLength: 24,
+    gatewayIP6: v6(1),
     apiserverURL: `https://${gatewayIP}:6443`,
     nodes,
     runDir: `${LAB_ROOT_RUN}/${name}`,
