@@ -170,6 +170,13 @@ test.serial(
     const [target, other] = labA().state.pods;
     const fromB = labB().state.pods[0]!;
     t.truthy(target && other && other.node !== target.node);
+    // Without a policy A's pods reach each other (so a refusal below is the policy's).
+    await eventually(
+      "A's pods reach each other",
+      () => pings(labA(), other!, ipOf(target!)),
+      30_000,
+      500,
+    );
     await kubeA.request('POST', '/apis/networking.k8s.io/v1/namespaces/default/networkpolicies', {
       apiVersion: 'networking.k8s.io/v1',
       kind: 'NetworkPolicy',
@@ -395,7 +402,13 @@ test.serial(
       60_000,
       500,
     );
-    t.is(await condition(kubeA, 'mcb', 'Unreachable'), 'False');
+    await eventually(
+      'A reports B reachable again',
+      async () => (await condition(kubeA, 'mcb', 'Unreachable')) === 'False',
+      30_000,
+      500,
+    );
+    t.pass();
   },
 );
 

@@ -156,6 +156,11 @@ test('lab connect: the plan, and a lab connects to one other lab at a time', asy
     { netns: 'wml-mcb-node1', dst: '198.18.14.0/24', via: '198.18.15.1' },
   ]);
   t.regex(conn.ruleset, /iifname \{ "wml-mca-br", "wml-mcb-br" \} drop/);
+  t.regex(
+    conn.ruleset,
+    /iifname "wml-mca-br" oifname "wml-mca-br" accept/,
+    'within a lab (br_netfilter)',
+  );
   t.throws(() => planUnderlayConnection(A, A), { message: /to itself/ });
   await t.throwsAsync(connectLabs(defaultRunner, A, planLab('mcb', 13, 1)), {
     message: /no bridge/,

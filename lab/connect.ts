@@ -55,6 +55,10 @@ export function planUnderlayConnection(one: LabPlan, two: LabPlan): UnderlayConn
     '    type filter hook forward priority filter - 10; policy accept;',
     `    iifname "${a.bridge}" oifname "${b.bridge}" ip saddr ${underlayOf(a)} ip daddr ${underlayOf(b)} accept`,
     `    iifname "${b.bridge}" oifname "${a.bridge}" ip saddr ${underlayOf(b)} ip daddr ${underlayOf(a)} accept`,
+    // With br_netfilter (bridge-nf-call-iptables=1) packets bridged inside one lab
+    // pass this hook too, as iif = oif = its bridge: they stay in the lab.
+    `    iifname "${a.bridge}" oifname "${a.bridge}" accept`,
+    `    iifname "${b.bridge}" oifname "${b.bridge}" accept`,
     `    iifname { "${a.bridge}", "${b.bridge}" } drop`,
     `    oifname { "${a.bridge}", "${b.bridge}" } drop`,
     '  }',

@@ -205,7 +205,12 @@ export class RemoteClusterWatch {
         informers.push(nodes, pools, blocks);
         for (const inf of informers) {
           for (const ev of ['add', 'update', 'delete'])
-            inf.on(ev, () => this.synced && this.changed());
+            inf.on(ev, () => {
+              if (!this.synced) return;
+              // An event is the remote API answering: no need to wait for the probe.
+              if (!this.reachable) this.answered();
+              this.changed();
+            });
           inf.on('error', (e: unknown) => {
             // An expired resourceVersion is routine: the Informer lists again.
             if (e instanceof KubeApiError && e.status === 410) return;
@@ -238,6 +243,12 @@ export class RemoteClusterWatch {
     await this.probeLoop();
   }
 
+  private answered(): void {
+    this.reachable = true;
+    this.lastError = null;
+    this.options.log?.info('remote cluster API answers again', { cluster: this.name });
+  }
+
   /** While unreachable: probe with backoff, and say so when the remote answers again. */
   private async probeLoop(): Promise<void> {
     let delay = this.backoff.initialMs;
@@ -250,9 +261,7 @@ export class RemoteClusterWatch {
           timeoutMs: 10_000,
         });
         if (!this.reachable) {
-          this.reachable = true;
-          this.lastError = null;
-          this.options.log?.info('remote cluster API answers again', { cluster: this.name });
+          this.answered();
           this.changed();
         }
         delay = this.backoff.initialMs;
