@@ -257,6 +257,25 @@ export function renderNodeStatus(s: NodeStatus, opts: RenderOptions = {}): strin
       ),
     );
   }
+  if (s.remotes?.length) {
+    // Other clusters (RemoteCluster objects): each remote node's handshake age.
+    lines.push('');
+    lines.push(
+      ...table(
+        ['REMOTE CLUSTER', 'API', 'NODE', 'HANDSHAKE'],
+        s.remotes.flatMap((rc) => {
+          const api = !rc.synced ? 'connecting' : rc.reachable ? 'watching' : 'unreachable';
+          if (!rc.peers.length) return [[rc.name, api, '-', '-']];
+          return rc.peers.map((p) => [
+            rc.name,
+            api,
+            p.node.slice(rc.name.length + 1),
+            formatAge(p.latestHandshake, now),
+          ]);
+        }),
+      ),
+    );
+  }
   if (s.refused.length) {
     lines.push('', 'REFUSED');
     for (const x of s.refused) lines.push(`${x.node}: ${x.reason}: ${x.message}`);
