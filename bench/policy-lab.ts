@@ -180,8 +180,14 @@ async function waitPolicies(lab: Lab, policies: number, timeoutMs = 300_000): Pr
   const nodes = lab.plan.nodes.map((n) => n.name);
   let seen: (number | undefined)[] = [];
   while (Date.now() < deadline) {
+    // A busy agent (a compile blocks its event loop) may not answer within curl's 5 s.
     seen = await Promise.all(
-      nodes.map(async (n) => (await lab.agentStatus(n)).policy.stats?.policies),
+      nodes.map((n) =>
+        lab.agentStatus(n).then(
+          (s) => s.policy.stats?.policies,
+          () => undefined,
+        ),
+      ),
     );
     if (seen.every((s) => s === policies)) return;
     await sleep(500);
@@ -384,9 +390,9 @@ export async function benchPolicyEnforce(
         const seen = events.firstAfter(change.watchKey, t0);
         const firstNew = probes.firstNew(t0, change.want) ?? at;
         const stray = probes.count(firstNew, at, !change.want);
-        const status = await lab.agentStatus(n2.name);
+        const status = await lab.agentStatus(n2.name).catch(() => null);
         log(
-          `  ${change.label}: first ${(firstNew - t0).toFixed(0)} ms, steady ${(at - t0).toFixed(0)} ms (${stray} old-outcome probes between), watch ${seen === null ? '-' : (seen - t0).toFixed(0)} ms, agent pass ${status.reconcile.lastDurationMs.toFixed(0)} ms, last apply ${JSON.stringify(status.policy.lastApply)}`,
+          `  ${change.label}: first ${(firstNew - t0).toFixed(0)} ms, steady ${(at - t0).toFixed(0)} ms (${stray} old-outcome probes between), watch ${seen === null ? '-' : (seen - t0).toFixed(0)} ms, agent pass ${status?.reconcile.lastDurationMs.toFixed(0) ?? '-'} ms, last apply ${JSON.stringify(status?.policy.lastApply ?? '-')}`,
         );
         const entry = byLabel.get(change.label) ?? { enforce: [], watch: [], first: [] };
         entry.first.push(firstNew - t0);
@@ -398,7 +404,7 @@ export async function benchPolicyEnforce(
           entry.watch.push(seen - t0);
           all.watch.push(seen - t0);
         }
-        passes.push(status.reconcile.lastDurationMs);
+        if (status) passes.push(status.reconcile.lastDurationMs);
         probes.prune(t0);
       }
       load.push(loadavg()[0] ?? 0);
