@@ -36,7 +36,7 @@ import {
   type WgPeer,
 } from '../tunnels/index.ts';
 import { IpCli, defaultRunner, type IpClient } from '../sys/index.ts';
-import { NftCli, TableDriver, type NftApplyReport } from '../nftables/index.ts';
+import { NftCli, NftTableMonitor, TableDriver, type NftApplyReport } from '../nftables/index.ts';
 import type { NftTable } from '../nftables/model.ts';
 import type { CompileStats } from '../policy/index.ts';
 import { PolicyWatch } from './policy.ts';
@@ -193,6 +193,7 @@ export class Agent {
   private synced = false;
   private rotationTimer: NodeJS.Timeout | undefined;
   private watchdog: NodeJS.Timeout | undefined;
+  private tableMonitor: NftTableMonitor | undefined;
   readonly reconciler: Reconciler;
 
   constructor(config: AgentConfig, log: Logger) {
@@ -287,6 +288,13 @@ export class Agent {
     await this.podNetwork.start(`${this.config.runDir}/cni.sock`);
     this.policy = new PolicyWatch(this.kube, this.log);
     await this.policy.start((reason) => this.reconciler.schedule(reason, 'policy'));
+    // The table deleted by hand would leave the node without policy and without the
+    // fail-closed drops until the next resync; the kernel tells us at once instead.
+    this.tableMonitor = new NftTableMonitor({
+      onDeleted: () => this.reconciler.schedule('nftables table deleted', 'nftables'),
+      onError: (e) => this.log.warn('nftables monitor stopped; restarting', { error: e.message }),
+    });
+    await this.tableMonitor.start();
     this.multicluster = new MultiClusterWatch({
       kube: this.kube,
       log: this.log,
@@ -315,6 +323,7 @@ export class Agent {
     this.reconciler.stop();
     if (this.rotationTimer) clearInterval(this.rotationTimer);
     if (this.watchdog) clearInterval(this.watchdog);
+    this.tableMonitor?.stop();
     await this.informer?.stop();
     await this.blockInformer?.stop();
     await this.policy?.stop();
@@ -359,8 +368,9 @@ export class Agent {
     // which retries every phase.
     const errors: unknown[] = [];
     if (dirty.all || dirty.has('mesh')) await this.reconcileMesh().catch((e) => errors.push(e));
-    if (dirty.all || dirty.has('policy'))
-      await this.reconcilePolicy(dirty.all).catch((e) => errors.push(e));
+    // `nftables`: the table may be gone: verify it against the kernel before applying.
+    if (dirty.all || dirty.has('policy') || dirty.has('nftables'))
+      await this.reconcilePolicy(dirty.all || dirty.has('nftables')).catch((e) => errors.push(e));
     if (errors.length) throw errors[0];
   }
 
