@@ -7,8 +7,10 @@
 // carries them all), every pod pair reaches each other over every family (ping and a
 // TCP exchange), and a capture of the underlay while pods talk shows only WireGuard
 // between the nodes: no pod address and no plaintext, which a capture inside
-// wiremesh.wg does see.
+// wiremesh.wg does see. And a NetworkPolicy whose ipBlocks name one pod's addresses
+// (an IPv6 /128 too) lets that pod in and keeps another out, over every family.
 import test from 'ava';
+import { KubeConfig, NetworkingV1Api } from '@kubernetes/client-node';
 import { LabDriver } from './lab-driver.ts';
 import type { ClusterPod } from './driver.ts';
 import { eventually } from './probes.ts';
@@ -50,7 +52,7 @@ export function ipFamilySuite(name: string, ipFamily: Exclude<IpFamily, 'ipv4'>)
           node,
           NAMESPACE,
           `${name}-pod${i + 1}`,
-          { app: name },
+          { app: name, idx: String(i + 1) },
           [],
           ['socat', `TCP6-LISTEN:${ECHO_PORT},ipv6only=0,fork,reuseaddr`, 'EXEC:cat'],
         ),
@@ -74,7 +76,8 @@ export function ipFamilySuite(name: string, ipFamily: Exclude<IpFamily, 'ipv4'>)
 
   /** A line sent to the pod's echo server over TCP comes back. */
   async function tcpEchoOk(from: ClusterPod, to: string, line: string): Promise<boolean> {
-    const target = isV6(to) ? `TCP6:[${to}]:${ECHO_PORT}` : `TCP4:${to}:${ECHO_PORT}`;
+    const target =
+      (isV6(to) ? `TCP6:[${to}]:${ECHO_PORT}` : `TCP4:${to}:${ECHO_PORT}`) + ',connect-timeout=3';
     const res = await d().execInPod(
       from.namespace,
       from.name,
@@ -201,4 +204,50 @@ export function ipFamilySuite(name: string, ipFamily: Exclude<IpFamily, 'ipv4'>)
       t.true(m[2] === '51825' || m[4] === '51825', `WireGuard's port: ${line}`);
     }
   });
+
+  test.serial(
+    `${ipFamily}: NetworkPolicy ipBlocks of every family admit one pod, not another`,
+    async (t) => {
+      const [friend, stranger, guarded] = pods;
+      if (!friend || !stranger || !guarded) throw new Error('need 3 pods');
+      const kc = new KubeConfig();
+      kc.loadFromFile(d().kubeconfig);
+      const net = kc.makeApiClient(NetworkingV1Api);
+      const policy = `${name}-ipblock`;
+      await net.createNamespacedNetworkPolicy({
+        namespace: NAMESPACE,
+        body: {
+          metadata: { name: policy },
+          spec: {
+            podSelector: { matchLabels: { app: name, idx: '3' } },
+            policyTypes: ['Ingress'],
+            ingress: [
+              {
+                _from: friend.ips.map((ip) => ({
+                  ipBlock: { cidr: `${ip}/${isV6(ip) ? 128 : 32}` },
+                })),
+              },
+            ],
+          },
+        },
+      });
+      t.teardown(() =>
+        net
+          .deleteNamespacedNetworkPolicy({ namespace: NAMESPACE, name: policy })
+          .then(() => undefined)
+          .catch(() => undefined),
+      );
+      for (const family of families) {
+        const ip = addressOf(guarded, family);
+        await eventually(
+          `IPv${family}: ${stranger.name} kept out of ${guarded.name}`,
+          async () => !(await tcpEchoOk(stranger, ip, `stranger ${ip}`)),
+          30_000,
+          500,
+        );
+        t.true(await tcpEchoOk(friend, ip, `friend ${ip}`), `IPv${family}: ${friend.name} let in`);
+        t.false(await tcpEchoOk(stranger, ip, `stranger ${ip}`), `IPv${family}: stranger kept out`);
+      }
+    },
+  );
 }
