@@ -104,7 +104,7 @@ export function ipPoolFromK8s(raw: unknown): { pool: IpPool | null; problems: Ip
   }
 
   const selector = parseLabelSelector(spec.nodeSelector);
-  if (!selector.ok) refuse('InvalidNodeSelector', selector.reason);
+  if (!selector.ok) refuse('InvalidNodeSelector', `spec.${selector.reason}`);
 
   // Fail-safe fallbacks: a pool with a problem is refused anyway, but what it would
   // have meant errs on the side of encryption.
