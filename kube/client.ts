@@ -76,6 +76,62 @@ interface KubeconfigFile {
   }>[];
 }
 
+/**
+ * What makes a parsed document unusable as a kubeconfig, or null: the lists must be
+ * lists of objects and every field read below of its type (a kubeconfig from a
+ * Secret is untrusted; this turns a malformed one into a clear error, not a TypeError).
+ */
+function kubeconfigShapeFault(cfg: unknown): string | null {
+  const isObj = (v: unknown): v is Record<string, unknown> =>
+    typeof v === 'object' && v !== null && !Array.isArray(v);
+  const absent = (v: unknown) => v === undefined || v === null;
+  if (!isObj(cfg)) return 'not a mapping';
+  if (!absent(cfg['current-context']) && typeof cfg['current-context'] !== 'string')
+    return 'current-context is not a string';
+  const lists = {
+    contexts: ['context', ['cluster', 'user'], []],
+    clusters: [
+      'cluster',
+      ['server', 'certificate-authority-data', 'certificate-authority'],
+      ['insecure-skip-tls-verify'],
+    ],
+    users: [
+      'user',
+      [
+        'token',
+        'tokenFile',
+        'client-certificate-data',
+        'client-key-data',
+        'client-certificate',
+        'client-key',
+      ],
+      [],
+    ],
+  } as const;
+  for (const [list, [inner, strings, booleans]] of Object.entries(lists)) {
+    const items = cfg[list];
+    if (absent(items)) continue;
+    if (!Array.isArray(items)) return `${list} is not a list`;
+    for (const [i, item] of (items as unknown[]).entries()) {
+      if (!isObj(item)) return `${list}[${i}] is not a mapping`;
+      if (!absent(item.name) && typeof item.name !== 'string')
+        return `${list}[${i}].name is not a string`;
+      const body = item[inner];
+      if (absent(body)) continue;
+      if (!isObj(body)) return `${list}[${i}].${inner} is not a mapping`;
+      for (const k of strings) {
+        if (!absent(body[k]) && typeof body[k] !== 'string')
+          return `${list}[${i}].${inner}.${k} is not a string`;
+      }
+      for (const k of booleans as readonly string[]) {
+        if (!absent(body[k]) && typeof body[k] !== 'boolean')
+          return `${list}[${i}].${inner}.${k} is not true or false`;
+      }
+    }
+  }
+  return null;
+}
+
 function fromFile(path: string): Credentials {
   return fromKubeconfig(readFileSync(path, 'utf8'), path, true);
 }
@@ -87,8 +143,16 @@ function fromFile(path: string): Credentials {
  * and send to a server of their choice, a file of the node such as its private key.
  */
 function fromKubeconfig(text: string, path: string, allowFiles: boolean): Credentials {
-  const cfg = parseYaml(text) as KubeconfigFile | null;
-  if (!cfg || typeof cfg !== 'object') throw new Error(`${path}: not a kubeconfig`);
+  let parsed: unknown;
+  try {
+    parsed = parseYaml(text);
+  } catch (e) {
+    const detail = e instanceof Error ? e.message.split('\n')[0] : String(e);
+    throw new Error(`${path}: not a kubeconfig (${detail})`, { cause: e });
+  }
+  const shapeFault = kubeconfigShapeFault(parsed);
+  if (shapeFault) throw new Error(`${path}: not a kubeconfig (${shapeFault})`);
+  const cfg = parsed as KubeconfigFile;
   if (!allowFiles) {
     const refs = [
       ...(cfg.clusters ?? []).flatMap((c) =>
@@ -110,6 +174,9 @@ function fromKubeconfig(text: string, path: string, allowFiles: boolean): Creden
   const cluster = cfg.clusters?.find((c) => c.name === ctx.cluster)?.cluster;
   const user = cfg.users?.find((u) => u.name === ctx.user)?.user ?? {};
   if (!cluster?.server) throw new Error(`${path}: context names no cluster with a server`);
+  if (!URL.canParse(cluster.server) || !/^https?:$/.test(new URL(cluster.server).protocol)) {
+    throw new Error(`${path}: the cluster's server is not an http(s) URL`);
+  }
   const b64 = (s: string | undefined) => (s ? Buffer.from(s, 'base64') : undefined);
   const file = (p: string | undefined) => (p ? readFileSync(p) : undefined);
   const creds: Credentials = { server: cluster.server.replace(/\/$/, '') };
