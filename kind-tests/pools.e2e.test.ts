@@ -5,8 +5,14 @@
 // a pool's encryption flipped and back under a running ping, a node that loses
 // WireGuard (its agent restarted with `--wireguard kernel` on a kernel without the
 // module: it withdraws its key) for a Required and a Preferred pool, IP-in-IP on a
-// kernel without the module, and full-size DF pings and a TCP transfer on every path.
+// kernel without the module, full-size DF pings and a TCP transfer on every path, and
+// natOutgoing: a host outside the cluster on the underlay (a throwaway namespace on
+// the lab's bridge at .200, which routes the plain pool's pod address back through
+// its node as a real network would) sees the natOutgoing pool's pods as their node
+// and the other pool's as themselves, while pod-to-pod traffic between pools keeps
+// its pod source address on every path.
 import test from 'ava';
+import { defaultRunner } from '../sys/index.ts';
 import { Lab } from '../lab/index.ts';
 import { LabDriver } from './lab-driver.ts';
 import { startCapture, background, pingLoss, eventually, type Capture } from './probes.ts';
@@ -25,6 +31,7 @@ interface PoolDef {
   encryption: 'WireGuard' | 'None';
   encryptionMode: 'Required' | 'Preferred';
   encapsulation: string;
+  natOutgoing?: boolean;
 }
 const POOLS: PoolDef[] = [
   {
@@ -61,6 +68,14 @@ const POOLS: PoolDef[] = [
     encryption: 'None',
     encryptionMode: 'Preferred',
     encapsulation: 'IPIP',
+  },
+  {
+    name: 'natout',
+    cidr: '100.85.0.0/16',
+    encryption: 'None',
+    encryptionMode: 'Preferred',
+    encapsulation: 'None',
+    natOutgoing: true,
   },
 ];
 const POOL_PATH = '/apis/wiremesh.io/v1alpha1/ippools';
@@ -157,6 +172,13 @@ function underlayCapture(tag: string): Promise<Capture> {
   );
 }
 
+/**
+ * Let tcpdump read what is still in its ring before it is stopped: on SIGINT it
+ * leaves the loop without reading the rest, so on a loaded machine the last reply
+ * of a ping, already delivered, could be missing from the capture.
+ */
+const settle = () => new Promise((r) => setTimeout(r, 500));
+
 /** Outer packets (tcpdump prints an encapsulated packet's inner header on its own line). */
 function summarise(lines: string[], podIPs: string[]) {
   const outer = lines.filter((l) => /^\d\d:\d\d:\d\d/.test(l));
@@ -184,6 +206,7 @@ async function capturePings(
     await cap.stop();
     throw e;
   }
+  await settle();
   const { lines } = await cap.stop();
   return { ok, seen: summarise(lines, podIPs) };
 }
@@ -416,6 +439,115 @@ test.serial('MTU: full-size DF pings and a TCP transfer on every path', async (t
     await server.kill();
   }
 });
+
+/** Source addresses of the ICMP echo requests in tcpdump lines, with their counts. */
+function echoSources(lines: string[], to: string): Record<string, number> {
+  const seen: Record<string, number> = {};
+  for (const l of lines) {
+    const m = / IP (\S+) > (\S+): ICMP echo request/.exec(l);
+    if (m?.[2] === to) seen[m[1] ?? ''] = (seen[m[1] ?? ''] ?? 0) + 1;
+  }
+  return seen;
+}
+
+test.serial(
+  'natOutgoing: an outside host sees that pool as its node, the other pool as the pod; pod to pod is never masqueraded',
+  async (t) => {
+    // The outside host: a namespace on the underlay bridge at .200 of the lab's /24.
+    const outside = 'wml-pools-out';
+    const hostVeth = 'wml-pools-o';
+    const outsideIP = `198.18.${lab.plan.index}.200`;
+    const run = (argv: string[]) => defaultRunner.run(argv);
+    const inOutside = (argv: string[]) => run(['ip', 'netns', 'exec', outside, ...argv]);
+    t.teardown(async () => {
+      await defaultRunner.run(['ip', 'netns', 'del', outside], { allowFailure: true });
+      await defaultRunner.run(['ip', 'link', 'del', hostVeth], { allowFailure: true });
+    });
+    await run(['ip', 'netns', 'add', outside]);
+    await run([
+      'ip',
+      'link',
+      'add',
+      hostVeth,
+      'type',
+      'veth',
+      'peer',
+      'name',
+      'eth0',
+      'netns',
+      outside,
+    ]);
+    await run(['ip', 'link', 'set', hostVeth, 'master', lab.plan.bridge, 'up']);
+    await inOutside(['ip', 'link', 'set', 'lo', 'up']);
+    await inOutside(['ip', 'addr', 'add', `${outsideIP}/${lab.plan.prefixLength}`, 'dev', 'eth0']);
+    await inOutside(['ip', 'link', 'set', 'eth0', 'up']);
+    // The network routes the non-NAT pool's pod back through its node (as BGP or a
+    // static route would); the natOutgoing pool needs no route.
+    const underlayA = lab.node(nodeA).underlayIP;
+    const underlayB = lab.node(nodeB).underlayIP;
+    await inOutside(['ip', 'route', 'add', `${ipOf('native', 'a')}/32`, 'via', underlayA]);
+
+    const cap = await startCapture(
+      ['ip', 'netns', 'exec', outside],
+      'eth0',
+      'icmp',
+      `/tmp/wm-pools-natout-${process.pid}.pcap`,
+    );
+    const ok: Record<string, boolean> = {};
+    try {
+      for (const pod of ['natout-a', 'natout-b', 'native-a'])
+        ok[pod] = await podPing(pod, outsideIP, { count: 5 });
+    } finally {
+      await settle();
+      const { lines } = await cap.stop();
+      const sources = echoSources(lines, outsideIP);
+      t.log({ ok, sources });
+      t.deepEqual(
+        ok,
+        { 'natout-a': true, 'natout-b': true, 'native-a': true },
+        'every ping answered',
+      );
+      t.is(sources[underlayA], 5, "natout-a's pings arrive from node A's address");
+      t.is(sources[underlayB], 5, "natout-b's pings arrive from node B's address");
+      t.is(sources[ipOf('native', 'a')], 5, "native-a's pings arrive from its own address");
+      t.is(sources[ipOf('natout', 'a')] ?? 0, 0, "natout-a's own address never reaches outside");
+      t.is(sources[ipOf('natout', 'b')] ?? 0, 0, "natout-b's own address never reaches outside");
+    }
+
+    // Pod to pod, from the natOutgoing pool to every path and to this node: the
+    // destination pod sees the source pod's address, never a node's.
+    for (const [dest, path] of [
+      ['native-b', 'native'],
+      ['natout-b', 'native'],
+      ['plain-b', 'vxlan'],
+      ['secure-b', 'wireguard'],
+      ['native-a', null],
+    ] as const) {
+      const [ns = ''] = dest.split('-');
+      const to = ipOf(ns, dest.endsWith('-a') ? 'a' : 'b');
+      if (path) {
+        await waitForPath(nodeA, to, path);
+        await waitForPath(nodeB, ipOf('natout', 'a'), 'native');
+      }
+      const podCap = await startCapture(
+        lab.execPrefix({ pod: dest, namespace: ns }),
+        'eth0',
+        'icmp',
+        `/tmp/wm-pools-natpod-${dest}-${process.pid}.pcap`,
+      );
+      let answered = false;
+      try {
+        answered = await podPing('natout-a', to, { count: 3 });
+      } finally {
+        await settle();
+        const sources = echoSources((await podCap.stop()).lines, to);
+        t.log({ dest, answered, sources });
+        t.true(answered, `natout-a reaches ${dest}`);
+        t.deepEqual(sources, { [ipOf('natout', 'a')]: 3 }, `${dest} sees natout-a's own address`);
+      }
+    }
+  },
+);
 
 test.serial(
   'a node that loses WireGuard: Required fails closed, Preferred falls back to VXLAN with an Event',
