@@ -46,6 +46,8 @@ interface SettingDef<K extends keyof AgentSettings> {
 
 const DURATION = /^(\d+)(ms|s|m|h)$/;
 const UNIT_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as const;
+/** The longest delay setTimeout / setInterval keep (about 24.8 days, 596 h). */
+const LONGEST_TIMER_MS = 2 ** 31 - 1;
 
 /** '500ms', '30s', '5m', '24h' to milliseconds. */
 export function parseDuration(text: string): number {
@@ -85,6 +87,9 @@ function durationAtLeast(minMs: number, minText: string, zeroAllowed: boolean) {
       throw new Error(
         `must be at least ${minText}${zeroAllowed ? ' (or 0 for off)' : ''}, not '${text}'`,
       );
+    // Node.js fires a timer with a longer delay after 1 ms: '720h' would rotate the
+    // key, or resync, a thousand times a second.
+    if (ms > LONGEST_TIMER_MS) throw new Error(`must be at most 596h, not '${text}'`);
     return ms;
   };
 }
@@ -114,7 +119,7 @@ export const SETTINGS = {
   } satisfies SettingDef<'wireguardMode'>,
   'key-rotation-period': {
     field: 'keyRotationPeriodMs',
-    help: 'rotate the node key this often (at least 1m; 0s for never)',
+    help: 'rotate the node key this often (at least 1m, at most 596h; 0s for never)',
     parse: durationAtLeast(60_000, '1m', true),
   } satisfies SettingDef<'keyRotationPeriodMs'>,
   'host-encryption': {
