@@ -2,7 +2,8 @@
 // node's underlay address (which also keeps it apart from the kernel's fallback
 // `tunl0`, whose parameters are "any"), and for each remote node routes to its pod
 // blocks `via REMOTE_UNDERLAY_IP dev wiremesh.ipip onlink`: the gateway of the route
-// is the outer destination. No FDB, no neighbours. IPv4 inside IPv4 only (IPv6 would
+// is the outer destination, and the node's VTEP address on the device (routes.ts
+// applyDeviceAddress says why). No FDB, no neighbours. IPv4 inside IPv4 only (IPv6 would
 // need ip6tnl/sit: the planner does not choose this path for IPv6 blocks).
 // This project's test machines have no IP-in-IP module: the probe says so.
 import type { IpClient, IpipLinkSpec } from '../sys/index.ts';
@@ -14,7 +15,7 @@ import {
   type Encapsulation,
 } from './encapsulation.ts';
 import { ENCAP_ROUTE_PROTOCOL, IPIP_DEVICE, PROBE_DEVICE } from './constants.ts';
-import { applyOwnedRoutes, familyOf, type WantedRoute } from './routes.ts';
+import { applyDeviceAddress, applyOwnedRoutes, familyOf, type WantedRoute } from './routes.ts';
 import { probeLinkKind } from './probe.ts';
 
 export class IpipDriver implements EncapDriver {
@@ -62,6 +63,8 @@ export class IpipDriver implements EncapDriver {
       report.deviceChanged = true;
     }
     if (!link.up) await this.ip.linkSetUp(dev);
+    // The VTEP address on the device, or loose rp_filter drops asymmetric traffic.
+    if (await applyDeviceAddress(this.ip, dev, state.vtepIP)) report.deviceChanged = true;
     const counts = await applyOwnedRoutes(this.ip, dev, ENCAP_ROUTE_PROTOCOL, routes);
     report.routesReplaced += counts.replaced;
     report.routesRemoved += counts.removed;

@@ -99,6 +99,11 @@ test('IP-in-IP: a device bound to the underlay, routes via the remote underlay o
   const driver = new IpipDriver(ip);
   t.true((await driver.apply(ipipState())).deviceCreated);
   t.like(await ip.linkDetails(IPIP_DEVICE), { kind: 'ipip', mtu: 1480, up: true });
+  t.deepEqual(
+    await ip.addrList(IPIP_DEVICE),
+    ['100.127.0.1/32'],
+    'the VTEP address, for rp_filter',
+  );
   t.deepEqual(await ip.routeList(IPIP_DEVICE, ENCAP_ROUTE_PROTOCOL), [
     {
       dst: '100.64.1.0/26',

@@ -1,6 +1,7 @@
 // The route half of every path driver: make the routes on one device that carry one
 // protocol number match a wanted list, touching only those that differ. Shared by the
-// VXLAN, IP-in-IP and native drivers and the encrypted pools' policy routing.
+// VXLAN, IP-in-IP and native drivers and the encrypted pools' policy routing; and
+// the one address an encapsulation device holds.
 import type { IpClient, RouteInfo } from '../sys/index.ts';
 
 export interface WantedRoute {
@@ -46,4 +47,33 @@ export async function applyOwnedRoutes(
 
 export function familyOf(address: string): 4 | 6 {
   return address.includes(':') ? 6 : 4;
+}
+
+/**
+ * Give a tunnel device exactly one address, the node's VTEP (mesh tunnel) address as
+ * a host prefix, as Calico puts one on vxlan.calico and tunl0. Loose reverse-path
+ * filtering (agent/pathdriver.ts sets it on these devices) drops every packet that
+ * arrives on a device without an IPv4 address when its source routes out of another
+ * device, so without it a native-routed pod could not reach a VXLAN or IP-in-IP
+ * pool's pod: the request arrives on the tunnel, its source routes via the underlay.
+ * Returns whether it changed anything.
+ */
+export async function applyDeviceAddress(
+  ip: IpClient,
+  dev: string,
+  address: string,
+): Promise<boolean> {
+  const want = `${address}/${familyOf(address) === 4 ? 32 : 128}`;
+  const have = await ip.addrList(dev);
+  let changed = false;
+  for (const a of have) {
+    if (a === want) continue;
+    await ip.addrDel(dev, a);
+    changed = true;
+  }
+  if (!have.includes(want)) {
+    await ip.addrAdd(dev, want);
+    changed = true;
+  }
+  return changed;
 }

@@ -24,7 +24,7 @@ import {
   VXLAN_VNI,
 } from './constants.ts';
 import { vtepMac } from './vtep.ts';
-import { applyOwnedRoutes, familyOf, type WantedRoute } from './routes.ts';
+import { applyDeviceAddress, applyOwnedRoutes, familyOf, type WantedRoute } from './routes.ts';
 import { probeLinkKind } from './probe.ts';
 
 function deviceMatches(have: LinkDetails, want: VxlanLinkSpec): boolean {
@@ -97,22 +97,8 @@ export class VxlanDriver implements EncapDriver {
       report.deviceChanged = true;
     }
     if (!link.up) await this.ip.linkSetUp(dev);
-    // The VTEP address on the device itself (as Calico puts it on vxlan.calico): loose
-    // reverse-path filtering (agent/pathdriver.ts) drops every packet arriving on a
-    // device without an IPv4 address whose source routes out of another device, so
-    // without it a native-routed pod could not reach a VXLAN pool's pod (the request
-    // arrives here, its source is routed back over the underlay).
-    const vtepCidr = `${state.vtepIP}/${familyOf(state.vtepIP) === 4 ? 32 : 128}`;
-    const addrs = await this.ip.addrList(dev);
-    for (const a of addrs) {
-      if (a === vtepCidr) continue;
-      await this.ip.addrDel(dev, a);
-      report.deviceChanged = true;
-    }
-    if (!addrs.includes(vtepCidr)) {
-      await this.ip.addrAdd(dev, vtepCidr);
-      report.deviceChanged = true;
-    }
+    // The VTEP address on the device, or loose rp_filter drops asymmetric traffic.
+    if (await applyDeviceAddress(this.ip, dev, state.vtepIP)) report.deviceChanged = true;
 
     const routes: WantedRoute[] = peers.flatMap((p) =>
       p.blocks.map((dst) => {
