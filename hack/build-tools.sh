@@ -30,21 +30,40 @@ done
 k8s_ldflags+=" -X k8s.io/component-base/version.gitTreeState=clean"
 k8s_ldflags+=" -X k8s.io/component-base/version.buildDate=1970-01-01T00:00:00Z"
 
-# build NAME MODULE_DIR PACKAGE [LDFLAGS]
+# shellcheck source=hack/progress.sh
+source "$here/progress.sh"
+
+# build NAME MODULE_DIR PACKAGE [LDFLAGS]: queues a tool; build_queued builds the
+# queue in order, so each line can say [i/N] (N = every tool, built or up to date).
+names=() dirs=() pkgs=() flags=()
 build() {
-  local name="$1" dir="$here/$2" pkg="$3" ldflags="${4:--s -w}"
-  local want
-  want="$( (cat "$dir/go.mod" "$dir/go.sum" "$dir"/*.go 2>/dev/null; go version; echo "$pkg $ldflags") | sha256sum | cut -c1-16)"
-  if [[ -x "$bin/$name" && "$(cat "$stamps/$name" 2>/dev/null)" == "$want" ]]; then
-    return 0
-  fi
-  local start=$SECONDS
-  mkdir -p "$(dirname "$bin/$name")" "$(dirname "$stamps/$name")"
-  echo "build-tools: building $name ($pkg) ..." >&2
-  (cd "$dir" && go build -trimpath -ldflags "$ldflags" -o "$bin/$name.tmp" "$pkg")
-  mv "$bin/$name.tmp" "$bin/$name"
-  echo "$want" >"$stamps/$name"
-  echo "build-tools: built $name in $((SECONDS - start))s" >&2
+  names+=("$1") dirs+=("$here/$2") pkgs+=("$3") flags+=("${4:--s -w}")
+}
+
+# go_build DIR LDFLAGS OUT PACKAGE (in a subshell: the cd stays inside it)
+go_build() (
+  cd "$1" && go build -trimpath -ldflags "$2" -o "$3" "$4"
+)
+
+build_queued() {
+  local total=${#names[@]} built=0 i
+  for ((i = 0; i < total; i++)); do
+    local name="${names[i]}" dir="${dirs[i]}" pkg="${pkgs[i]}" ldflags="${flags[i]}"
+    local want
+    want="$( (cat "$dir/go.mod" "$dir/go.sum" "$dir"/*.go 2>/dev/null; go version; echo "$pkg $ldflags") | sha256sum | cut -c1-16)"
+    if [[ -x "$bin/$name" && "$(cat "$stamps/$name" 2>/dev/null)" == "$want" ]]; then
+      continue
+    fi
+    mkdir -p "$(dirname "$bin/$name")" "$(dirname "$stamps/$name")"
+    local what="$name"
+    [[ "$pkg" == . ]] || what+=" ($pkg)"
+    progress_run build-tools "[$((i + 1))/$total] building $what" \
+      go_build "$dir" "$ldflags" "$bin/$name.tmp" "$pkg"
+    mv "$bin/$name.tmp" "$bin/$name"
+    echo "$want" >"$stamps/$name"
+    built=$((built + 1))
+  done
+  echo "build-tools: all $total tools in $bin ($built built, $((total - built)) up to date)" >&2
 }
 
 build etcd etcd .
@@ -66,4 +85,4 @@ build wiremesh-netlinkd ../cni/netlinkd .
 build wiremesh-prober ../kind-tests/prober .
 # The cni-latency bench's driver (bench/cnirun): execs CNI plugins from inside a lab node.
 build wiremesh-cnirun ../bench/cnirun .
-echo "build-tools: all tools in $bin" >&2
+build_queued

@@ -5,6 +5,8 @@
 # tools (hack/build-tools.sh). Run as root; `make deps` calls it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=hack/progress.sh
+source hack/progress.sh
 
 # containernetworking-plugins: Debian's reference plugins, the baseline of bench cni-latency.
 # The check tier runs shellcheck over every shell script of the repo.
@@ -18,17 +20,16 @@ if ((${#missing[@]})); then
     echo "install-deps: Debian packages missing (${missing[*]}) and not root to install them" >&2
     exit 1
   fi
-  echo "install-deps: apt-get install ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  progress_run install-deps "apt-get update" apt-get update -qq
+  progress_run install-deps "apt-get install ${missing[*]}" \
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
 # npm ci only when the lock file changed since the last install.
 lock_hash="$(sha256sum package-lock.json | cut -c1-16)"
 if [[ ! -x node_modules/.bin/node || "$(cat node_modules/.wiremesh-lock 2>/dev/null)" != "$lock_hash" ]]; then
-  echo "install-deps: npm ci" >&2
-  npm ci --no-audit --no-fund --loglevel=error
+  progress_run install-deps "npm ci" npm ci --no-audit --no-fund --loglevel=error
   echo "$lock_hash" >node_modules/.wiremesh-lock
 fi
 node_modules/.bin/node --version | grep -q '^v24\.' || { echo "install-deps: node_modules/.bin/node is not Node.js 24" >&2; exit 1; }
