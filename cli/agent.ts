@@ -17,6 +17,7 @@ import {
   type Logger,
 } from '../agent/index.ts';
 import { parsePublicKey } from '../crypto/index.ts';
+import { ipamBlockFromK8s, IPAM_GROUP, IPAM_VERSION, IPAMBLOCK_PLURAL } from '../ipam/index.ts';
 import {
   SETTING_KEYS,
   dirSource,
@@ -151,7 +152,12 @@ export async function runRotateKey(argv: string[]): Promise<number> {
   return 0;
 }
 
-/** `wiremesh plan --node NAME`: what the agent on NAME would program, from the API alone. */
+/**
+ * `wiremesh plan --node NAME`: the WireGuard mesh the agent on NAME would program (peers,
+ * AllowedIPs from the IPAM blocks, routes), from the API alone, through the agent's own
+ * planner. Per-pool paths, policy and remote clusters need the node's kernel and are
+ * in `wiremesh status` on the node.
+ */
 export async function runPlan(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
@@ -175,10 +181,22 @@ export async function runPlan(argv: string[]): Promise<number> {
       `node ${values.node} has no valid ${ANNOTATION_PUBLIC_KEY} yet (${key.reason})`,
     );
   const defaults = defaultAgentConfig(values.node);
+  // The pod blocks each node holds, validated as the agent validates them: a peer's
+  // AllowedIPs are its blocks.
+  const rawBlocks = await kube.request<{ items: unknown[] }>(
+    'GET',
+    `/apis/${IPAM_GROUP}/${IPAM_VERSION}/${IPAMBLOCK_PLURAL}`,
+  );
+  const blocks = new Map<string, string[]>();
+  for (const raw of rawBlocks.items) {
+    const { block } = ipamBlockFromK8s(raw);
+    if (block) blocks.set(block.node, [...(blocks.get(block.node) ?? []), block.cidr]);
+  }
   const plan = planMesh({
     self: values.node,
     selfPublicKey: key.key,
     nodes,
+    blocks,
     settings: {
       listenPort: defaults.listenPort,
       tunnelCIDR: values['tunnel-cidr'] ?? defaults.tunnelCIDR,

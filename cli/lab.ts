@@ -9,7 +9,7 @@ import {
   validateIpFamily,
   type LabStatus,
 } from '../lab/index.ts';
-import { defaultRunner } from '../sys/index.ts';
+import { defaultRunner, systemEnv } from '../sys/index.ts';
 import { renderNodeStatus as renderStatus } from './status.ts';
 import { startCapture } from '../kind-tests/probes.ts';
 
@@ -169,7 +169,9 @@ export async function runLabCommand(argv: string[]): Promise<number> {
         ...command,
       ];
       return await new Promise<number>((resolve, reject) => {
-        const child = spawn(file ?? '', args, { stdio: 'inherit' });
+        // The system's PATH: run from npm, node_modules/.bin would come first and its
+        // unrelated `nft` would shadow nftables'.
+        const child = spawn(file ?? '', args, { stdio: 'inherit', env: systemEnv() });
         child.on('error', reject);
         child.on('close', (code, signal) => resolve(code ?? (signal ? 128 : 1)));
       });

@@ -16,12 +16,14 @@ commands:
              every node's annotations and IPAM usage, the IPPools, from the apiserver
   rotate-key                              on a node: new WireGuard key, peers follow
   health     [--ready]                    on a node: exit 0 when the agent is alive (ready)
-  plan       --node NAME [--kubeconfig FILE]   what the agent on NAME would program
+  plan       --node NAME [--kubeconfig FILE] [--tunnel-cidr CIDR] [--host-mtu 1500]
+             the WireGuard mesh the agent on NAME would program (peers, AllowedIPs, routes)
   install-cni [--bin-dir /opt/cni/bin] [--conf-dir /etc/cni/net.d] [--chain portmap,bandwidth]
   cleanup    [--pods] [--dry-run] [--force] [--root /] [-o json]   on a node, after deleting the DaemonSet:
              remove wiremesh's devices, routes, rules, nftables table, wireguard-go and files
   manifest   [--check] [--stdout]         regenerate deploy/wiremesh.yaml from deploy/'s parts
-  peer-config --peer NAME [--kubeconfig FILE] [--private-key-file FILE]   wg-quick file for a Peer
+  peer-config --peer NAME [--kubeconfig FILE] [--private-key-file FILE] [--tunnel-cidr CIDR]
+             a wg-quick file for an external WireGuard Peer
   lab up     [--name lab] [--nodes 3] [--pods-per-node 2] [--pool 100.64.0.0/16] [--ip-family ipv4|dual|ipv6] [--cni wiremesh|bridge] [--no-agents]
   lab status [--name lab] [-o json]
   lab exec   [--name lab] NODE[/POD] -- COMMAND...
@@ -31,8 +33,30 @@ commands:
   lab disconnect LAB_A LAB_B
 `;
 
+/** The usage lines of one command (its own lines and their continuations), or null. */
+export function usageOf(command: string): string | null {
+  const lines = USAGE.split('\n');
+  const out: string[] = [];
+  let inside = false;
+  for (const line of lines) {
+    if (/^ {2}\S/.test(line)) inside = line.slice(2).split(/\s+/)[0] === command;
+    else if (!/^ {4,}\S/.test(line)) inside = false;
+    if (inside) out.push(line);
+  }
+  return out.length ? `usage: wiremesh ${command} [flags]\n\n${out.join('\n')}\n` : null;
+}
+
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
+  // `wiremesh CMD --help` (before any `--`, after which the flags belong to another program).
+  const own = rest.includes('--') ? rest.slice(0, rest.indexOf('--')) : rest;
+  if (command && (own.includes('--help') || own.includes('-h'))) {
+    const usage = usageOf(command);
+    if (usage) {
+      process.stdout.write(usage);
+      return 0;
+    }
+  }
   switch (command) {
     // Commands load their modules on demand: the agent must not pay, in memory and
     // start-up time, for the lab's and the tools' dependencies.

@@ -8,9 +8,12 @@ import { join } from 'node:path';
 
 export const DEPLOY_DIR = new URL('../deploy/', import.meta.url).pathname;
 export const COMBINED_MANIFEST = 'wiremesh.yaml';
+// deploy/anp-crds.yaml is not a part: the AdminNetworkPolicy CRDs belong to the
+// network-policy-api project, and a cluster that has upstream's (perhaps newer) must
+// keep them, nor lose every admin policy on `kubectl delete -f wiremesh.yaml`. A
+// cluster without them applies that file on its own; the agent picks them up then.
 export const MANIFEST_PARTS = [
   'crds.yaml',
-  'anp-crds.yaml',
   'multicluster-crds.yaml',
   'rbac.yaml',
   'multicluster-rbac.yaml',
