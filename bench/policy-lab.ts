@@ -22,6 +22,7 @@
 //   trips of the answered ones) whose allowing rule is the last policy's: the first
 //   packet walks the rules of all 1,000 policies selecting the server.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -627,6 +628,9 @@ export async function benchPolicyThroughput(repeats: number, policies = 1000): P
       far: { with: [] as number[], without: [] as number[] },
       near: { with: [] as number[], without: [] as number[] },
     };
+    // The agents' own CPU while iperf3 runs (percent of one core, both agents): on a
+    // 2-core machine, an agent busy with 1,000 policies competes with the traffic.
+    const agentCpu = { with: [] as number[], without: [] as number[] };
     const flows = {
       far: { with: [] as number[], without: [] as number[] },
       near: { with: [] as number[], without: [] as number[] },
@@ -636,13 +640,16 @@ export async function benchPolicyThroughput(repeats: number, policies = 1000): P
       for (const withPolicies of i % 2 ? [true, false] : [false, true]) {
         await phase(withPolicies);
         const key = withPolicies ? 'with' : 'without';
+        const cpu0 = agentsCpuMs(lab);
+        const wall0 = performance.now();
         samples.far[key].push(await iperf(far));
         samples.near[key].push(await iperf(near));
+        agentCpu[key].push((100 * (agentsCpuMs(lab) - cpu0)) / (performance.now() - wall0));
         flows.far[key].push(...(await newFlows(far)));
         flows.near[key].push(...(await newFlows(near)));
         load.push(loadavg()[0] ?? 0);
         log(
-          `policy-throughput: round ${i + 1}/${repeats}, ${key}: far ${samples.far[key].at(-1)?.toFixed(0)} Mbit/s, near ${samples.near[key].at(-1)?.toFixed(0)} Mbit/s`,
+          `policy-throughput: round ${i + 1}/${repeats}, ${key}: far ${samples.far[key].at(-1)?.toFixed(0)} Mbit/s, near ${samples.near[key].at(-1)?.toFixed(0)} Mbit/s, agents' CPU ${agentCpu[key].at(-1)?.toFixed(1)}%`,
         );
       }
     }
@@ -676,9 +683,34 @@ export async function benchPolicyThroughput(repeats: number, policies = 1000): P
         flows.near.with,
         flows.near.without,
       ),
+      figureOf(
+        B,
+        `both agents' CPU while iperf3 runs, ${policies} policies in force (baseline: none)`,
+        '% of a core',
+        agentCpu.with,
+        agentCpu.without,
+      ),
       figureOf(B, `load average (1 min) during the run (median)`, 'load', load),
     ];
   } finally {
     await lab.down();
   }
+}
+
+/**
+ * CPU time (user + system, ms) the lab's agent processes have used so far, with that
+ * of the children they have reaped (nft, ip); wireguard-go runs on, so it is not in.
+ */
+function agentsCpuMs(lab: Lab): number {
+  let ticks = 0;
+  for (const node of lab.plan.nodes) {
+    const rec = lab.state.procs.find((p) => p.name === lab.agentProcName(node.name));
+    if (!rec) continue;
+    // Fields after the command's closing parenthesis: utime, stime, cutime, cstime are
+    // the 12th to the 15th.
+    const stat = readFileSync(`/proc/${rec.pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    for (const i of [11, 12, 13, 14]) ticks += Number(fields[i]);
+  }
+  return ticks * 10; // USER_HZ is 100 on Linux
 }
