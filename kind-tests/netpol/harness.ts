@@ -6,6 +6,9 @@
 // pod), and rounds repeat until the observed tables equal the expected ones or a
 // deadline passes. A round is one consistent snapshot: a case passes on a round
 // where every cell matches, never on cells gathered from different rounds.
+// Every round probes over every address family the pods have (IPv4 and IPv6 on a
+// dual-stack cluster), all in the same prober runs, and a case's table must hold
+// over each family: "IPv4 TCP/80" and "IPv6 TCP/80" are separate tables.
 //
 // The harness talks to the cluster only through ClusterDriver and the API: every
 // pod is created with `wiremesh-prober serve` as its own command (the container's
@@ -20,22 +23,37 @@ import {
   PORTS,
   NAMESPACES,
   containerPorts,
+  coveringCidr,
+  familyOf,
+  familyPortKey,
+  hostCidr,
   modelPods,
   namespaceLabels,
   placePods,
   portProtocolKey,
+  type Family,
   type ModelPod,
   type PortProtocol,
 } from './model.ts';
 import { runProbes, serveArgv, type ProbeResult, type ProbeTarget } from './prober.ts';
 import { TruthTable, renderComparison } from './truth-table.ts';
-import type { NetworkPolicy } from './policies.ts';
+import { ipBlock, type NetworkPolicy, type NetworkPolicyPeer } from './policies.ts';
 
 export interface HarnessPod extends ModelPod {
   /** The namespace's name in the cluster (the logical name plus a suffix, if any). */
   realNamespace: string;
   node: string;
+  /** The pod's first address (status.podIP). */
   ip: string;
+  /** Every address, one per family (status.podIPs). */
+  ips: string[];
+}
+
+/** The pod's address of `family`. */
+export function addressOf(pod: HarnessPod, family: Family): string {
+  const ip = pod.ips.find((a) => familyOf(a) === family);
+  if (!ip) throw new Error(`pod ${pod.key} has no IPv${family} address (${pod.ips.join(', ')})`);
+  return ip;
 }
 
 /** Starts and stops the prober servers of the pods, instead of the pods' own command. */
@@ -73,9 +91,9 @@ export interface Expectation {
 }
 
 export interface RoundResult {
-  /** Per port/protocol key ("TCP/80"): what was observed. */
+  /** Per family and port/protocol key ("IPv4 TCP/80"): what was observed. */
   observed: Map<string, TruthTable>;
-  /** Per port/protocol key, per "from>to": the raw probe result. */
+  /** Per family and port/protocol key, per "from>to": the raw probe result. */
   probes: Map<string, Map<string, ProbeResult>>;
   ms: number;
 }
@@ -94,6 +112,11 @@ export interface HarnessOptions {
   /** Appended to x, y, z (e.g. on a cluster shared with other runs). */
   namespaceSuffix?: string;
   probeTimeoutMs?: number;
+  /**
+   * The address families to probe over; by default every family all the pods have
+   * an address of (both on a dual-stack cluster).
+   */
+  families?: readonly Family[];
 }
 
 const NETPOL_PATH = '/apis/networking.k8s.io/v1/namespaces';
@@ -103,6 +126,8 @@ export class NetpolHarness {
   readonly driver: ClusterDriver;
   readonly api: KubeClient;
   readonly pods: readonly HarnessPod[];
+  /** The families every round probes over, IPv4 first. */
+  families: readonly Family[] = [];
   private readonly servers: ProberServers | undefined;
   private readonly suffix: string;
   private readonly probeTimeoutMs: number;
@@ -149,10 +174,19 @@ export class NetpolHarness {
         );
         const ip = created.ips[0];
         if (!ip) throw new Error(`pod ${m.key} got no address`);
-        const pod = { ...m, realNamespace, node, ip };
+        const pod = { ...m, realNamespace, node, ip, ips: [...created.ips] };
         pods.push(pod);
         if (servers) await servers.start(pod);
       }
+      const common = ([4, 6] as const).filter((f) =>
+        pods.every((p) => p.ips.some((a) => familyOf(a) === f)),
+      );
+      h.families = opts.families ?? common;
+      const missing = h.families.filter((f) => !common.includes(f));
+      if (h.families.length === 0 || missing.length)
+        throw new Error(
+          `the pods have addresses of IPv${common.join(' and IPv') || ' none'}; cannot probe over IPv${missing.join(', IPv') || ' nothing'}`,
+        );
     } catch (e) {
       await h.tearDown().catch(() => {});
       throw e;
@@ -195,6 +229,18 @@ export class NetpolHarness {
     const p = this.pods.find((q) => q.key === key);
     if (!p) throw new Error(`no pod ${key} in the model`);
     return p;
+  }
+
+  /**
+   * ipBlock peers, one per family probed, each the smallest CIDR holding every pod's
+   * address of that family, except the addresses of the pods `except` names.
+   */
+  coveringBlocks(except: readonly string[] = []): NetworkPolicyPeer[] {
+    return this.families.map((f) => {
+      const cidr = coveringCidr(this.pods.map((p) => addressOf(p, f)));
+      const out = except.map((k) => hostCidr(addressOf(this.pod(k), f)));
+      return ipBlock(cidr, out.length ? out : undefined);
+    });
   }
 
   /** A table over every pod, all `connected` (start of every expectation). */
@@ -289,16 +335,19 @@ export class NetpolHarness {
     const start = Date.now();
     const observed = new Map<string, TruthTable>();
     const probes = new Map<string, Map<string, ProbeResult>>();
-    for (const pp of on) {
-      observed.set(portProtocolKey(pp), this.table(false));
-      probes.set(portProtocolKey(pp), new Map());
-    }
+    for (const f of this.families)
+      for (const pp of on) {
+        observed.set(familyPortKey(f, pp), this.table(false));
+        probes.set(familyPortKey(f, pp), new Map());
+      }
     await Promise.all(
       this.pods.map(async (from) => {
+        // One prober run per source pod: every family, port and target in parallel.
         const targets: (ProbeTarget & { to: HarnessPod })[] = [];
-        for (const pp of on)
-          for (const to of this.pods)
-            targets.push({ proto: pp.protocol, ip: to.ip, port: pp.port, to });
+        for (const f of this.families)
+          for (const pp of on)
+            for (const to of this.pods)
+              targets.push({ proto: pp.protocol, ip: addressOf(to, f), port: pp.port, to });
         const results = await runProbes(
           (argv, o) => this.driver.execInPod(from.realNamespace, from.name, argv, o),
           targets.map(({ proto, ip, port }) => ({ proto, ip, port })),
@@ -307,7 +356,7 @@ export class NetpolHarness {
         );
         results.forEach((r, i) => {
           const to = (targets[i] as { to: HarnessPod }).to;
-          const key = portProtocolKey({ port: r.port, protocol: r.proto });
+          const key = familyPortKey(familyOf(r.ip), { port: r.port, protocol: r.proto });
           // Reachable means the intended server answered, not just anything.
           const ok = r.result === 'reachable' && r.answer === to.key;
           observed.get(key)?.set(from.key, to.key, ok);
@@ -333,7 +382,7 @@ export class NetpolHarness {
     const expected = new Map<string, TruthTable>();
     for (const e of expectations) {
       const t = e.table.clone().allowLoopback();
-      for (const pp of e.on) expected.set(portProtocolKey(pp), t);
+      for (const f of this.families) for (const pp of e.on) expected.set(familyPortKey(f, pp), t);
     }
     for (;;) {
       const round = await this.probeRound(on);

@@ -78,35 +78,81 @@ export function placePods(
   return new Map(pods.map((p, i) => [p.key, nodes[i % nodes.length] as string]));
 }
 
-/**
- * The smallest IPv4 CIDR that holds every address: an ipBlock that covers all the
- * pods whatever pool the cluster gives them.
- */
-export function coveringCidr(ips: readonly string[]): string {
-  if (ips.length === 0) throw new Error('coveringCidr of no addresses');
-  const nums = ips.map(ipv4ToNumber);
-  let prefix = 32;
-  const first = nums[0] as number;
-  while (prefix > 0 && nums.some((n) => !samePrefix(n, first, prefix))) prefix--;
-  return `${numberToIpv4(prefix === 0 ? 0 : maskTo(first, prefix))}/${prefix}`;
+/** An address family of the pods' addresses: the suite probes every one the cluster gives. */
+export type Family = 4 | 6;
+
+export function familyOf(ip: string): Family {
+  return ip.includes(':') ? 6 : 4;
 }
 
-function ipv4ToNumber(ip: string): number {
+/** The key of one table: "IPv4 TCP/80", "IPv6 SCTP/81". */
+export function familyPortKey(family: Family, p: PortProtocol): string {
+  return `IPv${family} ${portProtocolKey(p)}`;
+}
+
+/** A host route's prefix of an address: "100.64.0.1/32", "2001:db8::1/128". */
+export function hostCidr(ip: string): string {
+  return `${ip}/${familyOf(ip) === 4 ? 32 : 128}`;
+}
+
+/**
+ * The smallest CIDR (IPv4 or IPv6) that holds every address: an ipBlock that covers
+ * all the pods whatever pool the cluster gives them. The addresses must be of one family.
+ */
+export function coveringCidr(ips: readonly string[]): string {
+  const first = ips[0];
+  if (first === undefined) throw new Error('coveringCidr of no addresses');
+  const family = familyOf(first);
+  if (ips.some((ip) => familyOf(ip) !== family))
+    throw new Error(`coveringCidr of mixed families: ${ips.join(', ')}`);
+  const bits = family === 4 ? 32 : 128;
+  const nums = ips.map((ip) => (family === 4 ? ipv4ToBigInt(ip) : ipv6ToBigInt(ip)));
+  const base = nums[0] as bigint;
+  const masked = (n: bigint, prefix: number) =>
+    (n >> BigInt(bits - prefix)) << BigInt(bits - prefix);
+  let prefix = bits;
+  while (prefix > 0 && nums.some((n) => masked(n, prefix) !== masked(base, prefix))) prefix--;
+  const net = masked(base, prefix);
+  return `${family === 4 ? bigIntToIpv4(net) : bigIntToIpv6(net)}/${prefix}`;
+}
+
+function ipv4ToBigInt(ip: string): bigint {
   const parts = ip.split('.').map(Number);
   if (parts.length !== 4 || parts.some((p) => !Number.isInteger(p) || p < 0 || p > 255))
     throw new Error(`not an IPv4 address: ${ip}`);
-  return parts.reduce((acc, p) => acc * 256 + p, 0);
+  return parts.reduce((acc, p) => acc * 256n + BigInt(p), 0n);
 }
 
-function numberToIpv4(n: number): string {
-  return [24, 16, 8, 0].map((s) => Math.floor(n / 2 ** s) % 256).join('.');
+function bigIntToIpv4(n: bigint): string {
+  return [24n, 16n, 8n, 0n].map((s) => ((n >> s) & 255n).toString()).join('.');
 }
 
-function maskTo(n: number, prefix: number): number {
-  const size = 2 ** (32 - prefix);
-  return Math.floor(n / size) * size;
+function ipv6ToBigInt(ip: string): bigint {
+  const halves = ip.split('::');
+  const groups = (s: string | undefined) => (s ? s.split(':') : []);
+  if (halves.length > 2) throw new Error(`not an IPv6 address: ${ip}`);
+  const head = groups(halves[0]);
+  const tail = groups(halves[1]);
+  const fill = halves.length === 2 ? 8 - head.length - tail.length : 0;
+  const all = [...head, ...Array<string>(Math.max(fill, 0)).fill('0'), ...tail];
+  if (all.length !== 8 || fill < 0 || all.some((g) => !/^[0-9a-f]{1,4}$/i.test(g)))
+    throw new Error(`not an IPv6 address: ${ip}`);
+  return all.reduce((acc, g) => (acc << 16n) + BigInt(parseInt(g, 16)), 0n);
 }
 
-function samePrefix(a: number, b: number, prefix: number): boolean {
-  return maskTo(a, prefix) === maskTo(b, prefix);
+/** An IPv6 address in its canonical (RFC 5952) text. */
+function bigIntToIpv6(n: bigint): string {
+  const g = Array.from({ length: 8 }, (_, i) => Number((n >> BigInt(112 - 16 * i)) & 0xffffn));
+  // The longest run of two or more zero groups becomes "::".
+  let best = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8;) {
+    let j = i;
+    while (j < 8 && g[j] === 0) j++;
+    if (j - i > bestLen) [best, bestLen] = [i, j - i];
+    i = j === i ? i + 1 : j;
+  }
+  const hex = (xs: number[]) => xs.map((x) => x.toString(16)).join(':');
+  if (best < 0) return hex(g);
+  return `${hex(g.slice(0, best))}::${hex(g.slice(best + bestLen))}`;
 }

@@ -41,7 +41,13 @@ test('coveringCidr is the smallest prefix holding every address', (t) => {
   t.is(coveringCidr(['100.64.0.1', '100.64.0.2']), '100.64.0.0/30');
   t.is(coveringCidr(['100.64.0.5', '100.64.1.70', '100.64.0.200']), '100.64.0.0/23');
   t.is(coveringCidr(['1.0.0.0', '255.0.0.0']), '0.0.0.0/0');
-  t.throws(() => coveringCidr(['fd00::1']), { message: /not an IPv4/ });
+  t.is(coveringCidr(['2001:db8:64::1']), '2001:db8:64::1/128');
+  t.is(coveringCidr(['2001:db8:64::1', '2001:db8:64::2']), '2001:db8:64::/126');
+  t.is(coveringCidr(['2001:db8:64::40', '2001:db8:64:0:1::80']), '2001:db8:64::/79');
+  t.is(coveringCidr(['2001:db8::', '8000::']), '::/0');
+  t.throws(() => coveringCidr(['100.64.0.1', 'fd00::1']), { message: /mixed families/ });
+  t.throws(() => coveringCidr(['1.2.3']), { message: /not an IPv4/ });
+  t.throws(() => coveringCidr(['fd00::1::2']), { message: /not an IPv6/ });
 });
 
 test('patterns pick pods, namespaces or everything', (t) => {
