@@ -10,6 +10,7 @@ import {
   type LabStatus,
 } from '../lab/index.ts';
 import { defaultRunner, systemEnv } from '../sys/index.ts';
+import { LabPhases, ProgressDisplay } from '../lab/progress.ts';
 import { renderNodeStatus as renderStatus } from './status.ts';
 import { startCapture } from '../kind-tests/probes.ts';
 
@@ -117,6 +118,10 @@ export async function runLabCommand(argv: string[]): Promise<number> {
   switch (verb) {
     case 'up': {
       const started = Date.now();
+      const display = new ProgressDisplay({
+        write: (text: string) => process.stderr.write(text),
+        isTTY: process.stderr.isTTY && process.env.TERM !== 'dumb',
+      });
       const lab = await Lab.up({
         name,
         nodes: intFlag(values.nodes, 'nodes', 3),
@@ -126,10 +131,23 @@ export async function runLabCommand(argv: string[]): Promise<number> {
         ...(values['ip-family'] ? { ipFamily: validateIpFamily(values['ip-family']) } : {}),
         keepOnFailure: values['keep-on-failure'],
         agents: values.agents,
-        progress: (line) => process.stderr.write(`${line}\n`),
+        progress: display.write,
+      }).catch((e: unknown) => {
+        display.close();
+        throw e;
       });
+      let demo = '';
+      if (lab.state.agents) {
+        const phases = new LabPhases(display.write, `lab ${name}`);
+        phases.start('encryption check: pings through wiremesh.wg, the underlay captured');
+        demo = await meshDemo(lab).catch((e: unknown) => {
+          display.close();
+          throw e;
+        });
+        phases.done();
+      }
       process.stdout.write(renderLabStatus(lab.status()));
-      if (lab.state.agents) process.stdout.write(await meshDemo(lab));
+      process.stdout.write(demo);
       process.stdout.write(
         `\nlab ${name} is up (${((Date.now() - started) / 1000).toFixed(1)} s).\n` +
           `  kubectl:   KUBECONFIG=${lab.state.kubeconfig} kubectl get nodes -o wide\n` +

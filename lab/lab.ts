@@ -69,6 +69,7 @@ import {
   listLinks,
 } from './nodes.ts';
 import { withLabLock } from './lock.ts';
+import { LabPhases, type ProgressFn } from './progress.ts';
 import { disconnectLab } from './connect.ts';
 import type { AgentStatus } from '../agent/index.ts';
 import {
@@ -126,8 +127,8 @@ export interface UpOptions {
    */
   ipFamily?: IpFamily;
   runner?: Runner;
-  /** Called with a line of progress for each long step. */
-  progress?: (line: string) => void;
+  /** Called with a line of progress for each long phase: its start, notes, its end (timed). */
+  progress?: ProgressFn;
   /** Leave a half-built lab in place for debugging instead of removing it. */
   keepOnFailure?: boolean;
 }
@@ -231,18 +232,14 @@ export class Lab {
       return lab;
     } catch (e) {
       if (!options.keepOnFailure) {
-        progress(`lab ${name}: start-up failed, removing what was built`);
+        progress(`lab ${name}: start-up failed, removing what was built`, 'done');
         await lab.down().catch(() => {});
       }
       throw e;
     }
   }
 
-  private async build(
-    podsPerNode: number,
-    progress: (line: string) => void,
-    pool?: string,
-  ): Promise<void> {
+  private async build(podsPerNode: number, progress: ProgressFn, pool?: string): Promise<void> {
     const { plan, state, runner } = this;
     const logs = join(plan.dataDir, 'logs');
     const family = state.ipFamily ?? 'ipv4';
@@ -253,7 +250,8 @@ export class Lab {
       family === 'ipv4' ? undefined : `${plan.gatewayIP6}/64`,
     );
 
-    progress(`lab ${plan.name}: starting etcd and kube-apiserver on ${plan.apiserverURL}`);
+    const phases = new LabPhases(progress, `lab ${plan.name}`);
+    phases.start(`control plane: etcd and kube-apiserver on ${state.apiserverURL}`);
     const pki = await createLabPki(runner, join(plan.dataDir, 'pki'), plan.gatewayIP);
     const record = async (proc: ProcRecord) => {
       state.procs.push(proc);
@@ -273,10 +271,12 @@ export class Lab {
     );
     const core = kubeClient(state.kubeconfig);
     await ensureNamespace(core, 'default');
+    phases.done('ready');
 
     await this.recordCreatedDirs();
+    phases.start(`nodes: ${plan.nodes.length} network namespaces, registered as Nodes`);
     for (const node of plan.nodes) {
-      progress(`lab ${plan.name}: node ${node.name} at ${node.underlayIP}`);
+      phases.note(`node ${node.name} at ${node.underlayIP}`);
       const privateDirs: Record<string, string> = {};
       for (const dir of NODE_PRIVATE_DIRS) privateDirs[dir] = nodePrivateDir(plan, node, dir);
       await createNodeNamespaces(runner, {
@@ -291,9 +291,10 @@ export class Lab {
       await this.installCni(node);
       await registerNode(core, node.name, this.internalIPs(node));
     }
+    phases.done();
 
     if (state.agents) {
-      progress(`lab ${plan.name}: starting the wiremesh agent on ${plan.nodes.length} nodes`);
+      phases.start(`agents: the wiremesh agent on ${plan.nodes.length} nodes`);
       await applyManifestFile(state.kubeconfig, join(DEPLOY_DIR, 'rbac.yaml'));
       await applyManifestFile(state.kubeconfig, join(DEPLOY_DIR, 'config.yaml'));
       await applyManifestFile(state.kubeconfig, join(DEPLOY_DIR, 'crds.yaml'));
@@ -309,15 +310,16 @@ export class Lab {
       if (family !== 'ipv4') await applyManifestFile(state.kubeconfig, await this.ipv6PoolFile());
       for (const node of plan.nodes) await this.startAgent(node.name);
       await Promise.all(plan.nodes.map((n) => this.waitAgentReady(n.name)));
+      phases.done('ready');
     }
 
+    if (podsPerNode) phases.start(`pods: ${podsPerNode * plan.nodes.length} wired through cnitool`);
     for (const node of plan.nodes) {
       for (let j = 0; j < podsPerNode; j++) {
         await this.addPod(node.name, 'default', podName(node, j), { app: 'lab-probe' });
       }
     }
-    if (podsPerNode)
-      progress(`lab ${plan.name}: ${podsPerNode * plan.nodes.length} pods wired through cnitool`);
+    phases.done();
   }
 
   /** A node's InternalIPs for its lab's families (a dual-stack node: IPv4 first). */
