@@ -63,11 +63,17 @@ test('fuzz: a kept RemoteCluster has a usable Secret reference and pool list', (
   t.true(kept > 500 && kept < 3900, `${kept} of 4000 kept`);
 });
 
+// Generating a key costs a scalar multiplication: draw from a few made up front.
+const KEYS = Array.from(
+  { length: 8 },
+  (_, i) => generateKeyPair((n) => Buffer.alloc(n, i + 1)).publicKey,
+);
+
 function validPeer(rng: Rng) {
   return {
     metadata: { name: 'laptop', uid: 'p' },
     spec: {
-      publicKey: generateKeyPair((n) => rng.bytes(n)).publicKey,
+      publicKey: rng.pick(KEYS),
       endpoint: '198.18.0.9:51820',
       allowedIPs: ['10.9.0.0/24', 'fd00:9::/64'],
       persistentKeepalive: 25,
@@ -186,7 +192,7 @@ function kubeconfigText(rng: Rng): string {
 test('fuzz: a Secret kubeconfig either yields a client for an http(s) server or an error naming the Secret', (t) => {
   const source = 'Secret wiremesh-remotes/b key kubeconfig';
   let accepted = 0;
-  fuzz(0x6b756265, 1500, kubeconfigText, (text) => {
+  fuzz(0x6b756265, 1000, kubeconfigText, (text) => {
     let server: string;
     try {
       server = kubeClientFromKubeconfig(text, source).server;
@@ -201,5 +207,5 @@ test('fuzz: a Secret kubeconfig either yields a client for an http(s) server or 
     const refs = fileRefs(text);
     expect(refs.length === 0, `accepted file references ${refs.join(', ')}`);
   });
-  t.true(accepted > 300, `only ${accepted} kubeconfigs accepted`);
+  t.true(accepted > 200, `only ${accepted} kubeconfigs accepted`);
 });
