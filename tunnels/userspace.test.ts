@@ -121,7 +121,9 @@ test('output goes to the log callback line by line', async (t) => {
 });
 
 test('start waits for readiness and fails clearly when wireguard-go exits first', async (t) => {
-  const h = harness({}, false);
+  // A generous deadline: the exit must end the wait, not the clock (a loaded machine
+  // may not run the sleeps below within a short one).
+  const h = harness({ startTimeoutMs: 30_000 }, false);
   const starting = h.supervisor.start();
   await sleep(30);
   const proc = last(h.spawned).proc;
