@@ -153,6 +153,15 @@ test('IPv6 and family or pool requests', async (t) => {
   await ipam.close();
 });
 
+test('an IPv6 pool created after start is found by name, not guessed to be IPv4', async (t) => {
+  const api = fakeApi({ v4: { cidr: '100.64.0.0/24' } });
+  const ipam = await started({ api });
+  t.like(await ipam.allocate(req('a')), { pool: 'v4', family: 4 });
+  api.putPool('late6', { cidr: 'fd00:65::/120', blockSize: 124 });
+  t.like(await ipam.allocate(req('b', { pool: 'late6' })), { pool: 'late6', family: 6 });
+  await ipam.close();
+});
+
 test('pools: nodeSelector and disabled are honoured; refused pools are reported', async (t) => {
   const api = fakeApi({
     other: {

@@ -234,6 +234,14 @@ export class NodeIpam {
         containerID: req.containerID,
         ifName: req.ifName,
       };
+      // A pool named without a family that this node's view does not know yet (created
+      // since the last list): list again, or its family would be guessed as IPv4.
+      if (
+        req.family === undefined &&
+        req.pool !== undefined &&
+        !this.pools?.some((p) => p.name === req.pool)
+      )
+        await this.refreshLocked().catch(() => undefined);
       // A handle holds at most one address per family (dual-stack asks once for each).
       const want = { ...req, family: req.family ?? this.defaultFamily(req) };
       const existing = findAllocation(
