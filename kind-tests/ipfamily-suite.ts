@@ -9,7 +9,10 @@
 // between the nodes: no pod address and no plaintext, which a capture inside
 // wiremesh.wg does see. And a NetworkPolicy whose ipBlocks name one pod's addresses
 // (an IPv6 /128 too) lets that pod in and keeps another out, over every family.
+// The apiserver listens on the IPv6 underlay in the IPv6-only lab, the IPv4 one otherwise.
 import test from 'ava';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { KubeConfig, NetworkingV1Api } from '@kubernetes/client-node';
 import { LabDriver } from './lab-driver.ts';
 import type { ClusterPod } from './driver.ts';
@@ -119,6 +122,44 @@ export function ipFamilySuite(name: string, ipFamily: Exclude<IpFamily, 'ipv4'>)
   );
 
   test.serial(
+    `${ipFamily}: nodes reach the apiserver at its ${ipFamily === 'ipv6' ? 'IPv6' : 'IPv4'} underlay address, and only there`,
+    async (t) => {
+      // An IPv6-only lab's control plane listens on the IPv6 underlay (its nodes need no
+      // IPv4); a dual-stack lab's on the IPv4 one, as before.
+      const { plan, state } = d().lab;
+      const [here, there] =
+        ipFamily === 'ipv6'
+          ? [`https://[${plan.gatewayIP6}]:6443`, `https://${plan.gatewayIP}:6443`]
+          : [`https://${plan.gatewayIP}:6443`, `https://[${plan.gatewayIP6}]:6443`];
+      t.is(state.apiserverURL, here);
+      const agentConfig = await readFile(
+        join(plan.dataDir, 'nodes', d().nodeNames()[0] ?? '', 'agent.kubeconfig'),
+        'utf8',
+      );
+      t.true(agentConfig.includes(`server: ${here}`), `the agents' kubeconfig names ${here}`);
+      const curl = (node: string, url: string) =>
+        d().execInNode(
+          node,
+          [
+            'curl',
+            '-sS',
+            '--max-time',
+            '5',
+            '--cacert',
+            join(plan.dataDir, 'pki', 'ca.crt'),
+            `${url}/livez`,
+          ],
+          { allowFailure: true },
+        );
+      for (const node of d().nodeNames()) {
+        // The certificate names the address (curl checks the IP SAN).
+        t.is((await curl(node, here)).stdout.trim(), 'ok', `${node}: ${here}/livez`);
+        t.not((await curl(node, there)).code, 0, `${node}: nothing listens at ${there}`);
+      }
+    },
+  );
+
+  test.serial(
     `${ipFamily}: every pod pair reaches each other over every family: ping and TCP`,
     async (t) => {
       t.is(pods.length, 3);
@@ -157,7 +198,9 @@ export function ipFamilySuite(name: string, ipFamily: Exclude<IpFamily, 'ipv4'>)
     const nodeIPs = d()
       .nodeNames()
       .flatMap((n) => [d().lab.node(n).underlayIP, d().lab.node(n).underlayIP6]);
-    const underlay = await d().captureUnderlay(b.node);
+    // Without the control plane's traffic (the driver leaves out its IPv4 address;
+    // an IPv6-only lab's apiserver is at the IPv6 one).
+    const underlay = await d().captureUnderlay(b.node, `not host ${d().lab.plan.gatewayIP6}`);
     const inside = await d().captureInNode(b.node, 'wiremesh.wg');
     for (const family of families) {
       const ip = addressOf(b, family);

@@ -1,8 +1,9 @@
 // The lab's control plane: a real etcd 3.5 and a real kube-apiserver, both with
 // TLS, built from Go modules by hack/build-tools.sh. etcd listens on loopback;
-// the apiserver on the lab's underlay gateway address, so processes inside node
-// namespaces reach it as they would a real control-plane endpoint. RBAC and
-// service-account tokens are on, as in a real cluster.
+// the apiserver on the lab's underlay gateway address (the IPv6 one in an
+// IPv6-only lab, so its nodes need no IPv4), so processes inside node namespaces
+// reach it as they would a real control-plane endpoint. RBAC and service-account
+// tokens are on, as in a real cluster.
 import { createServer } from 'node:net';
 import { request } from 'node:https';
 import { readFileSync } from 'node:fs';
@@ -13,6 +14,12 @@ import { startDaemon, isAlive, type ProcRecord } from './procs.ts';
 import { toolPath } from '../sys/index.ts';
 
 export const SERVICE_CIDR = '100.96.0.0/12';
+/**
+ * The services of an IPv6-only lab: the apiserver wants its service range in the
+ * family of the address it advertises. Inside the documentation range, clear of the
+ * labs' underlays (2001:db8:0..f::/64) and the IPv6 pool (2001:db8:64::/48).
+ */
+export const SERVICE_CIDR_V6 = '2001:db8:96::/108';
 
 /** A free TCP port on loopback (the kernel picks it). */
 export function freePort(): Promise<number> {
@@ -26,6 +33,11 @@ export function freePort(): Promise<number> {
       );
     });
   });
+}
+
+/** The apiserver's URL at an address of either family (an IPv6 one in brackets). */
+export function apiserverURL(ip: string): string {
+  return `https://${ip.includes(':') ? `[${ip}]` : ip}:6443`;
 }
 
 export async function startEtcd(
@@ -71,7 +83,8 @@ export async function startApiserver(
   logDir: string,
   record: (proc: ProcRecord) => Promise<void>,
 ): Promise<{ proc: ProcRecord; url: string }> {
-  const url = `https://${bindIP}:6443`;
+  const url = apiserverURL(bindIP);
+  const services = bindIP.includes(':') ? SERVICE_CIDR_V6 : SERVICE_CIDR;
   const proc = startDaemon(
     'kube-apiserver',
     [
@@ -91,7 +104,7 @@ export async function startApiserver(
       `--service-account-issuer=https://kubernetes.default.svc.cluster.local`,
       `--service-account-key-file=${pki.serviceAccountPub}`,
       `--service-account-signing-key-file=${pki.serviceAccountKey}`,
-      `--service-cluster-ip-range=${SERVICE_CIDR}`,
+      `--service-cluster-ip-range=${services}`,
       '--allow-privileged=true',
       '--profiling=false',
       '--v=1',

@@ -53,7 +53,7 @@ import {
 } from './manifests.ts';
 
 const CLI_MAIN = new URL('../cli/main.ts', import.meta.url).pathname;
-import { startEtcd, startApiserver, tail } from './controlplane.ts';
+import { apiserverURL, startEtcd, startApiserver, tail } from './controlplane.ts';
 import { startDaemon, stopDaemon, killPids, isAlive, type ProcRecord } from './procs.ts';
 import {
   ensurePrivateRunRoot,
@@ -123,7 +123,7 @@ export interface UpOptions {
   /**
    * ipv4 (the default), dual (an IPv6 underlay beside the IPv4 one, nodes with both
    * InternalIPs, an IPv6 pool LAB_POOL_V6 beside the IPv4 one) or ipv6 (IPv6 InternalIPs
-   * and pool only; the control plane still listens on the IPv4 underlay address).
+   * and pool only; the apiserver listens on the IPv6 underlay address).
    */
   ipFamily?: IpFamily;
   runner?: Runner;
@@ -213,7 +213,9 @@ export class Lab {
         agents: options.agents ?? true,
         ipFamily: options.ipFamily ?? 'ipv4',
         kubeconfig: join(plan.dataDir, 'kubeconfig'),
-        apiserverURL: plan.apiserverURL,
+        // An IPv6-only lab's apiserver listens on the IPv6 underlay: its nodes need no IPv4.
+        apiserverURL:
+          options.ipFamily === 'ipv6' ? apiserverURL(plan.gatewayIP6) : plan.apiserverURL,
         etcdURL: '',
         procs: [],
         pods: [],
@@ -252,17 +254,21 @@ export class Lab {
 
     const phases = new LabPhases(progress, `lab ${plan.name}`);
     phases.start(`control plane: etcd and kube-apiserver on ${state.apiserverURL}`);
-    const pki = await createLabPki(runner, join(plan.dataDir, 'pki'), plan.gatewayIP);
+    const pki = await createLabPki(
+      runner,
+      join(plan.dataDir, 'pki'),
+      family === 'ipv4' ? [plan.gatewayIP] : [plan.gatewayIP, plan.gatewayIP6],
+    );
     const record = async (proc: ProcRecord) => {
       state.procs.push(proc);
       await this.save();
     };
     const etcd = await startEtcd(pki, join(plan.dataDir, 'etcd'), logs, record);
     state.etcdURL = etcd.url;
-    await startApiserver(pki, etcd.url, plan.gatewayIP, logs, record);
+    await startApiserver(pki, etcd.url, this.apiserverIP(), logs, record);
     await writeFile(
       state.kubeconfig,
-      await kubeconfigYaml(plan.apiserverURL, pki.caCert, {
+      await kubeconfigYaml(state.apiserverURL, pki.caCert, {
         name: 'lab-admin',
         certPath: pki.adminCert,
         keyPath: pki.adminKey,
@@ -388,7 +394,7 @@ export class Lab {
     const token = await serviceAccountToken(core, 'kube-system', 'wiremesh-agent');
     await writeFile(
       path,
-      await kubeconfigYaml(this.plan.apiserverURL, labPki(join(this.plan.dataDir, 'pki')).caCert, {
+      await kubeconfigYaml(this.state.apiserverURL, labPki(join(this.plan.dataDir, 'pki')).caCert, {
         name: 'wiremesh-agent',
         token,
       }),
@@ -444,13 +450,18 @@ export class Lab {
     await this.save();
   }
 
+  /** Where the apiserver listens: the IPv6 underlay gateway in an IPv6-only lab, else the IPv4 one. */
+  private apiserverIP(): string {
+    return this.state.ipFamily === 'ipv6' ? this.plan.gatewayIP6 : this.plan.gatewayIP;
+  }
+
   /** Start the kube-apiserver again on the same address and etcd, and wait until it is ready. */
   async startApiserver(): Promise<void> {
     if (this.state.procs.some((p) => p.name === 'kube-apiserver' && isAlive(p))) return;
     await startApiserver(
       labPki(join(this.plan.dataDir, 'pki')),
       this.state.etcdURL,
-      this.plan.gatewayIP,
+      this.apiserverIP(),
       join(this.plan.dataDir, 'logs'),
       async (proc) => {
         this.state.procs.push(proc);

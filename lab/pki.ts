@@ -89,7 +89,8 @@ async function issue(runner: Runner, dir: string, spec: LeafSpec): Promise<void>
 export async function createLabPki(
   runner: Runner,
   dir: string,
-  apiserverIP: string,
+  /** Where the apiserver listens (the underlay gateway of each family the lab has). */
+  apiserverIPs: readonly string[],
 ): Promise<LabPki> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
   await runner.run([
@@ -118,7 +119,8 @@ export async function createLabPki(
     subject: '/CN=kube-apiserver',
     server: true,
     client: false,
-    ips: [apiserverIP, '127.0.0.1', '100.96.0.1'],
+    // The `kubernetes` Service's address is the first of the service range.
+    ips: [...apiserverIPs, '127.0.0.1', '::1', '100.96.0.1', '2001:db8:96::1'],
     dns: [
       'kubernetes',
       'kubernetes.default',
