@@ -102,6 +102,26 @@ export function ipFamilySuite(name: string, ipFamily: Exclude<IpFamily, 'ipv4'>)
         t.deepEqual(internal.map(familyOf), families, `${n}: ${internal.join(', ')}`);
         const v6 = internal.find(isV6) ?? '';
         t.true(cidrContains(parseCidr('2001:db8::/32'), v6), `${n}: ${v6} in 2001:db8::/32`);
+        // The node's underlay carries an address of each family, and no other.
+        const own = await d().execInNode(n, [
+          'ip',
+          '-j',
+          'addr',
+          'show',
+          'dev',
+          'eth0',
+          'scope',
+          'global',
+        ]);
+        // (`ip -j` lists an address the scope leaves out as an empty object.)
+        const addrs = (JSON.parse(own.stdout) as { addr_info: { local?: string }[] }[]).flatMap(
+          (l) => l.addr_info.flatMap((a) => (a.local ? [a.local] : [])),
+        );
+        t.deepEqual(
+          [...new Set(addrs.map(familyOf))].sort(),
+          families,
+          `${n}: ${addrs.join(', ')}`,
+        );
       }
       for (const p of pods) {
         t.deepEqual(p.ips.map(familyOf), families, `${p.name}: ${p.ips.join(', ')}`);

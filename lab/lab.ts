@@ -282,14 +282,15 @@ export class Lab {
     await this.recordCreatedDirs();
     phases.start(`nodes: ${plan.nodes.length} network namespaces, registered as Nodes`);
     for (const node of plan.nodes) {
-      phases.note(`node ${node.name} at ${node.underlayIP}`);
+      phases.note(`node ${node.name} at ${this.internalIPs(node).join(', ')}`);
       const privateDirs: Record<string, string> = {};
       for (const dir of NODE_PRIVATE_DIRS) privateDirs[dir] = nodePrivateDir(plan, node, dir);
       await createNodeNamespaces(runner, {
         netns: node.netns,
         hostVeth: node.hostVeth,
         bridge: plan.bridge,
-        address: `${node.underlayIP}/${plan.prefixLength}`,
+        // An IPv6-only node has no IPv4 underlay address: nothing it needs is IPv4.
+        ...(family === 'ipv6' ? {} : { address: `${node.underlayIP}/${plan.prefixLength}` }),
         ...(family === 'ipv4' ? {} : { address6: `${node.underlayIP6}/64` }),
         mountFile: this.mountFile(node),
         privateDirs,
@@ -787,11 +788,14 @@ export class Lab {
       apiserver: this.state.apiserverURL,
       kubeconfig: this.state.kubeconfig,
       cni: this.state.cni,
-      underlay: `${this.plan.gatewayIP.replace(/\.1$/, '.0')}/${this.plan.prefixLength}`,
+      underlay:
+        this.state.ipFamily === 'ipv6'
+          ? this.plan.gatewayIP6.replace(/::1$/, '::/64')
+          : `${this.plan.gatewayIP.replace(/\.1$/, '.0')}/${this.plan.prefixLength}`,
       nodes: this.plan.nodes.map((n) => ({
         name: n.name,
         netns: n.netns,
-        underlayIP: n.underlayIP,
+        underlayIP: this.internalIPs(n)[0] ?? n.underlayIP,
       })),
       pods: this.state.pods.map((p) => ({
         namespace: p.namespace,

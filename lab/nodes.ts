@@ -46,8 +46,8 @@ export interface NodeNamespaceSpec {
   netns: string;
   hostVeth: string;
   bridge: string;
-  /** Underlay address with prefix, e.g. 198.18.0.11/24. */
-  address: string;
+  /** Underlay address with prefix, e.g. 198.18.0.11/24 (none on an IPv6-only node). */
+  address?: string;
   /** IPv6 underlay address with prefix, e.g. 2001:db8::11/64 (added without DAD). */
   address6?: string;
   /** Where the persistent mount namespace is bound. */
@@ -74,7 +74,7 @@ export async function createNodeNamespaces(runner: Runner, spec: NodeNamespaceSp
   await runner.run(['ip', 'link', 'set', spec.hostVeth, 'master', spec.bridge, 'up']);
   const inNode = (argv: string[]) => runner.run(['ip', 'netns', 'exec', spec.netns, ...argv]);
   await inNode(['ip', 'link', 'set', 'lo', 'up']);
-  await inNode(['ip', 'addr', 'add', spec.address, 'dev', 'eth0']);
+  if (spec.address) await inNode(['ip', 'addr', 'add', spec.address, 'dev', 'eth0']);
   if (spec.address6)
     await inNode(['ip', '-6', 'addr', 'add', spec.address6, 'dev', 'eth0', 'nodad']);
   await inNode(['ip', 'link', 'set', 'eth0', 'up']);
