@@ -8,7 +8,7 @@
 // the lab's apiserver, which is what stands in for kind here.
 import test from 'ava';
 import { readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import {
   KubeConfig,
   KubernetesObjectApi,
@@ -63,6 +63,15 @@ async function finalizeNamespaces(objs: readonly KubernetesObject[]): Promise<vo
   }
 }
 
+/** deploy/'s manifests that are not parts of the combined one (full paths, sorted). */
+function extraManifests(): string[] {
+  return readdirSync(DEPLOY_DIR)
+    .filter((f) => f.endsWith('.yaml'))
+    .filter((f) => f !== COMBINED_MANIFEST && !(MANIFEST_PARTS as readonly string[]).includes(f))
+    .sort()
+    .map((f) => join(DEPLOY_DIR, f));
+}
+
 function objects(path: string): KubernetesObject[] {
   return (loadAllYaml(readFileSync(path, 'utf8')) as (KubernetesObject | null)[]).filter(
     (o): o is KubernetesObject => o !== null,
@@ -70,12 +79,9 @@ function objects(path: string): KubernetesObject[] {
 }
 
 test.serial('every manifest part is accepted by a server-side dry run, then applied', async (t) => {
-  const files = readdirSync(DEPLOY_DIR).filter((f) => f.endsWith('.yaml'));
   // The parts of the combined manifest first, in its order; any other manifest
   // (e.g. optional CRDs) after them: every file of deploy/ is covered.
-  const extra = files
-    .filter((f) => f !== COMBINED_MANIFEST && !(MANIFEST_PARTS as readonly string[]).includes(f))
-    .sort();
+  const extra = extraManifests().map((f) => basename(f));
   for (const file of [...MANIFEST_PARTS, ...extra]) {
     const objs = objects(join(DEPLOY_DIR, file));
     t.true(objs.length > 0, file);
@@ -119,13 +125,17 @@ test.serial(
 test.serial(
   "one `kubectl apply -f deploy/wiremesh.yaml` on a cluster without wiremesh: the kind script's apply step",
   async (t) => {
-    await kubectl.run(['delete', '-f', COMBINED, '--ignore-not-found', '--wait=false'], {
-      timeoutMs: 120_000,
-    });
-    await finalizeNamespaces(objects(COMBINED));
-    await kubectl.run(['delete', '-f', COMBINED, '--ignore-not-found', '--wait=true'], {
-      timeoutMs: 120_000,
-    });
+    // Everything the first test applied: the combined manifest and the optional files
+    // outside it (the AdminNetworkPolicy CRDs), so the cluster has no wiremesh left.
+    for (const file of [COMBINED, ...extraManifests()]) {
+      await kubectl.run(['delete', '-f', file, '--ignore-not-found', '--wait=false'], {
+        timeoutMs: 120_000,
+      });
+      await finalizeNamespaces(objects(file));
+      await kubectl.run(['delete', '-f', file, '--ignore-not-found', '--wait=true'], {
+        timeoutMs: 120_000,
+      });
+    }
     t.is((await kubectl.run(['get', 'crd', '-o', 'name'])).stdout.trim(), '');
     const res = await defaultRunner.run([RUN_SH, 'apply'], {
       env: systemEnv({
