@@ -58,8 +58,10 @@ async function meshDemo(lab: Lab): Promise<string> {
     const summary = /(\d+) received/.exec(res.stdout)?.[1] ?? '0';
     lines.push(`  ping ${node.name} at ${ip}: ${summary}/2 replies`);
   }
-  lines.push('', renderStatus(await statusOf(first.name)));
-  lines.push(...(await podDemo(lab)));
+  // The pods' ping first: once it has crossed, the node has planned the other nodes'
+  // blocks, so the pools' STATE is known rather than '-' (no remote block yet).
+  const pods = await podDemo(lab);
+  lines.push('', renderStatus(await statusOf(first.name)), ...pods);
   return lines.join('\n');
 }
 
