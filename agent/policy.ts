@@ -44,6 +44,44 @@ export const POLICY_EVENT_KINDS: EventTarget['kind'][] = [
 
 const ADMIN_API = '/apis/policy.networking.k8s.io/v1alpha1';
 
+/**
+ * One resource's translations, kept from pass to pass: an object whose uid and
+ * resourceVersion are those of the last pass is not translated again, so a pass
+ * translates only what changed. An object without a resourceVersion is translated
+ * every time; entries for objects gone from the list are dropped.
+ */
+class Translations<R> {
+  private readonly translate: (raw: KubernetesObject) => R;
+  private cache = new Map<string, { version: string; result: R }>();
+
+  constructor(translate: (raw: KubernetesObject) => R) {
+    this.translate = translate;
+  }
+
+  all(raws: readonly KubernetesObject[]): R[] {
+    const next = new Map<string, { version: string; result: R }>();
+    const out: R[] = [];
+    for (const raw of raws) {
+      const meta = raw.metadata;
+      const rv = meta?.resourceVersion;
+      if (!rv) {
+        out.push(this.translate(raw));
+        continue;
+      }
+      const key = `${meta.namespace ?? ''}/${meta.name ?? ''}`;
+      const version = `${meta.uid ?? ''}/${rv}`;
+      let entry = this.cache.get(key);
+      if (!entry || entry.version !== version || next.has(key)) {
+        entry = { version, result: this.translate(raw) };
+      }
+      if (!next.has(key)) next.set(key, entry);
+      out.push(entry.result);
+    }
+    this.cache = next;
+    return out;
+  }
+}
+
 export class PolicyWatch {
   private readonly pods: Informer<KubernetesObject>;
   private readonly namespaces: Informer<KubernetesObject>;
@@ -55,6 +93,11 @@ export class PolicyWatch {
   private stopped = false;
   private readonly retries = new Set<NodeJS.Timeout>();
   private readonly retryDelays: { first: number; max: number };
+  private readonly podTranslations = new Translations(podFromK8s);
+  private readonly namespaceTranslations = new Translations(namespaceFromK8s);
+  private readonly policyTranslations = new Translations(networkPolicyFromK8s);
+  private readonly anpTranslations = new Translations(adminNetworkPolicyFromK8s);
+  private readonly banpTranslations = new Translations(baselineAdminNetworkPolicyFromK8s);
 
   constructor(
     kube: KubeClient,
@@ -159,36 +202,34 @@ export class PolicyWatch {
     this.retries.add(timer);
   }
 
-  /** Translate the cached objects and compile this node's policy fragment. */
+  /**
+   * Translate the cached objects (only those changed since the last pass) and compile
+   * this node's policy fragment.
+   */
   compile(self: string): CompileResult {
     const problems: PolicyProblem[] = [];
     const pods: PolicyPod[] = [];
     const namespaces: PolicyNamespace[] = [];
     const policies: NetworkPolicy[] = [];
-    for (const raw of this.pods.list()) {
-      const r = podFromK8s(raw);
+    for (const r of this.podTranslations.all(this.pods.list())) {
       problems.push(...r.problems);
       if (r.pod) pods.push(r.pod);
     }
-    for (const raw of this.namespaces.list()) {
-      const r = namespaceFromK8s(raw);
+    for (const r of this.namespaceTranslations.all(this.namespaces.list())) {
       problems.push(...r.problems);
       if (r.namespace) namespaces.push(r.namespace);
     }
-    for (const raw of this.policies.list()) {
-      const r = networkPolicyFromK8s(raw);
+    for (const r of this.policyTranslations.all(this.policies.list())) {
       problems.push(...r.problems);
       if (r.policy) policies.push(r.policy);
     }
     const adminPolicies: AdminNetworkPolicy[] = [];
-    for (const raw of this.anps.list()) {
-      const r = adminNetworkPolicyFromK8s(raw);
+    for (const r of this.anpTranslations.all(this.anps.list())) {
       problems.push(...r.problems);
       if (r.policy) adminPolicies.push(r.policy);
     }
     let baselinePolicy: BaselineAdminNetworkPolicy | null = null;
-    for (const raw of this.banps.list()) {
-      const r = baselineAdminNetworkPolicyFromK8s(raw);
+    for (const r of this.banpTranslations.all(this.banps.list())) {
       problems.push(...r.problems);
       if (!r.policy) continue;
       // The API allows one, named default; any other is reported and ignored.

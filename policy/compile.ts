@@ -324,6 +324,22 @@ function hash(text: string): string {
   return h;
 }
 
+const addresses = new Map<string, Addr | null>();
+
+/**
+ * parseAddress, memoised across compiles: a pass parses every pod's addresses, and
+ * ipaddr.js was most of a compile's time. The parsed objects are never mutated.
+ */
+function cachedAddress(text: string): Addr | null {
+  let a = addresses.get(text);
+  if (a === undefined) {
+    a = parseAddress(text);
+    if (addresses.size > 200_000) addresses.clear();
+    addresses.set(text, a);
+  }
+  return a;
+}
+
 function compileRule(rule: PolicyRule, namespace: string): CompiledRule {
   let peers: CompiledPeer[] | null = null;
   if (rule.peers.length > 0) {
@@ -451,7 +467,7 @@ export function compilePolicies(input: CompileInput): CompileResult {
   for (const pod of [...input.pods].sort((a, b) => cmp(podKey(a), podKey(b)))) {
     const addrs: Addr[] = [];
     for (const ip of pod.ips) {
-      const a = parseAddress(ip);
+      const a = cachedAddress(ip);
       if (!a) {
         problems.push(podProblem(pod, 'InvalidPod', `address '${ip}' is not an IP address`));
         continue;
