@@ -396,6 +396,40 @@ function compileRule(rule: PolicyRule, namespace: string): CompiledRule {
   };
 }
 
+interface PolicyParts {
+  types: Set<Direction>;
+  fault: string | null;
+  rules: Record<Direction, CompiledRule[]>;
+}
+
+const compiledPolicies = new Map<string, PolicyParts>();
+
+/**
+ * A policy's types, fault and compiled rules, memoised across compiles by the
+ * policy's content (a pass recompiles only the policies that changed). What is
+ * returned is shared between compiles and never mutated.
+ */
+function compiledPolicy(policy: NetworkPolicy): PolicyParts {
+  const content = JSON.stringify(policy);
+  let parts = compiledPolicies.get(content);
+  if (parts === undefined) {
+    const types = new Set(
+      effectivePolicyTypes(policy).map((t): Direction => (t === 'Ingress' ? 'ingress' : 'egress')),
+    );
+    const fault = checkPolicy(policy);
+    const rules = (list: PolicyRule[]) =>
+      fault ? [] : list.map((r) => compileRule(r, policy.namespace));
+    parts = {
+      types,
+      fault,
+      rules: { ingress: rules(policy.ingress), egress: rules(policy.egress) },
+    };
+    if (compiledPolicies.size > 20_000) compiledPolicies.clear();
+    compiledPolicies.set(content, parts);
+  }
+  return parts;
+}
+
 /** Pods by namespace and, within a namespace, by `key=value`, for fast selection. */
 class PodIndex {
   readonly all: PodEntry[];
@@ -492,10 +526,7 @@ export function compilePolicies(input: CompileInput): CompileResult {
     const n = seen.get(base) ?? 0;
     seen.set(base, n + 1);
     const key = n === 0 ? base : `${base}#${n}`;
-    const types = new Set(
-      effectivePolicyTypes(policy).map((t): Direction => (t === 'Ingress' ? 'ingress' : 'egress')),
-    );
-    const fault = checkPolicy(policy);
+    const { types, fault, rules } = compiledPolicy(policy);
     if (fault) {
       problems.push({
         kind: 'NetworkPolicy',
@@ -505,14 +536,7 @@ export function compilePolicies(input: CompileInput): CompileResult {
         message: `${fault}; the pods it selects are isolated and it allows nothing`,
       });
     }
-    const rules = (list: PolicyRule[]) =>
-      fault ? [] : list.map((r) => compileRule(r, policy.namespace));
-    policies.push({
-      key,
-      policy,
-      types,
-      rules: { ingress: rules(policy.ingress), egress: rules(policy.egress) },
-    });
+    policies.push({ key, policy, types, rules });
   }
   const policiesByNamespace = new Map<string, CompiledPolicy[]>();
   for (const p of policies) {
