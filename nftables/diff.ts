@@ -53,7 +53,9 @@ export function planIncremental(prev: NftTable, next: NftTable): NftOp[] | null 
   }
   // 2. set elements
   for (const s of next.sets) {
-    const old = new Set(prevSets.get(s.name)?.elements ?? []);
+    const before = prevSets.get(s.name);
+    if (before && (before === s || sameList(before.elements, s.elements))) continue;
+    const old = new Set(before?.elements ?? []);
     const now = new Set(s.elements);
     const removed = [...old].filter((e) => !now.has(e));
     const added = s.elements.filter((e) => !old.has(e));
@@ -62,7 +64,9 @@ export function planIncremental(prev: NftTable, next: NftTable): NftOp[] | null 
   }
   // 3. map elements
   for (const m of next.maps) {
-    const old = prevMaps.get(m.name)?.elements ?? {};
+    const before = prevMaps.get(m.name);
+    if (before && (before === m || sameEntries(before.elements, m.elements))) continue;
+    const old = before?.elements ?? {};
     const removed = Object.keys(old).filter((k) => m.elements[k] !== old[k]);
     const added = Object.entries(m.elements).filter(([k, v]) => old[k] !== v);
     if (removed.length) ops.push({ kind: 'delete-map-elements', map: m.name, keys: removed });
@@ -95,5 +99,22 @@ function sameSpec(a: NftSet | NftMap, b: NftSet | NftMap): boolean {
 }
 
 function sameRules(a: NftChain, b: NftChain): boolean {
-  return a.rules.length === b.rules.length && a.rules.every((r, i) => r === b.rules[i]);
+  return a === b || sameList(a.rules, b.rules);
+}
+
+/** Equal lists: most sets are unchanged, and this is much cheaper than two Sets. */
+function sameList(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** Same keys with the same verdicts (in any order). */
+function sameEntries(a: Record<string, string>, b: Record<string, string>): boolean {
+  let n = 0;
+  for (const k in b) {
+    if (a[k] !== b[k]) return false;
+    n++;
+  }
+  return n === Object.keys(a).length;
 }

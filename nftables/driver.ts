@@ -10,12 +10,16 @@
 // compares its shape with the last applied one (see compareShape); on a mismatch the
 // next apply is a full replace, and `verify({ repair: true })` does that at once.
 // Calls are serialised, so a verify never interleaves with an apply.
+//
+// Most of a table is the same from one apply to the next: checkTable is given the
+// last table checked and revalidates only the sets, maps and chains that changed,
+// reusing the others' canonical objects, which planIncremental then skips at once.
 import { CommandError } from '../sys/index.ts';
 import type { NftClient, NftObservedTable } from './client.ts';
 import { planIncremental } from './diff.ts';
 import { NFT_FAMILY, NFT_TABLE, type NftTable } from './model.ts';
 import { fullReplaceOps, type NftOp } from './ops.ts';
-import { checkTable } from './table.ts';
+import { checkTable, rememberChecked, type CheckedTable } from './table.ts';
 
 export interface NftApplyReport {
   mode: 'full' | 'incremental' | 'unchanged';
@@ -61,6 +65,8 @@ export class NftApplyError extends Error {
 export class TableDriver {
   private readonly client: NftClient;
   private last: NftTable | null = null;
+  /** The last table checked, so the next check validates only what changed. */
+  private checked: CheckedTable | null = null;
   /** Why the next apply must replace the whole table; null when an increment will do. */
   private fullReason: string | null = 'first apply';
   private queue: Promise<unknown> = Promise.resolve();
@@ -99,7 +105,9 @@ export class TableDriver {
   }
 
   private async applyNow(desired: NftTable): Promise<NftApplyReport> {
-    const next = checkTable(desired);
+    const next = checkTable(desired, this.checked ?? undefined);
+    // A validation memo only: kept whether or not the kernel takes the table.
+    this.checked = rememberChecked(desired, next);
     let mode: 'full' | 'incremental' = 'incremental';
     let reason = this.fullReason;
     let ops: NftOp[] | null = null;
