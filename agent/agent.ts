@@ -25,6 +25,7 @@
 // Required pool's traffic to them dropped off the tunnel). One node per cluster
 // (statusWriterNode) writes the RemoteClusters' conditions.
 import { existsSync } from 'node:fs';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { V1Node, KubernetesObject } from '@kubernetes/client-node';
 import { kubeClient, Informer, type KubeClient } from '../kube/index.ts';
 import { KeyStore, type WireGuardKeyPair } from '../crypto/index.ts';
@@ -377,7 +378,11 @@ export class Agent {
   /** Compile this node's policy, compose the table and apply the difference. */
   private async reconcilePolicy(resync: boolean): Promise<void> {
     if (!this.policy) return;
+    // The compile is synchronous (tens of ms at 10,000 pods): a turn of the event
+    // loop before and after it lets the status socket and watches get a word in.
+    await nextTurn();
     const result = this.policy.compile(this.config.nodeName);
+    await nextTurn();
     this.policy.report(result.problems, this.events);
     const table = composeTable({
       ...(this.pathNft ?? {}),

@@ -14,6 +14,7 @@
 // Most of a table is the same from one apply to the next: checkTable is given the
 // last table checked and revalidates only the sets, maps and chains that changed,
 // reusing the others' canonical objects, which planIncremental then skips at once.
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { CommandError } from '../sys/index.ts';
 import type { NftClient, NftObservedTable } from './client.ts';
 import { planIncremental } from './diff.ts';
@@ -112,6 +113,7 @@ export class TableDriver {
     let reason = this.fullReason;
     let ops: NftOp[] | null = null;
     if (this.last && reason === null) {
+      await nextTurn(); // between the two in-process phases, others get a turn
       ops = planIncremental(this.last, next);
       if (ops === null) reason = 'a set, map or base chain changed its definition';
       else if (ops.length === 0) return { mode: 'unchanged', operations: 0 };
