@@ -374,43 +374,113 @@ test('a pool that asks for an encapsulation nobody has: WireGuard if the peer ha
   t.is(plan.vxlan, null);
 });
 
-test('IPv6 blocks: VXLAN needs an IPv6 VTEP; IP-in-IP never carries them', (t) => {
-  const v6pools = [
-    pool({
-      name: 'vx6',
-      cidr: 'fd00:64::/48',
-      encryption: 'None',
-      encryptionMode: 'Preferred',
-      encapsulation: 'VXLAN',
+const V6_POOLS = [
+  pool({
+    name: 'vx6',
+    cidr: 'fd00:64::/48',
+    encryption: 'None',
+    encryptionMode: 'Preferred',
+    encapsulation: 'VXLAN',
+  }),
+  pool({
+    name: 'ip6',
+    cidr: 'fd00:65::/48',
+    encryption: 'None',
+    encryptionMode: 'Preferred',
+    encapsulation: 'IPIP',
+  }),
+];
+const ALL_KERNEL: PathInput['available'] = {
+  wireguard: { available: true, detail: 'kernel' },
+  vxlan: { available: true, detail: 'kernel' },
+  ipip: { available: true, detail: 'kernel' },
+};
+const v6input = (overrides: Partial<PathInput> = {}) =>
+  input({
+    pools: V6_POOLS,
+    blocks: [
+      { cidr: 'fd00:64:0:2::/122', node: 'b', pool: 'vx6' },
+      { cidr: 'fd00:65:0:2::/122', node: 'b', pool: 'ip6' },
+    ],
+    available: ALL_KERNEL,
+    ...overrides,
+  });
+
+test('IPv6 blocks take VXLAN via the IPv6 VTEPs; IP-in-IP never carries them', (t) => {
+  const plan = planPaths(v6input());
+  t.deepEqual(
+    plan.blocks.map((b) => `${b.cidr} ${b.path}`),
+    ['fd00:64:0:2::/122 vxlan', 'fd00:65:0:2::/122 wireguard'],
+  );
+  t.regex(plan.blocks[0]!.reason, /pool vx6 asks for VXLAN/);
+  t.regex(plan.blocks[1]!.reason, /ipip cannot carry IPv6 over an IPv4 underlay/);
+  // The IPv6 VTEP is the IPv6 tunnel address (the IPv4 one inside fd5e:7a11:3c8b:ffff::/96);
+  // the FDB still points at the IPv4 underlay.
+  t.like(plan.vxlan, {
+    localUnderlayIP: '198.18.0.1',
+    vtepIP: '100.127.0.1',
+    vtepIP6: 'fd5e:7a11:3c8b:ffff::647f:1',
+    mtu: 1450,
+  });
+  t.deepEqual(plan.vxlan?.peers[0], {
+    node: 'b',
+    underlayIP: '198.18.0.2',
+    vtepIP: '100.127.0.2',
+    vtepIP6: 'fd5e:7a11:3c8b:ffff::647f:2',
+    blocks: ['fd00:64:0:2::/122'],
+  });
+  t.false(
+    plan.events.some((e) => e.pool === 'vx6'),
+    'no EncapsulationUnavailable event for the VXLAN pool',
+  );
+});
+
+test('IPv6 blocks over an IPv6 underlay: VXLAN bound to it, FDB to IPv6, overhead 70', (t) => {
+  const plan = planPaths(
+    v6input({
+      selfSubnets: ['2001:db8:1::/64'],
+      nodes: [
+        { name: 'a', underlayIPs: ['2001:db8:1::1'], wireguardPeer: false },
+        { name: 'b', underlayIPs: ['2001:db8:1::2'], wireguardPeer: true },
+      ],
+      underlayFamily: 6,
+      pools: V6_POOLS.slice(0, 1),
+      blocks: [{ cidr: 'fd00:64:0:2::/122', node: 'b', pool: 'vx6' }],
     }),
-    pool({
-      name: 'ip6',
-      cidr: 'fd00:65::/48',
-      encryption: 'None',
-      encryptionMode: 'Preferred',
-      encapsulation: 'IPIP',
-    }),
-  ];
+  );
+  t.is(plan.blocks[0]?.path, 'vxlan', plan.blocks[0]?.reason);
+  t.like(plan.vxlan, { localUnderlayIP: '2001:db8:1::1', mtu: 1430 });
+  t.like(plan.vxlan?.peers[0], {
+    underlayIP: '2001:db8:1::2',
+    vtepIP6: 'fd5e:7a11:3c8b:ffff::647f:2',
+  });
+  t.is(plan.mtu.devices.vxlan, 1430);
+  t.is(plan.mtu.byPool['vx6'], 1430);
+});
+
+test('without an IPv6 VTEP at both ends an IPv6 block falls back, saying why', (t) => {
+  // IPv4 blocks with IPv6 tunnel addresses: no IPv4 VTEP, the fallback and its reason.
   const plan = planPaths(
     input({
-      pools: v6pools,
-      blocks: [
-        { cidr: 'fd00:64:0:2::/122', node: 'b', pool: 'vx6' },
-        { cidr: 'fd00:65:0:2::/122', node: 'b', pool: 'ip6' },
-      ],
-      available: {
-        wireguard: { available: true, detail: 'kernel' },
-        vxlan: { available: true, detail: 'kernel' },
-        ipip: { available: true, detail: 'kernel' },
-      },
+      tunnelAddresses: new Map([
+        ['a', 'fd00:7f::1'],
+        ['b', 'fd00:7f::2'],
+        ['c', 'fd00:7f::3'],
+      ]),
     }),
   );
-  t.deepEqual(
-    plan.blocks.map((b) => b.path),
-    ['wireguard', 'wireguard'],
+  const b = plan.blocks.find((x) => x.cidr === blockOf('plain', 'b'));
+  t.is(b?.path, 'wireguard');
+  t.regex(b?.reason ?? '', /no IPv4 VTEP address \(the tunnel addresses are IPv6\)/);
+  t.true(plan.events.some((e) => e.reason === 'EncapsulationUnavailable' && e.pool === 'plain'));
+  // A remote node without a tunnel address: no VTEP at its end.
+  const noVtep = planPaths(
+    v6input({
+      tunnelAddresses: new Map([['a', '100.127.0.1']]),
+    }),
   );
-  t.regex(plan.blocks[0]!.reason, /no IPv6 VTEP address \(the tunnel addresses are IPv4\)/);
-  t.regex(plan.blocks[1]!.reason, /ipip cannot carry IPv6 over an IPv4 underlay/);
+  t.is(noVtep.blocks[0]?.path, 'wireguard');
+  t.regex(noVtep.blocks[0]!.reason, /b has no VTEP \(tunnel\) address/);
 });
 
 test('a block of a deleted pool gets the CRD defaults; a block of an unknown node is not routed', (t) => {

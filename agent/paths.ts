@@ -21,8 +21,10 @@
 //   Required pool, bound for a remote block, that would leave other than through the
 //   WireGuard device. That holds through any routing race or misconfiguration.
 // - An encapsulation this kernel lacks (IP-in-IP here), or one that cannot carry the
-//   block (IP-in-IP and IPv6; VXLAN without a VTEP address of the block's family):
-//   WireGuard if the peer has it, else native routing; an event says so.
+//   block (IP-in-IP and IPv6; VXLAN without a VTEP address of the block's family at
+//   both ends): WireGuard if the peer has it, else native routing; an event says so.
+//   VTEP addresses are the tunnel addresses: an IPv4 one, and where IPv6 blocks exist
+//   its IPv6 twin (agent/plan.ts tunnelAddress6), so IPv6 blocks take VXLAN too.
 // - CrossSubnet variants encapsulate only towards nodes outside this node's subnets.
 //   Native routing installs `via REMOTE_UNDERLAY dev UNDERLAY` only on a shared
 //   subnet; across subnets the underlay must route pod addresses itself (no route).
@@ -171,7 +173,10 @@ interface PairContext {
   sameSubnet: boolean;
   blockFamily: 4 | 6;
   remoteUnderlay: string | null;
-  vtepFamily: 4 | 6 | null;
+  /** Families in which both ends have a VTEP address. */
+  vtepFamilies: readonly (4 | 6)[];
+  /** Why not, for the block's family, when not. */
+  vtepWhyNot: string;
   available: PathInput['available'];
   underlayFamily: 4 | 6;
 }
@@ -184,8 +189,7 @@ function availableKind(ctx: PairContext, kind: EncapsulationKind): string | null
   if (!a?.available) return a ? a.detail : `${kind} was not probed on this node`;
   if (!encapsulation(kind).carries(ctx.blockFamily, ctx.underlayFamily))
     return `${kind} cannot carry IPv${ctx.blockFamily} over an IPv${ctx.underlayFamily} underlay`;
-  if (kind === 'vxlan' && ctx.vtepFamily !== ctx.blockFamily)
-    return `no IPv${ctx.blockFamily} VTEP address (the tunnel addresses are IPv${ctx.vtepFamily ?? '?'})`;
+  if (kind === 'vxlan' && !ctx.vtepFamilies.includes(ctx.blockFamily)) return ctx.vtepWhyNot;
   return null;
 }
 
@@ -277,6 +281,15 @@ export function planPaths(input: PathInput): PathPlan {
   if (!localUnderlay) throw new Error(`node ${self} has no IPv${input.underlayFamily} address`);
   const selfVtep = input.tunnelAddresses.get(self);
   if (!selfVtep) throw new Error(`no tunnel address for ${self}`);
+  // IPv6 VTEPs exist where IPv6 blocks do, as the IPv6 tunnel addresses (agent/plan.ts).
+  const ipv6 = input.blocks.some((b) => b.cidr.includes(':'));
+  const vtepsOf = (node: string): { 4?: string; 6?: string } => {
+    const address = input.tunnelAddresses.get(node);
+    if (!address) return {};
+    if (familyOf(address) === 6) return { 6: address };
+    return ipv6 ? { 4: address, 6: tunnelAddress6(address) } : { 4: address };
+  };
+  const selfVteps = vtepsOf(self);
   const subnets = input.selfSubnets.map(parseCidr);
   const nodes = new Map(input.nodes.map((n) => [n.name, n]));
   const pools = new Map(input.pools.map((p) => [p.name, p]));
@@ -292,7 +305,11 @@ export function planPaths(input: PathInput): PathPlan {
     const wireguardWhyNot = !wgHere?.available
       ? `WireGuard is unavailable on this node (${wgHere?.detail ?? 'not probed'})`
       : `${nodeName} has no usable WireGuard key`;
-    const vtep = input.tunnelAddresses.get(nodeName);
+    const remoteVteps = vtepsOf(nodeName);
+    const vtepFamilies = ([4, 6] as const).filter((f) => selfVteps[f] && remoteVteps[f]);
+    const vtepWhyNot = !input.tunnelAddresses.has(nodeName)
+      ? `${nodeName} has no VTEP (tunnel) address`
+      : `no IPv${blockFamily} VTEP address (the tunnel addresses are IPv${familyOf(selfVtep)})`;
     return {
       node: nodeName,
       wireguard,
@@ -300,7 +317,8 @@ export function planPaths(input: PathInput): PathPlan {
       sameSubnet: remoteUnderlay !== null && subnets.some((s) => cidrContains(s, remoteUnderlay)),
       blockFamily,
       remoteUnderlay,
-      vtepFamily: vtep ? familyOf(vtep) : null,
+      vtepFamilies,
+      vtepWhyNot,
       available: input.available,
       underlayFamily: input.underlayFamily,
     };
@@ -341,14 +359,30 @@ export function planPaths(input: PathInput): PathPlan {
         const mine = blocks.filter((b) => b.node === n.name && b.path === kind);
         const routed = kind === 'native' ? mine.filter((b) => b.gateway) : mine;
         if (!all && routed.length === 0) return [];
-        return [{ node: n.name, underlayIP, vtepIP, blocks: routed.map((b) => b.cidr) }];
+        const vtepIP6 = kind === 'vxlan' ? vtepsOf(n.name)[6] : undefined;
+        return [
+          {
+            node: n.name,
+            underlayIP,
+            vtepIP,
+            ...(vtepIP6 && vtepIP6 !== vtepIP ? { vtepIP6 } : {}),
+            blocks: routed.map((b) => b.cidr),
+          },
+        ];
       })
       .sort((a, b) => byString(a.node, b.node));
     const mtu =
       kind === 'native'
         ? input.hostMtu
         : encapsulationMtu(input.hostMtu, kind, input.underlayFamily);
-    return { localUnderlayIP: localUnderlay, vtepIP: selfVtep, mtu, peers };
+    const vtepIP6 = kind === 'vxlan' ? selfVteps[6] : undefined;
+    return {
+      localUnderlayIP: localUnderlay,
+      vtepIP: selfVtep,
+      ...(vtepIP6 && vtepIP6 !== selfVtep ? { vtepIP6 } : {}),
+      mtu,
+      peers,
+    };
   };
   // A device exists while any pool may use it (remote nodes may send through it even
   // when no route here does), with the FDB and neighbours of every node.
@@ -526,7 +560,8 @@ export function planMtu(
             sameSubnet,
             blockFamily: family,
             remoteUnderlay: input.underlayFamily === 4 ? '0.0.0.0' : '::',
-            vtepFamily: family,
+            vtepFamilies: [family],
+            vtepWhyNot: '',
             available: input.available,
             underlayFamily: input.underlayFamily,
           };

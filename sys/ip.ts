@@ -348,6 +348,8 @@ export class IpCli implements IpClient {
           id?: number;
           port?: number;
           local?: string;
+          /** A VXLAN device bound to an IPv6 underlay address. */
+          local6?: string;
           remote?: string;
           learning?: boolean;
           link?: string;
@@ -370,7 +372,7 @@ export class IpCli implements IpClient {
       details.vxlan = {
         vni: data.id ?? 0,
         port: data.port ?? 0,
-        local: data.local ?? null,
+        local: data.local ?? data.local6 ?? null,
         learning: data.learning ?? true,
         underlayDev: data.link ?? null,
       };

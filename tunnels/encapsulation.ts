@@ -50,6 +50,11 @@ export interface EncapPeer {
   underlayIP: string;
   /** The node's mesh tunnel address (see vtep.ts); used by VXLAN only. */
   vtepIP: string;
+  /**
+   * The node's IPv6 tunnel address, when IPv6 blocks exist (agent/plan.ts
+   * tunnelAddress6): the VXLAN next hop of its IPv6 blocks. VXLAN only.
+   */
+  vtepIP6?: string;
   /** Pod blocks routed to this node over the path, as CIDRs. */
   blocks: string[];
 }
@@ -59,6 +64,8 @@ export interface EncapState {
   localUnderlayIP: string;
   /** This node's VTEP address (its mesh tunnel address); used by VXLAN only. */
   vtepIP: string;
+  /** This node's IPv6 VTEP address (its IPv6 tunnel address), when IPv6 blocks exist. */
+  vtepIP6?: string;
   /** MTU of the path's device (encapsulationMtu of the host MTU). */
   mtu: number;
   peers: EncapPeer[];

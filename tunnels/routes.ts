@@ -50,28 +50,32 @@ export function familyOf(address: string): 4 | 6 {
 }
 
 /**
- * Give a tunnel device exactly one address, the node's VTEP (mesh tunnel) address as
- * a host prefix, as Calico puts one on vxlan.calico and tunl0. Loose reverse-path
- * filtering (agent/pathdriver.ts sets it on these devices) drops every packet that
- * arrives on a device without an IPv4 address when its source routes out of another
- * device, so without it a native-routed pod could not reach a VXLAN or IP-in-IP
- * pool's pod: the request arrives on the tunnel, its source routes via the underlay.
- * Returns whether it changed anything.
+ * Give a tunnel device exactly its VTEP (mesh tunnel) addresses as host prefixes, as
+ * Calico puts one on vxlan.calico and tunl0: the IPv4 one and, where IPv6 blocks
+ * exist, the IPv6 one (VXLAN). Loose reverse-path filtering (agent/pathdriver.ts sets
+ * it on these devices) drops every packet that arrives on a device without an IPv4
+ * address when its source routes out of another device, so without it a
+ * native-routed pod could not reach a VXLAN or IP-in-IP pool's pod: the request
+ * arrives on the tunnel, its source routes via the underlay. Link-local addresses
+ * (the kernel's own) are left alone. Returns whether it changed anything.
  */
 export async function applyDeviceAddress(
   ip: IpClient,
   dev: string,
-  address: string,
+  address: string | readonly string[],
 ): Promise<boolean> {
-  const want = `${address}/${familyOf(address) === 4 ? 32 : 128}`;
+  const wanted = (typeof address === 'string' ? [address] : address).map(
+    (a) => `${a}/${familyOf(a) === 4 ? 32 : 128}`,
+  );
   const have = await ip.addrList(dev);
   let changed = false;
   for (const a of have) {
-    if (a === want) continue;
+    if (wanted.includes(a)) continue;
     await ip.addrDel(dev, a);
     changed = true;
   }
-  if (!have.includes(want)) {
+  for (const want of wanted) {
+    if (have.includes(want)) continue;
     await ip.addrAdd(dev, want);
     changed = true;
   }

@@ -165,4 +165,75 @@ test('refuses what cannot work: a route without a VTEP of its family, shared VTE
   const dup = state();
   dup.peers[1]!.vtepIP = '100.127.0.2';
   await t.throwsAsync(() => new VxlanDriver(new FakeIp()).apply(dup), { message: /share/ });
+  const dup6 = dualState();
+  dup6.peers[1]!.vtepIP6 = dup6.peers[0]!.vtepIP6!;
+  await t.throwsAsync(() => new VxlanDriver(new FakeIp()).apply(dup6), { message: /share/ });
+});
+
+/** IPv6 blocks too: every node has an IPv6 VTEP (its IPv6 tunnel address). */
+const dualState = (): EncapState => {
+  const s = state();
+  s.vtepIP6 = 'fd5e:7a11:3c8b:ffff::647f:1';
+  s.peers[0]!.vtepIP6 = 'fd5e:7a11:3c8b:ffff::647f:2';
+  s.peers[0]!.blocks.push('fd00:64:0:2::/122');
+  s.peers[1]!.vtepIP6 = 'fd5e:7a11:3c8b:ffff::647f:3';
+  return s;
+};
+
+test('IPv6 blocks: routes via the IPv6 VTEP onlink, its neighbour to the same MAC, one FDB entry per node', async (t) => {
+  const ip = new FakeIp();
+  const driver = new VxlanDriver(ip);
+  const report = await driver.apply(dualState());
+  t.like(report, { fdbAdded: 2, neighboursSet: 4, routesReplaced: 4 });
+  t.deepEqual(
+    (await ip.fdbList(VXLAN_DEVICE)).map((f) => `${f.mac} ${f.dst}`),
+    ['0e:6d:64:7f:00:02 198.18.0.2', '0e:6d:64:7f:00:03 198.18.0.3'],
+  );
+  t.deepEqual((await ip.neighList(VXLAN_DEVICE)).map((n) => `${n.dst} ${n.lladdr}`).sort(), [
+    '100.127.0.2 0e:6d:64:7f:00:02',
+    '100.127.0.3 0e:6d:64:7f:00:03',
+    'fd5e:7a11:3c8b:ffff::647f:2 0e:6d:64:7f:00:02',
+    'fd5e:7a11:3c8b:ffff::647f:3 0e:6d:64:7f:00:03',
+  ]);
+  t.true(
+    (await ip.routeList(VXLAN_DEVICE, ENCAP_ROUTE_PROTOCOL)).some(
+      (r) =>
+        r.dst === 'fd00:64:0:2::/122' &&
+        r.gateway === 'fd5e:7a11:3c8b:ffff::647f:2' &&
+        r.onlink === true,
+    ),
+  );
+  t.deepEqual((await ip.addrList(VXLAN_DEVICE)).sort(), [
+    '100.127.0.1/32',
+    'fd5e:7a11:3c8b:ffff::647f:1/128',
+  ]);
+  ip.calls.length = 0;
+  t.false(encapReportChanged(await driver.apply(dualState())));
+  t.deepEqual(ip.calls, []);
+  // The IPv6 blocks go: their routes, the IPv6 neighbours and address with them.
+  const report2 = await driver.apply(state());
+  t.like(report2, { routesRemoved: 1, neighboursRemoved: 2, fdbRemoved: 0, deviceChanged: true });
+  t.deepEqual(await ip.addrList(VXLAN_DEVICE), ['100.127.0.1/32']);
+});
+
+test('an IPv6 underlay: the device is bound to it and the FDB points at IPv6 addresses', async (t) => {
+  const ip = new FakeIp();
+  const driver = new VxlanDriver(ip);
+  const s = dualState();
+  s.localUnderlayIP = '2001:db8:1::1';
+  s.peers[0]!.underlayIP = '2001:db8:1::2';
+  s.peers[1]!.underlayIP = '2001:db8:1::3';
+  s.mtu = 1430;
+  await driver.apply(s);
+  t.like(await ip.linkDetails(VXLAN_DEVICE), { mtu: 1430, vxlan: { local: '2001:db8:1::1' } });
+  t.deepEqual(
+    (await ip.fdbList(VXLAN_DEVICE)).map((f) => `${f.mac} ${f.dst}`),
+    ['0e:6d:64:7f:00:02 2001:db8:1::2', '0e:6d:64:7f:00:03 2001:db8:1::3'],
+  );
+  // Another spelling of the same addresses (as the kernel prints them) changes nothing.
+  ip.fdb = ip.fdb.map((f) => ({ ...f, dst: f.dst.replace('::', ':0::') }));
+  ip.calls.length = 0;
+  const again = { ...s, localUnderlayIP: '2001:db8:1:0::1' };
+  t.false(encapReportChanged(await driver.apply(again)));
+  t.deepEqual(ip.calls, []);
 });

@@ -3,11 +3,16 @@
 //   FDB entry        remote VTEP MAC -> remote underlay IP   (where to send the frame)
 //   neighbour entry  remote VTEP IP  -> remote VTEP MAC      (permanent, no ARP)
 //   routes           remote pod blocks via remote VTEP IP dev wiremesh.vxlan onlink
-// VTEP addresses and MACs are derived (vtep.ts), so no annotation is needed. The
+// IPv6 blocks go via the node's IPv6 VTEP (its IPv6 tunnel address, vtepIP6) with a
+// permanent IPv6 neighbour entry to the same MAC: one FDB entry per node carries both
+// families, and the underlay (the FDB dst and the device's `local`) may be IPv4 or
+// IPv6 whatever the inner family. The device holds the node's VTEP addresses (/32,
+// /128). VTEP addresses and MACs are derived (vtep.ts), so no annotation is needed. The
 // device is wholly ours: every FDB and permanent neighbour entry on it that is not
 // wanted is removed; routes only when they carry ENCAP_ROUTE_PROTOCOL. Additions go
 // FDB, neighbour, route; removals the other way round, so a route never points at a
 // next hop that does not resolve.
+import ipaddr from 'ipaddr.js';
 import type { IpClient, VxlanLinkSpec, LinkDetails } from '../sys/index.ts';
 import {
   emptyEncapReport,
@@ -27,6 +32,17 @@ import { vtepMac } from './vtep.ts';
 import { applyDeviceAddress, applyOwnedRoutes, familyOf, type WantedRoute } from './routes.ts';
 import { probeLinkKind } from './probe.ts';
 
+/** One spelling of an address, so `2001:db8:0::1` and `2001:db8::1` compare equal. */
+function normalise(address: string): string {
+  if (!ipaddr.isValid(address)) return address;
+  return ipaddr.parse(address).toString();
+}
+
+/** A node's VTEP addresses: the IPv4 (or only) one, and the IPv6 one when given. */
+function vtepAddresses(e: { vtepIP: string; vtepIP6?: string | undefined }): string[] {
+  return e.vtepIP6 && e.vtepIP6 !== e.vtepIP ? [e.vtepIP, e.vtepIP6] : [e.vtepIP];
+}
+
 function deviceMatches(have: LinkDetails, want: VxlanLinkSpec): boolean {
   const v = have.vxlan;
   return (
@@ -34,7 +50,8 @@ function deviceMatches(have: LinkDetails, want: VxlanLinkSpec): boolean {
     v !== undefined &&
     v.vni === want.vni &&
     v.port === want.port &&
-    v.local === want.local &&
+    v.local !== null &&
+    normalise(v.local) === normalise(want.local) &&
     !v.learning &&
     v.underlayDev === (want.underlayDev ?? null)
   );
@@ -62,9 +79,13 @@ export class VxlanDriver implements EncapDriver {
       }
       return report;
     }
-    const peers = state.peers.map((p) => ({ ...p, mac: vtepMac(p.vtepIP) }));
+    const peers = state.peers.map((p) => ({
+      ...p,
+      mac: vtepMac(p.vtepIP),
+      vteps: vtepAddresses(p),
+    }));
     checkUnique(peers.map((p) => p.mac).concat(vtepMac(state.vtepIP)), 'VTEP MAC');
-    checkUnique(peers.map((p) => p.vtepIP).concat(state.vtepIP), 'VTEP address');
+    checkUnique(peers.flatMap((p) => p.vteps).concat(vtepAddresses(state)), 'VTEP address');
 
     const spec: VxlanLinkSpec = {
       name: dev,
@@ -98,19 +119,22 @@ export class VxlanDriver implements EncapDriver {
     }
     if (!link.up) await this.ip.linkSetUp(dev);
     // The VTEP address on the device, or loose rp_filter drops asymmetric traffic.
-    if (await applyDeviceAddress(this.ip, dev, state.vtepIP)) report.deviceChanged = true;
+    if (await applyDeviceAddress(this.ip, dev, vtepAddresses(state))) report.deviceChanged = true;
 
     const routes: WantedRoute[] = peers.flatMap((p) =>
       p.blocks.map((dst) => {
-        if (familyOf(dst.split('/')[0] ?? '') !== familyOf(p.vtepIP))
+        const gateway = p.vteps.find((v) => familyOf(v) === familyOf(dst.split('/')[0] ?? ''));
+        if (!gateway)
           throw new Error(
-            `VXLAN route to ${dst} needs a VTEP address of its family; ${p.node}'s is ${p.vtepIP}`,
+            `VXLAN route to ${dst} needs a VTEP address of its family; ${p.node}'s are ${p.vteps.join(', ')}`,
           );
-        return { dst, dev, gateway: p.vtepIP, onlink: true };
+        return { dst, dev, gateway, onlink: true };
       }),
     );
-    const wantFdb = new Map(peers.map((p) => [`${p.mac} ${p.underlayIP}`, p]));
-    const wantNeigh = new Map(peers.map((p) => [p.vtepIP, p.mac]));
+    const wantFdb = new Map(peers.map((p) => [`${p.mac} ${normalise(p.underlayIP)}`, p]));
+    const wantNeigh = new Map(
+      peers.flatMap((p) => p.vteps.map((v) => [normalise(v), p.mac] as const)),
+    );
     const haveFdb = await this.ip.fdbList(dev);
     const haveNeigh = await this.ip.neighList(dev);
 
@@ -118,25 +142,25 @@ export class VxlanDriver implements EncapDriver {
     const removedRoutes = await this.removeRoutes(routes);
     report.routesRemoved += removedRoutes;
     for (const n of haveNeigh) {
-      if (!wantNeigh.has(n.dst)) {
+      if (!wantNeigh.has(normalise(n.dst))) {
         await this.ip.neighDel(n);
         report.neighboursRemoved++;
       }
     }
     for (const f of haveFdb) {
-      if (!wantFdb.has(`${f.mac} ${f.dst}`)) {
+      if (!wantFdb.has(`${f.mac} ${normalise(f.dst)}`)) {
         await this.ip.fdbDel(f);
         report.fdbRemoved++;
       }
     }
     // Additions: FDB entries, then neighbours, then routes.
-    const haveFdbKeys = new Set(haveFdb.map((f) => `${f.mac} ${f.dst}`));
+    const haveFdbKeys = new Set(haveFdb.map((f) => `${f.mac} ${normalise(f.dst)}`));
     for (const [key, p] of wantFdb) {
       if (haveFdbKeys.has(key)) continue;
       await this.ip.fdbAppend({ dev, mac: p.mac, dst: p.underlayIP });
       report.fdbAdded++;
     }
-    const haveNeighMac = new Map(haveNeigh.map((n) => [n.dst, n.lladdr]));
+    const haveNeighMac = new Map(haveNeigh.map((n) => [normalise(n.dst), n.lladdr]));
     for (const [dst, mac] of wantNeigh) {
       if (haveNeighMac.get(dst) === mac) continue;
       await this.ip.neighReplace({ dev, dst, lladdr: mac });
