@@ -284,7 +284,8 @@ export class Agent {
         this.lastPaths?.mtu.pod ??
         this.lastPlan?.device.mtu ??
         pathMtu(1500, 'wireguard', 4),
-      poolFor: (namespace: string) => this.pools?.poolForNamespace(namespace),
+      poolFor: (namespace: string) =>
+        this.pools?.poolForNamespace(namespace) ?? Promise.resolve(undefined),
     });
     await this.podNetwork.start(`${this.config.runDir}/cni.sock`);
     this.policy = new PolicyWatch(this.kube, this.log);

@@ -43,14 +43,14 @@ export const GC_GRACE_MS = 60_000;
  */
 class IpamForCni implements PodIpam {
   private readonly ipam: NodeIpam;
-  private readonly poolFor: (namespace: string) => string | undefined;
+  private readonly poolFor: (namespace: string) => Promise<string | undefined>;
   started = false;
-  constructor(ipam: NodeIpam, poolFor: (namespace: string) => string | undefined) {
+  constructor(ipam: NodeIpam, poolFor: (namespace: string) => Promise<string | undefined>) {
     this.ipam = ipam;
     this.poolFor = poolFor;
   }
   async allocate(req: AttachmentRequest): Promise<PodAllocation[]> {
-    const named = (this.poolFor(req.namespace) ?? '')
+    const named = ((await this.poolFor(req.namespace)) ?? '')
       .split(',')
       .map((p) => p.trim())
       .filter(Boolean);
@@ -127,7 +127,7 @@ export class PodNetwork {
     /** Pod MTU for a pod of the pool (agent/paths.ts planMtu). */
     mtu: (pool?: string) => number;
     /** The pool a namespace's pods take addresses from, if it names one (agent/pools.ts). */
-    poolFor?: (namespace: string) => string | undefined;
+    poolFor?: (namespace: string) => Promise<string | undefined>;
     /** Path of wiremesh-netlinkd (default: defaultNetlinkdPath()). */
     netlinkd?: string;
   }) {
@@ -141,7 +141,7 @@ export class PodNetwork {
       log: opts.log,
       autoSyncMs: 200,
     });
-    this.adapter = new IpamForCni(this.ipam, opts.poolFor ?? (() => undefined));
+    this.adapter = new IpamForCni(this.ipam, opts.poolFor ?? (() => Promise.resolve(undefined)));
     // Started in the agent's network namespace, which is the node's.
     this.wiring = new NetlinkWorker({
       binary: opts.netlinkd ?? defaultNetlinkdPath(),

@@ -7,7 +7,7 @@
 // would cost an API round trip on every ADD, while namespaces are few and cached.
 // A pod whose namespace names no pool gets the first pool that serves its node.
 import type { KubernetesObject } from '@kubernetes/client-node';
-import { Informer, type KubeClient } from '../kube/index.ts';
+import { Informer, KubeApiError, type KubeClient } from '../kube/index.ts';
 import {
   checkPoolOverlaps,
   ipPoolFromK8s,
@@ -49,9 +49,11 @@ export class PoolWatch {
   private readonly pools: Informer<KubernetesObject>;
   private readonly namespaces: Informer<KubernetesObject>;
   private readonly log: Logger;
+  private readonly kube: KubeClient;
 
   constructor(kube: KubeClient, log: Logger) {
     this.log = log;
+    this.kube = kube;
     this.pools = new Informer(kube, `/apis/${IPAM_GROUP}/${IPAM_VERSION}/${IPPOOL_PLURAL}`);
     this.namespaces = new Informer(kube, '/api/v1/namespaces');
   }
@@ -72,7 +74,30 @@ export class PoolWatch {
     return poolsFromK8s(this.pools.list());
   }
 
-  poolForNamespace(namespace: string): string | undefined {
-    return poolOfNamespace(this.namespaces.get(namespace));
+  /**
+   * The pool a namespace names. From the watch's cache; a namespace the cache does not
+   * hold yet (made a moment ago, or the watch is catching up after an outage) is read
+   * from the API, so its first pods do not land in the wrong pool. Without an answer
+   * (the apiserver away), the node's pools serve it, with a log line.
+   */
+  async poolForNamespace(namespace: string): Promise<string | undefined> {
+    const cached = this.namespaces.get(namespace);
+    if (cached) return poolOfNamespace(cached);
+    try {
+      const ns = await this.kube.request<KubernetesObject>(
+        'GET',
+        `/api/v1/namespaces/${encodeURIComponent(namespace)}`,
+        undefined,
+        { timeoutMs: 2000 },
+      );
+      return poolOfNamespace(ns);
+    } catch (e) {
+      if (e instanceof KubeApiError && e.status === 404) return undefined;
+      this.log.warn("cannot read the namespace of a new pod; the node's pools serve it", {
+        namespace,
+        error: (e as Error).message,
+      });
+      return undefined;
+    }
   }
 }
