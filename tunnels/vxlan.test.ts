@@ -8,6 +8,7 @@ import {
   VXLAN_DEVICE,
   VxlanDriver,
   encapReportChanged,
+  vtepLinkLocal,
   vtepMac,
   type EncapState,
 } from './index.ts';
@@ -34,6 +35,12 @@ test('vtepMac: locally administered unicast, derived from the address', (t) => {
   t.is(first & 1, 0, 'unicast');
   t.is(first & 2, 2, 'locally administered');
   t.throws(() => vtepMac('not-an-ip'), { message: /not an IP address/ });
+});
+
+test("vtepLinkLocal: the EUI-64 link-local address of the VTEP MAC (the kernel's own for the device)", (t) => {
+  // 0e:6d:64:7f:cf:cf -> 0c6d:64ff:fe7f:cfcf (the universal/local bit flipped, ff:fe inserted).
+  t.is(vtepLinkLocal('100.127.207.207'), 'fe80::c6d:64ff:fe7f:cfcf');
+  t.is(vtepLinkLocal('fd5e:7a11:3c8b:ffff::647f:cfcf'), 'fe80::c6d:64ff:fe7f:cfcf');
 });
 
 test('apply creates the device, FDB, neighbours and onlink routes per remote node', async (t) => {
@@ -180,7 +187,7 @@ const dualState = (): EncapState => {
   return s;
 };
 
-test('IPv6 blocks: routes via the IPv6 VTEP onlink, its neighbour to the same MAC, one FDB entry per node', async (t) => {
+test("IPv6 blocks: routes via the VTEP MAC's link-local address onlink, its neighbour to the same MAC, one FDB entry per node", async (t) => {
   const ip = new FakeIp();
   const driver = new VxlanDriver(ip);
   const report = await driver.apply(dualState());
@@ -192,14 +199,14 @@ test('IPv6 blocks: routes via the IPv6 VTEP onlink, its neighbour to the same MA
   t.deepEqual((await ip.neighList(VXLAN_DEVICE)).map((n) => `${n.dst} ${n.lladdr}`).sort(), [
     '100.127.0.2 0e:6d:64:7f:00:02',
     '100.127.0.3 0e:6d:64:7f:00:03',
-    'fd5e:7a11:3c8b:ffff::647f:2 0e:6d:64:7f:00:02',
-    'fd5e:7a11:3c8b:ffff::647f:3 0e:6d:64:7f:00:03',
+    'fe80::c6d:64ff:fe7f:2 0e:6d:64:7f:00:02',
+    'fe80::c6d:64ff:fe7f:3 0e:6d:64:7f:00:03',
   ]);
   t.true(
     (await ip.routeList(VXLAN_DEVICE, ENCAP_ROUTE_PROTOCOL)).some(
       (r) =>
         r.dst === 'fd00:64:0:2::/122' &&
-        r.gateway === 'fd5e:7a11:3c8b:ffff::647f:2' &&
+        r.gateway === vtepLinkLocal('100.127.0.2') &&
         r.onlink === true,
     ),
   );

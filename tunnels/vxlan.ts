@@ -3,11 +3,14 @@
 //   FDB entry        remote VTEP MAC -> remote underlay IP   (where to send the frame)
 //   neighbour entry  remote VTEP IP  -> remote VTEP MAC      (permanent, no ARP)
 //   routes           remote pod blocks via remote VTEP IP dev wiremesh.vxlan onlink
-// IPv6 blocks go via the node's IPv6 VTEP (its IPv6 tunnel address, vtepIP6) with a
-// permanent IPv6 neighbour entry to the same MAC: one FDB entry per node carries both
-// families, and the underlay (the FDB dst and the device's `local`) may be IPv4 or
-// IPv6 whatever the inner family. The device holds the node's VTEP addresses (/32,
-// /128). VTEP addresses and MACs are derived (vtep.ts), so no annotation is needed. The
+// A node with an IPv6 VTEP (its IPv6 tunnel address, vtepIP6) is the next hop of its
+// IPv6 blocks as the link-local address of its VTEP MAC (vtep.ts vtepLinkLocal says
+// why not the tunnel address itself), with a permanent IPv6 neighbour entry to the
+// same MAC: one FDB entry per node carries both families, and the underlay (the FDB
+// dst and the device's `local`) may be IPv4 or IPv6 whatever the inner family. The
+// device holds the node's VTEP addresses (/32, /128) and the kernel's own link-local
+// address, which is the one its peers use. VTEP addresses and MACs are derived
+// (vtep.ts), so no annotation is needed. The
 // device is wholly ours: every FDB and permanent neighbour entry on it that is not
 // wanted is removed; routes only when they carry ENCAP_ROUTE_PROTOCOL. Additions go
 // FDB, neighbour, route; removals the other way round, so a route never points at a
@@ -28,7 +31,7 @@ import {
   VXLAN_PORT,
   VXLAN_VNI,
 } from './constants.ts';
-import { vtepMac } from './vtep.ts';
+import { vtepLinkLocal, vtepMac } from './vtep.ts';
 import { applyDeviceAddress, applyOwnedRoutes, familyOf, type WantedRoute } from './routes.ts';
 import { probeLinkKind } from './probe.ts';
 
@@ -38,9 +41,18 @@ function normalise(address: string): string {
   return ipaddr.parse(address).toString();
 }
 
+type Vteps = { vtepIP: string; vtepIP6?: string | undefined };
+
 /** A node's VTEP addresses: the IPv4 (or only) one, and the IPv6 one when given. */
-function vtepAddresses(e: { vtepIP: string; vtepIP6?: string | undefined }): string[] {
+function vtepAddresses(e: Vteps): string[] {
   return e.vtepIP6 && e.vtepIP6 !== e.vtepIP ? [e.vtepIP, e.vtepIP6] : [e.vtepIP];
+}
+
+/** The next hops of a node: its IPv4 VTEP, and for IPv6 its VTEP MAC's link-local address. */
+function nextHops(e: Vteps): string[] {
+  const v4 = familyOf(e.vtepIP) === 4 ? [e.vtepIP] : [];
+  const v6 = e.vtepIP6 || familyOf(e.vtepIP) === 6 ? [vtepLinkLocal(e.vtepIP)] : [];
+  return [...v4, ...v6];
 }
 
 function deviceMatches(have: LinkDetails, want: VxlanLinkSpec): boolean {
@@ -83,6 +95,7 @@ export class VxlanDriver implements EncapDriver {
       ...p,
       mac: vtepMac(p.vtepIP),
       vteps: vtepAddresses(p),
+      hops: nextHops(p),
     }));
     checkUnique(peers.map((p) => p.mac).concat(vtepMac(state.vtepIP)), 'VTEP MAC');
     checkUnique(peers.flatMap((p) => p.vteps).concat(vtepAddresses(state)), 'VTEP address');
@@ -123,7 +136,7 @@ export class VxlanDriver implements EncapDriver {
 
     const routes: WantedRoute[] = peers.flatMap((p) =>
       p.blocks.map((dst) => {
-        const gateway = p.vteps.find((v) => familyOf(v) === familyOf(dst.split('/')[0] ?? ''));
+        const gateway = p.hops.find((v) => familyOf(v) === familyOf(dst.split('/')[0] ?? ''));
         if (!gateway)
           throw new Error(
             `VXLAN route to ${dst} needs a VTEP address of its family; ${p.node}'s are ${p.vteps.join(', ')}`,
@@ -133,7 +146,7 @@ export class VxlanDriver implements EncapDriver {
     );
     const wantFdb = new Map(peers.map((p) => [`${p.mac} ${normalise(p.underlayIP)}`, p]));
     const wantNeigh = new Map(
-      peers.flatMap((p) => p.vteps.map((v) => [normalise(v), p.mac] as const)),
+      peers.flatMap((p) => p.hops.map((v) => [normalise(v), p.mac] as const)),
     );
     const haveFdb = await this.ip.fdbList(dev);
     const haveNeigh = await this.ip.neighList(dev);
