@@ -8,6 +8,12 @@
 // node A marks B's block blocked, the pods cannot connect (ping and TCP), and the
 // underlay carries zero IPv6 packets with a pod address of that pool, in an outer
 // header or inside any encapsulation.
+//
+// Beside it an IPv6 VXLAN pool without encryption, `vxlanv6` (2001:db8:81::/48,
+// encryption None, VXLAN), with a pod on each node: each node routes the other's
+// block over VXLAN (VXLAN over the IPv6 underlay, the IPv6 tunnel addresses as
+// VTEPs), the underlay shows its pod traffic only inside UDP 4789, and a full-size
+// ping with DF set (the pod's own MTU, at most the VXLAN device's 1430) passes.
 import test from 'ava';
 import { Lab } from '../lab/index.ts';
 import { LabDriver } from './lab-driver.ts';
@@ -23,6 +29,14 @@ const POOL = {
   encryptionMode: 'Required',
   encapsulation: 'None',
 };
+const VXLAN_POOL = {
+  name: 'vxlanv6',
+  cidr: '2001:db8:81::/48',
+  blockSize: 122,
+  encryption: 'None',
+  encryptionMode: 'Preferred',
+  encapsulation: 'VXLAN',
+};
 const POOL_PATH = '/apis/wiremesh.io/v1alpha1/ippools';
 const ECHO_PORT = 7200;
 
@@ -32,6 +46,7 @@ let kube: KubeClient;
 let nodeA = '';
 let nodeB = '';
 const ips = { a: '', b: '' };
+const vxlanIps = { a: '', b: '' };
 
 const d = (): LabDriver => {
   if (!driver) throw new Error('no lab: test.before failed');
@@ -49,24 +64,26 @@ test.before(async () => {
   lab = driver.lab;
   kube = kubeClient(lab.state.kubeconfig);
   [nodeA = '', nodeB = ''] = lab.plan.nodes.map((n) => n.name);
-  const { name, ...spec } = POOL;
-  await kube.request('POST', POOL_PATH, {
-    apiVersion: 'wiremesh.io/v1alpha1',
-    kind: 'IPPool',
-    metadata: { name },
-    spec,
-  });
-  await kube.request('POST', '/api/v1/namespaces', {
-    metadata: { name, annotations: { 'wiremesh.io/ippool': name } },
-  });
-  // Both agents have the pool (and, a little later, the namespace's annotation).
+  for (const { name, ...spec } of [POOL, VXLAN_POOL]) {
+    await kube.request('POST', POOL_PATH, {
+      apiVersion: 'wiremesh.io/v1alpha1',
+      kind: 'IPPool',
+      metadata: { name },
+      spec,
+    });
+    await kube.request('POST', '/api/v1/namespaces', {
+      metadata: { name, annotations: { 'wiremesh.io/ippool': name } },
+    });
+  }
+  // Both agents have the pools (and, a little later, the namespaces' annotations).
   for (const node of [nodeA, nodeB])
-    await eventually(
-      `${node} to take pool ${name}`,
-      async () => (await lab.agentStatus(node)).paths.pools.some((p) => p.name === name),
-      60_000,
-      500,
-    );
+    for (const name of [POOL.name, VXLAN_POOL.name])
+      await eventually(
+        `${node} to take pool ${name}`,
+        async () => (await lab.agentStatus(node)).paths.pools.some((p) => p.name === name),
+        60_000,
+        500,
+      );
   await new Promise((r) => setTimeout(r, 2000));
   for (const [side, node] of [
     ['a', nodeA],
@@ -74,13 +91,17 @@ test.before(async () => {
   ] as const) {
     const pod = await d().createPod(
       node,
-      name,
-      `${name}-${side}`,
+      POOL.name,
+      `${POOL.name}-${side}`,
       { app: 'poolsv6' },
       [],
       ['socat', `TCP6-LISTEN:${ECHO_PORT},fork,reuseaddr`, 'EXEC:cat'],
     );
     ips[side] = pod.ips[0] ?? '';
+    const vx = await d().createPod(node, VXLAN_POOL.name, `${VXLAN_POOL.name}-${side}`, {
+      app: 'poolsv6',
+    });
+    vxlanIps[side] = vx.ips[0] ?? '';
   }
 });
 
@@ -88,11 +109,16 @@ test.after.always(async () => {
   if (driver) await driver.close();
 });
 
-async function pingOk(from: 'a' | 'b', to: string): Promise<boolean> {
+async function pingOk(
+  from: 'a' | 'b',
+  to: string,
+  pool: string = POOL.name,
+  extra: string[] = [],
+): Promise<boolean> {
   const res = await d().execInPod(
-    POOL.name,
-    `${POOL.name}-${from}`,
-    ['ping', '-6', '-c', '3', '-i', '0.2', '-W', '1', to],
+    pool,
+    `${pool}-${from}`,
+    ['ping', '-6', '-c', '3', '-i', '0.2', '-W', '1', ...extra, to],
     { allowFailure: true },
   );
   return res.code === 0;
@@ -166,6 +192,87 @@ test.serial(
     t.deepEqual(ok, [true, true, true, true], 'ping and TCP both ways');
     t.true(seen.wireguard >= 12, 'the capture saw the tunnel over the IPv6 underlay');
     t.is(seen.pool, 0, 'no packet of the pool in plaintext on the underlay');
+  },
+);
+
+test.serial(
+  'the IPv6 VXLAN pool (encryption None): its pod traffic crosses the underlay as VXLAN; a full-size DF ping passes',
+  async (t) => {
+    for (const ip of [vxlanIps.a, vxlanIps.b])
+      t.true(cidrContains(parseCidr(VXLAN_POOL.cidr), ip), `${ip} in ${VXLAN_POOL.cidr}`);
+    for (const [node, ip] of [
+      [nodeA, vxlanIps.b],
+      [nodeB, vxlanIps.a],
+    ] as const)
+      await eventually(
+        `${node} to route ${ip}'s block over VXLAN`,
+        async () => (await blockPath(node, ip)) === 'vxlan',
+        30_000,
+        300,
+      ).catch(async (e: unknown) => {
+        // Say why not: the block's path and reason, and the node's path events.
+        const { blocks, events } = (await lab.agentStatus(node)).paths;
+        t.log({ blocks, events });
+        throw e;
+      });
+    await eventually(
+      'vxlan pod a reaching pod b',
+      () => pingOk('a', vxlanIps.b, VXLAN_POOL.name),
+      30_000,
+      300,
+    );
+
+    const cap = await underlayCapture('vxlan');
+    const ok: boolean[] = [];
+    try {
+      ok.push(
+        await pingOk('a', vxlanIps.b, VXLAN_POOL.name),
+        await pingOk('b', vxlanIps.a, VXLAN_POOL.name),
+      );
+    } catch (e) {
+      await cap.stop();
+      throw e;
+    }
+    // Let tcpdump read what is still in its ring before it stops.
+    await new Promise((r) => setTimeout(r, 500));
+    const { lines } = await cap.stop();
+    t.deepEqual(ok, [true, true], 'ping both ways');
+    const outer = (l: string) => /^\d\d:\d\d:\d\d/.test(l);
+    const mentions = (l: string) =>
+      [vxlanIps.a, vxlanIps.b].some((ip) =>
+        [' ', ':', ','].some((end) => l.includes(` ${ip}${end}`)),
+      );
+    const inner = lines.flatMap((l, i) => (!outer(l) && mentions(l) ? [i] : []));
+    t.log({ lines: lines.length, inner: inner.length, first: lines.slice(0, 2) });
+    t.true(inner.length >= 12, 'three requests and three replies each way, decapsulated');
+    for (const i of inner)
+      t.regex(
+        lines[i - 1] ?? '',
+        /^\S+ IP6 \S+ > \S+\.4789: VXLAN, flags \[I\] \(0x08\), vni 4100$/,
+        `inside VXLAN over the IPv6 underlay: ${lines[i]}`,
+      );
+    t.false(
+      lines.some((l) => outer(l) && mentions(l)),
+      'no pod address in an outer header',
+    );
+
+    // Full size: the pod's own MTU (no larger than the VXLAN device's, 1500 - 70) less
+    // 48 bytes of IPv6 and ICMPv6 header, with fragmentation forbidden.
+    const mtu = Number(
+      (
+        await d().execInPod(VXLAN_POOL.name, `${VXLAN_POOL.name}-a`, [
+          'cat',
+          '/sys/class/net/eth0/mtu',
+        ])
+      ).stdout.trim(),
+    );
+    const status = await lab.agentStatus(nodeA);
+    t.log({ podMtu: mtu, status: status.paths.blocks.find((b) => b.path === 'vxlan') });
+    t.true(mtu > 1280 && mtu <= 1430, `pod MTU ${mtu} fits VXLAN over IPv6`);
+    t.true(
+      await pingOk('a', vxlanIps.b, VXLAN_POOL.name, ['-M', 'do', '-s', String(mtu - 48)]),
+      `a ${mtu}-byte packet with DF set crosses`,
+    );
   },
 );
 
