@@ -118,11 +118,13 @@ export async function startStreamCapture(
 }
 
 async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return;
+  // Gone already: exited (exitCode) or killed by a signal (signalCode; exitCode stays
+  // null then, and waiting for an 'exit' that has happened would hang for ever).
+  if (child.exitCode !== null || child.signalCode !== null) return;
   const done = new Promise((r) => child.once('exit', r));
   child.kill('SIGINT');
   await Promise.race([done, sleep(3000)]);
-  if (child.exitCode === null) child.kill('SIGKILL');
+  if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   await done;
 }
 
