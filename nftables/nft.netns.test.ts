@@ -3,9 +3,9 @@
 // namespaces and removes them in teardown, also when it fails. Traffic only between two
 // namespaces of this test (veth, 198.18.252.0/24).
 import test, { type ExecutionContext } from 'ava';
-import { existsSync } from 'node:fs';
-import { PrefixRunner, defaultRunner as runner, requireRoot } from '../sys/index.ts';
+import { PrefixRunner, defaultRunner as runner } from '../sys/index.ts';
 import { sampleTable } from './fixtures.ts';
+import { requireNft, throwawayNetns } from './testing.ts';
 import {
   NftApplyError,
   NftCli,
@@ -16,30 +16,12 @@ import {
 } from './index.ts';
 
 const tag = process.pid % 100000;
-let serial = 0;
 
-test.before(async () => {
-  requireRoot('nftables/nft.netns.test.ts');
-  const res = await runner.run(['nft', '--version'], { allowFailure: true }).catch((e: Error) => ({
-    code: 127,
-    stdout: '',
-    stderr: e.message,
-  }));
-  if (res.code !== 0 || !/^nftables v/.test(res.stdout)) {
-    throw new Error(
-      `nftables' nft is required (apt-get install nftables): ${res.stderr || res.stdout}`,
-    );
-  }
-});
+test.before(() => requireNft('nftables/nft.netns.test.ts'));
 
 /** A fresh namespace with lo up, deleted when the test ends. */
 async function netns(t: ExecutionContext): Promise<string> {
-  const name = `wmnft-${tag}-${++serial}`;
-  if (existsSync(`/run/netns/${name}`)) throw new Error(`netns ${name} already exists`);
-  t.teardown(() =>
-    runner.run(['ip', 'netns', 'del', name], { allowFailure: true }).then(() => undefined),
-  );
-  await runner.run(['ip', 'netns', 'add', name]);
+  const name = await throwawayNetns(t, `wmnft-${tag}`);
   await inNs(name, ['ip', 'link', 'set', 'lo', 'up']);
   return name;
 }

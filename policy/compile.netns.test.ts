@@ -4,9 +4,9 @@
 // a pod joining afterwards is applied as an increment. No traffic is sent: the e2e
 // netpol and anp suites probe real connections.
 import test, { type ExecutionContext } from 'ava';
-import { existsSync } from 'node:fs';
-import { PrefixRunner, defaultRunner as runner, requireRoot } from '../sys/index.ts';
+import { PrefixRunner, defaultRunner as runner } from '../sys/index.ts';
 import { NftCli, TableDriver } from '../nftables/index.ts';
+import { requireNft, throwawayNetns } from '../nftables/testing.ts';
 import { composeTable } from '../agent/nftable.ts';
 import { compilePolicies } from './compile.ts';
 import {
@@ -21,29 +21,11 @@ import {
 import { policySnapshot } from '../bench/policy.ts';
 
 const tag = process.pid % 100000;
-let serial = 0;
 
-test.before(async () => {
-  requireRoot('policy/compile.netns.test.ts');
-  const res = await runner.run(['nft', '--version'], { allowFailure: true }).catch((e: Error) => ({
-    code: 127,
-    stdout: '',
-    stderr: e.message,
-  }));
-  if (res.code !== 0 || !/^nftables v/.test(res.stdout)) {
-    throw new Error(
-      `nftables' nft is required (apt-get install nftables): ${res.stderr || res.stdout}`,
-    );
-  }
-});
+test.before(() => requireNft('policy/compile.netns.test.ts'));
 
 async function driverInNetns(t: ExecutionContext): Promise<TableDriver> {
-  const name = `wmpol-${tag}-${++serial}`;
-  if (existsSync(`/run/netns/${name}`)) throw new Error(`netns ${name} already exists`);
-  t.teardown(() =>
-    runner.run(['ip', 'netns', 'del', name], { allowFailure: true }).then(() => undefined),
-  );
-  await runner.run(['ip', 'netns', 'add', name]);
+  const name = await throwawayNetns(t, `wmpol-${tag}`);
   return new TableDriver(new NftCli(new PrefixRunner(runner, ['ip', 'netns', 'exec', name])));
 }
 

@@ -15,7 +15,13 @@ import {
   type Encapsulation,
 } from './encapsulation.ts';
 import { ENCAP_ROUTE_PROTOCOL, IPIP_DEVICE, PROBE_DEVICE } from './constants.ts';
-import { applyDeviceAddress, applyOwnedRoutes, familyOf, type WantedRoute } from './routes.ts';
+import {
+  applyDeviceAddress,
+  applyOwnedRoutes,
+  familyOf,
+  removeDevice,
+  type WantedRoute,
+} from './routes.ts';
 import { probeLinkKind } from './probe.ts';
 
 export class IpipDriver implements EncapDriver {
@@ -32,10 +38,7 @@ export class IpipDriver implements EncapDriver {
     const report = emptyEncapReport();
     const dev = this.device;
     if (state === null) {
-      if (await this.ip.linkShow(dev)) {
-        await this.ip.linkDelete(dev);
-        report.deviceRemoved = true;
-      }
+      report.deviceRemoved = await removeDevice(this.ip, dev);
       return report;
     }
     const routes: WantedRoute[] = state.peers.flatMap((p) =>

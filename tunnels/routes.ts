@@ -45,6 +45,13 @@ export async function applyOwnedRoutes(
   return counts;
 }
 
+/** Delete a device if it exists (with its addresses, routes and entries); true if it did. */
+export async function removeDevice(ip: IpClient, dev: string): Promise<boolean> {
+  if (!(await ip.linkShow(dev))) return false;
+  await ip.linkDelete(dev);
+  return true;
+}
+
 export function familyOf(address: string): 4 | 6 {
   return address.includes(':') ? 6 : 4;
 }

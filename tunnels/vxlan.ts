@@ -32,7 +32,13 @@ import {
   VXLAN_VNI,
 } from './constants.ts';
 import { vtepLinkLocal, vtepMac } from './vtep.ts';
-import { applyDeviceAddress, applyOwnedRoutes, familyOf, type WantedRoute } from './routes.ts';
+import {
+  applyDeviceAddress,
+  applyOwnedRoutes,
+  familyOf,
+  removeDevice,
+  type WantedRoute,
+} from './routes.ts';
 import { probeLinkKind } from './probe.ts';
 
 /** One spelling of an address, so `2001:db8:0::1` and `2001:db8::1` compare equal. */
@@ -85,10 +91,7 @@ export class VxlanDriver implements EncapDriver {
     const report = emptyEncapReport();
     const dev = this.device;
     if (state === null) {
-      if (await this.ip.linkShow(dev)) {
-        await this.ip.linkDelete(dev);
-        report.deviceRemoved = true;
-      }
+      report.deviceRemoved = await removeDevice(this.ip, dev);
       return report;
     }
     const peers = state.peers.map((p) => ({
