@@ -53,3 +53,19 @@ test('two fragments defining one name, or a fragment defining a base chain, are 
     message: /'forward' is defined by both the agent and policy/,
   });
 });
+
+test('no jump to an empty entry chain, and no base chain that would only hold such jumps', (t) => {
+  // Every forwarded packet walks the base chain's jumps: a policy fragment with nothing
+  // isolated, or an encryption fragment without a Required pool, must cost nothing.
+  const table = composeTable({
+    policy: { sets: [], maps: [], chains: [chain('policy-forward', [])] },
+    encrypt: {
+      sets: [],
+      maps: [],
+      chains: [chain('encrypt-forward', ['drop']), chain('encrypt-output', [])],
+    },
+  });
+  t.deepEqual(table.chains.find((c) => c.name === 'forward')?.rules, ['jump encrypt-forward']);
+  t.falsy(table.chains.find((c) => c.name === 'output'));
+  t.truthy(table.chains.find((c) => c.name === 'policy-forward'), 'the empty chain itself stays');
+});

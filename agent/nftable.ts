@@ -60,7 +60,10 @@ export function composeTable(parts: TableParts): NftTable {
   }
   for (const { base, entries } of ENTRIES) {
     const rules = entries
-      .filter(([owner, chain]) => parts[owner]?.chains.some((c) => c.name === chain))
+      // No jump to an empty chain: every forwarded packet would pay for it.
+      .filter(([owner, chain]) =>
+        parts[owner]?.chains.some((c) => c.name === chain && c.rules.length > 0),
+      )
       .map(([, chain]) => `jump ${chain}`);
     if (rules.length) table.chains.push({ name: base, base: BASES[base], rules });
   }

@@ -3,6 +3,7 @@
 // MTU that follow; the events an operator hears; and that the plan does not depend on
 // the order of its input.
 import test from 'ava';
+import { composeTable } from './nftable.ts';
 import {
   effectivePath,
   planMtu,
@@ -292,20 +293,39 @@ test('nftables: Required pools never leave but through WireGuard; natOutgoing ma
     nft.chains.map((c) => c.name),
     ['encrypt-forward', 'encrypt-output', 'nat-postrouting'],
   );
+  // Rules only for the families that have a Required pool / a natOutgoing pool.
   t.deepEqual(nft.chains[0]!.rules, [
     'ip saddr @encrypt-required-v4 ip daddr @encrypt-remote-blocks-v4 oifname != "wiremesh.wg" counter drop',
     'ip daddr @encrypt-required-v4 ip daddr @encrypt-remote-blocks-v4 oifname != "wiremesh.wg" counter drop',
-    'ip6 saddr @encrypt-required-v6 ip6 daddr @encrypt-remote-blocks-v6 oifname != "wiremesh.wg" counter drop',
-    'ip6 daddr @encrypt-required-v6 ip6 daddr @encrypt-remote-blocks-v6 oifname != "wiremesh.wg" counter drop',
   ]);
   t.deepEqual(nft.chains[1]!.rules, nft.chains[0]!.rules);
   t.deepEqual(nft.chains[2]!.rules, [
     'ip saddr @nat-outgoing-v4 ip daddr != @nat-pools-v4 masquerade',
-    'ip6 saddr @nat-outgoing-v6 ip6 daddr != @nat-pools-v6 masquerade',
   ]);
   t.true(
     nft.chains.every((c) => c.base === undefined),
     "base chains are the agent's",
+  );
+});
+
+test('nftables: no NAT chain without a natOutgoing pool, no encryption rules without a Required one', (t) => {
+  // A NAT hook (and with it conntrack) costs every packet of the node: none unless asked.
+  const pools = POOLS.map((p) => ({
+    ...p,
+    natOutgoing: false,
+    encryptionMode: 'Preferred' as const,
+  }));
+  const { nft } = planPaths(input({ pools }));
+  t.deepEqual(
+    nft.chains.map((c) => c.name),
+    ['encrypt-forward', 'encrypt-output'],
+  );
+  t.deepEqual(nft.chains[0]!.rules, []);
+  t.deepEqual(nft.chains[1]!.rules, []);
+  // No base chain jumps to an empty chain (nor exists only for that).
+  t.deepEqual(
+    composeTable({ encrypt: nft }).chains.map((c) => c.name),
+    ['encrypt-forward', 'encrypt-output'],
   );
 });
 

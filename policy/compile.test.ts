@@ -15,6 +15,7 @@ import { disjoint, hookVerdict, renderFragment } from './nftsim.ts';
 import { checkTable } from '../nftables/index.ts';
 import { composeTable } from '../agent/nftable.ts';
 import type { NetworkPolicy, PolicyPod } from './types.ts';
+import type { NftTable } from '../nftables/model.ts';
 
 const nsOf = (id: string) => id.split('/')[0] as string;
 const podOf = (id: string) => id.split('/')[1] as string;
@@ -494,6 +495,27 @@ test('replies of allowed connections pass; invalid packets drop', (t) => {
   const unpoliced = { ...base, src: podAddress('y', 'b', 4), dst: podAddress('z', 'b', 4) };
   t.is(hookVerdict(n1, POLICY_FORWARD_CHAIN, unpoliced), 'accept');
   t.is(hookVerdict(n1, POLICY_FORWARD_CHAIN, { ...unpoliced, ct: 'invalid' }), 'drop');
+});
+
+test('a node none of whose pods is isolated has no conntrack rule', (t) => {
+  // A `ct` expression turns on connection tracking for every packet of the node.
+  const isolatesXA = policy({
+    name: 'deny',
+    podSelector: labels({ pod: 'a' }),
+    policyTypes: ['Ingress'],
+  });
+  const ctRules = (tables: Map<string, NftTable>, node: string) =>
+    (tables.get(node)?.chains.find((c) => c.name === POLICY_FORWARD_CHAIN)?.rules ?? []).filter(
+      (r) => r.startsWith('ct '),
+    );
+  const none = makeCluster([]).tables;
+  for (const node of none.keys()) t.deepEqual(ctRules(none, node), [], node);
+  const some = makeCluster([isolatesXA]).tables;
+  const nodes = upstreamPods()
+    .filter((p) => p.namespace === 'x' && p.labels.pod === 'a')
+    .map((p) => p.node);
+  for (const node of some.keys())
+    t.is(ctRules(some, node).length, nodes.includes(node) ? 2 : 0, node);
 });
 
 test('a pod always reaches its own node; other nodes are policed like any address', (t) => {
