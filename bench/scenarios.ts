@@ -77,6 +77,16 @@ export const scenarios: Record<string, Scenario> = {
       'lab: NetworkPolicy create/delete and pod label change -> enforced in the dataplane (p50, p99), vs a plain watch',
     run: async ({ repeats }) => (await import('./policy-lab.ts')).benchPolicyEnforce(repeats),
   },
+  'policy-enforce-large': {
+    description:
+      "lab: as policy-enforce, with 10,000 background pods and 1,000 policies (the compile benchmark's scale)",
+    run: async ({ repeats }) =>
+      (await import('./policy-lab.ts')).benchPolicyEnforce(repeats, {
+        namespaces: 20,
+        podsPerNamespace: 500,
+        policiesPerNamespace: 50,
+      }),
+  },
   'policy-throughput': {
     description:
       'lab: TCP between two pods (across nodes and on one node) with 1,000 NetworkPolicies in force vs none',
