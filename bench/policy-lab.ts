@@ -299,7 +299,16 @@ interface Change {
 
 export async function benchPolicyEnforce(
   changes: number,
-  background = { namespaces: 10, podsPerNamespace: 60, policiesPerNamespace: 30 },
+  background: {
+    namespaces: number;
+    podsPerNamespace: number;
+    policiesPerNamespace: number;
+    /**
+     * Pods spread over this many more node names (no agent, no Node object): each
+     * real node then holds its share only, as in a cluster of that many nodes.
+     */
+    simulatedNodes?: number;
+  } = { namespaces: 10, podsPerNamespace: 60, policiesPerNamespace: 30 },
 ): Promise<Figure[]> {
   const rounds = Math.ceil(Math.max(changes, 32) / 4);
   const load = [loadavg()[0] ?? 0];
@@ -313,8 +322,15 @@ export async function benchPolicyEnforce(
     const client = await lab.addPod(n1.name, NS, 'client', { role: 'client', access: 'no' });
     const server = await lab.addPod(n2.name, NS, 'server', { role: 'server' });
     await startInPod(lab, server, 'polbench-prober', serveArgv([PROBE_PORT], 'server'));
-    const bg = backgroundObjects({ ...background, nodes: lab.plan.nodes });
-    log(`policy-enforce: ${bg.pods.length} background pods, ${bg.policies.length} policies`);
+    const simulated = Array.from({ length: background.simulatedNodes ?? 0 }, (_, i) => ({
+      name: `polbench-sim-${i}`,
+      underlayIP: `198.19.${i >> 8}.${i & 255}`,
+    }));
+    const bg = backgroundObjects({ ...background, nodes: [...lab.plan.nodes, ...simulated] });
+    log(
+      `policy-enforce: ${bg.pods.length} background pods on ${lab.plan.nodes.length + simulated.length} nodes ` +
+        `(${bg.pods.filter((p) => p.nodeName === n2.name).length} on the server's), ${bg.policies.length} policies`,
+    );
     await createBackground(api, bg);
     await waitPolicies(lab, bg.policies.length);
     await events.watch(api.kc, `/api/v1/namespaces/${NS}/pods`, 'pod');
@@ -414,7 +430,8 @@ export async function benchPolicyEnforce(
       );
     }
     const B = 'policy-enforce';
-    const what = `${bg.pods.length + 2} pods, ${bg.policies.length + 1} policies`;
+    const local = bg.pods.filter((p) => p.nodeName === n2.name).length + 1;
+    const what = `${bg.pods.length + 2} pods (${local} on the server's node), ${bg.policies.length + 1} policies`;
     const n = all.enforce.length;
     const pct = (label: string, xs: number[], q: number): Figure => ({
       ...figureOf(B, label, 'ms', [percentile(xs, q)], [percentile(all.watch, q)]),
