@@ -294,9 +294,10 @@ test('nftables: Required pools never leave but through WireGuard; natOutgoing ma
     ['encrypt-forward', 'encrypt-output', 'nat-postrouting'],
   );
   // Rules only for the families that have a Required pool / a natOutgoing pool.
+  // A few Required ranges are compared inline (cheaper than a set lookup per packet).
   t.deepEqual(nft.chains[0]!.rules, [
-    'ip saddr @encrypt-required-v4 ip daddr @encrypt-remote-blocks-v4 oifname != "wiremesh.wg" counter drop',
-    'ip daddr @encrypt-required-v4 ip daddr @encrypt-remote-blocks-v4 oifname != "wiremesh.wg" counter drop',
+    'ip saddr 100.65.0.0/16 oifname != "wiremesh.wg" ip daddr @encrypt-remote-blocks-v4 counter drop',
+    'ip daddr 100.65.0.0/16 oifname != "wiremesh.wg" ip daddr @encrypt-remote-blocks-v4 counter drop',
   ]);
   t.deepEqual(nft.chains[1]!.rules, nft.chains[0]!.rules);
   t.deepEqual(nft.chains[2]!.rules, [
@@ -359,6 +360,31 @@ test('nftables sets hold no overlapping elements (an interval set refuses them)'
   t.deepEqual(nft.sets.find((s) => s.name === 'encrypt-required-v4')?.elements, ['100.64.0.0/10']);
   t.deepEqual(nft.sets.find((s) => s.name === 'nat-outgoing-v4')?.elements, ['100.64.0.0/10']);
   t.deepEqual(nft.sets.find((s) => s.name === 'encrypt-required-v6')?.elements, ['fd00:64::/48']);
+  t.deepEqual(
+    nft.chains[0]?.rules.filter((r) => r.startsWith('ip saddr')),
+    [
+      'ip saddr 100.64.0.0/10 oifname != "wiremesh.wg" ip daddr @encrypt-remote-blocks-v4 counter drop',
+    ],
+    'merged ranges, inline',
+  );
+});
+
+test('many Required ranges are matched through their set', (t) => {
+  const pools = Array.from({ length: 6 }, (_, i) =>
+    pool({
+      name: `r${i}`,
+      cidr: `100.${70 + 2 * i}.0.0/16`,
+      encryption: 'WireGuard',
+      encryptionMode: 'Required',
+      encapsulation: 'None',
+    }),
+  );
+  const { nft } = planPaths(input({ pools, blocks: [] }));
+  t.deepEqual(nft.chains[0]?.rules, [
+    'ip saddr @encrypt-required-v4 oifname != "wiremesh.wg" ip daddr @encrypt-remote-blocks-v4 counter drop',
+    'ip daddr @encrypt-required-v4 oifname != "wiremesh.wg" ip daddr @encrypt-remote-blocks-v4 counter drop',
+  ]);
+  t.is(nft.sets.find((s) => s.name === 'encrypt-required-v4')?.elements.length, 6);
 });
 
 test('WireGuard unavailable on this node: Required pools blocked everywhere, Preferred fall back', (t) => {
