@@ -67,5 +67,8 @@ test('no jump to an empty entry chain, and no base chain that would only hold su
   });
   t.deepEqual(table.chains.find((c) => c.name === 'forward')?.rules, ['jump encrypt-forward']);
   t.falsy(table.chains.find((c) => c.name === 'output'));
-  t.truthy(table.chains.find((c) => c.name === 'policy-forward'), 'the empty chain itself stays');
+  t.truthy(
+    table.chains.find((c) => c.name === 'policy-forward'),
+    'the empty chain itself stays',
+  );
 });
