@@ -116,7 +116,9 @@ test('switching the plain pool to encryption takes its block off VXLAN', async (
     ip.routes.filter((r) => r.dev === 'wiremesh.vxlan'),
     [],
   );
-  t.deepEqual(ip.sourceRules.map((r) => r.from).sort(), ['100.64.0.0/16', '100.65.0.0/16']);
+  // Every pool encrypted now: every block's route is WireGuard's, no policy rule is needed.
+  t.deepEqual(ip.sourceRules, []);
+  t.is(report.sourceRouting.rulesRemoved, 1);
 });
 
 test("the plan's nftables fragment composes into the agent's table with its jumps", (t) => {
@@ -164,4 +166,30 @@ test('IPPool objects and the namespace annotation as the agent reads them', (t) 
   );
   t.is(poolOfNamespace({ metadata: { annotations: { 'wiremesh.io/ippool': '' } } }), undefined);
   t.is(poolOfNamespace(undefined), undefined);
+});
+
+test('policy rules come before a plaintext route and go after it', async (t) => {
+  // All pools encrypted: no rule. A plain pool's block then needs one for the encrypted
+  // pools' traffic to it, in place before its VXLAN route exists; and back.
+  const ip = fakeNode();
+  const driver = new PathDriver(ip, new FakeSysctl());
+  const encrypted = POOLS.map((p) => ({ ...p, encryption: 'WireGuard' as const }));
+  await driver.apply(planPaths(input(encrypted)), 'eth0');
+  t.deepEqual(ip.sourceRules, []);
+  const seen: string[] = [];
+  const routeReplace = ip.routeReplace.bind(ip);
+  ip.routeReplace = async (route) => {
+    if (route.dev === 'wiremesh.vxlan') seen.push(`route with ${ip.sourceRules.length} rules`);
+    await routeReplace(route);
+  };
+  const routeDel = ip.routeDel.bind(ip);
+  ip.routeDel = async (route) => {
+    if (route.dev === 'wiremesh.vxlan') seen.push(`del with ${ip.sourceRules.length} rules`);
+    await routeDel(route);
+  };
+  await driver.apply(planPaths(input(POOLS)), 'eth0');
+  t.is(ip.sourceRules.length, 1);
+  await driver.apply(planPaths(input(encrypted)), 'eth0');
+  t.deepEqual(ip.sourceRules, []);
+  t.deepEqual(seen, ['route with 1 rules', 'del with 1 rules']);
 });
