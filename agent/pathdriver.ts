@@ -15,9 +15,8 @@
 // driver's `route replace` (same destination), and the VXLAN driver then finds no
 // route of its own left to remove. Either way no route points at a removed device.
 import { writeFile } from 'node:fs/promises';
-import type { IpClient, SourceRuleInfo } from '../sys/index.ts';
+import type { IpClient } from '../sys/index.ts';
 import {
-  ENCRYPT_ROUTE_TABLE,
   IPIP_DEVICE,
   IpipDriver,
   NativeDriver,
@@ -69,8 +68,6 @@ export class PathDriver {
   private native: { dev: string; driver: NativeDriver } | null = null;
   /** Devices whose rp_filter is set; a recreated device is set again. */
   private looseIndex = new Map<string, number>();
-  /** The encrypt-table rules as last applied; null until read from the kernel once. */
-  private installedRules: SourceRuleInfo[] | null = null;
 
   constructor(ip: IpClient, sysctl: SysctlWriter = procSysctl) {
     this.ip = ip;
@@ -90,22 +87,13 @@ export class PathDriver {
     // another path than theirs (agent/paths.ts), so it comes and goes with the other
     // paths' routes: rules are added before those routes move and removed after, so
     // an encrypted pool's packet never meets a plaintext route without its rule.
-    this.installedRules ??= await this.ip.sourceRuleList(ENCRYPT_ROUTE_TABLE);
-    const key = (r: SourceRuleInfo) => `${r.family} ${r.from} ${r.priority}`;
-    const wanted = new Set(plan.encryptRules.map(key));
-    const before = await this.sourceRouting.apply({
-      routes: plan.encryptRoutes,
-      rules: [...plan.encryptRules, ...this.installedRules.filter((r) => !wanted.has(key(r)))],
-    });
+    const sourceState = { routes: plan.encryptRoutes, rules: plan.encryptRules };
+    const before = await this.sourceRouting.apply(sourceState, { keepRules: true });
     const vxlan = await this.vxlan.apply(plan.vxlan);
     const ipip = await this.ipip.apply(plan.ipip);
     const native = await this.native.driver.apply(plan.native);
     for (const dev of [VXLAN_DEVICE, IPIP_DEVICE, WIREGUARD_DEVICE_NAME]) await this.loosen(dev);
-    const after = await this.sourceRouting.apply({
-      routes: plan.encryptRoutes,
-      rules: plan.encryptRules,
-    });
-    this.installedRules = plan.encryptRules;
+    const after = await this.sourceRouting.apply(sourceState);
     const sourceRouting = {
       routesReplaced: before.routesReplaced + after.routesReplaced,
       routesRemoved: before.routesRemoved + after.routesRemoved,

@@ -21,7 +21,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { figureOf, type Figure } from './harness.ts';
 import { generateKeyPair } from '../crypto/index.ts';
-import { Lab } from '../lab/index.ts';
+import { createPoolNamespace, Lab } from '../lab/index.ts';
 import { kubeClient } from '../kube/index.ts';
 import { defaultRunner, systemEnv, toolPath, type Runner } from '../sys/index.ts';
 import { WgCli } from '../tunnels/index.ts';
@@ -221,17 +221,7 @@ export async function benchPaths(repeats: number): Promise<Figure[]> {
     const [a, b] = lab.plan.nodes;
     if (!a || !b) throw new Error('need 2 nodes');
     const kube = kubeClient(lab.state.kubeconfig);
-    for (const { name, ...spec } of POOLS) {
-      await kube.request('POST', '/apis/wiremesh.io/v1alpha1/ippools', {
-        apiVersion: 'wiremesh.io/v1alpha1',
-        kind: 'IPPool',
-        metadata: { name },
-        spec,
-      });
-      await kube.request('POST', '/api/v1/namespaces', {
-        metadata: { name, annotations: { 'wiremesh.io/ippool': name } },
-      });
-    }
+    for (const p of POOLS) await createPoolNamespace(kube, p);
     await sleep(2000);
     const podIP: Record<string, string> = {};
     for (const p of POOLS) {

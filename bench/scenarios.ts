@@ -10,6 +10,9 @@ export interface Scenario {
   run(options: { repeats: number }): Promise<Figure[]>;
 }
 
+/** The policy-compile benchmark's scale as lab background: 10,000 pods, 1,000 policies. */
+const TEN_THOUSAND_PODS = { namespaces: 20, podsPerNamespace: 500, policiesPerNamespace: 50 };
+
 export const scenarios: Record<string, Scenario> = {
   'lab-exec': {
     description:
@@ -82,9 +85,7 @@ export const scenarios: Record<string, Scenario> = {
       "lab: as policy-enforce, at the compile benchmark's scale: 10,000 pods on 50 nodes (2 with agents, 48 named only), 1,000 policies",
     run: async ({ repeats }) =>
       (await import('./policy-lab.ts')).benchPolicyEnforce(repeats, {
-        namespaces: 20,
-        podsPerNamespace: 500,
-        policiesPerNamespace: 50,
+        ...TEN_THOUSAND_PODS,
         simulatedNodes: 48,
       }),
   },
@@ -92,11 +93,7 @@ export const scenarios: Record<string, Scenario> = {
     description:
       'lab: as policy-enforce-large, with all 10,000 pods on the 2 agent nodes (5,000 local pods each: the worst case)',
     run: async ({ repeats }) =>
-      (await import('./policy-lab.ts')).benchPolicyEnforce(repeats, {
-        namespaces: 20,
-        podsPerNamespace: 500,
-        policiesPerNamespace: 50,
-      }),
+      (await import('./policy-lab.ts')).benchPolicyEnforce(repeats, TEN_THOUSAND_PODS),
   },
   'policy-throughput': {
     description:

@@ -15,7 +15,7 @@
 // VTEPs), the underlay shows its pod traffic only inside UDP 4789, and a full-size
 // ping with DF set (the pod's own MTU, at most the VXLAN device's 1430) passes.
 import test from 'ava';
-import { Lab } from '../lab/index.ts';
+import { createPoolNamespace, Lab } from '../lab/index.ts';
 import { LabDriver } from './lab-driver.ts';
 import { startCapture, eventually, type Capture } from './probes.ts';
 import { kubeClient, type KubeClient } from '../kube/index.ts';
@@ -37,7 +37,6 @@ const VXLAN_POOL = {
   encryptionMode: 'Preferred',
   encapsulation: 'VXLAN',
 };
-const POOL_PATH = '/apis/wiremesh.io/v1alpha1/ippools';
 const ECHO_PORT = 7200;
 
 let driver: LabDriver | undefined;
@@ -64,17 +63,7 @@ test.before(async () => {
   lab = driver.lab;
   kube = kubeClient(lab.state.kubeconfig);
   [nodeA = '', nodeB = ''] = lab.plan.nodes.map((n) => n.name);
-  for (const { name, ...spec } of [POOL, VXLAN_POOL]) {
-    await kube.request('POST', POOL_PATH, {
-      apiVersion: 'wiremesh.io/v1alpha1',
-      kind: 'IPPool',
-      metadata: { name },
-      spec,
-    });
-    await kube.request('POST', '/api/v1/namespaces', {
-      metadata: { name, annotations: { 'wiremesh.io/ippool': name } },
-    });
-  }
+  for (const p of [POOL, VXLAN_POOL]) await createPoolNamespace(kube, p);
   // Both agents have the pools (and, a little later, the namespaces' annotations).
   for (const node of [nodeA, nodeB])
     for (const name of [POOL.name, VXLAN_POOL.name])

@@ -13,7 +13,7 @@
 // its pod source address on every path.
 import test from 'ava';
 import { defaultRunner } from '../sys/index.ts';
-import { Lab } from '../lab/index.ts';
+import { createPoolNamespace, IPPOOL_PATH, Lab } from '../lab/index.ts';
 import { LabDriver } from './lab-driver.ts';
 import { startCapture, background, pingLoss, eventually, type Capture } from './probes.ts';
 import { kubeClient, type KubeClient } from '../kube/index.ts';
@@ -78,7 +78,6 @@ const POOLS: PoolDef[] = [
     natOutgoing: true,
   },
 ];
-const POOL_PATH = '/apis/wiremesh.io/v1alpha1/ippools';
 
 /** Pod `<pool>-a` on node A and `<pool>-b` on node B, in namespace `<pool>`. */
 const pods = new Map<string, string>();
@@ -93,18 +92,7 @@ test.before(async () => {
   lab = driver.lab;
   kube = kubeClient(lab.state.kubeconfig);
   [nodeA = '', nodeB = ''] = lab.plan.nodes.map((n) => n.name);
-  for (const p of POOLS) {
-    const { name, ...spec } = p;
-    await kube.request('POST', POOL_PATH, {
-      apiVersion: 'wiremesh.io/v1alpha1',
-      kind: 'IPPool',
-      metadata: { name },
-      spec,
-    });
-    await kube.request('POST', '/api/v1/namespaces', {
-      metadata: { name, annotations: { 'wiremesh.io/ippool': name } },
-    });
-  }
+  for (const p of POOLS) await createPoolNamespace(kube, p);
   // The agents learn the namespaces' annotations from their watch.
   await new Promise((r) => setTimeout(r, 2000));
   for (const p of POOLS) {
@@ -291,7 +279,7 @@ test.serial('plain pod <-> encrypted pod is encrypted both ways', async (t) => {
 async function setEncryption(pool: string, encryption: 'WireGuard' | 'None'): Promise<void> {
   await kube.request(
     'PATCH',
-    `${POOL_PATH}/${pool}`,
+    `${IPPOOL_PATH}/${pool}`,
     { spec: { encryption } },
     { contentType: 'application/merge-patch+json' },
   );

@@ -36,8 +36,13 @@ export class SourceRoutingDriver {
    * encrypted pool never looks up a half-written table. While the WireGuard device is
    * missing its routes cannot exist: the rules then find nothing and fall through to
    * the main table, and the nftables drops keep a Required pool closed.
+   * `keepRules` adds what is missing and removes no rule: for a caller that must have
+   * new rules in place before other routes move and drop old ones only after.
    */
-  async apply(state: SourceRoutingState): Promise<SourceRoutingReport> {
+  async apply(
+    state: SourceRoutingState,
+    options: { keepRules?: boolean } = {},
+  ): Promise<SourceRoutingReport> {
     const report = { routesReplaced: 0, routesRemoved: 0, rulesAdded: 0, rulesRemoved: 0 };
     for (const r of state.routes) {
       if (r.dev !== this.device)
@@ -47,7 +52,7 @@ export class SourceRoutingDriver {
     const want = new Map(state.rules.map((r) => [key(r), { ...r, table: this.table }]));
     const have = await this.ip.sourceRuleList(this.table);
     for (const r of have) {
-      if (want.has(key(r))) continue;
+      if (options.keepRules || want.has(key(r))) continue;
       await this.ip.sourceRuleDel(r);
       report.rulesRemoved++;
     }
