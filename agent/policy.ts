@@ -45,39 +45,29 @@ export const POLICY_EVENT_KINDS: EventTarget['kind'][] = [
 const ADMIN_API = '/apis/policy.networking.k8s.io/v1alpha1';
 
 /**
- * One resource's translations, kept from pass to pass: an object whose uid and
- * resourceVersion are those of the last pass is not translated again, so a pass
- * translates only what changed. An object without a resourceVersion is translated
- * every time; entries for objects gone from the list are dropped.
+ * One resource's translations, kept from pass to pass by object identity: the
+ * informer replaces an object on every change and never mutates one, so an object
+ * seen before is not translated again and a pass translates only what changed.
+ * Entries of objects gone from the cache go with them (a WeakMap).
  */
 class Translations<R> {
   private readonly translate: (raw: KubernetesObject) => R;
-  private cache = new Map<string, { version: string; result: R }>();
+  private readonly cache = new WeakMap<KubernetesObject, R>();
 
   constructor(translate: (raw: KubernetesObject) => R) {
     this.translate = translate;
   }
 
   all(raws: readonly KubernetesObject[]): R[] {
-    const next = new Map<string, { version: string; result: R }>();
     const out: R[] = [];
     for (const raw of raws) {
-      const meta = raw.metadata;
-      const rv = meta?.resourceVersion;
-      if (!rv) {
-        out.push(this.translate(raw));
-        continue;
+      let result = this.cache.get(raw);
+      if (result === undefined) {
+        result = this.translate(raw);
+        this.cache.set(raw, result);
       }
-      const key = `${meta.namespace ?? ''}/${meta.name ?? ''}`;
-      const version = `${meta.uid ?? ''}/${rv}`;
-      let entry = this.cache.get(key);
-      if (!entry || entry.version !== version || next.has(key)) {
-        entry = { version, result: this.translate(raw) };
-      }
-      if (!next.has(key)) next.set(key, entry);
-      out.push(entry.result);
+      out.push(result);
     }
-    this.cache = next;
     return out;
   }
 }

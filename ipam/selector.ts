@@ -63,8 +63,12 @@ export function selectorMatches(
   selector: LabelSelector,
   labels: Readonly<Record<string, string>>,
 ): boolean {
-  for (const [k, v] of Object.entries(selector.matchLabels)) {
-    if (!Object.hasOwn(labels, k) || labels[k] !== v) return false;
+  // for-in rather than Object.entries: no array per call (the policy compiler calls
+  // this hundreds of thousands of times a pass).
+  const want = selector.matchLabels;
+  for (const k in want) {
+    if (!Object.hasOwn(want, k)) continue;
+    if (!Object.hasOwn(labels, k) || labels[k] !== want[k]) return false;
   }
   for (const e of selector.matchExpressions) {
     const has = Object.hasOwn(labels, e.key);

@@ -408,6 +408,7 @@ interface PolicyParts {
 }
 
 const compiledPolicies = new Map<string, PolicyParts>();
+const compiledByObject = new WeakMap<NetworkPolicy, PolicyParts>();
 
 /**
  * A policy's types, fault and compiled rules, memoised across compiles by the
@@ -415,6 +416,10 @@ const compiledPolicies = new Map<string, PolicyParts>();
  * returned is shared between compiles and never mutated.
  */
 function compiledPolicy(policy: NetworkPolicy): PolicyParts {
+  // The agent hands the same policy object to every pass until the policy changes:
+  // by identity first, without serialising a thousand policies per pass.
+  const known = compiledByObject.get(policy);
+  if (known) return known;
   const content = JSON.stringify(policy);
   let parts = compiledPolicies.get(content);
   if (parts === undefined) {
@@ -432,6 +437,7 @@ function compiledPolicy(policy: NetworkPolicy): PolicyParts {
     if (compiledPolicies.size > 20_000) compiledPolicies.clear();
     compiledPolicies.set(content, parts);
   }
+  compiledByObject.set(policy, parts);
   return parts;
 }
 
@@ -464,11 +470,13 @@ class PodIndex {
       if (!index) {
         index = new Map();
         for (const e of pods) {
-          for (const [k, v] of Object.entries(e.pod.labels)) {
-            const key = `${k}=${v}`;
-            const list = index.get(key) ?? [];
-            list.push(e);
-            index.set(key, list);
+          const labels = e.pod.labels;
+          for (const k in labels) {
+            if (!Object.hasOwn(labels, k)) continue;
+            const key = `${k}=${labels[k]}`;
+            const list = index.get(key);
+            if (list) list.push(e);
+            else index.set(key, [e]);
           }
         }
         this.byLabel.set(namespace, index);
@@ -503,7 +511,10 @@ export function compilePolicies(input: CompileInput): CompileResult {
   }
 
   const entries: PodEntry[] = [];
-  for (const pod of [...input.pods].sort((a, b) => cmp(podKey(a), podKey(b)))) {
+  // Keys built once, not per comparison.
+  const byKey = input.pods.map((pod) => ({ key: podKey(pod), pod }));
+  byKey.sort((a, b) => cmp(a.key, b.key));
+  for (const { pod } of byKey) {
     const addrs: Addr[] = [];
     for (const ip of pod.ips) {
       const a = cachedAddress(ip);
@@ -557,13 +568,31 @@ export function compilePolicies(input: CompileInput): CompileResult {
   };
   const local = entries.filter((e) => e.pod.node === input.self);
   const isolated: Record<Direction, number> = { ingress: 0, egress: 0 };
+  // Each policy's local pods through the label index (a policy selects a few pods
+  // of its namespace), appended in policy order: the lists come out as filtering
+  // every local pod against every policy of its namespace would give them.
+  const selectingOf: Record<Direction, Map<PodEntry, CompiledPolicy[]>> = {
+    ingress: new Map(),
+    egress: new Map(),
+  };
+  if (local.length > 0) {
+    for (const p of policies) {
+      const selected = index.select(p.policy.namespace, p.policy.podSelector);
+      for (const dir of ['ingress', 'egress'] as const) {
+        if (!p.types.has(dir)) continue;
+        for (const e of selected) {
+          if (e.pod.node !== input.self) continue;
+          const list = selectingOf[dir].get(e);
+          if (list) list.push(p);
+          else selectingOf[dir].set(e, [p]);
+        }
+      }
+    }
+  }
   for (const e of local) {
-    const candidates = policiesByNamespace.get(e.pod.namespace) ?? [];
     for (const dir of ['ingress', 'egress'] as const) {
-      const selecting = candidates.filter(
-        (p) => p.types.has(dir) && selectorMatches(p.policy.podSelector, e.pod.labels),
-      );
-      if (selecting.length === 0) continue;
+      const selecting = selectingOf[dir].get(e);
+      if (!selecting) continue;
       isolated[dir]++;
       const key = selecting.map((p) => p.key).join('\n');
       const group = groups[dir].get(key) ?? { policies: selecting, pods: [] };
@@ -750,7 +779,7 @@ export function compilePolicies(input: CompileInput): CompileResult {
   // Group chains and dispatch elements.
   const dispatch: Record<
     Direction,
-    Record<Family, Map<string, { value: bigint; chains: Set<string>; pods: PolicyPod[] }>>
+    Record<Family, Map<string, { value: bigint; chains: string[]; pods: PolicyPod[] }>>
   > = {
     ingress: { 4: new Map(), 6: new Map() },
     egress: { 4: new Map(), 6: new Map() },
@@ -774,14 +803,13 @@ export function compilePolicies(input: CompileInput): CompileResult {
       out.chains.set(name, { name, rules });
       for (const e of group.pods) {
         for (const a of e.addrs) {
-          const slot = dispatch[dir][a.family].get(a.text) ?? {
-            value: a.value,
-            chains: new Set<string>(),
-            pods: [],
-          };
-          slot.chains.add(name);
+          const slot = dispatch[dir][a.family].get(a.text);
+          if (!slot) {
+            dispatch[dir][a.family].set(a.text, { value: a.value, chains: [name], pods: [e.pod] });
+            continue;
+          }
+          if (!slot.chains.includes(name)) slot.chains.push(name);
           slot.pods.push(e.pod);
-          dispatch[dir][a.family].set(a.text, slot);
         }
       }
     }
@@ -790,7 +818,11 @@ export function compilePolicies(input: CompileInput): CompileResult {
   // Addresses claimed by more than one local pod.
   const claims = new Map<string, PolicyPod[]>();
   for (const e of local) {
-    for (const a of e.addrs) claims.set(a.text, [...(claims.get(a.text) ?? []), e.pod]);
+    for (const a of e.addrs) {
+      const pods = claims.get(a.text);
+      if (pods) pods.push(e.pod);
+      else claims.set(a.text, [e.pod]);
+    }
   }
   for (const [addr, pods] of [...claims.entries()].sort(([a], [b]) => cmp(a, b))) {
     if (pods.length < 2) continue;
@@ -812,11 +844,11 @@ export function compilePolicies(input: CompileInput): CompileResult {
       );
       const elements: Record<string, string> = {};
       for (const [addr, slot] of slots) {
-        const chains = [...slot.chains].sort();
-        if (chains.length === 1) {
-          elements[addr] = `jump ${chains[0]}`;
+        if (slot.chains.length === 1) {
+          elements[addr] = `jump ${slot.chains[0]}`;
           continue;
         }
+        const chains = [...slot.chains].sort();
         // Every chain returns on allow and drops otherwise: in sequence, the intersection.
         const name = `pol-${dir === 'ingress' ? 'inx' : 'egx'}-${hash(chains.join('\n'))}`;
         out.chains.set(name, { name, rules: chains.map((c) => `jump ${c}`) });
