@@ -132,6 +132,8 @@ export interface AgentStatus {
     stats: CompileStats | null;
     problems: number;
     lastApply: NftApplyReport | null;
+    /** The last policy pass, in ms: the compile (0 when reused) and the table apply. */
+    lastPass?: { compileMs: number; applyMs: number };
   };
   paths: {
     /** What this node can use, probed at start-up (null before the first mesh pass). */
@@ -382,13 +384,16 @@ export class Agent {
     // The compile is synchronous (tens of ms at 10,000 pods): a turn of the event
     // loop before and after it lets the status socket and watches get a word in.
     await nextTurn();
+    const compileStart = performance.now();
     const result = this.policy.compile(this.config.nodeName);
+    const compileMs = performance.now() - compileStart;
     await nextTurn();
     this.policy.report(result.problems, this.events);
     const table = composeTable({
       ...(this.pathNft ?? {}),
       policy: result.table,
     });
+    const applyStart = performance.now();
     if (resync) {
       const check = await this.table.verify();
       if (!check.inSync)
@@ -402,6 +407,7 @@ export class Agent {
       stats: result.stats,
       problems: result.problems.length,
       lastApply: report.mode === 'unchanged' ? this.policyStatus.lastApply : report,
+      lastPass: { compileMs, applyMs: performance.now() - applyStart },
     };
   }
 

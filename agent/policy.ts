@@ -22,6 +22,8 @@ import {
   namespaceFromK8s,
   networkPolicyFromK8s,
   podFromK8s,
+  samePodForPolicy,
+  trimPodForPolicy,
   type AdminNetworkPolicy,
   type BaselineAdminNetworkPolicy,
   type CompileResult,
@@ -101,7 +103,14 @@ export class PolicyWatch {
     this.retryDelays = retryDelays;
     this.anps = new Informer(kube, `${ADMIN_API}/adminnetworkpolicies`);
     this.banps = new Informer(kube, `${ADMIN_API}/baselineadminnetworkpolicies`);
-    this.pods = new Informer(kube, '/api/v1/pods');
+    // Pods: only what the compiler reads is kept, and a change nothing of which the
+    // compiler reads (status conditions, container restarts...) is no change.
+    this.pods = new Informer(
+      kube,
+      '/api/v1/pods',
+      {},
+      { transform: trimPodForPolicy, unchanged: samePodForPolicy },
+    );
     this.namespaces = new Informer(kube, '/api/v1/namespaces');
     this.policies = new Informer(kube, '/apis/networking.k8s.io/v1/networkpolicies');
   }

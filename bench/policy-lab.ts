@@ -409,7 +409,7 @@ export async function benchPolicyEnforce(
         const stray = probes.count(firstNew, at, !change.want);
         const status = await lab.agentStatus(n2.name).catch(() => null);
         log(
-          `  ${change.label}: first ${(firstNew - t0).toFixed(0)} ms, steady ${(at - t0).toFixed(0)} ms (${stray} old-outcome probes between), watch ${seen === null ? '-' : (seen - t0).toFixed(0)} ms, agent pass ${status?.reconcile.lastDurationMs.toFixed(0) ?? '-'} ms, last apply ${JSON.stringify(status?.policy.lastApply ?? '-')}`,
+          `  ${change.label}: first ${(firstNew - t0).toFixed(0)} ms, steady ${(at - t0).toFixed(0)} ms (${stray} old-outcome probes between), watch ${seen === null ? '-' : (seen - t0).toFixed(0)} ms, agent pass ${status?.reconcile.lastDurationMs.toFixed(0) ?? '-'} ms (${JSON.stringify(status?.policy.lastPass ?? '-')}), last apply ${JSON.stringify(status?.policy.lastApply ?? '-')}`,
         );
         const entry = byLabel.get(change.label) ?? { enforce: [], watch: [], first: [] };
         entry.first.push(firstNew - t0);

@@ -61,6 +61,41 @@ test('lists, then watches from the list version and keeps the cache', async (t) 
   t.deepEqual(calls.slice(0, 3), ['GET /api/v1/nodes', 'WATCH rv=5', 'WATCH rv=9']);
 });
 
+test('a transform cuts objects before they are cached; an unchanged object is kept', async (t) => {
+  type Big = Obj & { bulk?: string; keep?: string };
+  const big = (name: string, rv: string, keep: string): Big => ({
+    ...obj(name, rv),
+    bulk: 'x'.repeat(100),
+    keep,
+  });
+  const { client } = fakeClient({ items: [big('a', '1', 'k1')], rv: '5' }, [
+    [
+      { type: 'MODIFIED', object: big('a', '6', 'k1') },
+      { type: 'MODIFIED', object: big('a', '7', 'k2') },
+    ],
+  ]);
+  const inf = new Informer<Big>(
+    client,
+    '/api/v1/pods',
+    {},
+    {
+      transform: (o) => ({ metadata: o.metadata, keep: o.keep }),
+      unchanged: (x, y) => x.keep === y.keep,
+    },
+  );
+  const seen: string[] = [];
+  inf.on('update', (o: Big) => seen.push(`update ${o.metadata.name} ${o.keep}`));
+  await inf.start();
+  const first = inf.get('a');
+  t.is(first?.bulk, undefined);
+  await settle();
+  await inf.stop();
+  // rv 6 changed nothing the consumer reads: no event; rv 7 did.
+  t.deepEqual(seen, ['update a k2']);
+  t.is(inf.get('a')?.keep, 'k2');
+  t.is(inf.get('a')?.metadata.resourceVersion, '7');
+});
+
 test('an expired watch (410) relists and emits only the differences', async (t) => {
   const state = { items: [obj('a', '1'), obj('b', '1')], rv: '5' };
   let expire!: () => void;

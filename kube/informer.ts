@@ -20,21 +20,41 @@ interface ListResponse<T> {
 const keyOf = (o: Obj) =>
   o.metadata?.namespace ? `${o.metadata.namespace}/${o.metadata.name}` : (o.metadata?.name ?? '');
 
+export interface InformerOptions<T> {
+  /**
+   * Applied to every object before it is cached: keep only what the consumer reads,
+   * so a large cluster's objects (managedFields, status conditions...) are not held.
+   */
+  transform?: (obj: T) => T;
+  /**
+   * True when a changed object is the same for the consumer: the cached object (same
+   * identity) is kept and no 'update' is emitted.
+   */
+  unchanged?: (cached: T, next: T) => boolean;
+}
+
 export class Informer<T extends Obj> extends EventEmitter {
   private readonly client: KubeClient;
   private readonly path: string;
   private readonly query: Record<string, string>;
+  private readonly options: InformerOptions<T>;
   private readonly cache = new Map<string, T>();
   private resourceVersion = '';
   private stopped = false;
   private abort: AbortController | undefined;
   private loop: Promise<void> | undefined;
 
-  constructor(client: KubeClient, path: string, query: Record<string, string> = {}) {
+  constructor(
+    client: KubeClient,
+    path: string,
+    query: Record<string, string> = {},
+    options: InformerOptions<T> = {},
+  ) {
     super();
     this.client = client;
     this.path = path;
     this.query = query;
+    this.options = options;
   }
 
   list(): T[] {
@@ -70,10 +90,12 @@ export class Informer<T extends Obj> extends EventEmitter {
       rv = page.metadata?.resourceVersion ?? rv;
     } while (cont);
     const seen = new Set<string>();
-    for (const item of items) {
+    for (const raw of items) {
+      const item = this.options.transform ? this.options.transform(raw) : raw;
       const key = keyOf(item);
       seen.add(key);
       const old = this.cache.get(key);
+      if (old && this.options.unchanged?.(old, item)) continue;
       this.cache.set(key, item);
       if (!old) this.emit('add', item);
       else if (old.metadata?.resourceVersion !== item.metadata?.resourceVersion)
@@ -130,14 +152,16 @@ export class Informer<T extends Obj> extends EventEmitter {
     const rv = obj.metadata?.resourceVersion;
     if (rv) this.resourceVersion = rv;
     if (e.type === 'BOOKMARK') return false;
-    const key = keyOf(obj);
+    const item = this.options.transform ? this.options.transform(obj) : obj;
+    const key = keyOf(item);
     if (e.type === 'DELETED') {
       this.cache.delete(key);
-      this.emit('delete', obj);
+      this.emit('delete', item);
     } else {
-      const existed = this.cache.has(key);
-      this.cache.set(key, obj);
-      this.emit(existed ? 'update' : 'add', obj);
+      const old = this.cache.get(key);
+      if (old && this.options.unchanged?.(old, item)) return false;
+      this.cache.set(key, item);
+      this.emit(old ? 'update' : 'add', item);
     }
     return false;
   }

@@ -297,6 +297,8 @@ function canonicalSubject(s: AdminSubject): unknown {
 
 interface CompiledPolicy {
   key: string;
+  /** Position in name order, in this compile only (a short grouping key). */
+  index: number;
   policy: NetworkPolicy;
   types: Set<Direction>;
   rules: Record<Direction, CompiledRule[]>;
@@ -552,7 +554,7 @@ export function compilePolicies(input: CompileInput): CompileResult {
         message: `${fault}; the pods it selects are isolated and it allows nothing`,
       });
     }
-    policies.push({ key, policy, types, rules });
+    policies.push({ key, index: policies.length, policy, types, rules });
   }
   const policiesByNamespace = new Map<string, CompiledPolicy[]>();
   for (const p of policies) {
@@ -594,10 +596,14 @@ export function compilePolicies(input: CompileInput): CompileResult {
       const selecting = selectingOf[dir].get(e);
       if (!selecting) continue;
       isolated[dir]++;
-      const key = selecting.map((p) => p.key).join('\n');
-      const group = groups[dir].get(key) ?? { policies: selecting, pods: [] };
-      group.pods.push(e);
-      groups[dir].set(key, group);
+      // Grouped on positions (short); the chain is named after the policies' keys.
+      const key =
+        selecting.length === 1
+          ? String(selecting[0]?.index)
+          : selecting.map((p) => p.index).join(',');
+      const group = groups[dir].get(key);
+      if (group) group.pods.push(e);
+      else groups[dir].set(key, { policies: selecting, pods: [e] });
     }
   }
 
@@ -786,7 +792,8 @@ export function compilePolicies(input: CompileInput): CompileResult {
   };
   for (const dir of ['ingress', 'egress'] as const) {
     const tag = dir === 'ingress' ? 'in' : 'eg';
-    for (const [key, group] of groups[dir]) {
+    for (const group of groups[dir].values()) {
+      const key = group.policies.map((p) => p.key).join('\n');
       const name = `pol-${tag}-${hash(`${dir}\n${key}`)}`;
       const rules: string[] = [];
       const have = new Set<string>();
@@ -824,8 +831,8 @@ export function compilePolicies(input: CompileInput): CompileResult {
       else claims.set(a.text, [e.pod]);
     }
   }
-  for (const [addr, pods] of [...claims.entries()].sort(([a], [b]) => cmp(a, b))) {
-    if (pods.length < 2) continue;
+  const conflicts = [...claims.entries()].filter(([, pods]) => pods.length > 1);
+  for (const [addr, pods] of conflicts.sort(([a], [b]) => cmp(a, b))) {
     const [first] = pods as [PolicyPod];
     problems.push(
       podProblem(

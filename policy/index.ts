@@ -30,6 +30,8 @@ export {
 export {
   networkPolicyFromK8s,
   podFromK8s,
+  trimPodForPolicy,
+  samePodForPolicy,
   namespaceFromK8s,
   labelSelectorFromK8s,
   adminNetworkPolicyFromK8s,

@@ -1,5 +1,11 @@
 import test from 'ava';
-import { namespaceFromK8s, networkPolicyFromK8s, podFromK8s } from './k8s.ts';
+import {
+  namespaceFromK8s,
+  networkPolicyFromK8s,
+  podFromK8s,
+  samePodForPolicy,
+  trimPodForPolicy,
+} from './k8s.ts';
 import { compilePolicies } from './compile.ts';
 import { makeCluster, upstreamNamespaces, upstreamPods } from './fixtures.ts';
 import type { NetworkPolicy, PolicyProblemReason } from './types.ts';
@@ -358,6 +364,52 @@ test('a malformed address or port of a pod is dropped with a problem', (t) => {
   t.deepEqual(pod?.ports, []);
   t.is(problems.length, 3);
   t.true(problems.every((p) => p.reason === 'InvalidPod'));
+});
+
+test('a pod cut down for the policy cache translates exactly as the whole pod', (t) => {
+  const cases = [
+    podObj(),
+    podObj({ hostNetwork: true }),
+    podObj({}, { phase: 'Succeeded' }),
+    podObj({}, { phase: 'Pending', podIP: undefined, podIPs: undefined }),
+    podObj(
+      {
+        containers: [{ name: 'c', ports: [{ name: 'big', containerPort: 70000 }] }, 'junk'],
+        initContainers: 'junk',
+      },
+      { podIP: '100.64.1.1', podIPs: [{ ip: '100.064.1.1' }, { ip: 'nonsense' }] },
+    ),
+    { metadata: { name: 'no-namespace' } },
+  ];
+  for (const whole of cases) {
+    const withBulk = {
+      ...whole,
+      metadata: { ...whole.metadata, managedFields: [{ manager: 'kubectl' }], uid: 'u1' },
+    };
+    t.deepEqual(podFromK8s(trimPodForPolicy(withBulk)), podFromK8s(withBulk));
+  }
+  const trimmed = trimPodForPolicy({
+    ...podObj(),
+    metadata: { ...podObj().metadata, managedFields: [{ manager: 'kubectl' }] },
+  }) as { metadata: Record<string, unknown>; spec: Record<string, unknown> };
+  t.false('managedFields' in trimmed.metadata);
+  t.deepEqual(Object.keys(trimmed.spec).sort(), [
+    'containers',
+    'hostNetwork',
+    'initContainers',
+    'nodeName',
+  ]);
+});
+
+test('pods that differ only in what policy does not read are the same to it', (t) => {
+  const a = podObj();
+  const rv = (o: object, v: string) => ({ ...o, metadata: { ...a.metadata, resourceVersion: v } });
+  const conditions = { ...a, status: { ...a.status, conditions: [{ type: 'Ready' }] } };
+  t.true(samePodForPolicy(trimPodForPolicy(rv(a, '1')), trimPodForPolicy(rv(conditions, '2'))));
+  const relabelled = { ...a, metadata: { ...a.metadata, labels: { pod: 'b' } } };
+  t.false(samePodForPolicy(trimPodForPolicy(a), trimPodForPolicy(relabelled)));
+  const moved = podObj({}, { podIP: '100.64.1.2', podIPs: [{ ip: '100.64.1.2' }] });
+  t.false(samePodForPolicy(trimPodForPolicy(a), trimPodForPolicy(moved)));
 });
 
 test('a namespace translates with its labels', (t) => {

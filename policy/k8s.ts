@@ -361,6 +361,52 @@ export function podFromK8s(obj: Readonly<V1Pod> | object): {
   };
 }
 
+/**
+ * A Pod cut down to what podFromK8s reads (and the informer's name, namespace, uid
+ * and resourceVersion): podFromK8s gives the same pod and problems for both. A
+ * watch cache of every pod in a large cluster holds this instead of whole objects.
+ */
+export function trimPodForPolicy<T extends object>(obj: T): T {
+  const o = obj as Record<string, unknown>;
+  const meta = isRecord(o.metadata) ? o.metadata : {};
+  const spec = isRecord(o.spec) ? o.spec : {};
+  const status = isRecord(o.status) ? o.status : {};
+  const containers = (list: unknown, sidecarsOnly: boolean) =>
+    Array.isArray(list)
+      ? (list as unknown[])
+          .filter((c) => isRecord(c) && (!sidecarsOnly || c.restartPolicy === 'Always'))
+          .map((c) => {
+            const r = c as Record<string, unknown>;
+            return { restartPolicy: r.restartPolicy, ports: r.ports };
+          })
+      : undefined;
+  return {
+    metadata: {
+      name: meta.name,
+      namespace: meta.namespace,
+      uid: meta.uid,
+      resourceVersion: meta.resourceVersion,
+      labels: meta.labels,
+    },
+    spec: {
+      hostNetwork: spec.hostNetwork,
+      nodeName: spec.nodeName,
+      containers: containers(spec.containers, false),
+      initContainers: containers(spec.initContainers, true),
+    },
+    status: { phase: status.phase, podIP: status.podIP, podIPs: status.podIPs },
+  } as unknown as T;
+}
+
+/** Two trimmed pods that differ at most in resourceVersion: the same to policy. */
+export function samePodForPolicy(a: object, b: object): boolean {
+  const text = (x: object) => {
+    const o = x as { metadata?: Record<string, unknown> };
+    return JSON.stringify({ ...o, metadata: { ...o.metadata, resourceVersion: undefined } });
+  };
+  return text(a) === text(b);
+}
+
 /** A Namespace object as a PolicyNamespace. */
 export function namespaceFromK8s(obj: Readonly<V1Namespace> | object): {
   namespace: PolicyNamespace | null;
