@@ -7,7 +7,8 @@
 // out compiles without a problem of its own.
 import test from 'ava';
 import { expect, fuzz, mutate, type Rng } from '../sys/fuzz.ts';
-import { checkAdminRule, compilePolicies } from './compile.ts';
+import { checkAdminRule } from './check.ts';
+import { compilePolicies } from './compile.ts';
 import { upstreamNamespaces, upstreamPods } from './fixtures.ts';
 import { adminNetworkPolicyFromK8s, baselineAdminNetworkPolicyFromK8s } from './k8s.ts';
 import type { AdminRule, PolicyProblem } from './types.ts';

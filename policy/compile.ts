@@ -97,14 +97,10 @@ import {
   type Family,
   type Range,
 } from './ranges.ts';
+import { compileAdminTiers } from './admin-tier.ts';
+import { checkPolicy, effectivePolicyTypes } from './check.ts';
 import {
-  ADMIN_ACTIONS,
   PROTOCOLS,
-  type AdminAction,
-  type AdminNetworkPolicy,
-  type AdminRule,
-  type AdminSubject,
-  type BaselineAdminNetworkPolicy,
   type CompileInput,
   type CompileStats,
   type LabelSelector,
@@ -112,7 +108,6 @@ import {
   type PolicyPod,
   type PolicyProblem,
   type PolicyRule,
-  type PolicyType,
   type Protocol,
 } from './types.ts';
 
@@ -147,119 +142,19 @@ export interface CompileResult {
   stats: CompileStats;
 }
 
-type Direction = 'ingress' | 'egress';
-const FAMILIES: readonly Family[] = [4, 6];
+export type Direction = 'ingress' | 'egress';
+export const FAMILIES: readonly Family[] = [4, 6];
 const IPX: Record<Family, string> = { 4: 'ip', 6: 'ip6' };
-const ADDR_TYPE: Record<Family, string> = { 4: 'ipv4_addr', 6: 'ipv6_addr' };
+export const ADDR_TYPE: Record<Family, string> = { 4: 'ipv4_addr', 6: 'ipv6_addr' };
 const NFT_PROTO: Record<Protocol, string> = { TCP: 'tcp', UDP: 'udp', SCTP: 'sctp' };
 const METADATA_NAME = 'kubernetes.io/metadata.name';
-/** IANA_SVC_NAME, as upstream validates container port names. */
-const PORT_NAME = /^(?=.{1,15}$)(?=.*[a-z])[a-z0-9]+(-[a-z0-9]+)*$/;
-
-/** Upstream defaulting: Ingress always, Egress when the policy has egress rules. */
-export function effectivePolicyTypes(
-  p: Pick<NetworkPolicy, 'policyTypes' | 'egress'>,
-): PolicyType[] {
-  if (p.policyTypes.length > 0) return [...new Set(p.policyTypes)].sort();
-  return p.egress.length > 0 ? ['Egress', 'Ingress'] : ['Ingress'];
-}
-
-/**
- * What is wrong with a policy's contents, or null. The translation from Kubernetes
- * objects and the compiler both call this, so one set of rules decides validity.
- */
-export function checkPolicy(p: NetworkPolicy): string | null {
-  for (const [i, rule] of p.ingress.entries()) {
-    const fault = checkRule(rule, `spec.ingress[${i}]`, 'from');
-    if (fault) return fault;
-  }
-  for (const [i, rule] of p.egress.entries()) {
-    const fault = checkRule(rule, `spec.egress[${i}]`, 'to');
-    if (fault) return fault;
-  }
-  return null;
-}
-
-/** What is wrong with one rule's peers and ports (NetworkPolicy's rules), or null. */
-function checkRule(rule: PolicyRule, where: string, peersKey: 'from' | 'to'): string | null {
-  for (const [j, peer] of rule.peers.entries()) {
-    const at = `${where}.${peersKey}[${j}]`;
-    const hasSelector = peer.podSelector !== undefined || peer.namespaceSelector !== undefined;
-    if (peer.ipBlock && hasSelector) return `${at}: ipBlock cannot be combined with selectors`;
-    if (!peer.ipBlock && !hasSelector) return `${at}: a peer needs a selector or an ipBlock`;
-    if (peer.ipBlock) {
-      const cidr = parseCidr(peer.ipBlock.cidr);
-      if ('error' in cidr) return `${at}.ipBlock.cidr ${cidr.error}`;
-      for (const [k, e] of peer.ipBlock.except.entries()) {
-        const ex = parseCidr(e);
-        if ('error' in ex) return `${at}.ipBlock.except[${k}] ${ex.error}`;
-        const inside =
-          ex.family === cidr.family &&
-          ex.range.lo >= cidr.range.lo &&
-          ex.range.hi <= cidr.range.hi &&
-          !(ex.range.lo === cidr.range.lo && ex.range.hi === cidr.range.hi);
-        if (!inside) return `${at}.ipBlock.except[${k}] '${e}' is not strictly inside the cidr`;
-      }
-    }
-  }
-  for (const [j, port] of rule.ports.entries()) {
-    const at = `${where}.ports[${j}]`;
-    if (!PROTOCOLS.includes(port.protocol)) {
-      return `${at}.protocol must be one of ${PROTOCOLS.join(', ')}`;
-    }
-    if (typeof port.port === 'string') {
-      if (!PORT_NAME.test(port.port)) return `${at}.port '${port.port}' is not a valid port name`;
-      if (port.endPort !== undefined) return `${at}.endPort needs a numeric port`;
-    } else if (port.port !== undefined) {
-      if (!isPort(port.port)) return `${at}.port must be 1 to 65535`;
-      if (port.endPort !== undefined && (!isPort(port.endPort) || port.endPort < port.port)) {
-        return `${at}.endPort must be a port no smaller than port`;
-      }
-    } else if (port.endPort !== undefined) {
-      return `${at}.endPort needs a numeric port`;
-    }
-  }
-  return null;
-}
-
-/**
- * What is wrong with one admin policy rule, or null: its action (BANP: Allow or
- * Deny), its peers (cluster-wide: a namespaceSelector, or on egress a network),
- * then the checks every rule gets. `where` names the rule, e.g. `spec.egress[2]`.
- */
-export function checkAdminRule(
-  rule: AdminRule,
-  where: string,
-  dir: 'ingress' | 'egress',
-  baseline: boolean,
-): string | null {
-  const actions: readonly string[] = baseline ? ['Allow', 'Deny'] : ADMIN_ACTIONS;
-  if (!actions.includes(rule.action)) {
-    return `${where}.action must be one of ${actions.join(', ')}`;
-  }
-  const peersKey = dir === 'ingress' ? 'from' : 'to';
-  for (const [j, peer] of rule.peers.entries()) {
-    const at = `${where}.${peersKey}[${j}]`;
-    if (peer.ipBlock && dir === 'ingress') return `${at}: networks are egress peers only`;
-    if (peer.ipBlock && peer.ipBlock.except.length > 0) return `${at}: networks have no except`;
-    if (!peer.ipBlock && !peer.namespaceSelector) {
-      return `${at}: a cluster-wide peer needs a namespace selector`;
-    }
-  }
-  return checkRule({ peers: rule.peers, ports: rule.ports }, where, peersKey);
-}
-
-function isPort(n: unknown): n is number {
-  return Number.isInteger(n) && (n as number) >= 1 && (n as number) <= 65535;
-}
-
-interface Addr {
+export interface Addr {
   family: Family;
   value: bigint;
   text: string;
 }
 
-interface PodEntry {
+export interface PodEntry {
   pod: PolicyPod;
   addrs: Addr[];
 }
@@ -275,24 +170,12 @@ interface CompiledPeer {
   canonical: string;
 }
 
-interface CompiledRule {
+export interface CompiledRule {
   /** null: every address. */
   peers: CompiledPeer[] | null;
   /** Empty (and no named ports): every port and protocol. */
   numeric: Map<Protocol, Range[] | 'all'>;
   named: { protocol: Protocol; name: string }[];
-}
-
-interface CompiledAdminRule {
-  action: AdminAction;
-  rule: CompiledRule;
-}
-
-/** The fail-closed stand-in for an unreadable Deny or Pass rule: every packet. */
-const DENY_ALL: CompiledRule = { peers: null, numeric: new Map(), named: [] };
-
-function canonicalSubject(s: AdminSubject): unknown {
-  return [canonicalSelector(s.namespaceSelector), canonicalSelector(s.podSelector)];
 }
 
 interface CompiledPolicy {
@@ -304,7 +187,7 @@ interface CompiledPolicy {
   rules: Record<Direction, CompiledRule[]>;
 }
 
-function canonicalSelector(s: LabelSelector | undefined): unknown {
+export function canonicalSelector(s: LabelSelector | undefined): unknown {
   if (!s) return null;
   return [
     Object.entries(s.matchLabels).sort(([a], [b]) => cmp(a, b)),
@@ -314,14 +197,14 @@ function canonicalSelector(s: LabelSelector | undefined): unknown {
   ];
 }
 
-function cmp(a: string, b: string): number {
+export function cmp(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
 const hashes = new Map<string, string>();
 
 /** 64 bits of sha256, as hex: stable object names of bounded length. Memoised. */
-function hash(text: string): string {
+export function hash(text: string): string {
   let h = hashes.get(text);
   if (h === undefined) {
     h = createHash('sha256').update(text).digest('hex').slice(0, 16);
@@ -347,7 +230,7 @@ function cachedAddress(text: string): Addr | null {
   return a;
 }
 
-function compileRule(rule: PolicyRule, namespace: string): CompiledRule {
+export function compileRule(rule: PolicyRule, namespace: string): CompiledRule {
   let peers: CompiledPeer[] | null = null;
   if (rule.peers.length > 0) {
     peers = rule.peers.map((peer): CompiledPeer => {
@@ -493,7 +376,7 @@ class PodIndex {
 }
 
 /** The fragment under construction: objects by name, built once each. */
-class FragmentBuilder {
+export class FragmentBuilder {
   readonly sets = new Map<string, NftSet>();
   readonly maps = new Map<string, NftMap>();
   readonly chains = new Map<string, NftChain>();
@@ -894,207 +777,17 @@ export function compilePolicies(input: CompileInput): CompileResult {
         : [],
     });
   } else {
-    // The admin tiers (see the opening comment): ANP, then NetworkPolicy, then BANP.
-    const npSelected: Record<Direction, Set<string>> = { ingress: new Set(), egress: new Set() };
-    for (const dir of ['ingress', 'egress'] as const) {
-      for (const group of groups[dir].values()) {
-        for (const e of group.pods) for (const a of e.addrs) npSelected[dir].add(a.text);
-      }
-    }
-    const subjectSelects = (subject: AdminSubject, pod: PolicyPod): boolean =>
-      selectorMatches(subject.namespaceSelector, namespaceLabels.get(pod.namespace) ?? {}) &&
-      selectorMatches(subject.podSelector, pod.labels);
-
-    /** An admin policy's rules, each checked; a faulty one is replaced as upstream says. */
-    const compileAdmin = (
-      kind: 'AdminNetworkPolicy' | 'BaselineAdminNetworkPolicy',
-      p: AdminNetworkPolicy | BaselineAdminNetworkPolicy,
-    ): Record<Direction, CompiledAdminRule[]> => {
-      const baseline = kind === 'BaselineAdminNetworkPolicy';
-      const rules: Record<Direction, CompiledAdminRule[]> = { ingress: [], egress: [] };
-      for (const dir of ['ingress', 'egress'] as const) {
-        for (const [i, rule] of p[dir].entries()) {
-          const fault = checkAdminRule(rule, `spec.${dir}[${i}]`, dir, baseline);
-          if (!fault) {
-            rules[dir].push({ action: rule.action, rule: compileRule(rule, '') });
-            continue;
-          }
-          const allow = rule.action === 'Allow';
-          problems.push({
-            kind,
-            namespace: '',
-            name: p.name,
-            reason: 'InvalidPolicy',
-            message: `${fault}; ${allow ? 'the Allow rule matches nothing' : 'the rule denies everything'}`,
-          });
-          if (!allow) rules[dir].push({ action: 'Deny', rule: DENY_ALL });
-        }
-      }
-      return rules;
-    };
-
-    const adminNamed = (subject: AdminSubject, rule: CompiledRule) => (f: Family) =>
-      namedSet(
-        JSON.stringify(['admin-ingress-named', canonicalSubject(subject), rule.named]),
-        f,
-        () =>
-          namedElements(
-            rule,
-            local
-              .filter((e) => subjectSelects(subject, e.pod))
-              .map((entry) => ({ entry, keep: () => true })),
-          ),
-      );
-
-    // ANPs by priority (ties by name, for a stable order), then their groups.
-    const anps = [...(input.adminPolicies ?? [])]
-      .sort((a, b) => a.priority - b.priority || cmp(a.name, b.name))
-      .map((p) => ({ p, rules: compileAdmin('AdminNetworkPolicy', p) }));
-    const baseline = input.baselinePolicy
-      ? {
-          p: input.baselinePolicy,
-          rules: compileAdmin('BaselineAdminNetworkPolicy', input.baselinePolicy),
-        }
-      : null;
-    if (input.baselinePolicy && input.baselinePolicy.name !== 'default') {
-      problems.push({
-        kind: 'BaselineAdminNetworkPolicy',
-        namespace: '',
-        name: input.baselinePolicy.name,
-        reason: 'InvalidPolicy',
-        message:
-          "a BaselineAdminNetworkPolicy must be named 'default'; it is enforced all the same",
-      });
-    }
-    for (const dir of ['ingress', 'egress'] as const) {
-      const tag = dir === 'ingress' ? 'in' : 'eg';
-      const tail = ADMIN_CHAINS[dir].np;
-      const anpGroups = new Map<string, { order: typeof anps; addrs: Addr[] }>();
-      const byAddr = new Map<string, { addr: Addr; order: Set<number> }>();
-      for (const e of local) {
-        anps.forEach((a, i) => {
-          if (a.rules[dir].length === 0 || !subjectSelects(a.p.subject, e.pod)) return;
-          for (const addr of e.addrs) {
-            const slot = byAddr.get(addr.text) ?? { addr, order: new Set<number>() };
-            slot.order.add(i);
-            byAddr.set(addr.text, slot);
-          }
-        });
-      }
-      for (const { addr, order } of byAddr.values()) {
-        const list = [...order].sort((a, b) => a - b).map((i) => anps[i] as (typeof anps)[number]);
-        const key = list.map((a) => a.p.name).join('\n');
-        const group = anpGroups.get(key) ?? { order: list, addrs: [] };
-        group.addrs.push(addr);
-        anpGroups.set(key, group);
-      }
-      const adminElements: Record<Family, Map<string, { value: bigint; verdict: string }>> = {
-        4: new Map(),
-        6: new Map(),
-      };
-      for (const [key, group] of anpGroups) {
-        const name = `anp-${tag}-${hash(`${dir}\n${key}`)}`;
-        const rules: string[] = [];
-        const have = new Set<string>();
-        for (const { p, rules: compiled } of group.order) {
-          for (const { action, rule } of compiled[dir]) {
-            const verdict =
-              action === 'Allow' ? 'return' : action === 'Deny' ? 'drop' : `goto ${tail}`;
-            for (const text of ruleTexts(dir, rule, verdict, adminNamed(p.subject, rule))) {
-              // Every admin rule ends the evaluation, so a repeated text never fires.
-              if (!have.has(text)) rules.push(text);
-              have.add(text);
-            }
-          }
-        }
-        rules.push(`goto ${tail}`);
-        out.chains.set(name, { name, rules });
-        for (const a of group.addrs) {
-          adminElements[a.family].set(a.text, { value: a.value, verdict: `goto ${name}` });
-        }
-      }
-
-      const baselineElements: Record<Family, Map<string, { value: bigint; verdict: string }>> = {
-        4: new Map(),
-        6: new Map(),
-      };
-      if (baseline && baseline.rules[dir].length > 0) {
-        const name = ADMIN_CHAINS[dir].baseline;
-        const rules: string[] = [];
-        for (const { action, rule } of baseline.rules[dir]) {
-          const verdict = action === 'Allow' ? 'return' : 'drop';
-          for (const text of ruleTexts(dir, rule, verdict, adminNamed(baseline.p.subject, rule))) {
-            if (!rules.includes(text)) rules.push(text);
-          }
-        }
-        out.chains.set(name, { name, rules });
-        for (const e of local) {
-          if (!subjectSelects(baseline.p.subject, e.pod)) continue;
-          for (const a of e.addrs) {
-            // Only where no NetworkPolicy selects the address for this direction.
-            if (npSelected[dir].has(a.text)) continue;
-            baselineElements[a.family].set(a.text, { value: a.value, verdict: `jump ${name}` });
-          }
-        }
-      }
-
-      for (const f of FAMILIES) {
-        for (const [maps, elements] of [
-          [ADMIN_MAPS.admin, adminElements],
-          [ADMIN_MAPS.baseline, baselineElements],
-        ] as const) {
-          const name = maps[dir][f];
-          const sorted = [...elements[f].entries()].sort(([, a], [, b]) =>
-            a.value < b.value ? -1 : a.value > b.value ? 1 : 0,
-          );
-          out.maps.set(name, {
-            name,
-            type: ADDR_TYPE[f],
-            value: 'verdict',
-            elements: Object.fromEntries(sorted.map(([k, v]) => [k, v.verdict])),
-          });
-        }
-      }
-      const side = dir === 'ingress' ? 'daddr' : 'saddr';
-      out.chains.set(ADMIN_CHAINS[dir].entry, {
-        name: ADMIN_CHAINS[dir].entry,
-        rules: [
-          `ip ${side} vmap @${ADMIN_MAPS.admin[dir][4]}`,
-          `ip6 ${side} vmap @${ADMIN_MAPS.admin[dir][6]}`,
-          `goto ${tail}`,
-        ],
-      });
-      out.chains.set(tail, {
-        name: tail,
-        rules: [
-          // From the input hook: a pod's traffic to its own node, which NetworkPolicy
-          // and the baseline never police (only the ANP tier above could deny it).
-          ...(dir === 'egress' ? ['fib daddr type local return'] : []),
-          `ip ${side} vmap @${DISPATCH_MAPS[dir][4]}`,
-          `ip6 ${side} vmap @${DISPATCH_MAPS[dir][6]}`,
-          `ip ${side} vmap @${ADMIN_MAPS.baseline[dir][4]}`,
-          `ip6 ${side} vmap @${ADMIN_MAPS.baseline[dir][6]}`,
-        ],
-      });
-    }
-    out.chains.set(POLICY_FORWARD_CHAIN, {
-      name: POLICY_FORWARD_CHAIN,
-      rules: [
-        'ct state established,related return',
-        'ct state invalid drop',
-        `jump ${ADMIN_CHAINS.egress.entry}`,
-        `jump ${ADMIN_CHAINS.ingress.entry}`,
-      ],
+    adminStats = compileAdminTiers({
+      input,
+      out,
+      local,
+      groups,
+      namespaceLabels,
+      problems,
+      ruleTexts,
+      namedSet,
+      namedElements,
     });
-    out.chains.set(POLICY_INPUT_CHAIN, {
-      name: POLICY_INPUT_CHAIN,
-      rules: [
-        'icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } return',
-        'ct state established,related return',
-        `jump ${ADMIN_CHAINS.egress.entry}`,
-      ],
-    });
-    adminStats = { adminPolicies: anps.length, baselinePolicy: baseline !== null };
   }
 
   const table = out.table();

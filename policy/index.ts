@@ -15,11 +15,9 @@
 // never accepts (allowed traffic returns, denied traffic drops), so the jumps may sit
 // anywhere in the base chains. compile.ts explains the shape and the decisions,
 // k8s.ts the fail-closed handling of malformed objects.
+export { checkPolicy, checkAdminRule, effectivePolicyTypes } from './check.ts';
 export {
   compilePolicies,
-  checkPolicy,
-  checkAdminRule,
-  effectivePolicyTypes,
   POLICY_FORWARD_CHAIN,
   POLICY_INPUT_CHAIN,
   DISPATCH_MAPS,

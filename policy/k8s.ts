@@ -18,7 +18,7 @@
 // Failed), whose addresses may already belong to a new pod. A malformed address
 // or port of a pod is dropped with a problem; the rest of the pod stands.
 import type { V1Namespace, V1NetworkPolicy, V1Pod } from '@kubernetes/client-node';
-import { checkAdminRule, checkPolicy } from './compile.ts';
+import { checkAdminRule, checkPolicy } from './check.ts';
 import { parseAddress } from './ranges.ts';
 import {
   POLICY_TYPES,
