@@ -3,7 +3,8 @@
 // could notice a difference from the kernel.
 import test from 'ava';
 import { CommandError, type RunOptions, type RunResult, type Runner } from './exec.ts';
-import { FakeIp, IpCli } from './ip.ts';
+import { FakeIp } from './fakeip.ts';
+import { IpCli } from './ip.ts';
 
 class ScriptedRunner implements Runner {
   readonly argvs: string[] = [];
