@@ -12,17 +12,8 @@
 //   Several hundred background Pods (API objects only) and policies keep the
 //   compile honest. Baseline, in the same run: the same write reaching a plain watch
 //   in this process (an agent cannot act before its watch delivers the change).
-// - policy-throughput: iperf3 TCP to a server pod from a pod on the other node
-//   (through the node tunnel) and from a pod on the same node (veth to veth), with
-//   no policy in the cluster and with 1,000 NetworkPolicies in force, each selecting
-//   the server and hundreds of other pods, one of them admitting the clients.
-//   Phases alternate (A B, then B A); the figure is with / without. An established
-//   flow passes on its conntrack entry and never meets a policy rule, so the same
-//   phases also time new flows (a UDP probe loop, one fresh flow per 10 ms, round
-//   trips of the answered ones) whose allowing rule is the last policy's: the first
-//   packet walks the rules of all 1,000 policies selecting the server.
+// policy-throughput (bench/policy-throughput.ts) shares this lab and these helpers.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -42,21 +33,25 @@ import { startDaemon } from '../lab/procs.ts';
 import { serveArgv } from '../kind-tests/netpol/prober.ts';
 import { systemEnv } from '../sys/index.ts';
 
-const LAB = 'polbench';
+export const LAB = 'polbench';
 const NS = 'polbench';
-const PROBE_PORT = 8080;
+export const PROBE_PORT = 8080;
 
-const wallNow = () => performance.timeOrigin + performance.now();
-const log = (line: string) => process.stderr.write(`${line}\n`);
+export const wallNow = () => performance.timeOrigin + performance.now();
+export const log = (line: string) => process.stderr.write(`${line}\n`);
 
 /** Run `fn` over `items`, `width` at a time. */
-async function inBatches<T>(items: readonly T[], width: number, fn: (t: T) => Promise<unknown>) {
+export async function inBatches<T>(
+  items: readonly T[],
+  width: number,
+  fn: (t: T) => Promise<unknown>,
+) {
   for (let i = 0; i < items.length; i += width)
     await Promise.all(items.slice(i, i + width).map(fn));
 }
 
 /** A long-running process in a pod, recorded in the lab so `down` stops it. */
-async function startInPod(lab: Lab, pod: LabPod, procName: string, argv: string[]) {
+export async function startInPod(lab: Lab, pod: LabPod, procName: string, argv: string[]) {
   const rec = startDaemon(
     procName,
     [...lab.execPrefix({ pod: pod.name, namespace: pod.namespace }), ...argv],
@@ -158,13 +153,13 @@ interface Clients {
   net: NetworkingV1Api;
 }
 
-function clients(lab: Lab): Clients {
+export function clients(lab: Lab): Clients {
   const kc = new KubeConfig();
   kc.loadFromFile(lab.state.kubeconfig);
   return { kc, core: kc.makeApiClient(CoreV1Api), net: kc.makeApiClient(NetworkingV1Api) };
 }
 
-async function createBackground(
+export async function createBackground(
   api: Clients,
   bg: ReturnType<typeof backgroundObjects>,
 ): Promise<void> {
@@ -176,7 +171,7 @@ async function createBackground(
 }
 
 /** Wait until every agent's last policy pass compiled `policies` policies. */
-async function waitPolicies(lab: Lab, policies: number, timeoutMs = 300_000): Promise<void> {
+export async function waitPolicies(lab: Lab, policies: number, timeoutMs = 300_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   const nodes = lab.plan.nodes.map((n) => n.name);
   let seen: (number | undefined)[] = [];
@@ -200,7 +195,7 @@ async function waitPolicies(lab: Lab, policies: number, timeoutMs = 300_000): Pr
 // policy-enforce
 
 /** The probe loop's results, in send order as they arrive (out of order by timeouts). */
-class ProbeStream {
+export class ProbeStream {
   readonly child: ChildProcess;
   private results: ProbeResult[] = [];
   readonly timeoutMs: number;
@@ -487,247 +482,4 @@ export async function benchPolicyEnforce(
     events.stop();
     await lab.down();
   }
-}
-
-// ---------------------------------------------------------------------------
-// policy-throughput
-
-const TPUT_NS = 'tput';
-const IPERF_PORT = 5201;
-
-/**
- * `count` policies in the server's namespace, every one selecting the server and the
- * namespace's other `tier: web` pods. The first by name admits the clients on
- * iperf3's port (a new connection returns at the first rules of the server's chain);
- * the last by name admits them on the prober's UDP port (a new flow walks every
- * policy's rules first: the worst case). The others admit other apps and namespaces
- * on other ports (and some an ipBlock).
- */
-export function throughputPolicies(count: number): V1NetworkPolicy[] {
-  const out: V1NetworkPolicy[] = [
-    {
-      metadata: { name: 'allow-clients', namespace: TPUT_NS, labels: { bench: 'tput' } },
-      spec: {
-        podSelector: { matchLabels: { tier: 'web' } },
-        policyTypes: ['Ingress'],
-        ingress: [
-          {
-            _from: [{ podSelector: { matchLabels: { role: 'client' } } }],
-            ports: [{ protocol: 'TCP', port: IPERF_PORT }],
-          },
-        ],
-      },
-    },
-  ];
-  for (let k = 1; k < count - 1; k++) {
-    out.push({
-      metadata: { name: `policy-${k}`, namespace: TPUT_NS, labels: { bench: 'tput' } },
-      spec: {
-        podSelector: {
-          matchExpressions: [{ key: 'tier', operator: 'In', values: ['web', `t${k % 7}`] }],
-        },
-        policyTypes: ['Ingress'],
-        ingress: [
-          {
-            _from: [
-              { podSelector: { matchLabels: { app: `app-${k % 50}` } } },
-              { namespaceSelector: { matchLabels: { team: `team-${k % 5}` } } },
-            ],
-            ports: [{ protocol: 'TCP', port: 10_000 + k }],
-          },
-          ...(k % 4 === 0
-            ? [
-                {
-                  _from: [{ ipBlock: { cidr: '10.0.0.0/8', except: [`10.${k % 256}.0.0/16`] } }],
-                  ports: [{ protocol: 'UDP' as const, port: 20_000 + k, endPort: 20_010 + k }],
-                },
-              ]
-            : []),
-        ],
-      },
-    });
-  }
-  out.push({
-    metadata: { name: 'zz-allow-probes', namespace: TPUT_NS, labels: { bench: 'tput' } },
-    spec: {
-      podSelector: { matchLabels: { tier: 'web' } },
-      policyTypes: ['Ingress'],
-      ingress: [
-        {
-          _from: [{ podSelector: { matchLabels: { role: 'client' } } }],
-          ports: [{ protocol: 'UDP', port: PROBE_PORT }],
-        },
-      ],
-    },
-  });
-  return out;
-}
-
-export async function benchPolicyThroughput(repeats: number, policies = 1000): Promise<Figure[]> {
-  const load = [loadavg()[0] ?? 0];
-  const lab = await Lab.up({ name: LAB, nodes: 2, podsPerNode: 0, agents: true, progress: log });
-  try {
-    const [n1, n2] = lab.plan.nodes;
-    if (!n1 || !n2) throw new Error('need 2 nodes');
-    const api = clients(lab);
-    await ensureNamespace(api.core, TPUT_NS, { team: 'team-0' });
-    const server = await lab.addPod(n2.name, TPUT_NS, 'server', { tier: 'web', app: 'server' });
-    const far = await lab.addPod(n1.name, TPUT_NS, 'client-far', { role: 'client' });
-    const near = await lab.addPod(n2.name, TPUT_NS, 'client-near', { role: 'client' });
-    await startInPod(lab, server, 'polbench-iperf3', ['iperf3', '-s']);
-    await startInPod(lab, server, 'polbench-prober', serveArgv([PROBE_PORT], 'server'));
-    // Background: 400 more pods the policies select or admit, in this namespace and others.
-    const bg = backgroundObjects({
-      namespaces: 4,
-      podsPerNamespace: 50,
-      policiesPerNamespace: 0,
-      nodes: lab.plan.nodes,
-    });
-    await createBackground(api, bg);
-    const local: PodSpecLite[] = Array.from({ length: 200 }, (_, i) => {
-      const node = i % 2 ? n1 : n2;
-      return {
-        namespace: TPUT_NS,
-        name: `web-${i}`,
-        nodeName: node.name,
-        hostIP: node.underlayIP,
-        ips: [`100.81.${i >> 8}.${i & 255}`],
-        labels: { tier: 'web', app: `app-${i % 50}` },
-      };
-    });
-    await inBatches(local, 20, (p) => registerPod(api.core, p));
-    await sleep(1000);
-
-    const objects = throughputPolicies(policies);
-    let inForce = false;
-    const phase = async (withPolicies: boolean) => {
-      if (withPolicies === inForce) return; // A B, B A: the middle phase is already set
-      inForce = withPolicies;
-      const t0 = performance.now();
-      if (withPolicies) {
-        await inBatches(objects, 20, (p) =>
-          api.net.createNamespacedNetworkPolicy({ namespace: TPUT_NS, body: p }),
-        );
-      } else {
-        await api.net.deleteCollectionNamespacedNetworkPolicy({
-          namespace: TPUT_NS,
-          labelSelector: 'bench=tput',
-        });
-      }
-      await waitPolicies(lab, withPolicies ? policies : 0);
-      const s = await lab.agentStatus(n2.name);
-      log(
-        `policy-throughput: ${withPolicies ? policies : 0} policies in force after ${((performance.now() - t0) / 1000).toFixed(1)} s (server's node: ${JSON.stringify(s.policy.stats)})`,
-      );
-      await sleep(2000); // let the agents' passes finish before measuring
-    };
-    const iperf = async (client: LabPod): Promise<number> => {
-      const res = await lab.execInPod(
-        client.name,
-        ['iperf3', '-c', server.ips[0] ?? '', '-p', String(IPERF_PORT), '-t', '3', '-J'],
-        { namespace: TPUT_NS, timeoutMs: 60_000 },
-      );
-      return (
-        (JSON.parse(res.stdout) as { end: { sum_received: { bits_per_second: number } } }).end
-          .sum_received.bits_per_second / 1e6
-      );
-    };
-    // New flows' round trips: a UDP probe loop (one fresh flow per 10 ms) for 3 s.
-    const newFlows = async (client: LabPod): Promise<number[]> => {
-      const stream = new ProbeStream(lab, client, `${server.ips[0]}:${PROBE_PORT}`, 10, 1000);
-      const start = wallNow();
-      await sleep(3500);
-      stream.stop();
-      await sleep(200);
-      return stream.rtts(start + 500);
-    };
-    const samples = {
-      far: { with: [] as number[], without: [] as number[] },
-      near: { with: [] as number[], without: [] as number[] },
-    };
-    // The agents' own CPU while iperf3 runs (percent of one core, both agents): on a
-    // 2-core machine, an agent busy with 1,000 policies competes with the traffic.
-    const agentCpu = { with: [] as number[], without: [] as number[] };
-    const flows = {
-      far: { with: [] as number[], without: [] as number[] },
-      near: { with: [] as number[], without: [] as number[] },
-    };
-    await iperf(far); // warm-up
-    for (let i = 0; i < repeats; i++) {
-      for (const withPolicies of i % 2 ? [true, false] : [false, true]) {
-        await phase(withPolicies);
-        const key = withPolicies ? 'with' : 'without';
-        const cpu0 = agentsCpuMs(lab);
-        const wall0 = performance.now();
-        samples.far[key].push(await iperf(far));
-        samples.near[key].push(await iperf(near));
-        agentCpu[key].push((100 * (agentsCpuMs(lab) - cpu0)) / (performance.now() - wall0));
-        flows.far[key].push(...(await newFlows(far)));
-        flows.near[key].push(...(await newFlows(near)));
-        load.push(loadavg()[0] ?? 0);
-        log(
-          `policy-throughput: round ${i + 1}/${repeats}, ${key}: far ${samples.far[key].at(-1)?.toFixed(0)} Mbit/s, near ${samples.near[key].at(-1)?.toFixed(0)} Mbit/s, agents' CPU ${agentCpu[key].at(-1)?.toFixed(1)}%`,
-        );
-      }
-    }
-    const B = 'policy-throughput';
-    return [
-      figureOf(
-        B,
-        `TCP pod -> pod on another node (tunnel), ${policies} policies in force (baseline: none; target ratio >= 0.95)`,
-        'Mbit/s',
-        samples.far.with,
-        samples.far.without,
-      ),
-      figureOf(
-        B,
-        `TCP pod -> pod on the same node (veths), ${policies} policies in force (baseline: none; target ratio >= 0.95)`,
-        'Mbit/s',
-        samples.near.with,
-        samples.near.without,
-      ),
-      figureOf(
-        B,
-        `new UDP flow's round trip, other node, its allowing rule after every other policy's (baseline: no policy)`,
-        'ms',
-        flows.far.with,
-        flows.far.without,
-      ),
-      figureOf(
-        B,
-        `new UDP flow's round trip, same node, its allowing rule after every other policy's (baseline: no policy)`,
-        'ms',
-        flows.near.with,
-        flows.near.without,
-      ),
-      figureOf(
-        B,
-        `both agents' CPU while iperf3 runs, ${policies} policies in force (baseline: none)`,
-        '% of a core',
-        agentCpu.with,
-        agentCpu.without,
-      ),
-      figureOf(B, `load average (1 min) during the run (median)`, 'load', load),
-    ];
-  } finally {
-    await lab.down();
-  }
-}
-
-/**
- * CPU time (user + system, ms) the lab's agent processes have used so far, with that
- * of the children they have reaped (nft, ip); wireguard-go runs on, so it is not in.
- */
-function agentsCpuMs(lab: Lab): number {
-  let ticks = 0;
-  for (const node of lab.plan.nodes) {
-    const rec = lab.state.procs.find((p) => p.name === lab.agentProcName(node.name));
-    if (!rec) continue;
-    // Fields after the command's closing parenthesis: utime, stime, cutime, cstime are
-    // the 12th to the 15th.
-    const stat = readFileSync(`/proc/${rec.pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    for (const i of [11, 12, 13, 14]) ticks += Number(fields[i]);
-  }
-  return ticks * 10; // USER_HZ is 100 on Linux
 }

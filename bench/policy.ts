@@ -1,5 +1,5 @@
 // Policy benchmarks without a cluster: policy-compile here, policy-apply further down
-// (the lab ones, policy-enforce and policy-throughput, are in policy-lab.ts).
+// (the lab ones: policy-enforce in policy-lab.ts, policy-throughput in policy-throughput.ts).
 //
 // policy-compile: the pure NetworkPolicy compiler over a
 // cluster of 10,000 pods (100 namespaces x 100 pods, on 50 nodes) and 1,000
