@@ -10,7 +10,7 @@ import { expect, fuzz, mutate, type Rng } from '../sys/fuzz.ts';
 import { checkAdminRule } from './check.ts';
 import { compilePolicies } from './compile.ts';
 import { upstreamNamespaces, upstreamPods } from './fixtures.ts';
-import { adminNetworkPolicyFromK8s, baselineAdminNetworkPolicyFromK8s } from './k8s.ts';
+import { adminNetworkPolicyFromK8s, baselineAdminNetworkPolicyFromK8s } from './admin-k8s.ts';
 import type { AdminRule, PolicyProblem } from './types.ts';
 
 const ANP = {

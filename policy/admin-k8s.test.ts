@@ -4,7 +4,7 @@
 // denies everything, a spec fault denies all for the subject, an unreadable
 // subject refuses the policy), always with a problem.
 import test from 'ava';
-import { adminNetworkPolicyFromK8s, baselineAdminNetworkPolicyFromK8s } from './k8s.ts';
+import { adminNetworkPolicyFromK8s, baselineAdminNetworkPolicyFromK8s } from './admin-k8s.ts';
 
 const EVERY = { matchLabels: {}, matchExpressions: [] };
 const sel = (l: Record<string, string>) => ({ matchLabels: l, matchExpressions: [] });

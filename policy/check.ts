@@ -1,5 +1,5 @@
 // Validity of NetworkPolicy and admin policy contents: one set of rules, used by the
-// translation from Kubernetes objects (k8s.ts) and by the compiler (compile.ts).
+// translation from Kubernetes objects (k8s.ts, admin-k8s.ts) and by the compiler (compile.ts).
 import { parseCidr } from './ranges.ts';
 import {
   ADMIN_ACTIONS,

@@ -49,7 +49,7 @@
 // NetworkPolicy-only one above, and its chains do not change with ANP membership:
 // which pods an admin policy selects lives in the map elements. Two local pods
 // claiming one address: it is treated as selected by every ANP selecting either.
-// How unreadable admin policies fail closed is in k8s.ts.
+// How unreadable admin policies fail closed is in admin-k8s.ts.
 //
 // Decisions, in upstream terms:
 // - The fragment never `accept`s: allowed traffic returns to the agent's base chain

@@ -14,7 +14,7 @@
 // `jump policy-forward` and its input base chain `jump policy-input`. The fragment
 // never accepts (allowed traffic returns, denied traffic drops), so the jumps may sit
 // anywhere in the base chains. compile.ts explains the shape and the decisions,
-// k8s.ts the fail-closed handling of malformed objects.
+// k8s.ts and admin-k8s.ts the fail-closed handling of malformed objects.
 export { checkPolicy, checkAdminRule, effectivePolicyTypes } from './check.ts';
 export {
   compilePolicies,
@@ -32,8 +32,7 @@ export {
   samePodForPolicy,
   namespaceFromK8s,
   labelSelectorFromK8s,
-  adminNetworkPolicyFromK8s,
-  baselineAdminNetworkPolicyFromK8s,
 } from './k8s.ts';
+export { adminNetworkPolicyFromK8s, baselineAdminNetworkPolicyFromK8s } from './admin-k8s.ts';
 export { hookVerdict, renderFragment, type Packet } from './nftsim.ts';
 export * from './types.ts';
