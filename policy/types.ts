@@ -1,7 +1,7 @@
 // The policy compiler's own view of the world: pods, namespaces and NetworkPolicies
 // as plain data, family-agnostic (a pod has IPv4 and IPv6 addresses alike). These
 // types mirror networking.k8s.io/v1 closely so that the upstream semantics map one
-// to one, but they are already validated: policy/k8s.ts is the only place that
+// to one, but they are already validated: policy/k8s.ts (and admin-k8s.ts) is the only place that
 // reads Kubernetes objects, and it turns a malformed policy into its fail-closed
 // equivalent (see there). Label selectors are IPAM's (ipam/types.ts): one
 // implementation of metav1.LabelSelector for the whole agent.
