@@ -140,10 +140,17 @@ async function buildHand(
   for (const [i, s] of sides.entries()) {
     const o = sides[1 - i] as HandSide;
     const inNode = nsRunner(s.node);
-    // wireguard-go, as the agent runs it (tunnels/userspace.ts).
+    // wireguard-go, as the agent runs it (tunnels/userspace.ts), and placed as the
+    // agent's is: in a session of its own (detached: setsid). With the kernel's
+    // autogroup scheduling (sched_autogroup_enabled=1 here) CPU is shared between
+    // sessions first; a hand wireguard-go left in this process's session, with the
+    // iperf3 clients, got a different share than the agents' and ran 5-15% faster
+    // than the same device in its own session (measured by hand, lab `w`, both
+    // ways round). Like for like, then.
     const argv = ['nsenter', `--net=/run/netns/${s.node}`, '--', toolPath('wireguard-go')];
     const wg = spawn(argv[0] ?? '', [...argv.slice(1), '-f', s.wg], {
       stdio: 'ignore',
+      detached: true,
       env: systemEnv({ WG_PROCESS_FOREGROUND: '1' }),
     });
     procs.push(wg);
