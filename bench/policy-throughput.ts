@@ -157,7 +157,15 @@ export async function benchPolicyThroughput(repeats: number, policies = 1000): P
       log(
         `policy-throughput: ${withPolicies ? policies : 0} policies in force after ${((performance.now() - t0) / 1000).toFixed(1)} s (server's node: ${JSON.stringify(s.policy.stats)})`,
       );
-      await sleep(2000); // let the agents' passes finish before measuring
+      // Steady state: measure once the agents are done with the change (their passes,
+      // Events, status), not while they still compete with iperf3 for the 2 cores: at
+      // most 20 s for both agents to stay under 2% of a core for a whole second.
+      await sleep(2000);
+      for (let waited = 0; waited < 20; waited++) {
+        const cpu0 = agentsCpuMs(lab);
+        await sleep(1000);
+        if (agentsCpuMs(lab) - cpu0 < 20) break;
+      }
     };
     const iperf = async (client: LabPod): Promise<number> => {
       const res = await lab.execInPod(
