@@ -132,7 +132,10 @@ export interface AgentStatus {
     stats: CompileStats | null;
     problems: number;
     lastApply: NftApplyReport | null;
-    /** The last policy pass, in ms: the compile (0 when reused) and the table apply. */
+    /**
+     * The last policy pass, in ms: the compile (next to 0 when reused), and the
+     * table's verify (on a resync) and apply.
+     */
     lastPass?: { compileMs: number; applyMs: number };
   };
   paths: {

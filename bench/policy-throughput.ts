@@ -42,21 +42,21 @@ const IPERF_PORT = 5201;
  * on other ports (and some an ipBlock).
  */
 export function throughputPolicies(count: number): V1NetworkPolicy[] {
-  const out: V1NetworkPolicy[] = [
-    {
-      metadata: { name: 'allow-clients', namespace: TPUT_NS, labels: { bench: 'tput' } },
-      spec: {
-        podSelector: { matchLabels: { tier: 'web' } },
-        policyTypes: ['Ingress'],
-        ingress: [
-          {
-            _from: [{ podSelector: { matchLabels: { role: 'client' } } }],
-            ports: [{ protocol: 'TCP', port: IPERF_PORT }],
-          },
-        ],
-      },
+  // Admits the clients to the server's (and the other web pods') `port`.
+  const allowClients = (name: string, protocol: 'TCP' | 'UDP', port: number): V1NetworkPolicy => ({
+    metadata: { name, namespace: TPUT_NS, labels: { bench: 'tput' } },
+    spec: {
+      podSelector: { matchLabels: { tier: 'web' } },
+      policyTypes: ['Ingress'],
+      ingress: [
+        {
+          _from: [{ podSelector: { matchLabels: { role: 'client' } } }],
+          ports: [{ protocol, port }],
+        },
+      ],
     },
-  ];
+  });
+  const out: V1NetworkPolicy[] = [allowClients('allow-clients', 'TCP', IPERF_PORT)];
   for (let k = 1; k < count - 1; k++) {
     out.push({
       metadata: { name: `policy-${k}`, namespace: TPUT_NS, labels: { bench: 'tput' } },
@@ -85,19 +85,7 @@ export function throughputPolicies(count: number): V1NetworkPolicy[] {
       },
     });
   }
-  out.push({
-    metadata: { name: 'zz-allow-probes', namespace: TPUT_NS, labels: { bench: 'tput' } },
-    spec: {
-      podSelector: { matchLabels: { tier: 'web' } },
-      policyTypes: ['Ingress'],
-      ingress: [
-        {
-          _from: [{ podSelector: { matchLabels: { role: 'client' } } }],
-          ports: [{ protocol: 'UDP', port: PROBE_PORT }],
-        },
-      ],
-    },
-  });
+  out.push(allowClients('zz-allow-probes', 'UDP', PROBE_PORT));
   return out;
 }
 
