@@ -137,6 +137,13 @@ export interface AgentStatus {
      * table's verify (on a resync) and apply.
      */
     lastPass?: { compileMs: number; applyMs: number };
+    /**
+     * Resync passes that read the whole table back to look for drift; the others relied
+     * on the kernel's change notifications (`watching`: the agent's own transactions
+     * are told from others', so a resync reads the table only after someone else's).
+     */
+    tableReads?: number;
+    watching?: boolean;
   };
   paths: {
     /** What this node can use, probed at start-up (null before the first mesh pass). */
@@ -191,6 +198,7 @@ export class Agent {
   private pathNftKey = '';
   private readonly table: TableDriver;
   private policyStatus: AgentStatus['policy'] = { stats: null, problems: 0, lastApply: null };
+  private tableReads = 0;
   private events: KubeEventRecorder;
   private lastPlan: MeshPlan | null = null;
   private multicluster: MultiClusterWatch | undefined;
@@ -199,7 +207,7 @@ export class Agent {
   private synced = false;
   private rotationTimer: NodeJS.Timeout | undefined;
   private watchdog: NodeJS.Timeout | undefined;
-  private tableMonitor: NftTableMonitor | undefined;
+  private readonly tableMonitor: NftTableMonitor;
   readonly reconciler: Reconciler;
 
   constructor(config: AgentConfig, log: Logger) {
@@ -209,7 +217,20 @@ export class Agent {
     this.keys = new KeyStore(config.stateDir);
     this.wg = new WgCli(defaultRunner);
     this.ip = new IpCli(defaultRunner);
-    this.table = new TableDriver(new NftCli(defaultRunner));
+    // The table deleted or changed by hand would leave the node without policy or
+    // without the fail-closed drops until the next resync; the kernel tells us at once.
+    // It also spares a resync reading the table back while nobody else changed it.
+    this.tableMonitor = new NftTableMonitor({
+      onChange: (reason) => {
+        this.log.warn('nftables: the table may have been changed outside the agent', { reason });
+        this.reconciler.schedule(reason, 'nftables');
+      },
+      onError: (e) => this.log.warn('nftables monitor stopped; restarting', { error: e.message }),
+    });
+    const monitor = this.tableMonitor;
+    this.table = new TableDriver(
+      new NftCli(defaultRunner, { onTransaction: (pid) => monitor.ownProcess(pid) }),
+    );
     this.pathDriver = new PathDriver(this.ip);
     this.events = new KubeEventRecorder(this.kube, config.nodeName, log);
     this.remoteStatus = new RemoteClusterStatusWriter(this.kube);
@@ -295,12 +316,6 @@ export class Agent {
     await this.podNetwork.start(`${this.config.runDir}/cni.sock`);
     this.policy = new PolicyWatch(this.kube, this.log);
     await this.policy.start((reason) => this.reconciler.schedule(reason, 'policy'));
-    // The table deleted by hand would leave the node without policy and without the
-    // fail-closed drops until the next resync; the kernel tells us at once instead.
-    this.tableMonitor = new NftTableMonitor({
-      onDeleted: () => this.reconciler.schedule('nftables table deleted', 'nftables'),
-      onError: (e) => this.log.warn('nftables monitor stopped; restarting', { error: e.message }),
-    });
     await this.tableMonitor.start();
     this.multicluster = new MultiClusterWatch({
       kube: this.kube,
@@ -330,7 +345,7 @@ export class Agent {
     this.reconciler.stop();
     if (this.rotationTimer) clearInterval(this.rotationTimer);
     if (this.watchdog) clearInterval(this.watchdog);
-    this.tableMonitor?.stop();
+    this.tableMonitor.stop();
     await this.informer?.stop();
     await this.blockInformer?.stop();
     await this.policy?.stop();
@@ -397,7 +412,10 @@ export class Agent {
       policy: result.table,
     });
     const applyStart = performance.now();
-    if (resync) {
+    // A resync reads the table back only when the monitor cannot vouch that nobody
+    // else changed it (see NftTableMonitor.fullVerifyDue).
+    if (resync && this.tableMonitor.fullVerifyDue()) {
+      this.tableReads++;
       const check = await this.table.verify();
       if (!check.inSync)
         this.log.warn('nftables table changed outside the agent; restoring it', {
@@ -411,6 +429,7 @@ export class Agent {
       problems: result.problems.length,
       lastApply: report.mode === 'unchanged' ? this.policyStatus.lastApply : report,
       lastPass: { compileMs, applyMs: performance.now() - applyStart },
+      tableReads: this.tableReads,
     };
   }
 
@@ -710,7 +729,7 @@ export class Agent {
       },
       peers,
       refused: this.lastPlan?.refused ?? [],
-      policy: this.policyStatus,
+      policy: { ...this.policyStatus, watching: this.tableMonitor.attributing },
       paths: {
         available: this.available,
         pools: (this.pools?.current().pools ?? []).map((p) => ({

@@ -53,15 +53,32 @@ const NO_TABLE = /No such file or directory/;
 export class NftCli implements NftClient {
   private readonly runner: Runner;
   private readonly nft: string;
-  constructor(runner: Runner, options: { nft?: string } = {}) {
+  private readonly onTransaction: ((pid: number) => void) | undefined;
+  /**
+   * `onTransaction` is told the process id of each nft that may change the table
+   * (NftTableMonitor.ownProcess), before it can commit.
+   */
+  constructor(
+    runner: Runner,
+    options: { nft?: string; onTransaction?: (pid: number) => void } = {},
+  ) {
     this.runner = runner;
     this.nft = options.nft ?? 'nft';
+    this.onTransaction = options.onTransaction;
+  }
+
+  private own(): { onSpawn?: (pid: number) => void } {
+    return this.onTransaction ? { onSpawn: this.onTransaction } : {};
   }
 
   async apply(ops: readonly NftOp[]): Promise<void> {
     const script = renderScript(ops);
     if (!script) return;
-    await this.runner.run([this.nft, '-f', '-'], { input: script, timeoutMs: 120_000 });
+    await this.runner.run([this.nft, '-f', '-'], {
+      input: script,
+      timeoutMs: 120_000,
+      ...this.own(),
+    });
   }
 
   async listTable(): Promise<NftObservedTable | null> {
@@ -76,7 +93,11 @@ export class NftCli implements NftClient {
 
   async deleteTable(): Promise<void> {
     const argv = [this.nft, 'delete', 'table', NFT_FAMILY, NFT_TABLE];
-    const res = await this.runner.run(argv, { allowFailure: true, timeoutMs: 60_000 });
+    const res = await this.runner.run(argv, {
+      allowFailure: true,
+      timeoutMs: 60_000,
+      ...this.own(),
+    });
     if (res.code !== 0 && !NO_TABLE.test(res.stderr)) {
       throw new CommandError(argv, res.code, res.stdout, res.stderr, `exit code ${res.code}`);
     }

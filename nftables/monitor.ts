@@ -1,11 +1,22 @@
-// Notices at once when the agent's table disappears (`nft delete table inet
-// wiremesh` by hand, another tool flushing the ruleset), rather than at the next
-// resync: until it is restored there is no policy and no fail-closed drop, so the
-// gap must be as short as a reconcile. It runs one long-lived `nft monitor tables`
-// (the kernel's own change notifications; no polling) and calls `onDeleted` for
-// each deletion of the table, including the delete-and-recreate of the agent's own
-// full replace: the caller's verify finds the table in sync and does nothing more.
-// If nft exits, it is started again with backoff; `stop` ends it.
+// Watches the kernel's change notifications for the agent's table (one long-lived
+// `nft monitor`, no polling), for two reasons:
+// - a change made by anyone else (`nft delete table inet wiremesh` by hand, another
+//   tool flushing the ruleset, a rule deleted) is reported at once through `onChange`,
+//   rather than found at the next resync: until the table is restored the node may
+//   have no policy and no fail-closed drop;
+// - a resync need not read the whole table back while nobody else touched it
+//   (`fullVerifyDue`). Listing and parsing a table of 1,000 policies (thousands of
+//   rules, tens of thousands of elements) costs a good part of a core every resync.
+//
+// Telling the agent's transactions from others': nft prints, after each transaction,
+// `# new generation N by process PID (comm)`. The agent reports the process id of each
+// nft it runs (`ownProcess`); a transaction that touched the table from any other
+// process is foreign. Process ids only match when the agent sees the host's PID
+// namespace (the DaemonSet runs with hostPID): until one of the agent's own
+// transactions has been recognised, every change counts as foreign and every resync
+// reads the table back, as it would without the monitor. So does a monitor that
+// stopped (changes meanwhile were not seen), anything nft prints on stderr (such as
+// lost events), and a resync more than `fullVerifyEveryMs` after the last full one.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { systemEnv } from '../sys/index.ts';
@@ -15,14 +26,40 @@ export interface TableMonitorOptions {
   /** The nft binary (default `nft` on the system PATH) and an argv prefix (e.g. `ip netns exec NS`). */
   nft?: string;
   prefix?: readonly string[];
-  onDeleted: () => void;
+  /** The table may have been changed by someone else: `reason` says what and who. */
+  onChange: (reason: string) => void;
   onError?: (error: Error) => void;
+  /** The longest time between two resyncs that read the whole table (default 10 min). */
+  fullVerifyEveryMs?: number;
+  /** Clock for tests. */
+  now?: () => number;
 }
 
 /** True for the monitor line that reports the deletion of the agent's table. */
 export function isTableDeletion(line: string): boolean {
   return line.trim() === `delete table ${NFT_FAMILY} ${NFT_TABLE}`;
 }
+
+const OUR_TABLE = new RegExp(`(^|\\s)${NFT_FAMILY} ${NFT_TABLE}(\\s|$)`);
+
+/** True for an event line about the agent's table or anything in it. */
+export function touchesTable(line: string): boolean {
+  return !line.startsWith('#') && OUR_TABLE.test(line);
+}
+
+/** The end of one transaction in `nft monitor` output; null for any other line. */
+export function parseGeneration(
+  line: string,
+): { generation: number; pid?: number; comm?: string } | null {
+  const m = /^# new generation (\d+)(?: by process (\d+) \((.*)\))?\s*$/.exec(line);
+  if (!m) return null;
+  const out: { generation: number; pid?: number; comm?: string } = { generation: Number(m[1]) };
+  if (m[2] !== undefined) out.pid = Number(m[2]);
+  if (m[3] !== undefined) out.comm = m[3];
+  return out;
+}
+
+const OWN_PROCESSES_KEPT = 64;
 
 export class NftTableMonitor {
   private readonly opts: TableMonitorOptions;
@@ -31,6 +68,16 @@ export class NftTableMonitor {
   private backoffMs = 500;
   private restartTimer: NodeJS.Timeout | undefined;
   private readyResolve: (() => void) | undefined;
+  private readonly own: number[] = [];
+  /** Set once one of the agent's own transactions was recognised by its process id. */
+  private attributes = false;
+  /** Grows each time the table may have changed behind the agent's back. */
+  private epoch = 0;
+  private verifiedEpoch = -1;
+  private verifiedAt = -Infinity;
+  /** The transaction being read: did it touch the table, did it delete it. */
+  private touched = false;
+  private deleted = false;
 
   constructor(options: TableMonitorOptions) {
     this.opts = options;
@@ -50,6 +97,34 @@ export class NftTableMonitor {
     return this.child?.pid;
   }
 
+  /** True while the agent's own transactions are told apart from others'. */
+  get attributing(): boolean {
+    return this.attributes && this.child !== undefined;
+  }
+
+  /** Records the process id of an nft the agent started (call before it can commit). */
+  ownProcess(pid: number): void {
+    this.own.push(pid);
+    if (this.own.length > OWN_PROCESSES_KEPT) this.own.shift();
+  }
+
+  /**
+   * Whether a resync must read the whole table back; when it says yes, it counts the
+   * read as done from now on, so call it just before listing the table.
+   */
+  fullVerifyDue(): boolean {
+    const now = (this.opts.now ?? Date.now)();
+    const due =
+      !this.attributing ||
+      this.epoch !== this.verifiedEpoch ||
+      now - this.verifiedAt >= (this.opts.fullVerifyEveryMs ?? 600_000);
+    if (due) {
+      this.verifiedEpoch = this.epoch;
+      this.verifiedAt = now;
+    }
+    return due;
+  }
+
   stop(): void {
     this.stopped = true;
     if (this.restartTimer) clearTimeout(this.restartTimer);
@@ -57,15 +132,57 @@ export class NftTableMonitor {
     this.child = undefined;
   }
 
+  /** Feeds one line of `nft monitor` output (exposed for unit tests). */
+  line(line: string): void {
+    const gen = parseGeneration(line);
+    if (gen === null) {
+      if (!touchesTable(line)) return;
+      this.touched = true;
+      if (isTableDeletion(line)) {
+        this.deleted = true;
+        // Without attribution the deletion is reported at once, as any change is.
+        if (!this.attributes) this.foreign('nftables table deleted');
+      }
+      return;
+    }
+    const { touched, deleted } = this;
+    this.touched = false;
+    this.deleted = false;
+    if (!touched) return;
+    if (gen.pid !== undefined && this.own.includes(gen.pid)) {
+      this.attributes = true;
+      return;
+    }
+    if (!this.attributes) {
+      // Maybe the agent's own (a deletion was reported at its line): the next resync
+      // reads the table back in any case.
+      this.epoch++;
+      return;
+    }
+    const who = gen.pid === undefined ? 'an unknown process' : `process ${gen.pid} (${gen.comm})`;
+    this.foreign(`nftables table ${deleted ? 'deleted' : 'changed'} by ${who}`);
+  }
+
+  private foreign(reason: string): void {
+    this.epoch++;
+    this.opts.onChange(reason);
+  }
+
   private spawn(): void {
-    const argv = [...(this.opts.prefix ?? []), this.opts.nft ?? 'nft', 'monitor', 'tables'];
+    const argv = [...(this.opts.prefix ?? []), this.opts.nft ?? 'nft', 'monitor'];
     const [file, ...args] = argv as [string, ...string[]];
     const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'], env: systemEnv() });
     this.child = child;
+    this.touched = false;
+    this.deleted = false;
     let stderr = '';
-    child.stderr?.on('data', (b: Buffer) => (stderr = (stderr + b.toString()).slice(-2000)));
+    child.stderr?.on('data', (b: Buffer) => {
+      stderr = (stderr + b.toString()).slice(-2000);
+      // e.g. events lost to a full socket buffer: what happened is unknown.
+      if (this.child === child) this.foreign(`nftables monitor: ${b.toString().trim()}`);
+    });
     createInterface({ input: child.stdout }).on('line', (line) => {
-      if (isTableDeletion(line)) this.opts.onDeleted();
+      if (this.child === child) this.line(line);
     });
     child.once('spawn', () => {
       // nft subscribes before reading any event; a short wait would not make it surer.
@@ -85,8 +202,8 @@ export class NftTableMonitor {
     this.readyResolve = undefined;
     if (this.stopped) return;
     this.opts.onError?.(new Error(why));
-    // Changes while nft was away were not seen: report a possible deletion.
-    this.opts.onDeleted();
+    // Changes while nft was away were not seen: report a possible change.
+    this.foreign('nftables monitor restarted; changes meanwhile unseen');
     this.restartTimer = setTimeout(() => this.spawn(), this.backoffMs);
     this.backoffMs = Math.min(this.backoffMs * 2, 30_000);
   }

@@ -16,6 +16,8 @@ export interface RunOptions {
   timeoutMs?: number;
   /** Resolve with the result instead of throwing when the exit code is not 0. */
   allowFailure?: boolean;
+  /** Told the child's process id as soon as it exists (before it can do anything). */
+  onSpawn?: (pid: number) => void;
 }
 
 export interface RunResult {
@@ -64,6 +66,7 @@ export class ProcessRunner implements Runner {
         cwd: options.cwd,
         stdio: ['pipe', 'pipe', 'pipe'],
       });
+      if (child.pid !== undefined) options.onSpawn?.(child.pid);
       const out: Buffer[] = [];
       const err: Buffer[] = [];
       let timedOut = false;
