@@ -14,6 +14,14 @@
 // Medians over repeats, runs interleaved (agent, hand, agent reversed, hand reversed)
 // so drift on this shared machine hits both sides alike.
 //
+// Three settings, in one lab, the pools changed at runtime between them: the three
+// pools side by side with the lab's default pool, which is encrypted (mixed: the
+// agent adds `from POOL lookup 51826` rules for the encrypted pools, the hand nodes
+// have none, so the ratio includes what policy routing costs every route lookup);
+// then plaintext pools only (the encrypted ones set to encryption None) for VXLAN and
+// native; then all pools encrypted for WireGuard. In
+// the last two neither side has an ip rule: the ratio is the path itself.
+//
 // The hand namespaces are named like the lab's own (`wml-pools-h*`, `wmp-pools-h*`)
 // and the host ends of their underlay veths `wml-pools-h*`, so `lab down` removes
 // them too if this process dies before its own clean-up.
@@ -21,10 +29,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { figureOf, type Figure } from './harness.ts';
 import { generateKeyPair } from '../crypto/index.ts';
-import { createPoolNamespace, Lab } from '../lab/index.ts';
+import { createPoolNamespace, IPPOOL_PATH, Lab } from '../lab/index.ts';
 import { kubeClient } from '../kube/index.ts';
 import { defaultRunner, systemEnv, toolPath, type Runner } from '../sys/index.ts';
-import { WgCli } from '../tunnels/index.ts';
+import { ENCRYPT_ROUTE_TABLE, WgCli } from '../tunnels/index.ts';
 
 const POOLS = [
   { name: 'secure', cidr: '100.90.0.0/16', encryption: 'WireGuard', encapsulation: 'None' },
@@ -220,6 +228,49 @@ async function linkMtu(runner: Runner, dev: string): Promise<number> {
   return mtu;
 }
 
+/** True when either node has a policy-routing rule of the agent's (table 51826). */
+async function sourceRules(nodes: Runner[]): Promise<boolean> {
+  for (const node of nodes)
+    for (const family of ['-4', '-6']) {
+      const res = await node.run(['ip', family, '-j', 'rule', 'list']);
+      const rules = JSON.parse(res.stdout || '[]') as { table?: string }[];
+      if (rules.some((r) => r.table === String(ENCRYPT_ROUTE_TABLE))) return true;
+    }
+  return false;
+}
+
+async function until(what: string, done: () => Promise<boolean>): Promise<void> {
+  for (let i = 0; i < 300; i++) {
+    if (await done()) return;
+    await sleep(100);
+  }
+  throw new Error(`paths: timed out waiting for ${what}`);
+}
+
+async function untilNoSourceRules(nodes: Runner[]): Promise<void> {
+  await until('the source rules to go', async () => !(await sourceRules(nodes)));
+  await sleep(2000); // the rest of the pass (routes, nftables guard) settles
+}
+
+async function setPools(
+  kube: ReturnType<typeof kubeClient>,
+  encryption: Record<string, 'WireGuard' | 'None'>,
+): Promise<void> {
+  for (const [pool, value] of Object.entries(encryption))
+    await kube.request(
+      'PATCH',
+      `${IPPOOL_PATH}/${pool}`,
+      // A Required pool cannot go without encryption: Preferred first.
+      {
+        spec:
+          value === 'None'
+            ? { encryption: value, encryptionMode: 'Preferred' }
+            : { encryption: value },
+      },
+      { contentType: 'application/merge-patch+json' },
+    );
+}
+
 export async function benchPaths(repeats: number): Promise<Figure[]> {
   const lab = await Lab.up({ name: 'pools', nodes: 2, podsPerNode: 0, agents: true });
   const procs: ChildProcess[] = [];
@@ -276,7 +327,7 @@ export async function benchPaths(repeats: number): Promise<Figure[]> {
     };
     const handPod = ['nsenter', `--net=/run/netns/${h1.pod}`, '--'];
     const figures: Figure[] = [];
-    for (const c of CASES) {
+    const measure = async (c: (typeof CASES)[number], setting: string): Promise<void> => {
       await routeHand(sides, c.path, mtus.pod[c.path]);
       const pod = lab.execPrefix({ pod: `${c.pool}-a`, namespace: c.pool });
       const dst = podIP[c.pool] ?? '';
@@ -298,7 +349,7 @@ export async function benchPaths(repeats: number): Promise<Figure[]> {
       }
       const round = (xs: number[]) => xs.map((x) => Math.round(x));
       process.stderr.write(
-        `paths: ${c.path} Mbit/s ${JSON.stringify({
+        `paths: ${c.path} (${setting}) Mbit/s ${JSON.stringify({
           agent: { ab: round(agent.ab), ba: round(agent.ba) },
           hand: { ab: round(hand.ab), ba: round(hand.ba) },
         })}\n`,
@@ -307,7 +358,7 @@ export async function benchPaths(repeats: number): Promise<Figure[]> {
         ['ab', 'A->B'],
         ['ba', 'B->A'],
       ] as const) {
-        const what = `TCP pod to pod ${label} over the agent's ${c.path} path vs the same built by hand`;
+        const what = `TCP pod to pod ${label} over the agent's ${c.path} path vs the same built by hand, ${setting}`;
         figures.push(figureOf('paths', what, 'Mbit/s', agent[dir], hand[dir]));
         // The same runs as pairs (each agent run over the hand run next to it): less
         // sensitive to the load changing between repeats than the ratio of medians.
@@ -315,7 +366,33 @@ export async function benchPaths(repeats: number): Promise<Figure[]> {
         const f = figureOf('paths', `${what}, median of paired ratios`, 'x', paired);
         figures.push({ ...f, ratio: f.value });
       }
-    }
+    };
+    const nodes = [lab.nodeRunner(a.name), lab.nodeRunner(b.name)];
+    // 1. The three pools side by side. The encrypted pool's traffic to the plaintext
+    //    pools' blocks must stay encrypted, so both nodes carry `from POOL lookup
+    //    51826` rules, and any ip rule slows every route lookup of the node (the hand
+    //    nodes have none: this is what mixing costs).
+    if (!(await sourceRules(nodes))) throw new Error('mixed pools but no source rules');
+    for (const c of CASES) await measure(c, 'mixed pools');
+    // 2. and 3. Each path where the cluster's pools do not mix encrypted and plaintext:
+    //    no ip rule on either side, so the ratio is the path itself.
+    await setPools(kube, { secure: 'None', 'default-ipv4': 'None' });
+    await untilNoSourceRules(nodes);
+    for (const c of CASES.filter((x) => x.path !== 'WireGuard'))
+      await measure(c, 'plaintext pools only');
+    await setPools(kube, {
+      secure: 'WireGuard',
+      plain: 'WireGuard',
+      native: 'WireGuard',
+      'default-ipv4': 'WireGuard',
+    });
+    await until('the plaintext pools to be encrypted', async () => {
+      const res = await nodes[0]?.run(['ip', 'route', 'get', podIP.plain ?? '']);
+      return res?.stdout.includes('dev wiremesh.wg') ?? false;
+    });
+    await untilNoSourceRules(nodes);
+    for (const c of CASES.filter((x) => x.path === 'WireGuard'))
+      await measure(c, 'encrypted pools only');
     return figures;
   } finally {
     for (const p of procs) p.kill('SIGTERM');
