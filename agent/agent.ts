@@ -29,27 +29,20 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { V1Node, KubernetesObject } from '@kubernetes/client-node';
 import { kubeClient, Informer, type KubeClient } from '../kube/index.ts';
 import { KeyStore, type WireGuardKeyPair } from '../crypto/index.ts';
-import {
-  WgCli,
-  probeEncapsulations,
-  type Availability,
-  type WgClient,
-  type WgPeer,
-} from '../tunnels/index.ts';
+import { WgCli, probeEncapsulations, type Availability, type WgClient } from '../tunnels/index.ts';
 import { IpCli, defaultRunner, type IpClient } from '../sys/index.ts';
-import { NftCli, NftTableMonitor, TableDriver, type NftApplyReport } from '../nftables/index.ts';
+import { NftCli, NftTableMonitor, TableDriver } from '../nftables/index.ts';
 import type { NftTable } from '../nftables/model.ts';
-import type { CompileStats } from '../policy/index.ts';
 import { PolicyWatch } from './policy.ts';
 import { composeTable } from './nftable.ts';
 import { meshNodeFromK8s, type MeshNode } from './meshnode.ts';
 import { assignTunnelAddresses, planMesh, type MeshPlan, type MeshSettings } from './plan.ts';
-import { planPaths, type PathBlock, type PathInput, type PathPlan, type Path } from './paths.ts';
+import { planPaths, type PathBlock, type PathInput, type PathPlan } from './paths.ts';
 import { PathDriver, pathReportChanged } from './pathdriver.ts';
 import { PoolWatch } from './pools.ts';
 import { parseCidr, formatCidr } from './cidr.ts';
 import { MeshDriver, reportChanged, type DeviceProvider } from './meshdriver.ts';
-import { chooseDevice, type WireGuardMode } from './device.ts';
+import { chooseDevice } from './device.ts';
 import { Reconciler, type DirtyPhases } from './reconciler.ts';
 import { PodNetwork } from './podnetwork.ts';
 import { pathMtu } from './mtu.ts';
@@ -67,111 +60,20 @@ import {
   ANNOTATION_ENDPOINT,
   ANNOTATION_HOST_ENCRYPTION,
   WIREGUARD_DEVICE,
-  WIREGUARD_PORT,
 } from './annotations.ts';
 import { formatEndpoint } from './endpoint.ts';
 import type { Logger } from './log.ts';
+import { type AgentConfig } from './config.ts';
+import type { AgentStatus, PeerStatus } from './status.ts';
+import { splitPathNft } from './pathnft.ts';
 import {
   MultiClusterWatch,
   RemoteClusterStatusWriter,
   planRemotePeers,
   statusWriterNode,
-  type Condition,
   type MultiClusterProblem,
   type RemotePlan,
 } from '../multicluster/index.ts';
-
-export interface AgentConfig {
-  nodeName: string;
-  kubeconfig?: string;
-  stateDir: string;
-  runDir: string;
-  listenPort: number;
-  tunnelCIDR: string;
-  resyncMs: number;
-  wireguardMode: WireGuardMode;
-  wireguardGo?: string;
-  keyRotationPeriodMs: number;
-  /** Route host-to-host traffic between nodes through the mesh (pairs where both agree). */
-  hostEncryption: boolean;
-}
-
-export const DEFAULT_TUNNEL_CIDR = '100.127.0.0/16';
-
-export function defaultAgentConfig(nodeName: string): AgentConfig {
-  return {
-    nodeName,
-    stateDir: '/var/lib/wiremesh',
-    runDir: '/run/wiremesh',
-    listenPort: WIREGUARD_PORT,
-    tunnelCIDR: DEFAULT_TUNNEL_CIDR,
-    resyncMs: 30_000,
-    wireguardMode: 'auto',
-    keyRotationPeriodMs: 0,
-    hostEncryption: false,
-  };
-}
-
-/** A WireGuard peer as `wg show` reports it, with the node it belongs to. */
-export type PeerStatus = Omit<WgPeer, 'persistentKeepalive'> & { node: string };
-
-export interface AgentStatus {
-  node: string;
-  wireguard: {
-    mode: string;
-    device: string;
-    listenPort: number;
-    publicKey: string;
-    tunnelAddress: string | null;
-    mtu: number | null;
-  };
-  peers: PeerStatus[];
-  refused: { node: string; reason: string; message: string }[];
-  policy: {
-    /** What the compiler produced for this node, null before the first policy pass. */
-    stats: CompileStats | null;
-    problems: number;
-    lastApply: NftApplyReport | null;
-    /**
-     * The last policy pass, in ms: the compile (next to 0 when reused), and the
-     * table's verify (on a resync) and apply.
-     */
-    lastPass?: { compileMs: number; applyMs: number };
-    /**
-     * Resync passes that read the whole table back to look for drift; the others relied
-     * on the kernel's change notifications (`watching`: the agent's own transactions
-     * are told from others', so a resync reads the table only after someone else's).
-     */
-    tableReads?: number;
-    watching?: boolean;
-  };
-  paths: {
-    /** What this node can use, probed at start-up (null before the first mesh pass). */
-    available: Availability[] | null;
-    pools: Pick<
-      IpPool,
-      'name' | 'cidr' | 'encryption' | 'encryptionMode' | 'encapsulation' | 'natOutgoing'
-    >[];
-    blocks: { cidr: string; node: string; pool: string; path: Path; reason: string }[];
-    mtu: PathPlan['mtu'] | null;
-    /** Conditions reported as Events (fallbacks, blocked pools, missing encapsulations). */
-    events: PathPlan['events'];
-  };
-  /** Remote clusters (RemoteCluster objects); their nodes' peers are in `peers` too. */
-  remotes?: RemoteStatus[];
-  reconcile: Reconciler['stats'];
-  synced: boolean;
-}
-
-export interface RemoteStatus {
-  name: string;
-  synced: boolean;
-  reachable: boolean;
-  lastError: string | null;
-  conditions: Pick<Condition, 'type' | 'status' | 'reason' | 'message'>[];
-  /** The remote nodes programmed as WireGuard peers (node `<cluster>/<name>`). */
-  peers: PeerStatus[];
-}
 
 export class Agent {
   readonly config: AgentConfig;
@@ -767,14 +669,4 @@ export class Agent {
   currentPlan(): MeshPlan | null {
     return this.lastPlan;
   }
-}
-
-/** The path plan's fragment as the table composer's parts: `encrypt-*` and `nat-*`. */
-export function splitPathNft(t: NftTable): { encrypt: NftTable; nat: NftTable } {
-  const part = (prefix: string): NftTable => ({
-    sets: t.sets.filter((x) => x.name.startsWith(prefix)),
-    maps: t.maps.filter((x) => x.name.startsWith(prefix)),
-    chains: t.chains.filter((x) => x.name.startsWith(prefix)),
-  });
-  return { encrypt: part('encrypt-'), nat: part('nat-') };
 }

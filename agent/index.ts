@@ -3,14 +3,9 @@
 // coalescing reconcile loop that asks the planners for desired state and the
 // drivers to apply it. Nothing is written to the dataplane before the first full list.
 export * from './annotations.ts';
-export {
-  Agent,
-  defaultAgentConfig,
-  DEFAULT_TUNNEL_CIDR,
-  type AgentConfig,
-  type AgentStatus,
-  type PeerStatus,
-} from './agent.ts';
+export { Agent } from './agent.ts';
+export { defaultAgentConfig, DEFAULT_TUNNEL_CIDR, type AgentConfig } from './config.ts';
+export type { AgentStatus, PeerStatus } from './status.ts';
 export { serveAgentApi, callAgent } from './server.ts';
 export { meshNodeFromK8s, type MeshNode, type NodeProblem } from './meshnode.ts';
 export {

@@ -29,7 +29,7 @@ import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { CNI_REQUEST_CHANNEL, type CniRequestEvent } from '../cni/index.ts';
 import type { IpamUsage } from '../ipam/index.ts';
-import type { AgentStatus } from './agent.ts';
+import type { AgentStatus } from './status.ts';
 import type { PassObserver } from './reconciler.ts';
 import { startedPodNetworks } from './podnetwork.ts';
 import type { Logger } from './log.ts';

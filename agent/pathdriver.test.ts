@@ -8,7 +8,7 @@ import test from 'ava';
 import { FakeIp } from '../sys/index.ts';
 import { PathDriver, pathReportChanged, type SysctlWriter } from './pathdriver.ts';
 import { planPaths, type PathInput, type PathPool } from './paths.ts';
-import { splitPathNft } from './agent.ts';
+import { splitPathNft } from './pathnft.ts';
 import { composeTable } from './nftable.ts';
 import { poolOfNamespace, poolsFromK8s } from './pools.ts';
 

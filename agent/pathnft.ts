@@ -105,3 +105,13 @@ export function planPathNft(
   if (chainRules.nat.length) chains.push({ name: PATH_NFT.natPostrouting, rules: chainRules.nat });
   return { sets, maps: [], chains };
 }
+
+/** The path plan's fragment as the table composer's parts: `encrypt-*` and `nat-*`. */
+export function splitPathNft(t: NftTable): { encrypt: NftTable; nat: NftTable } {
+  const part = (prefix: string): NftTable => ({
+    sets: t.sets.filter((x) => x.name.startsWith(prefix)),
+    maps: t.maps.filter((x) => x.name.startsWith(prefix)),
+    chains: t.chains.filter((x) => x.name.startsWith(prefix)),
+  });
+  return { encrypt: part('encrypt-'), nat: part('nat-') };
+}

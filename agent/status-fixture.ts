@@ -1,7 +1,7 @@
 // A node agent's status and IPAM usage as a 3-node cluster would show them on
 // node-a, for the tests of the metrics (agent/metrics.test.ts) and of the status
 // renderers (cli/status.test.ts). Plain data, no I/O.
-import type { AgentStatus } from './agent.ts';
+import type { AgentStatus } from './status.ts';
 import type { IpamUsage } from '../ipam/index.ts';
 
 /** The fixture's clock: 2026-01-01T00:00:00Z. */

@@ -1,0 +1,36 @@
+// The agent's settings (flags of `wiremesh agent`, see cli/agent.ts) and their defaults.
+import { WIREGUARD_PORT } from './annotations.ts';
+import type { WireGuardMode } from './device.ts';
+
+export interface AgentConfig {
+  nodeName: string;
+  kubeconfig?: string;
+  stateDir: string;
+  runDir: string;
+  listenPort: number;
+  tunnelCIDR: string;
+  resyncMs: number;
+  wireguardMode: WireGuardMode;
+  wireguardGo?: string;
+  keyRotationPeriodMs: number;
+  /** Route host-to-host traffic between nodes through the mesh (pairs where both agree). */
+  hostEncryption: boolean;
+}
+
+export const DEFAULT_TUNNEL_CIDR = '100.127.0.0/16';
+
+export function defaultAgentConfig(nodeName: string): AgentConfig {
+  return {
+    nodeName,
+    stateDir: '/var/lib/wiremesh',
+    runDir: '/run/wiremesh',
+    listenPort: WIREGUARD_PORT,
+    tunnelCIDR: DEFAULT_TUNNEL_CIDR,
+    resyncMs: 30_000,
+    wireguardMode: 'auto',
+    keyRotationPeriodMs: 0,
+    hostEncryption: false,
+  };
+}
+
+/** A WireGuard peer as `wg show` reports it, with the node it belongs to. */
