@@ -220,6 +220,11 @@ export async function benchPolicyThroughput(repeats: number, policies = 1000): P
         samples.near.with,
         samples.near.without,
       ),
+      // The same rounds as pairs (each with-policies stream over the no-policy stream of
+      // its round): the streams of one arm spread by +-10% from round to round on this
+      // 2-core VM, and a pair shares the round's conditions.
+      pairedFigure(B, `TCP pod -> pod on another node (tunnel)`, samples.far),
+      pairedFigure(B, `TCP pod -> pod on the same node (veths)`, samples.near),
       figureOf(
         B,
         `new UDP flow's round trip, other node, its allowing rule after every other policy's (baseline: no policy)`,
@@ -246,6 +251,16 @@ export async function benchPolicyThroughput(repeats: number, policies = 1000): P
   } finally {
     await lab.down();
   }
+}
+
+function pairedFigure(
+  bench: string,
+  what: string,
+  arms: { with: number[]; without: number[] },
+): Figure {
+  const ratios = arms.with.map((x, i) => x / (arms.without[i] ?? NaN));
+  const f = figureOf(bench, `${what}, median of the rounds' paired ratios`, 'x', ratios);
+  return { ...f, ratio: f.value };
 }
 
 /**

@@ -99,7 +99,7 @@ export const scenarios: Record<string, Scenario> = {
     description:
       'lab: TCP between two pods (across nodes and on one node) with 1,000 NetworkPolicies in force vs none',
     run: async ({ repeats }) =>
-      (await import('./policy-throughput.ts')).benchPolicyThroughput(Math.min(repeats, 5)),
+      (await import('./policy-throughput.ts')).benchPolicyThroughput(Math.min(repeats, 9)),
   },
   'nft-apply': {
     description:
