@@ -63,15 +63,20 @@ import {
 } from './annotations.ts';
 import { formatEndpoint } from './endpoint.ts';
 import type { Logger } from './log.ts';
-import { type AgentConfig } from './config.ts';
-import type { AgentStatus, PeerStatus } from './status.ts';
+import type { AgentConfig } from './config.ts';
+import { composeStatus, type AgentStatus } from './status.ts';
 import { splitPathNft } from './pathnft.ts';
+import {
+  reportNodeProblems,
+  reportPathEvents,
+  reportRemoteProblems,
+  writeRemoteStatus,
+} from './meshreport.ts';
 import {
   MultiClusterWatch,
   RemoteClusterStatusWriter,
   planRemotePeers,
   statusWriterNode,
-  type MultiClusterProblem,
   type RemotePlan,
 } from '../multicluster/index.ts';
 
@@ -401,35 +406,10 @@ export class Agent {
       ],
     };
 
-    const keysOfEvents = new Set<string>();
-    for (const r of plan.refused) {
-      const target = {
-        kind: 'Node' as const,
-        name: r.node,
-        uid: nodes.find((n) => n.name === r.node)?.uid,
-      };
-      const message = `wiremesh on ${self.name} does not program node ${r.node}: ${r.message}`;
-      keysOfEvents.add(KubeEventRecorder.key(target, r.reason, message));
-      if (
-        !this.lastPlan?.refused.some(
-          (x) => x.node === r.node && x.reason === r.reason && x.message === r.message,
-        )
-      ) {
-        this.log.warn('node refused', { node: r.node, reason: r.reason, detail: r.message });
-      }
-      this.events.warn(target, r.reason, message);
-    }
-    for (const a of available) {
-      if (a.available) continue;
-      const target = { kind: 'Node' as const, name: self.name, uid: self.uid };
-      const reason = a.kind === 'wireguard' ? 'WireGuardUnavailable' : 'EncapsulationUnavailable';
-      const message = `${a.kind} is unavailable on node ${self.name}: ${a.detail}`;
-      keysOfEvents.add(KubeEventRecorder.key(target, reason, message));
-      this.events.warn(target, reason, message);
-    }
-    this.events.retain(keysOfEvents, ['Node']);
-    this.reportPathEvents(paths);
-    this.reportRemoteProblems(remote.refused);
+    const reporter = { events: this.events, log: this.log, node: this.config.nodeName };
+    reportNodeProblems(reporter, self, nodes, plan.refused, this.lastPlan, available);
+    reportPathEvents(reporter, this.lastPaths, paths);
+    reportRemoteProblems(reporter, this.lastRemote, remote.refused);
 
     // The fail-closed drops go in before any route moves.
     const fragment = splitPathNft(paths.nft);
@@ -463,7 +443,7 @@ export class Agent {
     this.lastPaths = paths;
     this.lastRemote = remote;
     if (statusWriterNode(nodes.map((n) => n.name)) === self.name)
-      await this.writeRemoteStatus(remote);
+      await writeRemoteStatus(this.log, this.remoteStatus, this.multicluster, remote);
   }
 
   /** The peers and routes for other clusters' nodes and Peer objects (multicluster/). */
@@ -488,55 +468,6 @@ export class Agent {
     return { ...plan, refused: [...objects.problems, ...plan.refused] };
   }
 
-  /** A log line for each new refusal; an Event on its RemoteCluster or Peer. */
-  private reportRemoteProblems(refused: readonly MultiClusterProblem[]): void {
-    const id = (p: MultiClusterProblem) => `${p.object}/${p.reason}/${p.message}`;
-    const before = new Set((this.lastRemote?.refused ?? []).map(id));
-    const keys = new Set<string>();
-    for (const p of refused) {
-      if (!before.has(id(p)))
-        this.log.warn('multi-cluster object refused', {
-          object: p.object,
-          reason: p.reason,
-          detail: p.message,
-        });
-      const [first, second] = p.object.split('/');
-      const target =
-        first === 'Peer'
-          ? { kind: 'Peer' as const, name: second ?? '' }
-          : {
-              kind: 'RemoteCluster' as const,
-              name: first === 'RemoteCluster' ? (second ?? '') : (first ?? ''),
-            };
-      const message = `on ${this.config.nodeName}: ${p.object}: ${p.message}`;
-      keys.add(KubeEventRecorder.key(target, p.reason, message));
-      this.events.warn(target, p.reason, message);
-    }
-    this.events.retain(keys, ['RemoteCluster', 'Peer']);
-  }
-
-  /** The RemoteClusters' conditions, from the one node that writes them. */
-  private async writeRemoteStatus(remote: RemotePlan): Promise<void> {
-    for (const report of remote.clusters) {
-      const cluster = this.multicluster?.cluster(report.name);
-      if (!cluster) continue;
-      await this.remoteStatus.write(report, cluster.generation).then(
-        (wrote) => {
-          if (wrote)
-            this.log.info('remote cluster status written', {
-              cluster: report.name,
-              conditions: report.conditions.map((c) => `${c.type}=${c.status}`).join(','),
-            });
-        },
-        (e: unknown) =>
-          this.log.warn('cannot write remote cluster status', {
-            cluster: report.name,
-            error: (e as Error).message,
-          }),
-      );
-    }
-  }
-
   /** Probe once, at the first pass (the probes need this node's underlay address). */
   private async probe(localUnderlayIP: string): Promise<Availability[]> {
     if (this.available) return this.available;
@@ -557,23 +488,6 @@ export class Agent {
     }
     this.available = available;
     return available;
-  }
-
-  /** A log line for each new path condition; an Event on the pool for each condition. */
-  private reportPathEvents(paths: PathPlan): void {
-    const before = new Set(
-      (this.lastPaths?.events ?? []).map((e) => `${e.reason}/${e.pool}/${e.node}/${e.message}`),
-    );
-    const keys = new Set<string>();
-    for (const e of paths.events) {
-      if (!before.has(`${e.reason}/${e.pool}/${e.node}/${e.message}`))
-        this.log.warn('path', { reason: e.reason, pool: e.pool, node: e.node, detail: e.message });
-      const target = { kind: 'IPPool' as const, name: e.pool };
-      const message = `on ${this.config.nodeName}: ${e.message}`;
-      keys.add(KubeEventRecorder.key(target, e.reason, message));
-      this.events.warn(target, e.reason, message);
-    }
-    this.events.retain(keys, ['IPPool']);
   }
 
   private async publishAnnotations(self: MeshNode, internalIP: string): Promise<void> {
@@ -608,61 +522,22 @@ export class Agent {
 
   async status(): Promise<AgentStatus> {
     const dev = await this.wg.show(WIREGUARD_DEVICE).catch(() => null);
-    const byKey = new Map((this.lastPlan?.peers ?? []).map((p) => [p.publicKey, p]));
-    const peers: PeerStatus[] = (dev?.peers ?? []).map((p) => ({
-      node: byKey.get(p.publicKey)?.node ?? '(unknown)',
-      publicKey: p.publicKey,
-      endpoint: p.endpoint,
-      allowedIPs: p.allowedIPs,
-      latestHandshake: p.latestHandshake,
-      rxBytes: p.rxBytes,
-      txBytes: p.txBytes,
-    }));
-    peers.sort((a, b) => (a.node < b.node ? -1 : 1));
-    return {
+    return composeStatus({
       node: this.config.nodeName,
-      wireguard: {
-        mode: this.device?.mode ?? 'unavailable',
-        device: WIREGUARD_DEVICE,
-        listenPort: this.config.listenPort,
-        publicKey: this.keyPair?.publicKey ?? '',
-        tunnelAddress: this.lastPlan?.tunnelAddress ?? null,
-        mtu: this.lastPlan?.device.mtu ?? null,
-      },
-      peers,
-      refused: this.lastPlan?.refused ?? [],
+      listenPort: this.config.listenPort,
+      mode: this.device?.mode ?? 'unavailable',
+      publicKey: this.keyPair?.publicKey ?? '',
+      plan: this.lastPlan,
+      devicePeers: dev?.peers ?? [],
       policy: { ...this.policyStatus, watching: this.tableMonitor.attributing },
-      paths: {
-        available: this.available,
-        pools: (this.pools?.current().pools ?? []).map((p) => ({
-          name: p.name,
-          cidr: p.cidr,
-          encryption: p.encryption,
-          encryptionMode: p.encryptionMode,
-          encapsulation: p.encapsulation,
-          natOutgoing: p.natOutgoing,
-        })),
-        blocks: (this.lastPaths?.blocks ?? []).map((b) => ({
-          cidr: b.cidr,
-          node: b.node,
-          pool: b.pool,
-          path: b.path,
-          reason: b.reason,
-        })),
-        mtu: this.lastPaths?.mtu ?? null,
-        events: this.lastPaths?.events ?? [],
-      },
-      remotes: (this.multicluster?.snapshots() ?? []).map((r) => ({
-        name: r.name,
-        synced: r.synced,
-        reachable: r.reachable,
-        lastError: r.lastError,
-        conditions: this.lastRemote?.clusters.find((c) => c.name === r.name)?.conditions ?? [],
-        peers: peers.filter((p) => p.node.startsWith(`${r.name}/`)),
-      })),
+      available: this.available,
+      pools: this.pools?.current().pools ?? [],
+      paths: this.lastPaths,
+      remotes: this.multicluster?.snapshots() ?? [],
+      remotePlan: this.lastRemote,
       reconcile: { ...this.reconciler.stats },
       synced: this.synced,
-    };
+    });
   }
 
   /** The plan the agent would apply now (for `wiremesh plan`). */

@@ -4,8 +4,10 @@ import type { Availability, WgPeer } from '../tunnels/index.ts';
 import type { NftApplyReport } from '../nftables/index.ts';
 import type { CompileStats } from '../policy/index.ts';
 import type { IpPool } from '../ipam/index.ts';
-import type { Condition } from '../multicluster/index.ts';
+import type { Condition, RemoteClusterSnapshot, RemotePlan } from '../multicluster/index.ts';
+import { WIREGUARD_DEVICE } from './annotations.ts';
 import type { Path, PathPlan } from './paths.ts';
+import type { MeshPlan } from './plan.ts';
 import type { Reconciler } from './reconciler.ts';
 
 export type PeerStatus = Omit<WgPeer, 'persistentKeepalive'> & { node: string };
@@ -66,4 +68,83 @@ export interface RemoteStatus {
   conditions: Pick<Condition, 'type' | 'status' | 'reason' | 'message'>[];
   /** The remote nodes programmed as WireGuard peers (node `<cluster>/<name>`). */
   peers: PeerStatus[];
+}
+
+/** What the agent knows at the moment of the question, for composeStatus. */
+export interface StatusParts {
+  node: string;
+  listenPort: number;
+  /** How the WireGuard device is provided, or `unavailable`. */
+  mode: string;
+  publicKey: string;
+  /** The last mesh plan applied, null before the first mesh pass. */
+  plan: MeshPlan | null;
+  /** The device's peers as `wg show` reports them now. */
+  devicePeers: readonly WgPeer[];
+  policy: AgentStatus['policy'];
+  available: Availability[] | null;
+  pools: readonly IpPool[];
+  paths: PathPlan | null;
+  remotes: readonly RemoteClusterSnapshot[];
+  remotePlan: RemotePlan | null;
+  reconcile: Reconciler['stats'];
+  synced: boolean;
+}
+
+export function composeStatus(p: StatusParts): AgentStatus {
+  const byKey = new Map((p.plan?.peers ?? []).map((x) => [x.publicKey, x]));
+  const peers: PeerStatus[] = p.devicePeers.map((x) => ({
+    node: byKey.get(x.publicKey)?.node ?? '(unknown)',
+    publicKey: x.publicKey,
+    endpoint: x.endpoint,
+    allowedIPs: x.allowedIPs,
+    latestHandshake: x.latestHandshake,
+    rxBytes: x.rxBytes,
+    txBytes: x.txBytes,
+  }));
+  peers.sort((a, b) => (a.node < b.node ? -1 : 1));
+  return {
+    node: p.node,
+    wireguard: {
+      mode: p.mode,
+      device: WIREGUARD_DEVICE,
+      listenPort: p.listenPort,
+      publicKey: p.publicKey,
+      tunnelAddress: p.plan?.tunnelAddress ?? null,
+      mtu: p.plan?.device.mtu ?? null,
+    },
+    peers,
+    refused: p.plan?.refused ?? [],
+    policy: p.policy,
+    paths: {
+      available: p.available,
+      pools: p.pools.map((x) => ({
+        name: x.name,
+        cidr: x.cidr,
+        encryption: x.encryption,
+        encryptionMode: x.encryptionMode,
+        encapsulation: x.encapsulation,
+        natOutgoing: x.natOutgoing,
+      })),
+      blocks: (p.paths?.blocks ?? []).map((b) => ({
+        cidr: b.cidr,
+        node: b.node,
+        pool: b.pool,
+        path: b.path,
+        reason: b.reason,
+      })),
+      mtu: p.paths?.mtu ?? null,
+      events: p.paths?.events ?? [],
+    },
+    remotes: p.remotes.map((r) => ({
+      name: r.name,
+      synced: r.synced,
+      reachable: r.reachable,
+      lastError: r.lastError,
+      conditions: p.remotePlan?.clusters.find((c) => c.name === r.name)?.conditions ?? [],
+      peers: peers.filter((x) => x.node.startsWith(`${r.name}/`)),
+    })),
+    reconcile: p.reconcile,
+    synced: p.synced,
+  };
 }
