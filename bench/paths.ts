@@ -29,7 +29,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { figureOf, type Figure } from './harness.ts';
 import { generateKeyPair } from '../crypto/index.ts';
-import { createPoolNamespace, IPPOOL_PATH, Lab } from '../lab/index.ts';
+import { createPoolNamespace, Lab, patchPoolSpec } from '../lab/index.ts';
 import { kubeClient } from '../kube/index.ts';
 import { defaultRunner, systemEnv, toolPath, type Runner } from '../sys/index.ts';
 import { ENCRYPT_ROUTE_TABLE, WgCli } from '../tunnels/index.ts';
@@ -257,17 +257,11 @@ async function setPools(
   encryption: Record<string, 'WireGuard' | 'None'>,
 ): Promise<void> {
   for (const [pool, value] of Object.entries(encryption))
-    await kube.request(
-      'PATCH',
-      `${IPPOOL_PATH}/${pool}`,
-      // A Required pool cannot go without encryption: Preferred first.
-      {
-        spec:
-          value === 'None'
-            ? { encryption: value, encryptionMode: 'Preferred' }
-            : { encryption: value },
-      },
-      { contentType: 'application/merge-patch+json' },
+    // A Required pool cannot go without encryption: Preferred first.
+    await patchPoolSpec(
+      kube,
+      pool,
+      value === 'None' ? { encryption: value, encryptionMode: 'Preferred' } : { encryption: value },
     );
 }
 

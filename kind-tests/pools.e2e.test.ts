@@ -13,7 +13,7 @@
 // its pod source address on every path.
 import test from 'ava';
 import { defaultRunner } from '../sys/index.ts';
-import { createPoolNamespace, IPPOOL_PATH, Lab } from '../lab/index.ts';
+import { createPoolNamespace, Lab, patchPoolSpec } from '../lab/index.ts';
 import { LabDriver } from './lab-driver.ts';
 import { startCapture, background, pingLoss, eventually, type Capture } from './probes.ts';
 import { kubeClient, type KubeClient } from '../kube/index.ts';
@@ -277,12 +277,7 @@ test.serial('plain pod <-> encrypted pod is encrypted both ways', async (t) => {
 });
 
 async function setEncryption(pool: string, encryption: 'WireGuard' | 'None'): Promise<void> {
-  await kube.request(
-    'PATCH',
-    `${IPPOOL_PATH}/${pool}`,
-    { spec: { encryption } },
-    { contentType: 'application/merge-patch+json' },
-  );
+  await patchPoolSpec(kube, pool, { encryption });
 }
 
 test.serial(

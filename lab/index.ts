@@ -14,7 +14,7 @@ export {
 } from './plan.ts';
 export { parseCniChoice, type CniChoice } from './cni.ts';
 export { kubeClient } from './kube.ts';
-export { createPoolNamespace, IPPOOL_PATH } from './pools.ts';
+export { createPoolNamespace, IPPOOL_PATH, patchPoolSpec } from './pools.ts';
 export {
   connectLabs,
   disconnectLabs,

@@ -20,3 +20,17 @@ export async function createPoolNamespace(
     metadata: { name, annotations: { 'wiremesh.io/ippool': name } },
   });
 }
+
+/** Changes fields of an IPPool's spec at runtime (a merge patch). */
+export async function patchPoolSpec(
+  kube: KubeClient,
+  pool: string,
+  spec: Record<string, unknown>,
+): Promise<void> {
+  await kube.request(
+    'PATCH',
+    `${IPPOOL_PATH}/${pool}`,
+    { spec },
+    { contentType: 'application/merge-patch+json' },
+  );
+}
