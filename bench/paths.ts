@@ -18,9 +18,11 @@
 // pools only (the lab's default pool and `secure` without encryption) for VXLAN and
 // native; the three pools side by side with the default pool, `secure` and the default
 // pool encrypted (mixed: the agent adds `from POOL lookup 51826` rules for the
-// encrypted pools, the hand nodes have none, so the ratio includes what policy
-// routing costs every route lookup); then all pools encrypted for WireGuard. In the
-// first and the last, neither side has an ip rule: the ratio is the path itself.
+// encrypted pools; measured first against hand nodes without rules, so the ratio
+// includes what policy routing costs every route lookup, then against hand nodes
+// given the same rules, so the ratio is what the agent adds beyond them); then all
+// pools encrypted for WireGuard. In the first setting neither side has ever had an
+// ip rule, in the last both sides had them and lost them: the ratio is the path itself.
 //
 // The hand namespaces are named like the lab's own (`wml-pools-h*`, `wmp-pools-h*`)
 // and the host ends of their underlay veths `wml-pools-h*`, so `lab down` removes
@@ -213,6 +215,53 @@ async function routeHand(sides: [HandSide, HandSide], path: PathName, mtu: numbe
   }
 }
 
+/**
+ * Give both hand nodes the policy rules the agent's node `agentNode` has now (`from
+ * POOL lookup 51826`, same selectors and priority) and a table 51826 with the route
+ * to the other hand pod over the hand WireGuard device, as the agent's table holds its
+ * remote blocks. The hand pods are in none of those pools, like the plaintext pods
+ * measured: their packets only pay the lookups. Returns the number of rules copied.
+ */
+async function copySourceRules(agentNode: Runner, sides: [HandSide, HandSide]): Promise<number> {
+  let copied = 0;
+  for (const family of ['-4', '-6']) {
+    const res = await agentNode.run(['ip', family, '-j', 'rule', 'list']);
+    const rules = JSON.parse(res.stdout || '[]') as {
+      priority?: number;
+      src?: string;
+      srclen?: number;
+      table?: string;
+    }[];
+    for (const r of rules.filter((x) => x.table === String(ENCRYPT_ROUTE_TABLE))) {
+      const from = r.src && r.srclen !== undefined ? `${r.src}/${r.srclen}` : 'all';
+      for (const s of sides)
+        await nsRunner(s.node).run([
+          ...['ip', family, 'rule', 'add', 'from', from],
+          ...['priority', String(r.priority), 'table', String(ENCRYPT_ROUTE_TABLE)],
+        ]);
+      copied++;
+    }
+  }
+  for (const [i, s] of sides.entries()) {
+    const o = sides[1 - i] as HandSide;
+    await nsRunner(s.node).run([
+      ...['ip', 'route', 'replace', `${o.podIP}/32`, 'dev', s.wg],
+      ...['table', String(ENCRYPT_ROUTE_TABLE)],
+    ]);
+  }
+  return copied;
+}
+
+/** Remove the copied rules again (the agent removes its own when no pool is plaintext). */
+async function dropSourceRules(sides: [HandSide, HandSide]): Promise<void> {
+  for (const s of sides)
+    for (const family of ['-4', '-6'])
+      for (;;) {
+        const del = ['ip', family, 'rule', 'del', 'table', String(ENCRYPT_ROUTE_TABLE)];
+        if ((await nsRunner(s.node).run(del, { allowFailure: true })).code !== 0) break;
+      }
+}
+
 async function removeHand(sides: [HandSide, HandSide]): Promise<void> {
   for (const s of sides) {
     for (const ns of [s.pod, s.node])
@@ -382,6 +431,13 @@ export async function benchPaths(repeats: number): Promise<Figure[]> {
     await until('the source rules', () => sourceRules(nodes));
     await sleep(2000);
     for (const c of CASES) await measure(c, 'mixed pools');
+    //    The same plaintext paths against hand nodes given the same rules: what the
+    //    agent's node adds beyond the policy routing that mixing needs.
+    if ((await copySourceRules(nodes[0] as Runner, sides)) === 0)
+      throw new Error('mixed pools, yet no source rule to copy');
+    for (const c of CASES.filter((x) => x.path !== 'WireGuard'))
+      await measure(c, 'mixed pools, hand nodes with the same ip rules');
+    await dropSourceRules(sides);
     // 3. All pools encrypted: WireGuard, no ip rule left (though route lookups may stay
     //    as slow as in 2, see 1).
     await setPools(kube, { plain: 'WireGuard', native: 'WireGuard' });
