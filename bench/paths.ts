@@ -33,7 +33,7 @@ import { figureOf, type Figure } from './harness.ts';
 import { generateKeyPair } from '../crypto/index.ts';
 import { createPoolNamespace, Lab, patchPoolSpec } from '../lab/index.ts';
 import { kubeClient } from '../kube/index.ts';
-import { defaultRunner, systemEnv, toolPath, type Runner } from '../sys/index.ts';
+import { defaultRunner, IpCli, systemEnv, toolPath, type Runner } from '../sys/index.ts';
 import { ENCRYPT_ROUTE_TABLE, WgCli } from '../tunnels/index.ts';
 
 const POOLS = [
@@ -223,43 +223,25 @@ async function routeHand(sides: [HandSide, HandSide], path: PathName, mtu: numbe
  * measured: their packets only pay the lookups. Returns the number of rules copied.
  */
 async function copySourceRules(agentNode: Runner, sides: [HandSide, HandSide]): Promise<number> {
-  let copied = 0;
-  for (const family of ['-4', '-6']) {
-    const res = await agentNode.run(['ip', family, '-j', 'rule', 'list']);
-    const rules = JSON.parse(res.stdout || '[]') as {
-      priority?: number;
-      src?: string;
-      srclen?: number;
-      table?: string;
-    }[];
-    for (const r of rules.filter((x) => x.table === String(ENCRYPT_ROUTE_TABLE))) {
-      const from = r.src && r.srclen !== undefined ? `${r.src}/${r.srclen}` : 'all';
-      for (const s of sides)
-        await nsRunner(s.node).run([
-          ...['ip', family, 'rule', 'add', 'from', from],
-          ...['priority', String(r.priority), 'table', String(ENCRYPT_ROUTE_TABLE)],
-        ]);
-      copied++;
-    }
-  }
+  const rules = await new IpCli(agentNode).sourceRuleList(ENCRYPT_ROUTE_TABLE);
   for (const [i, s] of sides.entries()) {
     const o = sides[1 - i] as HandSide;
-    await nsRunner(s.node).run([
+    const inNode = nsRunner(s.node);
+    for (const rule of rules) await new IpCli(inNode).sourceRuleAdd(rule);
+    await inNode.run([
       ...['ip', 'route', 'replace', `${o.podIP}/32`, 'dev', s.wg],
       ...['table', String(ENCRYPT_ROUTE_TABLE)],
     ]);
   }
-  return copied;
+  return rules.length;
 }
 
 /** Remove the copied rules again (the agent removes its own when no pool is plaintext). */
 async function dropSourceRules(sides: [HandSide, HandSide]): Promise<void> {
-  for (const s of sides)
-    for (const family of ['-4', '-6'])
-      for (;;) {
-        const del = ['ip', family, 'rule', 'del', 'table', String(ENCRYPT_ROUTE_TABLE)];
-        if ((await nsRunner(s.node).run(del, { allowFailure: true })).code !== 0) break;
-      }
+  for (const s of sides) {
+    const ip = new IpCli(nsRunner(s.node));
+    for (const rule of await ip.sourceRuleList(ENCRYPT_ROUTE_TABLE)) await ip.sourceRuleDel(rule);
+  }
 }
 
 async function removeHand(sides: [HandSide, HandSide]): Promise<void> {
@@ -280,11 +262,7 @@ async function linkMtu(runner: Runner, dev: string): Promise<number> {
 /** True when either node has a policy-routing rule of the agent's (table 51826). */
 async function sourceRules(nodes: Runner[]): Promise<boolean> {
   for (const node of nodes)
-    for (const family of ['-4', '-6']) {
-      const res = await node.run(['ip', family, '-j', 'rule', 'list']);
-      const rules = JSON.parse(res.stdout || '[]') as { table?: string }[];
-      if (rules.some((r) => r.table === String(ENCRYPT_ROUTE_TABLE))) return true;
-    }
+    if ((await new IpCli(node).sourceRuleList(ENCRYPT_ROUTE_TABLE)).length) return true;
   return false;
 }
 
