@@ -13,6 +13,8 @@ import { defaultRunner, systemEnv } from '../sys/index.ts';
 import { LabPhases, ProgressDisplay } from '../lab/progress.ts';
 import { renderNodeStatus as renderStatus } from './status.ts';
 import { startCapture } from '../kind-tests/probes.ts';
+import { Cluster } from '../lab/cluster.ts';
+import { realLabDemo, renderClusterStatus, execInRealNode } from './lab-real.ts';
 
 function intFlag(value: string | undefined, name: string, fallback: number): number {
   if (value === undefined) return fallback;
@@ -116,11 +118,14 @@ export async function runLabCommand(argv: string[]): Promise<number> {
       cni: { type: 'string' },
       output: { type: 'string', short: 'o' },
       'keep-on-failure': { type: 'boolean', default: false },
+      process: { type: 'boolean', default: false },
       agents: { type: 'boolean', default: true },
     },
     allowNegative: true,
   });
   const name = values.name;
+  const real = verb === 'up' ? !values.process : Cluster.exists(name);
+  if (real) return runRealLabCommand(verb, name, values, positionals, command);
   switch (verb) {
     case 'up': {
       const started = Date.now();
@@ -234,6 +239,90 @@ export async function runLabCommand(argv: string[]): Promise<number> {
     default:
       throw new Error(
         `unknown lab command '${verb ?? ''}': use up, status, exec, down, list, connect or disconnect`,
+      );
+  }
+}
+
+/** The real-node lab's verbs (the default kind of lab; `--process` picks the other). */
+async function runRealLabCommand(
+  verb: string | undefined,
+  name: string,
+  values: {
+    nodes?: string;
+    'pods-per-node'?: string;
+    cni?: string;
+    pool?: string;
+    'ip-family'?: string;
+    output?: string;
+    'keep-on-failure'?: boolean;
+    agents?: boolean;
+  },
+  positionals: string[],
+  command: string[],
+): Promise<number> {
+  switch (verb) {
+    case 'up': {
+      for (const flag of ['cni', 'pool', 'ip-family'] as const)
+        if (values[flag] !== undefined)
+          throw new Error(`--${flag} is a setting of the process lab: add --process`);
+      const started = Date.now();
+      const display = new ProgressDisplay({
+        write: (text: string) => process.stderr.write(text),
+        isTTY: process.stderr.isTTY && process.env.TERM !== 'dumb',
+      });
+      try {
+        const cluster = await Cluster.up({
+          name,
+          nodes: intFlag(values.nodes, 'nodes', 3),
+          install: values.agents !== false,
+          keepOnFailure: values['keep-on-failure'] ?? false,
+          progress: display.write,
+        });
+        const demo = await realLabDemo(
+          cluster,
+          values.agents === false ? 0 : intFlag(values['pods-per-node'], 'pods-per-node', 2),
+          display.write,
+        );
+        display.close();
+        process.stdout.write(renderClusterStatus(cluster));
+        process.stdout.write(demo + '\n');
+        process.stdout.write(
+          `\nlab ${name} is up (${((Date.now() - started) / 1000).toFixed(1)} s).\n` +
+            `  kubectl:   KUBECONFIG=${cluster.state.kubeconfig} kubectl get pods -A -o wide\n` +
+            `  a command: ./bin/wiremesh lab exec --name ${name} ${cluster.plan.nodes[0]?.name ?? 'NODE'} -- ip addr\n` +
+            `  tear down: ./bin/wiremesh lab down --name ${name}\n`,
+        );
+        return 0;
+      } catch (e) {
+        display.close();
+        throw e;
+      }
+    }
+    case 'status': {
+      const cluster = await Cluster.load(name);
+      if (values.output === 'json')
+        process.stdout.write(JSON.stringify(cluster.state, null, 2) + '\n');
+      else if (values.output === undefined) process.stdout.write(renderClusterStatus(cluster));
+      else throw new Error(`unknown output format '${values.output}': use -o json`);
+      return 0;
+    }
+    case 'exec': {
+      const target = positionals[0];
+      if (!target || target.includes('/') || command.length === 0)
+        throw new Error(
+          'usage: wiremesh lab exec [--name lab] NODE -- COMMAND... (a pod of a real-node lab: kubectl exec)',
+        );
+      return execInRealNode(await Cluster.load(name), target, command);
+    }
+    case 'down': {
+      const problems = await (await Cluster.load(name)).down();
+      for (const p of problems) process.stderr.write(`lab ${name}: ${p}\n`);
+      process.stderr.write(`lab ${name}: removed\n`);
+      return problems.length ? 1 : 0;
+    }
+    default:
+      throw new Error(
+        `unknown command '${verb ?? ''}' for a real-node lab: use up, status, exec or down`,
       );
   }
 }

@@ -2,19 +2,9 @@
 // machine, with pods wired by a real CNI client. `Lab.up` builds it; `Lab.load`
 // attaches to a running one through its state file; `down` removes every
 // namespace, link, mount, file and process it made, also after a failed `up`.
-import {
-  mkdir,
-  writeFile,
-  readFile,
-  rm,
-  readdir,
-  copyFile,
-  chmod,
-  rmdir,
-  rename,
-} from 'node:fs/promises';
+import { mkdir, writeFile, readFile, rm, readdir, copyFile, chmod, rename } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
-import { join, dirname } from 'node:path';
+import { join } from 'node:path';
 import {
   defaultRunner,
   requireRoot,
@@ -37,7 +27,6 @@ import {
   labOwnsLink,
   NODE_PRIVATE_DIRS,
   LAB_ROOT_RUN,
-  LAB_ROOT_DATA,
   LAB_POOL_V6,
   type IpFamily,
   type LabPlan,
@@ -57,7 +46,6 @@ import { apiserverURL, startEtcd, startApiserver, tail } from './controlplane.ts
 import { startDaemon, stopDaemon, killPids, isAlive, type ProcRecord } from './procs.ts';
 import {
   ensurePrivateRunRoot,
-  releaseRunRoot,
   createBridge,
   createNodeNamespaces,
   nodeExecPrefix,
@@ -69,6 +57,13 @@ import {
   listLinks,
 } from './nodes.ts';
 import { withLabLock } from './lock.ts';
+import {
+  usedLabIndexes,
+  recordCreatedDirs,
+  releaseSharedIfLast,
+  labExists,
+  LAB_STATE_FILES,
+} from './registry.ts';
 import { LabPhases, type ProgressFn } from './progress.ts';
 import { disconnectLab } from './connect.ts';
 import type { AgentStatus } from '../agent/index.ts';
@@ -133,8 +128,6 @@ export interface UpOptions {
   keepOnFailure?: boolean;
 }
 
-const CREATED_DIRS_FILE = `${LAB_ROOT_RUN}/created-dirs.json`;
-
 export class Lab {
   readonly plan: LabPlan;
   state: LabState;
@@ -147,7 +140,7 @@ export class Lab {
   }
 
   static stateFile(name: string): string {
-    return `${LAB_ROOT_RUN}/${name}/state.json`;
+    return LAB_STATE_FILES.process(name);
   }
 
   /** Names of the labs that have a state file on this machine. */
@@ -190,20 +183,12 @@ export class Lab {
     for (const tool of ['etcd', 'kube-apiserver', 'cnitool']) toolPath(tool);
 
     const lab = await withLabLock(async () => {
-      if (existsSync(Lab.stateFile(name))) {
+      if (labExists(name)) {
         throw new Error(
           `a lab named '${name}' already exists; tear it down with 'wiremesh lab down --name ${name}'`,
         );
       }
-      const used: number[] = [];
-      for (const other of await Lab.list()) {
-        try {
-          used.push((JSON.parse(await readFile(Lab.stateFile(other), 'utf8')) as LabState).index);
-        } catch {
-          /* unreadable state: its index stays free, down will clean it by name */
-        }
-      }
-      const plan = planLab(name, chooseLabIndex(used), nodeCount);
+      const plan = planLab(name, chooseLabIndex(await usedLabIndexes()), nodeCount);
       const state: LabState = {
         version: 1,
         name,
@@ -279,7 +264,7 @@ export class Lab {
     await ensureNamespace(core, 'default');
     phases.done('ready');
 
-    await this.recordCreatedDirs();
+    await recordCreatedDirs(NODE_PRIVATE_DIRS);
     phases.start(`nodes: ${plan.nodes.length} network namespaces, registered as Nodes`);
     for (const node of plan.nodes) {
       phases.note(`node ${node.name} at ${this.internalIPs(node).join(', ')}`);
@@ -741,38 +726,8 @@ export class Lab {
       }
       await rm(plan.runDir, { recursive: true, force: true });
       await rm(plan.dataDir, { recursive: true, force: true });
-      if ((await Lab.list()).length === 0) {
-        await this.removeCreatedDirs();
-        await releaseRunRoot(runner);
-        await rmdir(LAB_ROOT_RUN).catch(() => {});
-        await rmdir(LAB_ROOT_DATA).catch(() => {});
-      }
+      await releaseSharedIfLast(runner);
     });
-  }
-
-  /** Host directories the node mounts need that the lab had to create; removed with the last lab. */
-  private async recordCreatedDirs(): Promise<void> {
-    const created: string[] = JSON.parse(
-      await readFile(CREATED_DIRS_FILE, 'utf8').catch(() => '[]'),
-    ) as string[];
-    for (const dir of NODE_PRIVATE_DIRS) {
-      // Record every ancestor mkdir creates, outermost first, so all can be removed.
-      const missing: string[] = [];
-      for (let d: string = dir; d !== '/' && !existsSync(d); d = dirname(d)) missing.unshift(d);
-      if (missing.length) {
-        await mkdir(dir, { recursive: true });
-        created.push(...missing);
-      }
-    }
-    await writeFile(CREATED_DIRS_FILE, JSON.stringify(created));
-  }
-
-  private async removeCreatedDirs(): Promise<void> {
-    const created: string[] = JSON.parse(
-      await readFile(CREATED_DIRS_FILE, 'utf8').catch(() => '[]'),
-    ) as string[];
-    for (const dir of created.reverse()) await rmdir(dir).catch(() => {});
-    await rm(CREATED_DIRS_FILE, { force: true });
   }
 
   async save(): Promise<void> {

@@ -10,7 +10,7 @@ import { existsSync } from 'node:fs';
 import type { Runner } from '../sys/index.ts';
 import { LAB_ROOT_RUN } from './plan.ts';
 
-const q = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
+export const q = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
 
 /** Make LAB_ROOT_RUN a private mount, as `unshare --mount=FILE` requires of FILE's mount. */
 export async function ensurePrivateRunRoot(runner: Runner): Promise<void> {
@@ -54,6 +54,11 @@ export interface NodeNamespaceSpec {
   mountFile: string;
   /** Host path -> node-private directory bound over it. */
   privateDirs: Record<string, string>;
+  /**
+   * Shell commands run in the new mount namespace instead of the default (a fresh
+   * sysfs, then `privateDirs` bound in place); a real node's setup has more to do.
+   */
+  mountSetup?: string[];
 }
 
 export async function createNodeNamespaces(runner: Runner, spec: NodeNamespaceSpec): Promise<void> {
@@ -85,6 +90,7 @@ export async function createNodeNamespaces(runner: Runner, spec: NodeNamespaceSp
     await mkdir(source, { recursive: true, mode: 0o755 });
     binds.push(`mount --bind ${q(source)} ${q(target)}`);
   }
+  const setup = spec.mountSetup ?? binds;
   await writeFile(spec.mountFile, '');
   await runner.run([
     'nsenter',
@@ -97,7 +103,7 @@ export async function createNodeNamespaces(runner: Runner, spec: NodeNamespaceSp
     '--',
     'sh',
     '-c',
-    `set -e; ${binds.join('; ')}`,
+    `set -e; ${setup.join('; ')}`,
   ]);
 }
 
