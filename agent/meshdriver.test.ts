@@ -177,9 +177,77 @@ test('a failure part-way is reported and the next apply completes the job', asyn
     { key: p3, ip: '100.127.0.3' },
   ]);
   wg.failNext('setPeer', new Error('injected'));
-  await t.throwsAsync(driver.apply(p, self.privateKey, self.publicKey), { message: 'injected' });
+  await t.throwsAsync(driver.apply(p, self.privateKey, self.publicKey), {
+    message: 'peer n2: injected',
+  });
   await driver.apply(p, self.privateKey, self.publicKey);
   t.is((await wg.show('wiremesh.wg'))?.peers.length, 2);
+});
+
+test('a removed peer takes its routes with it: they go first, before anything that can fail', async (t) => {
+  const { wg, ip, driver } = setup();
+  await driver.apply(
+    plan([
+      { key: p2, ip: '100.127.0.2' },
+      { key: p3, ip: '100.127.0.3' },
+    ]),
+    self.privateKey,
+    self.publicKey,
+  );
+  // One log of both fakes' writes, to see their order.
+  const order: string[] = [];
+  const routeDel = ip.routeDel.bind(ip);
+  ip.routeDel = async (r) => {
+    order.push(`route del ${r.dst}`);
+    await routeDel(r);
+  };
+  const removePeer = wg.removePeer.bind(wg);
+  wg.removePeer = async (dev, key) => {
+    order.push(`peer del ${key === p2 ? 'n2' : key}`);
+    await removePeer(dev, key);
+  };
+  // n2 leaves while n3's new endpoint cannot be set (a name that does not resolve).
+  wg.failNext('setPeer', new Error('Name or service not known'));
+  const next = plan([{ key: p3, ip: '100.127.0.3', endpoint: 'gone.example:51825' }]);
+  await t.throwsAsync(driver.apply(next, self.privateKey, self.publicKey), {
+    message: /Name or service not known/,
+  });
+  t.deepEqual(order, ['route del 100.127.0.2/32', 'peer del n2']);
+  t.deepEqual(
+    ip.routes.map((r) => r.dst),
+    ['100.127.0.3/32'],
+    'the route of the peer that failed stays; the removed one is gone',
+  );
+});
+
+test('a peer that cannot be set does not hold up the others, nor their routes', async (t) => {
+  const { wg, ip, driver } = setup();
+  wg.failNext('setPeer', new Error('injected'));
+  await t.throwsAsync(
+    driver.apply(
+      plan([
+        { key: p2, ip: '100.127.0.2' },
+        { key: p3, ip: '100.127.0.3' },
+      ]),
+      self.privateKey,
+      self.publicKey,
+    ),
+    { message: 'peer n2: injected' },
+  );
+  t.deepEqual(
+    (await wg.show('wiremesh.wg'))?.peers.map((p) => p.publicKey),
+    [p3],
+  );
+  t.deepEqual(ip.routes.map((r) => r.dst).sort(), ['100.127.0.2/32', '100.127.0.3/32']);
+});
+
+test('a route that `ip route del` leaves in place fails the pass, named', async (t) => {
+  const { ip, driver } = setup();
+  await driver.apply(plan([{ key: p2, ip: '100.127.0.2' }]), self.privateKey, self.publicKey);
+  ip.routeDel = async () => {}; // quiet, as `ip route del` of a route it did not match
+  await t.throwsAsync(driver.apply(plan([]), self.privateKey, self.publicKey), {
+    message: 'route 100.127.0.2/32 dev wiremesh.wg (table main) could not be removed',
+  });
 });
 
 test('a key rotation sets the new private key without touching peers', async (t) => {

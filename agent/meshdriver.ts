@@ -4,8 +4,15 @@
 // interrupt its traffic; it removes what it owns and no longer wants (peers on its
 // device, routes carrying its protocol number). Run again on a timer, it repairs drift,
 // including a device that vanished with a wireguard-go crash.
+//
+// Order: routes that are no longer wanted go first (main table and host table), then
+// the peers that are no longer wanted, then the peers are set, then the new routes.
+// So a route never outlives the peer it leads to, and never leads to a peer not yet
+// set, even when something later in the pass fails. One peer that cannot be set (an
+// endpoint that does not resolve) does not hold up the others, nor the routes: the
+// pass goes on and fails at the end, naming it, and the reconciler retries.
 import type { WgClient, WgPeerConfig, WgPeer } from '../tunnels/index.ts';
-import type { IpClient } from '../sys/index.ts';
+import type { IpClient, RouteInfo } from '../sys/index.ts';
 import type { MeshPlan, PeerPlan } from './plan.ts';
 import { ROUTE_PROTOCOL, HOST_ROUTE_TABLE } from './annotations.ts';
 
@@ -110,32 +117,35 @@ export class MeshDriver {
     if (report.privateKeySet || report.listenPortSet || report.fwmarkSet)
       dev = (await this.wg.show(name)) ?? dev;
 
+    const failures: Error[] = [];
+    const routes = await this.ip.routeList(name, ROUTE_PROTOCOL);
+    const hostRoutes = await this.ip.routeList(name, ROUTE_PROTOCOL, HOST_ROUTE_TABLE);
+    await this.withdrawRoutes(plan, routes, hostRoutes, report, failures);
+
     // Peers: remove the unwanted first, so a key moving between nodes frees its AllowedIPs.
     const want = new Map(plan.peers.map((p) => [p.publicKey, p]));
     for (const have of dev.peers) {
-      if (!want.has(have.publicKey)) {
+      if (want.has(have.publicKey)) continue;
+      try {
         await this.wg.removePeer(name, have.publicKey);
         this.lastApplied.delete(have.publicKey);
         report.peersRemoved++;
+      } catch (e) {
+        failures.push(
+          new Error(`removing peer ${have.publicKey}: ${(e as Error).message}`, { cause: e }),
+        );
       }
     }
     const haveByKey = new Map(dev.peers.map((p) => [p.publicKey, p]));
     for (const peer of plan.peers) {
       const have = haveByKey.get(peer.publicKey);
       if (have && !peerNeedsUpdate(peer, have, this.lastApplied.get(peer.publicKey))) continue;
-      const config: WgPeerConfig = {
-        publicKey: peer.publicKey,
-        endpoint: peer.endpoint,
-        allowedIPs: peer.allowedIPs,
-        persistentKeepalive: peer.persistentKeepalive,
-      };
-      if (!have && config.persistentKeepalive === 0 && config.endpoint !== null) {
-        // A new peer: turning keepalive on sends a keepalive at once, which starts a
-        // handshake now. The far side may still hold a session from before this peer
-        // was (re)added here, and would otherwise keep using it until it times out.
-        await this.wg.setPeer(name, { ...config, persistentKeepalive: 1 });
+      try {
+        await this.setPeer(name, peer, !have);
+      } catch (e) {
+        failures.push(new Error(`peer ${peer.node}: ${(e as Error).message}`, { cause: e }));
+        continue;
       }
-      await this.wg.setPeer(name, config);
       this.lastApplied.set(peer.publicKey, peer);
       if (have) report.peersUpdated++;
       else report.peersAdded++;
@@ -163,15 +173,6 @@ export class MeshDriver {
     }
     if (!link.up) await this.ip.linkSetUp(name);
 
-    const routes = await this.ip.routeList(name, ROUTE_PROTOCOL);
-    const wantRoutes = new Map(plan.routes.map((r) => [r.dst, r]));
-    for (const r of routes) {
-      const w = wantRoutes.get(r.dst);
-      if (!w || w.dev !== r.dev) {
-        await this.ip.routeDel(r);
-        report.routesRemoved++;
-      }
-    }
     const haveRoutes = new Map(routes.map((r) => [r.dst, r]));
     for (const r of plan.routes) {
       const h = haveRoutes.get(r.dst);
@@ -179,21 +180,78 @@ export class MeshDriver {
       await this.ip.routeReplace({ ...r, protocol: ROUTE_PROTOCOL });
       report.routesReplaced++;
     }
-    await this.applyHostRouting(plan, report);
+    await this.applyHostRouting(plan, hostRoutes, report);
+    const [first] = failures;
+    if (first && failures.length === 1) throw first;
+    if (first)
+      throw new AggregateError(
+        failures,
+        `${failures.length} mesh changes failed: ${failures.map((f) => f.message).join('; ')}`,
+      );
     return report;
   }
 
-  /** Host-to-host encryption: routes in HOST_ROUTE_TABLE and the `not fwmark` rules. */
-  private async applyHostRouting(plan: MeshPlan, report: ApplyReport): Promise<void> {
-    const name = plan.device.name;
-    const have = await this.ip.routeList(name, ROUTE_PROTOCOL, HOST_ROUTE_TABLE);
-    const want = new Map(plan.hostRoutes.map((r) => [r.dst, r]));
-    for (const r of have) {
-      if (!want.has(r.dst)) {
-        await this.ip.routeDel(r);
-        report.routesRemoved++;
-      }
+  private async setPeer(name: string, peer: PeerPlan, isNew: boolean): Promise<void> {
+    const config: WgPeerConfig = {
+      publicKey: peer.publicKey,
+      endpoint: peer.endpoint,
+      allowedIPs: peer.allowedIPs,
+      persistentKeepalive: peer.persistentKeepalive,
+    };
+    if (isNew && config.persistentKeepalive === 0 && config.endpoint !== null) {
+      // A new peer: turning keepalive on sends a keepalive at once, which starts a
+      // handshake now. The far side may still hold a session from before this peer
+      // was (re)added here, and would otherwise keep using it until it times out.
+      await this.wg.setPeer(name, { ...config, persistentKeepalive: 1 });
     }
+    await this.wg.setPeer(name, config);
+  }
+
+  /**
+   * Removes the routes of ours the plan no longer has, before any peer goes. `ip route
+   * del` is quiet when the route is already gone, so what it removed is listed again:
+   * one still there fails the pass (after the rest of it), rather than outliving its peer
+   * unnoticed.
+   */
+  private async withdrawRoutes(
+    plan: MeshPlan,
+    routes: readonly RouteInfo[],
+    hostRoutes: readonly RouteInfo[],
+    report: ApplyReport,
+    failures: Error[],
+  ): Promise<void> {
+    const name = plan.device.name;
+    const wantMain = new Map(plan.routes.map((r) => [r.dst, r]));
+    const wantHost = new Set(plan.hostRoutes.map((r) => r.dst));
+    const stale = [
+      ...routes.filter((r) => wantMain.get(r.dst)?.dev !== r.dev),
+      ...hostRoutes.filter((r) => !wantHost.has(r.dst)),
+    ];
+    for (const r of stale) {
+      await this.ip.routeDel(r);
+      report.routesRemoved++;
+    }
+    if (stale.length === 0) return;
+    const left = [
+      ...(await this.ip.routeList(name, ROUTE_PROTOCOL)),
+      ...(await this.ip.routeList(name, ROUTE_PROTOCOL, HOST_ROUTE_TABLE)),
+    ].filter((r) => stale.some((s) => s.dst === r.dst && s.table === r.table));
+    for (const r of left) {
+      const table = r.table === undefined ? 'main' : String(r.table);
+      failures.push(new Error(`route ${r.dst} dev ${name} (table ${table}) could not be removed`));
+    }
+  }
+
+  /**
+   * Host-to-host encryption: routes in HOST_ROUTE_TABLE and the `not fwmark` rules.
+   * Unwanted routes are already gone (withdrawRoutes); rules go after the routes they
+   * led to and come after the routes they lead to.
+   */
+  private async applyHostRouting(
+    plan: MeshPlan,
+    have: readonly RouteInfo[],
+    report: ApplyReport,
+  ): Promise<void> {
     const haveByDst = new Map(have.map((r) => [r.dst, r]));
     for (const r of plan.hostRoutes) {
       const h = haveByDst.get(r.dst);
