@@ -9,12 +9,32 @@ export PATH="$PWD/node_modules/.bin:$PATH"
 logs=.cache/test-logs
 mkdir -p "$logs"
 tiers=("$@")
-((${#tiers[@]})) || tiers=(check unit netns e2e)
+((${#tiers[@]})) || tiers=(check unit netns e2e cluster)
 
-if [[ $(id -u) -ne 0 ]] && [[ " ${tiers[*]} " =~ " netns "|" e2e " ]]; then
+if [[ $(id -u) -ne 0 ]] && [[ " ${tiers[*]} " =~ " netns "|" e2e "|" cluster " ]]; then
   echo "run-tests: the kernel and end-to-end tiers need root (network namespaces, links, mounts)" >&2
   exit 1
 fi
+
+# The suites written against the cluster-driver interface, on one real-node lab
+# (kubeadm, kubelets, containerd, wiremesh from its manifest) shared by all of them:
+# brought up as `make lab` does, removed afterwards whatever happened.
+cluster_lab=e2ereal
+cluster_suites=(kind-tests/mesh.e2e.test.ts kind-tests/pods.e2e.test.ts kind-tests/netpol.e2e.test.ts)
+run_cluster_tier() {
+  local rc
+  ./bin/wiremesh lab down --name "$cluster_lab" >/dev/null 2>&1 || true
+  if ! ./bin/wiremesh lab up --name "$cluster_lab" --nodes 3 --pods-per-node 1; then
+    echo "not ok - the real-node lab did not come up (see above)"
+    ./bin/wiremesh lab down --name "$cluster_lab" || true
+    return 1
+  fi
+  WIREMESH_E2E_CLUSTER=real WIREMESH_E2E_LAB="$cluster_lab" \
+    ava --tap --serial "${cluster_suites[@]}"
+  rc=$?
+  ./bin/wiremesh lab down --name "$cluster_lab" || rc=1
+  return $rc
+}
 
 passed=0 failed=0 bad_tiers=()
 for tier in "${tiers[@]}"; do
@@ -39,7 +59,8 @@ for tier in "${tiers[@]}"; do
     unit) npm run --silent test:unit >"$logs/unit.tap" 2>&1 ;;
     netns) npm run --silent test:netns >"$logs/netns.tap" 2>&1 ;;
     e2e) npm run --silent test:e2e >"$logs/e2e.tap" 2>&1 ;;
-    *) echo "run-tests: unknown tier '$tier' (check, unit, netns, e2e)" >&2; exit 2 ;;
+    cluster) run_cluster_tier >"$logs/cluster.tap" 2>&1 ;;
+    *) echo "run-tests: unknown tier '$tier' (check, unit, netns, e2e, cluster)" >&2; exit 2 ;;
   esac
   rc=$?
   log="$logs/$tier.tap"

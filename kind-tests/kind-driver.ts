@@ -226,15 +226,17 @@ export function nodeProbeDaemonSet(namespace: string): object {
 }
 
 export class KindDriver implements ClusterDriver {
-  readonly kind = 'kind';
+  /** 'kind', or 'real' for the real-node lab (the same kubeadm cluster, here). */
+  readonly kind: string;
   readonly kubectl: Kubectl;
   private nodes: string[] = [];
   private readonly addresses = new Map<string, string>();
   private nodeProbes = new Map<string, string>();
   private readonly created: ClusterPod[] = [];
 
-  private constructor(kubectl: Kubectl) {
+  private constructor(kubectl: Kubectl, kind: string) {
     this.kubectl = kubectl;
+    this.kind = kind;
   }
 
   /** Attach to a running cluster (run.sh made it and installed wiremesh); start the node probes. */
@@ -242,8 +244,9 @@ export class KindDriver implements ClusterDriver {
     kubeconfig: string,
     kubectlBinary = 'kubectl',
     runner: Runner = defaultRunner,
+    kind = 'kind',
   ): Promise<KindDriver> {
-    const d = new KindDriver(new Kubectl(kubeconfig, kubectlBinary, runner));
+    const d = new KindDriver(new Kubectl(kubeconfig, kubectlBinary, runner), kind);
     for (const n of await d.kubectl.nodes()) {
       d.nodes.push(n.name);
       if (n.internalIP) d.addresses.set(n.name, n.internalIP);

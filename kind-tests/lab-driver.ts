@@ -6,6 +6,8 @@
 // host side, without the apiserver's host (the bridge's own address).
 import type { AgentStatus } from '../agent/index.ts';
 import { Lab, type UpOptions } from '../lab/index.ts';
+import { Cluster } from '../lab/cluster.ts';
+import { toolPath } from '../sys/index.ts';
 import type { RunOptions, RunResult } from '../sys/index.ts';
 import type { ClusterDriver, ClusterPod, ContainerPort } from './driver.ts';
 import { proberPath } from './netpol/prober.ts';
@@ -129,5 +131,14 @@ export async function openCluster(options: UpOptions): Promise<ClusterDriver> {
     const { KindDriver } = await import('./kind-driver.ts');
     return KindDriver.open(kubeconfig, process.env.WIREMESH_KUBECTL ?? 'kubectl');
   }
-  throw new Error(`WIREMESH_E2E_CLUSTER=${kind}: the drivers are 'lab' and 'kind'`);
+  if (kind === 'real') {
+    // A real-node lab (lab/cluster.ts) already up, shared by the suites of a run: its
+    // pods are the kubelet's, reached through kubectl like any kubeadm cluster's.
+    const name = process.env.WIREMESH_E2E_LAB;
+    if (!name) throw new Error('WIREMESH_E2E_CLUSTER=real needs WIREMESH_E2E_LAB (the lab name)');
+    const { KindDriver } = await import('./kind-driver.ts');
+    const cluster = await Cluster.load(name);
+    return KindDriver.open(cluster.state.kubeconfig, toolPath('kubectl'), undefined, 'real');
+  }
+  throw new Error(`WIREMESH_E2E_CLUSTER=${kind}: the drivers are 'lab', 'real' and 'kind'`);
 }
