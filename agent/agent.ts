@@ -65,6 +65,7 @@ import { formatEndpoint } from './endpoint.ts';
 import type { Logger } from './log.ts';
 import type { AgentConfig } from './config.ts';
 import { composeStatus, type AgentStatus } from './status.ts';
+import type { HealthFacts } from './health.ts';
 import { splitPathNft } from './pathnft.ts';
 import {
   reportNodeProblems,
@@ -538,6 +539,15 @@ export class Agent {
       reconcile: { ...this.reconciler.stats },
       synced: this.synced,
     });
+  }
+
+  /** What the health endpoints check (agent/health.ts): in-memory fields only, no I/O. */
+  health(): HealthFacts {
+    return {
+      synced: this.synced,
+      reconcile: { ...this.reconciler.progress },
+      lastError: this.reconciler.stats.lastError,
+    };
   }
 
   /** The plan the agent would apply now (for `wiremesh plan`). */

@@ -15,9 +15,16 @@ export interface AgentConfig {
   keyRotationPeriodMs: number;
   /** Route host-to-host traffic between nodes through the mesh (pairs where both agree). */
   hostEncryption: boolean;
+  /**
+   * The IPPools to create at start-up when the cluster has none (one CIDR per family;
+   * empty: never), so that one `kubectl apply` of the manifest, which holds no custom
+   * resources, gives a working cluster.
+   */
+  defaultPoolCIDRs: string[];
 }
 
 export const DEFAULT_TUNNEL_CIDR = '100.127.0.0/16';
+export const DEFAULT_POOL_CIDR = '100.64.0.0/16';
 
 export function defaultAgentConfig(nodeName: string): AgentConfig {
   return {
@@ -30,6 +37,7 @@ export function defaultAgentConfig(nodeName: string): AgentConfig {
     wireguardMode: 'auto',
     keyRotationPeriodMs: 0,
     hostEncryption: false,
+    defaultPoolCIDRs: [DEFAULT_POOL_CIDR],
   };
 }
 

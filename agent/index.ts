@@ -4,9 +4,23 @@
 // drivers to apply it. Nothing is written to the dataplane before the first full list.
 export * from './annotations.ts';
 export { Agent } from './agent.ts';
-export { defaultAgentConfig, DEFAULT_TUNNEL_CIDR, type AgentConfig } from './config.ts';
+export {
+  defaultAgentConfig,
+  DEFAULT_TUNNEL_CIDR,
+  DEFAULT_POOL_CIDR,
+  type AgentConfig,
+} from './config.ts';
 export type { AgentStatus, PeerStatus } from './status.ts';
 export { serveAgentApi, callAgent } from './server.ts';
+export {
+  serveHealth,
+  getHealth,
+  checkLiveness,
+  checkReadiness,
+  healthResponse,
+  type HealthFacts,
+  type HealthSource,
+} from './health.ts';
 export { meshNodeFromK8s, type MeshNode, type NodeProblem } from './meshnode.ts';
 export {
   planMesh,

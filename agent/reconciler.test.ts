@@ -118,3 +118,44 @@ test('a pass runs only the phases asked for; start, resync and retries run all',
   // The mesh schedule starts a pass at once; the policy one, arriving during it, runs next.
   t.deepEqual(seen, ['all', 'policy', 'mesh', 'policy', 'policy', 'all']);
 });
+
+test('progress: the running pass, the last end, and successes of full passes only', async (t) => {
+  let clock = 1000;
+  let release!: () => void;
+  let fail = true;
+  const seen: (number | null)[] = [];
+  const r = new Reconciler(
+    async (dirty) => {
+      seen.push(r.progress.passStartedAt);
+      if (!dirty.all) await new Promise<void>((res) => (release = res));
+      if (fail) throw new Error('boom');
+    },
+    {
+      resyncMs: 30_000,
+      maxBackoffMs: 60_000,
+      log: silentLogger,
+      now: () => clock,
+      ...manualTimers(),
+    },
+  );
+  t.like(r.progress, { running: false, passStartedAt: null, longestIdleMs: 60_000 });
+  r.start();
+  await r.idle();
+  t.like(r.progress, { running: true, lastPassEndedAt: 1000, lastFullSuccessAt: null });
+  clock = 2000;
+  fail = false;
+  r.schedule('retry'); // a retry runs every phase
+  await r.idle();
+  t.like(r.progress, { passStartedAt: null, lastPassEndedAt: 2000, lastFullSuccessAt: 2000 });
+  clock = 3000;
+  r.schedule('pod label', 'policy');
+  t.is(r.progress.passStartedAt, 3000);
+  clock = 4000;
+  release();
+  await r.idle();
+  // A pass of one phase does not count as a full one.
+  t.like(r.progress, { passStartedAt: null, lastPassEndedAt: 4000, lastFullSuccessAt: 2000 });
+  t.deepEqual(seen, [1000, 2000, 3000]);
+  r.stop();
+  t.false(r.progress.running);
+});

@@ -11,6 +11,10 @@
 // (`['all']` for a full pass), how long it took and its error; the metrics endpoint
 // (agent/metrics.ts) turns them into a histogram and an error counter. An observer
 // that throws is ignored: watching the loop must never break it.
+//
+// `progress` is what the health endpoints read (agent/health.ts): whether the loop
+// runs, since when the current pass runs, when the last one ended and when a pass
+// of every phase last succeeded; plain fields, so a probe costs no work.
 import type { Logger } from './log.ts';
 
 export interface ReconcilerOptions {
@@ -23,6 +27,8 @@ export interface ReconcilerOptions {
   clearTimer?: (handle: unknown) => void;
   /** Told of every finished pass (see PassObserver). */
   onPass?: PassObserver;
+  /** Unix milliseconds; Date.now by default (injectable for tests). */
+  now?: () => number;
 }
 
 /**
@@ -43,12 +49,26 @@ export interface ReconcileStats {
   lastSuccessAt: number | null;
 }
 
+/** The loop's liveness facts, in unix milliseconds (see agent/health.ts). */
+export interface ReconcileProgress {
+  /** start() was called (the first full lists arrived) and stop() was not. */
+  running: boolean;
+  /** The running pass's start; null between passes. */
+  passStartedAt: number | null;
+  lastPassEndedAt: number | null;
+  /** The last success of a pass that ran every phase (the first one: start). */
+  lastFullSuccessAt: number | null;
+  /** The longest wait between passes: the resync period or the longest backoff. */
+  longestIdleMs: number;
+}
+
 /** The phases a pass must run; `all` means every phase (start, resync, retry). */
 export type DirtyPhases = ReadonlySet<string> & { readonly all: boolean };
 
 export class Reconciler {
   private readonly pass: (dirty: DirtyPhases) => Promise<void>;
   private readonly opts: Required<Omit<ReconcilerOptions, 'log' | 'onPass'>> & { log: Logger };
+  readonly progress: ReconcileProgress;
   private readonly observers: PassObserver[] = [];
   private running = false;
   private pending = false;
@@ -74,7 +94,15 @@ export class Reconciler {
       maxBackoffMs: 30_000,
       setTimer: (fn, ms) => setTimeout(fn, ms),
       clearTimer: (h) => clearTimeout(h as NodeJS.Timeout),
+      now: Date.now,
       ...options,
+    };
+    this.progress = {
+      running: false,
+      passStartedAt: null,
+      lastPassEndedAt: null,
+      lastFullSuccessAt: null,
+      longestIdleMs: Math.max(this.opts.resyncMs, this.opts.maxBackoffMs),
     };
     if (options.onPass) this.observers.push(options.onPass);
   }
@@ -90,11 +118,13 @@ export class Reconciler {
 
   start(): void {
     this.started = true;
+    this.progress.running = !this.stopped;
     this.schedule('start');
   }
 
   stop(): void {
     this.stopped = true;
+    this.progress.running = false;
     if (this.timer !== undefined) this.opts.clearTimer(this.timer);
   }
 
@@ -128,10 +158,12 @@ export class Reconciler {
       const start = performance.now();
       const phases = dirty.all ? ['all'] : [...dirty].sort();
       let failure: Error | null = null;
+      this.progress.passStartedAt = this.opts.now();
       try {
         await this.pass(dirty);
         this.stats.lastError = null;
-        this.stats.lastSuccessAt = Date.now();
+        this.stats.lastSuccessAt = this.opts.now();
+        if (dirty.all) this.progress.lastFullSuccessAt = this.stats.lastSuccessAt;
         this.backoff = 0;
         next = this.opts.resyncMs;
       } catch (e) {
@@ -150,6 +182,8 @@ export class Reconciler {
         });
         this.pending = false;
       } finally {
+        this.progress.passStartedAt = null;
+        this.progress.lastPassEndedAt = this.opts.now();
         this.stats.passes++;
         this.stats.lastDurationMs = performance.now() - start;
         this.notify(phases, this.stats.lastDurationMs, failure);

@@ -6,6 +6,7 @@ import { mkdir, rm, chmod } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Agent } from './agent.ts';
 import { startedPodNetworks } from './podnetwork.ts';
+import { healthResponse } from './health.ts';
 
 export async function serveAgentApi(agent: Agent, socketPath: string): Promise<Server> {
   await mkdir(dirname(socketPath), { recursive: true, mode: 0o755 });
@@ -18,14 +19,12 @@ export async function serveAgentApi(agent: Agent, socketPath: string): Promise<S
     const route = `${req.method ?? 'GET'} ${req.url ?? '/'}`;
     const handle = async () => {
       switch (route) {
+        // The checks of the health endpoints (agent/health.ts), for `wiremesh health`.
         case 'GET /healthz':
-          return reply(200, { ok: true });
         case 'GET /readyz': {
-          const s = await agent.status();
-          return reply(s.synced && s.reconcile.lastSuccessAt !== null ? 200 : 503, {
-            synced: s.synced,
-            lastError: s.reconcile.lastError,
-          });
+          const path = route === 'GET /readyz' ? '/readyz' : '/healthz';
+          const { code, body } = healthResponse(path, agent.health(), Date.now());
+          return reply(code, body);
         }
         case 'GET /status':
           // Plus this node's IPAM usage, which the Agent's status does not carry.

@@ -8,6 +8,8 @@ import {
   Agent,
   defaultAgentConfig,
   serveAgentApi,
+  serveHealth,
+  getHealth,
   callAgent,
   jsonLogger,
   meshNodeFromK8s,
@@ -37,7 +39,12 @@ const DEFAULT_SOCKET = '/run/wiremesh/agent.sock';
 export async function agentOptions(
   argv: string[],
   env: NodeJS.ProcessEnv = process.env,
-): Promise<{ config: AgentConfig; logLevel: LogLevel; metricsAddress: string | null }> {
+): Promise<{
+  config: AgentConfig;
+  logLevel: LogLevel;
+  metricsAddress: string | null;
+  healthAddress: string | null;
+}> {
   const { values } = parseArgs({
     args: argv,
     options: {
@@ -56,6 +63,8 @@ export async function agentOptions(
       'log-level': { type: 'string' },
       'host-encryption': { type: 'boolean' },
       'metrics-address': { type: 'string' },
+      'health-address': { type: 'string' },
+      'default-pool-cidr': { type: 'string' },
     },
   });
   const nodeName = values['node-name'];
@@ -67,7 +76,7 @@ export async function agentOptions(
     ...(dir ? [dirSource(dir, await readSettingsDir(dir))] : []),
     flagSource(flags),
   ]);
-  const { logLevel, metricsAddress, ...agentSettings } = settings;
+  const { logLevel, metricsAddress, healthAddress, ...agentSettings } = settings;
   const config: AgentConfig = {
     ...defaultAgentConfig(nodeName),
     ...agentSettings,
@@ -76,19 +85,29 @@ export async function agentOptions(
     runDir: values['run-dir'],
     wireguardGo: values['wireguard-go'],
   };
-  return { config, logLevel, metricsAddress };
+  return { config, logLevel, metricsAddress, healthAddress };
 }
 
 export async function runAgent(argv: string[]): Promise<number> {
-  const { config, logLevel, metricsAddress } = await agentOptions(argv);
+  const { config, logLevel, metricsAddress, healthAddress } = await agentOptions(argv);
   const log = jsonLogger({ node: config.nodeName }, logLevel);
   const agent = new Agent(config, log);
   const server = await serveAgentApi(agent, `${config.runDir}/agent.sock`);
+  // Health first: the kubelet's liveness probe must find the agent alive while it
+  // waits for its first lists, which can take long when the apiserver is away.
+  const health =
+    healthAddress === null
+      ? null
+      : await serveRetrying('health', healthAddress, log, (listen) => serveHealth(agent, listen));
   // Observing starts before the agent, so its first passes and CNI requests count;
   // the metrics module (and prom-client) loads only when metrics are on.
   const metrics = metricsAddress === null ? null : await startMetrics(agent, metricsAddress, log);
   await agent.start();
-  log.info('agent running', { socket: `${config.runDir}/agent.sock`, metrics: metricsAddress });
+  log.info('agent running', {
+    socket: `${config.runDir}/agent.sock`,
+    metrics: metricsAddress,
+    health: healthAddress,
+  });
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => {
       log.info('stopping; the dataplane stays in place', { signal: sig });
@@ -99,33 +118,34 @@ export async function runAgent(argv: string[]): Promise<number> {
   });
   server.close();
   metrics?.close();
+  health?.close();
   await agent.stop();
   return 0;
 }
 
 /**
- * Observe the agent and serve /metrics. A port that cannot be bound (taken by
- * another host-network process) is logged and retried every 10 s: the node's pod
- * networking matters more than its metrics, so the agent runs on without them.
+ * Serve an HTTP endpoint of the agent on a host network address. A port that
+ * cannot be bound (taken by another host-network process) is logged and retried
+ * every 10 s: the node's pod networking matters more than its metrics or probes,
+ * so the agent runs on without them meanwhile.
  */
-async function startMetrics(
-  agent: Agent,
+async function serveRetrying(
+  what: 'health' | 'metrics',
   address: string,
   log: Logger,
+  listen: (at: { host: string; port: number }) => Promise<Server>,
 ): Promise<{ close: () => void }> {
-  const { observeAgent, serveMetrics } = await import('../agent/metrics.ts');
-  const listen = parseListenAddress(address);
-  if (!listen) throw new Error(`metrics-address '${address}' is not an address`);
-  const observed = observeAgent(agent);
+  const at = parseListenAddress(address);
+  if (!at) throw new Error(`${what}-address '${address}' is not an address`);
   let http: Server | undefined;
   let retry: NodeJS.Timeout | undefined;
   let closed = false;
   const serve = async () => {
     try {
-      http = await serveMetrics(observed.metrics, listen, log);
-      log.info('serving metrics', { address });
+      http = await listen(at);
+      log.info(`serving ${what}`, { address });
     } catch (e) {
-      log.error('metrics endpoint unavailable; retrying in 10 s', {
+      log.error(`${what} endpoint unavailable; retrying in 10 s`, {
         error: (e as Error).message,
       });
       if (!closed) retry = setTimeout(() => void serve(), 10_000);
@@ -137,6 +157,24 @@ async function startMetrics(
       closed = true;
       if (retry) clearTimeout(retry);
       http?.close();
+    },
+  };
+}
+
+/** Observe the agent and serve /metrics. */
+async function startMetrics(
+  agent: Agent,
+  address: string,
+  log: Logger,
+): Promise<{ close: () => void }> {
+  const { observeAgent, serveMetrics } = await import('../agent/metrics.ts');
+  const observed = observeAgent(agent);
+  const served = await serveRetrying('metrics', address, log, (listen) =>
+    serveMetrics(observed.metrics, listen, log),
+  );
+  return {
+    close: () => {
+      served.close();
       observed.close();
     },
   };
@@ -208,15 +246,34 @@ export async function runPlan(argv: string[]): Promise<number> {
   return 0;
 }
 
-/** `wiremesh health [--ready]`: exit 0 when the local agent answers (and, with --ready, has synced and reconciled). */
+/**
+ * `wiremesh health [--ready] [--address IP:PORT]`: exit 0 when the local agent is
+ * alive (with --ready: has applied its dataplane), as the kubelet's probes see it.
+ * The checks are the agent's health endpoints'; by default they are asked through
+ * the agent's socket, which answers whatever health-address is; --address asks the
+ * HTTP endpoint itself, as the probes do.
+ */
 export async function runHealth(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
     options: {
       ready: { type: 'boolean', default: false },
       socket: { type: 'string', default: DEFAULT_SOCKET },
+      address: { type: 'string' },
     },
   });
-  await callAgent(values.socket, 'GET', values.ready ? '/readyz' : '/healthz');
-  return 0;
+  const path = values.ready ? '/readyz' : '/healthz';
+  let target: { host: string; port: number } | { socketPath: string } = {
+    socketPath: values.socket,
+  };
+  if (values.address !== undefined) {
+    const at = parseListenAddress(values.address);
+    if (!at) throw new Error(`--address takes IP:PORT, not '${values.address}'`);
+    target = at;
+  }
+  const { code, body } = await getHealth(target, path);
+  const ok = code === 200;
+  const what = values.ready ? (ok ? 'ready' : 'not ready') : ok ? 'alive' : 'not alive';
+  (ok ? process.stdout : process.stderr).write(`${what}: ${body.reason ?? `HTTP ${code}`}\n`);
+  return ok ? 0 : 1;
 }

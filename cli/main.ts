@@ -8,14 +8,16 @@ commands:
   agent      --node-name NAME [--kubeconfig FILE] [--config-dir DIR] [--resync 30s]
              [--wireguard auto|kernel|userspace] [--key-rotation-period 0s] [--tunnel-cidr CIDR]
              [--host-encryption] [--listen-port 51825] [--log-level info]
-             [--metrics-address 0.0.0.0:9825|off]
-             the node daemon (Prometheus metrics on GET /metrics)
+             [--metrics-address 0.0.0.0:9825|off] [--health-address 127.0.0.1:9826|off]
+             [--default-pool-cidr 100.64.0.0/16|off]
+             the node daemon (Prometheus metrics on GET /metrics, probes on GET /healthz, /readyz)
   status     [-o json|yaml|wide]          on a node: peers (endpoint, path, handshake, bytes),
              pools and their encryption, IPAM usage, policy counts (from the agent's socket)
   status --cluster [--kubeconfig FILE] [-o json|yaml|wide]
              every node's annotations and IPAM usage, the IPPools, from the apiserver
   rotate-key                              on a node: new WireGuard key, peers follow
-  health     [--ready]                    on a node: exit 0 when the agent is alive (ready)
+  health     [--ready] [--address IP:PORT] on a node: exit 0 when the agent is alive (with --ready:
+             has applied its dataplane), as the kubelet's probes see it
   plan       --node NAME [--kubeconfig FILE] [--tunnel-cidr CIDR] [--host-mtu 1500]
              the WireGuard mesh the agent on NAME would program (peers, AllowedIPs, routes)
   install-cni [--bin-dir /opt/cni/bin] [--conf-dir /etc/cni/net.d] [--chain portmap,bandwidth]

@@ -33,6 +33,7 @@ test('the defaults are the agent defaults', (t) => {
   t.is(d.keyRotationPeriodMs, a.keyRotationPeriodMs);
   t.is(d.hostEncryption, a.hostEncryption);
   t.is(d.listenPort, a.listenPort);
+  t.deepEqual(d.defaultPoolCIDRs, a.defaultPoolCIDRs);
 });
 
 test('deploy/config.yaml sets every setting, each valid, to the defaults', (t) => {
@@ -52,6 +53,8 @@ test('config values become agent options; flags win over the config', (t) => {
       'listen-port': '51900',
       'log-level': 'debug',
       'metrics-address': '198.18.0.2:9900',
+      'health-address': '[::1]:9901',
+      'default-pool-cidr': '100.80.0.0/16,fd00:80::/48',
     }),
     flagSource({ resync: '5s', 'host-encryption': false, wireguard: undefined }),
   ]);
@@ -64,7 +67,18 @@ test('config values become agent options; flags win over the config', (t) => {
     listenPort: 51900,
     logLevel: 'debug',
     metricsAddress: '198.18.0.2:9900',
+    healthAddress: '[::1]:9901',
+    defaultPoolCIDRs: ['100.80.0.0/16', 'fd00:80::/48'],
   });
+});
+
+test('health-address and default-pool-cidr: off', (t) => {
+  const s = resolveAgentSettings([
+    configSource({ 'health-address': 'off', 'default-pool-cidr': 'off' }),
+  ]);
+  t.is(s.healthAddress, null);
+  t.deepEqual(s.defaultPoolCIDRs, []);
+  t.like(settingsToData(s), { 'health-address': 'off', 'default-pool-cidr': 'off' });
 });
 
 test('metrics-address: off, IPv4 or bracketed IPv6 with a port', (t) => {
@@ -106,6 +120,12 @@ test(bad, 'metrics-address', '9825', /takes off or IP:PORT/);
 test(bad, 'metrics-address', 'node1:9825', /takes off or IP:PORT/);
 test(bad, 'metrics-address', '::1:9825', /takes off or IP:PORT/);
 test(bad, 'metrics-address', '0.0.0.0:0', /port from 1 to 65535/);
+test(bad, 'health-address', 'localhost:9826', /takes off or IP:PORT/);
+test(bad, 'default-pool-cidr', '100.64.0.1/16', /host bits set/);
+test(bad, 'default-pool-cidr', '100.64.0.0/27', /smaller than one \/26 block/);
+test(bad, 'default-pool-cidr', 'fd00:64::/123', /smaller than one \/122 block/);
+test(bad, 'default-pool-cidr', '100.64.0.0/16,100.65.0.0/16', /at most one CIDR per family/);
+test(bad, 'default-pool-cidr', '', /takes off or CIDRs like 100\.64\.0\.0\/16/);
 
 test('an unknown key is refused, naming the known ones', (t) => {
   const e = t.throws(() => resolveAgentSettings([configSource({ resynk: '30s' })]));

@@ -24,6 +24,10 @@ export interface AgentSettings {
   logLevel: LogLevel;
   /** host:port of the Prometheus /metrics endpoint; null: no endpoint. */
   metricsAddress: string | null;
+  /** host:port of the health endpoints (/healthz, /readyz) the kubelet probes; null: none. */
+  healthAddress: string | null;
+  /** The IPPools the agent creates when the cluster has none (at most one per family). */
+  defaultPoolCIDRs: string[];
 }
 
 export const DEFAULT_AGENT_SETTINGS: AgentSettings = {
@@ -35,6 +39,8 @@ export const DEFAULT_AGENT_SETTINGS: AgentSettings = {
   listenPort: 51825,
   logLevel: 'info',
   metricsAddress: '0.0.0.0:9825',
+  healthAddress: '127.0.0.1:9826',
+  defaultPoolCIDRs: ['100.64.0.0/16'],
 };
 
 interface SettingDef<K extends keyof AgentSettings> {
@@ -70,6 +76,28 @@ export function parseListenAddress(text: string): { host: string; port: number }
   if (!m || host === undefined || isIP(host) !== (m[1] !== undefined ? 6 : 4))
     throw new Error(`takes off or IP:PORT ('0.0.0.0:9825', '[::]:9825'), not '${text}'`);
   return { host, port: parsePort(m[3] ?? '') };
+}
+
+/**
+ * 'off', or one canonical CIDR per family, comma-separated: '100.64.0.0/16',
+ * '100.64.0.0/16,fd00:64::/48'. Each must hold one block of the family's default
+ * size (/26, /122), the block size the created pool gets.
+ */
+export function parseDefaultPoolCidrs(text: string): string[] {
+  if (text === 'off') return [];
+  const cidrs = text.split(',').map((c) => c.trim());
+  const families = new Set<number>();
+  for (const cidr of cidrs) {
+    const c = parseCanonicalCidr(cidr);
+    if (!c.ok) throw new Error(`takes off or CIDRs like 100.64.0.0/16: ${c.reason}`);
+    const block = c.value.family === 4 ? 26 : 122;
+    if (c.value.prefix > block)
+      throw new Error(`'${cidr}' is smaller than one /${block} block of addresses`);
+    if (families.has(c.value.family))
+      throw new Error(`takes at most one CIDR per family, not '${text}'`);
+    families.add(c.value.family);
+  }
+  return cidrs;
 }
 
 function oneOf<T extends string>(values: readonly T[]): (text: string) => T {
@@ -146,6 +174,16 @@ export const SETTINGS = {
     help: 'IP:PORT of the Prometheus /metrics endpoint (0.0.0.0:9825), or off',
     parse: (text) => (parseListenAddress(text) === null ? null : text),
   } satisfies SettingDef<'metricsAddress'>,
+  'health-address': {
+    field: 'healthAddress',
+    help: 'IP:PORT of the health endpoints /healthz and /readyz (127.0.0.1:9826), or off',
+    parse: (text) => (parseListenAddress(text) === null ? null : text),
+  } satisfies SettingDef<'healthAddress'>,
+  'default-pool-cidr': {
+    field: 'defaultPoolCIDRs',
+    help: 'the IPPool created when the cluster has none (100.64.0.0/16; one per family), or off',
+    parse: parseDefaultPoolCidrs,
+  } satisfies SettingDef<'defaultPoolCIDRs'>,
 } as const;
 
 export type SettingKey = keyof typeof SETTINGS;
@@ -244,6 +282,8 @@ export function settingsToData(s: AgentSettings): Record<SettingKey, string> {
     'listen-port': String(s.listenPort),
     'log-level': s.logLevel,
     'metrics-address': s.metricsAddress ?? 'off',
+    'health-address': s.healthAddress ?? 'off',
+    'default-pool-cidr': s.defaultPoolCIDRs.length ? s.defaultPoolCIDRs.join(',') : 'off',
   };
 }
 

@@ -1,0 +1,55 @@
+// What the DaemonSet in deploy/daemonset.yaml promises a real node: the privileges
+// the agent needs, and probes that reach the agent's health endpoints where its
+// settings (deploy/config.yaml) put them, with timeouts a loaded node can meet.
+import test from 'ava';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { DEPLOY_DIR } from './manifest.ts';
+import { DEFAULT_AGENT_SETTINGS, parseListenAddress } from './settings.ts';
+
+interface Probe {
+  httpGet?: { host?: string; port?: number | string; path?: string };
+  exec?: unknown;
+  periodSeconds?: number;
+  timeoutSeconds?: number;
+  failureThreshold?: number;
+}
+interface Container {
+  name: string;
+  ports?: { name: string; containerPort: number }[];
+  securityContext?: { privileged?: boolean };
+  livenessProbe?: Probe;
+  readinessProbe?: Probe;
+}
+const ds = parseYaml(readFileSync(join(DEPLOY_DIR, 'daemonset.yaml'), 'utf8')) as {
+  spec: { template: { spec: { hostNetwork?: boolean; containers: Container[] } } };
+};
+const config = parseYaml(readFileSync(join(DEPLOY_DIR, 'config.yaml'), 'utf8')) as {
+  data: Record<string, string>;
+};
+const agent = ds.spec.template.spec.containers.find((c) => c.name === 'agent');
+
+test('the agent runs privileged: /proc/sys is read-only in any other container', (t) => {
+  t.true(agent?.securityContext?.privileged);
+  t.true(ds.spec.template.spec.hostNetwork);
+});
+
+test('probes are HTTP GETs of the health endpoints on the health-address', (t) => {
+  const health = parseListenAddress(config.data['health-address'] ?? '');
+  t.deepEqual(health, parseListenAddress(DEFAULT_AGENT_SETTINGS.healthAddress ?? ''));
+  const port = agent?.ports?.find((p) => p.name === 'health')?.containerPort;
+  t.is(port, health?.port);
+  for (const [probe, path] of [
+    [agent?.livenessProbe, '/healthz'],
+    [agent?.readinessProbe, '/readyz'],
+  ] as const) {
+    t.is(probe?.exec, undefined, 'no process started per probe');
+    t.deepEqual(probe?.httpGet, { host: health?.host, port: 'health', path });
+    // A loaded node must be able to answer in time; the kubelet's default is 1 s.
+    t.true((probe?.timeoutSeconds ?? 1) >= 3, `${path} timeout`);
+  }
+  // A minute of failed liveness probes before the kubelet restarts the agent.
+  const l = agent?.livenessProbe;
+  t.true((l?.periodSeconds ?? 10) * (l?.failureThreshold ?? 3) >= 60);
+});
