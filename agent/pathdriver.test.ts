@@ -93,7 +93,7 @@ test('a VXLAN pool and an encrypted pool: device, routes, rules, rp_filter; re-a
   );
   t.deepEqual(
     ip.routes.filter((r) => r.table === 51826).map((r) => `${r.dst} ${r.dev}`),
-    ['100.64.1.0/26 wiremesh.wg', '100.65.1.0/26 wiremesh.wg'],
+    ['100.64.1.0/26 wiremesh.wg', '100.65.1.0/26 wiremesh.wg', '198.18.0.2/32 wiremesh.wg'],
   );
   t.is(sysctl.values.get('net/ipv4/conf/wiremesh.vxlan/rp_filter'), '2');
   t.is(sysctl.values.get('net/ipv4/conf/wiremesh.wg/rp_filter'), '2');
@@ -116,9 +116,13 @@ test('switching the plain pool to encryption takes its block off VXLAN', async (
     ip.routes.filter((r) => r.dev === 'wiremesh.vxlan'),
     [],
   );
-  // Every pool encrypted now: every block's route is WireGuard's, no policy rule is needed.
-  t.deepEqual(ip.sourceRules, []);
-  t.is(report.sourceRouting.rulesRemoved, 1);
+  // Every pool encrypted now: every block's route is WireGuard's; each pool has a rule
+  // for b's node address, which the main table sends over the underlay.
+  t.deepEqual(
+    ip.sourceRules.map((r) => r.from),
+    ['100.64.0.0/16', '100.65.0.0/16'],
+  );
+  t.is(report.sourceRouting.rulesAdded, 1);
 });
 
 test("the plan's nftables fragment composes into the agent's table with its jumps", (t) => {
@@ -169,12 +173,20 @@ test('IPPool objects and the namespace annotation as the agent reads them', (t) 
 });
 
 test('policy rules come before a plaintext route and go after it', async (t) => {
-  // All pools encrypted: no rule. A plain pool's block then needs one for the encrypted
-  // pools' traffic to it, in place before its VXLAN route exists; and back.
+  // All pools encrypted, and b's node address routed to no peer (c reports it too): no
+  // rule. A plain pool's block then needs one for the encrypted pools' traffic to it,
+  // in place before its VXLAN route exists; and back.
   const ip = fakeNode();
   const driver = new PathDriver(ip, new FakeSysctl());
+  const input2 = (pools: PathPool[]): PathInput => ({
+    ...input(pools),
+    nodes: [
+      ...input(pools).nodes,
+      { name: 'c', underlayIPs: ['198.18.0.2'], wireguardPeer: false },
+    ],
+  });
   const encrypted = POOLS.map((p) => ({ ...p, encryption: 'WireGuard' as const }));
-  await driver.apply(planPaths(input(encrypted)), 'eth0');
+  await driver.apply(planPaths(input2(encrypted)), 'eth0');
   t.deepEqual(ip.sourceRules, []);
   const seen: string[] = [];
   const routeReplace = ip.routeReplace.bind(ip);
@@ -187,9 +199,9 @@ test('policy rules come before a plaintext route and go after it', async (t) => 
     if (route.dev === 'wiremesh.vxlan') seen.push(`del with ${ip.sourceRules.length} rules`);
     await routeDel(route);
   };
-  await driver.apply(planPaths(input(POOLS)), 'eth0');
+  await driver.apply(planPaths(input2(POOLS)), 'eth0');
   t.is(ip.sourceRules.length, 1);
-  await driver.apply(planPaths(input(encrypted)), 'eth0');
+  await driver.apply(planPaths(input2(encrypted)), 'eth0');
   t.deepEqual(ip.sourceRules, []);
   t.deepEqual(seen, ['route with 1 rules', 'del with 1 rules']);
 });

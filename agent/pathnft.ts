@@ -1,7 +1,13 @@
 // The nftables fragment of the path planner (agent/paths.ts): the encryption guard
 // that keeps a Required pool's traffic from leaving in plaintext, and the masquerade
 // for natOutgoing pools. Pure; planPaths puts it in its plan.
-import { formatCidr, parseCidr, type Cidr } from './cidr.ts';
+//
+// The guard's destinations (`encrypt-remote-*`) are everything the mesh reaches: remote
+// pod blocks, other clusters' ranges, and other nodes' own addresses. A Required pool's
+// packet to one of them leaves through WireGuard or not at all. Other nodes' addresses
+// are not exempt from natOutgoing: a pool that asks for it is masqueraded towards them
+// as towards any address outside the pools.
+import { formatCidr, hostCidr, parseCidr, type Cidr } from './cidr.ts';
 import type { PathPool } from './paths.ts';
 import { cidrLast } from '../ipam/cidr.ts';
 import type { NftChain, NftSet, NftTable } from '../nftables/model.ts';
@@ -41,9 +47,16 @@ export const PATH_NFT = {
  */
 export function planPathNft(
   pools: readonly PathPool[],
-  remoteBlocks: readonly string[],
-  meshRanges: readonly string[] = [],
+  dsts: {
+    /** Pod blocks held by other nodes. */
+    remoteBlocks: readonly string[];
+    /** Ranges reached only through wiremesh.wg (other clusters, Peer objects). */
+    meshRanges?: readonly string[];
+    /** Other nodes' own addresses (their InternalIPs). */
+    remoteNodeAddresses?: readonly string[];
+  },
 ): NftTable {
+  const meshRanges = dsts.meshRanges ?? [];
   const sets: NftSet[] = [];
   const chainRules = { forward: [] as string[], nat: [] as string[] };
   for (const family of [4, 6] as const) {
@@ -63,7 +76,11 @@ export function planPathNft(
         .filter((p) => p.encryptionMode === 'Required' && p.encryption === 'WireGuard')
         .map((p) => p.cidr),
     );
-    set('encrypt-remote-blocks', [...remoteBlocks, ...meshRanges]);
+    set('encrypt-remote', [
+      ...dsts.remoteBlocks,
+      ...meshRanges,
+      ...(dsts.remoteNodeAddresses ?? []).map(hostCidr),
+    ]);
     set(
       'nat-outgoing',
       pools.filter((p) => p.natOutgoing).map((p) => p.cidr),
@@ -79,11 +96,11 @@ export function planPathNft(
     // Rules only for a family with a Required pool: every forwarded packet walks them.
     // A packet of no Required pool must get through cheaply: with a few Required
     // ranges, each is a prefix compare in the rule (an interval set lookup per packet
-    // cost about 5% of a forwarded pod stream here); the remote-blocks lookup comes
+    // cost about 5% of a forwarded pod stream here); the remote lookup comes
     // last, so only traffic of a Required pool that is not leaving through WireGuard
     // pays for it.
     const guard = (match: 'saddr' | 'daddr', range: string) =>
-      `${ip} ${match} ${range} ${notWg} ${ip} daddr @encrypt-remote-blocks-${v} counter drop`;
+      `${ip} ${match} ${range} ${notWg} ${ip} daddr @encrypt-remote-${v} counter drop`;
     const ranges =
       required.length <= INLINE_REQUIRED_RANGES ? required : [`@encrypt-required-${v}`];
     for (const match of ['saddr', 'daddr'] as const)

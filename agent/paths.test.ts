@@ -248,7 +248,7 @@ test('no pool asks for VXLAN or IP-in-IP: no devices', (t) => {
   t.is(plan.ipip, null);
 });
 
-test("policy routing: encrypted pools look up the encrypt table; it holds the WireGuard peers' blocks", (t) => {
+test("policy routing: encrypted pools look up the encrypt table; it holds the WireGuard peers' blocks and node addresses", (t) => {
   const plan = planPaths(input());
   t.deepEqual(plan.encryptRules, [
     { family: 4, priority: 5183, from: '100.64.0.0/16', table: 51826 },
@@ -256,10 +256,140 @@ test("policy routing: encrypted pools look up the encrypt table; it holds the Wi
   ]);
   t.deepEqual(
     plan.encryptRoutes.map((r) => `${r.dst} ${r.dev} ${r.src} ${r.table}`),
-    POOLS.map((p) => `${blockOf(p.name, 'b')} wiremesh.wg 100.127.0.1 51826`),
+    [
+      ...POOLS.map((p) => `${blockOf(p.name, 'b')} wiremesh.wg 100.127.0.1 51826`),
+      '198.18.0.2/32 wiremesh.wg 100.127.0.1 51826',
+    ],
   );
   const none = planPaths(input({ pools: POOLS.filter((p) => p.encryption === 'None') }));
   t.deepEqual([none.encryptRules, none.encryptRoutes], [[], []]);
+});
+
+test("other nodes' own addresses: an encrypted pool reaches them through WireGuard, or not at all if Required", (t) => {
+  const plan = planPaths(input());
+  const of = (node: string) => plan.nodeAddresses.find((a) => a.node === node);
+  // b is a WireGuard peer: every encrypted pool's traffic to its address is encrypted.
+  t.is(of('b')?.address, '198.18.0.2');
+  t.deepEqual(
+    Object.entries(of('b')?.fromPools ?? {}).map(([pool, d]) => `${pool} ${d.path}`),
+    ['enc wireguard', 'req wireguard'],
+  );
+  // c has no usable key: Required drops (the nftables guard), Preferred goes plain, both said.
+  const c = of('c')?.fromPools ?? {};
+  t.is(c.req?.path, 'blocked');
+  t.regex(c.req?.reason ?? '', /pool req requires encryption and c has no usable WireGuard key/);
+  t.is(c.enc?.path, 'native');
+  t.regex(c.enc?.reason ?? '', /crosses the underlay in plaintext$/);
+  t.false(plan.encryptRoutes.some((r) => r.dst === '198.18.1.3/32'));
+  t.true(plan.events.some((e) => e.node === 'c' && e.reason === 'EncryptionRequiredBlocked'));
+  // Pools without encryption take the underlay as before: nothing planned for them.
+  t.is(c.plain, undefined);
+  t.false(
+    plan.nodeAddresses.some((a) => a.node === 'a'),
+    'not this node',
+  );
+});
+
+test('all pools encrypted: the rule is still there for the node addresses; no encrypted pool, no rule', (t) => {
+  const encrypted = POOLS.filter((p) => p.encryption === 'WireGuard');
+  const blocks = input().blocks.filter((b) => encrypted.some((p) => p.name === b.pool));
+  const plan = planPaths(input({ pools: encrypted, blocks }));
+  t.deepEqual(
+    plan.blocks.filter((b) => Object.keys(b.fromPools).length).map((b) => b.cidr),
+    [blockOf('enc', 'c')],
+    'only the Required pool towards c diverges among the blocks',
+  );
+  t.deepEqual(
+    plan.encryptRules.map((r) => r.from),
+    ['100.64.0.0/16', '100.65.0.0/16'],
+  );
+  t.true(plan.encryptRoutes.some((r) => r.dst === '198.18.0.2/32'));
+  // A WireGuard peer without an address of the pools' family: nothing to route, no rule.
+  const v6only = planPaths(
+    input({
+      pools: encrypted,
+      blocks: blocks.filter((b) => b.node !== 'c'),
+      nodes: [
+        { name: 'a', underlayIPs: ['198.18.0.1'], wireguardPeer: false },
+        { name: 'b', underlayIPs: ['fd00:18::2'], wireguardPeer: true },
+      ],
+      available: { wireguard: { available: true, detail: 'kernel' } },
+    }),
+  );
+  t.deepEqual([v6only.encryptRules, v6only.nodeAddresses], [[], []]);
+});
+
+test('node addresses reported twice or inside a pod range are not routed, but stay in the fail-closed set', (t) => {
+  const plan = planPaths(
+    input({
+      nodes: [
+        { name: 'a', underlayIPs: ['198.18.0.1'], wireguardPeer: false },
+        { name: 'b', underlayIPs: ['198.18.0.2', '198.18.0.9'], wireguardPeer: true },
+        { name: 'c', underlayIPs: ['198.18.1.3', '198.18.0.9'], wireguardPeer: false },
+        { name: 'd', underlayIPs: ['198.18.0.4', '100.65.3.3', '198.18.0.1'], wireguardPeer: true },
+      ],
+    }),
+  );
+  t.deepEqual(
+    plan.nodeAddresses.map((a) => `${a.node} ${a.address}`),
+    ['b 198.18.0.2', 'c 198.18.1.3', 'd 198.18.0.4'],
+  );
+  t.deepEqual(
+    plan.encryptRoutes.filter((r) => r.dst.startsWith('198.')).map((r) => r.dst),
+    ['198.18.0.2/32', '198.18.0.4/32'],
+  );
+  const remote = plan.nft.sets.find((s) => s.name === 'encrypt-remote-v4')?.elements ?? [];
+  t.true(remote.includes('198.18.0.9/32'), 'a Required pod never reaches it in plaintext');
+  t.false(remote.includes('198.18.0.1/32'), "this node's own address is not remote");
+});
+
+test('dual-stack nodes: IPv6 node addresses are routed for IPv6 encrypted pools, from the IPv6 tunnel address', (t) => {
+  const pools = [
+    ...POOLS.filter((p) => p.name === 'enc'),
+    pool({
+      name: 'enc6',
+      cidr: 'fd00:64::/48',
+      encryption: 'WireGuard',
+      encryptionMode: 'Required',
+      encapsulation: 'None',
+    }),
+  ];
+  const plan = planPaths(
+    input({
+      pools,
+      blocks: [
+        { cidr: blockOf('enc', 'b'), node: 'b', pool: 'enc' },
+        { cidr: 'fd00:64::40/122', node: 'b', pool: 'enc6' },
+      ],
+      nodes: [
+        { name: 'a', underlayIPs: ['198.18.0.1', 'fd00:18::1'], wireguardPeer: false },
+        { name: 'b', underlayIPs: ['198.18.0.2', 'fd00:18::2'], wireguardPeer: true },
+      ],
+    }),
+  );
+  t.deepEqual(
+    plan.nodeAddresses.map((a) => `${a.address} ${Object.keys(a.fromPools).join(',')}`),
+    ['198.18.0.2 enc', 'fd00:18::2 enc6'],
+  );
+  t.deepEqual(
+    plan.encryptRoutes.filter((r) => r.dst.startsWith('198.') || r.dst.startsWith('fd00:18')),
+    [
+      { dst: '198.18.0.2/32', dev: 'wiremesh.wg', src: '100.127.0.1', table: 51826 },
+      {
+        dst: 'fd00:18::2/128',
+        dev: 'wiremesh.wg',
+        src: 'fd5e:7a11:3c8b:ffff::647f:1',
+        table: 51826,
+      },
+    ],
+  );
+  t.deepEqual(
+    plan.encryptRules.map((r) => `${r.family} ${r.from}`),
+    ['4 100.64.0.0/16', '6 fd00:64::/48'],
+  );
+  t.true(
+    plan.nft.sets.find((s) => s.name === 'encrypt-remote-v6')?.elements.includes('fd00:18::2/128'),
+  );
 });
 
 test('other clusters and Peers (meshRanges) are never masqueraded and stay in the fail-closed set', (t) => {
@@ -269,8 +399,8 @@ test('other clusters and Peers (meshRanges) are never masqueraded and stay in th
     set('nat-pools-v4').filter((c) => !POOLS.some((p) => p.cidr === c)),
     ['10.9.0.0/24', '100.80.0.0/26'],
   );
-  t.true(set('encrypt-remote-blocks-v4').includes('100.80.0.0/26'));
-  t.true(set('encrypt-remote-blocks-v4').includes('10.9.0.0/24'));
+  t.true(set('encrypt-remote-v4').includes('100.80.0.0/26'));
+  t.true(set('encrypt-remote-v4').includes('10.9.0.0/24'));
 });
 
 test('nftables: Required pools never leave but through WireGuard; natOutgoing masquerades', (t) => {
@@ -278,11 +408,10 @@ test('nftables: Required pools never leave but through WireGuard; natOutgoing ma
   const set = (name: string) => nft.sets.find((s) => s.name === name)?.elements;
   t.deepEqual(set('encrypt-required-v4'), ['100.65.0.0/16']);
   t.deepEqual(set('encrypt-required-v6'), []);
-  t.is(set('encrypt-remote-blocks-v4')?.length, 12);
-  t.false(
-    set('encrypt-remote-blocks-v4')?.includes(blockOf('req', 'a')),
-    'local blocks are not remote',
-  );
+  t.is(set('encrypt-remote-v4')?.length, 14, "the remote blocks and the other nodes' addresses");
+  t.true(set('encrypt-remote-v4')?.includes('198.18.1.3/32'), 'a node without a usable key too');
+  t.false(set('encrypt-remote-v4')?.includes('198.18.0.1/32'), "this node's own address");
+  t.false(set('encrypt-remote-v4')?.includes(blockOf('req', 'a')), 'local blocks are not remote');
   t.deepEqual(set('nat-outgoing-v4'), ['100.66.0.0/16']);
   t.deepEqual(
     set('nat-pools-v4'),
@@ -296,8 +425,8 @@ test('nftables: Required pools never leave but through WireGuard; natOutgoing ma
   // Rules only for the families that have a Required pool / a natOutgoing pool.
   // A few Required ranges are compared inline (cheaper than a set lookup per packet).
   t.deepEqual(nft.chains[0]!.rules, [
-    'ip saddr 100.65.0.0/16 oifname != "wiremesh.wg" ip daddr @encrypt-remote-blocks-v4 counter drop',
-    'ip daddr 100.65.0.0/16 oifname != "wiremesh.wg" ip daddr @encrypt-remote-blocks-v4 counter drop',
+    'ip saddr 100.65.0.0/16 oifname != "wiremesh.wg" ip daddr @encrypt-remote-v4 counter drop',
+    'ip daddr 100.65.0.0/16 oifname != "wiremesh.wg" ip daddr @encrypt-remote-v4 counter drop',
   ]);
   t.deepEqual(nft.chains[1]!.rules, nft.chains[0]!.rules);
   t.deepEqual(nft.chains[2]!.rules, [
@@ -362,9 +491,7 @@ test('nftables sets hold no overlapping elements (an interval set refuses them)'
   t.deepEqual(nft.sets.find((s) => s.name === 'encrypt-required-v6')?.elements, ['fd00:64::/48']);
   t.deepEqual(
     nft.chains[0]?.rules.filter((r) => r.startsWith('ip saddr')),
-    [
-      'ip saddr 100.64.0.0/10 oifname != "wiremesh.wg" ip daddr @encrypt-remote-blocks-v4 counter drop',
-    ],
+    ['ip saddr 100.64.0.0/10 oifname != "wiremesh.wg" ip daddr @encrypt-remote-v4 counter drop'],
     'merged ranges, inline',
   );
 });
@@ -381,8 +508,8 @@ test('many Required ranges are matched through their set', (t) => {
   );
   const { nft } = planPaths(input({ pools, blocks: [] }));
   t.deepEqual(nft.chains[0]?.rules, [
-    'ip saddr @encrypt-required-v4 oifname != "wiremesh.wg" ip daddr @encrypt-remote-blocks-v4 counter drop',
-    'ip daddr @encrypt-required-v4 oifname != "wiremesh.wg" ip daddr @encrypt-remote-blocks-v4 counter drop',
+    'ip saddr @encrypt-required-v4 oifname != "wiremesh.wg" ip daddr @encrypt-remote-v4 counter drop',
+    'ip daddr @encrypt-required-v4 oifname != "wiremesh.wg" ip daddr @encrypt-remote-v4 counter drop',
   ]);
   t.is(nft.sets.find((s) => s.name === 'encrypt-required-v4')?.elements.length, 6);
 });
@@ -408,6 +535,10 @@ test('WireGuard unavailable on this node: Required pools blocked everywhere, Pre
   t.is(path('enc', 'b')?.path, 'vxlan');
   t.deepEqual(plan.encryptRoutes, [], 'no route into a device that cannot exist');
   t.deepEqual(plan.wireguardBlocks, []);
+  t.deepEqual(
+    plan.nodeAddresses.map((a) => `${a.node} ${a.fromPools.req?.path} ${a.fromPools.enc?.path}`),
+    ['b blocked native', 'c blocked native'],
+  );
 });
 
 test('a pool that asks for an encapsulation nobody has: WireGuard if the peer has it, else native', (t) => {

@@ -28,11 +28,24 @@
 // - CrossSubnet variants encapsulate only towards nodes outside this node's subnets.
 //   Native routing installs `via REMOTE_UNDERLAY dev UNDERLAY` only on a shared
 //   subnet; across subnets the underlay must route pod addresses itself (no route).
+// - Other nodes' own addresses (a hostNetwork server, an apiserver behind the
+//   `kubernetes` Service): an encrypted pool's pods reach them through WireGuard too,
+//   as the source pool asks: the encrypt table routes every WireGuard peer's node
+//   addresses (the ones agent/plan.ts trusts into its AllowedIPs), so the rule exists
+//   whenever an encrypted pool has a remote peer. The far node's reply comes back
+//   through WireGuard by its route to this node's block. Without a usable peer a
+//   Preferred pool reaches the address over the underlay in plaintext (an event says
+//   so); a Required pool's traffic to any other node's address is dropped by the same
+//   nftables guard as its traffic to remote blocks. Pools without encryption reach
+//   node addresses over the underlay, unchanged (natOutgoing masquerades as before).
+//   Not SNAT to this node's address as Calico's natOutgoing does: that would send an
+//   encrypted pool's traffic in plaintext, hide the pod from the far node, and put a
+//   NAT hook on every node (about 14% of a pod stream here).
 // - Without encryption the path is chosen by the destination on each side, so A->B
 //   may take B's pool's encapsulation and B->A A's: the agent sets rp_filter loose
 //   (2) on the tunnel devices so such replies are not dropped.
-import { cidrContains, parseCidr } from './cidr.ts';
-import { tunnelAddress6 } from './plan.ts';
+import { cidrContains, hostCidr, parseCidr } from './cidr.ts';
+import { tunnelAddress6, trustedNodeAddresses } from './plan.ts';
 import type { IpPool, IpamBlock } from '../ipam/types.ts';
 import type { NftTable } from '../nftables/model.ts';
 import { planPathNft } from './pathnft.ts';
@@ -115,6 +128,17 @@ export interface BlockPath extends PathDecision {
   fromPools: Record<string, PathDecision>;
 }
 
+/** The path of an encrypted pool's traffic to another node's own address. */
+export interface NodeAddressPath {
+  node: string;
+  address: string;
+  /**
+   * By encrypted source pool of the address's family: wireguard; blocked (Required,
+   * no usable peer); native (Preferred, no usable peer: plaintext over the underlay).
+   */
+  fromPools: Record<string, PathDecision>;
+}
+
 export interface SourceRoute {
   dst: string;
   dev: string;
@@ -132,6 +156,8 @@ export interface SourceRule {
 export interface PathPlan {
   /** Every remote block, by CIDR. */
   blocks: BlockPath[];
+  /** Other nodes' own addresses, for the encrypted pools (see the module comment). */
+  nodeAddresses: NodeAddressPath[];
   /** Remote blocks whose main-table route goes through WireGuard: MeshPlan.routes should carry only these. */
   wireguardBlocks: string[];
   /** Desired state for tunnels/ VxlanDriver and IpipDriver; null removes the device. */
@@ -139,7 +165,10 @@ export interface PathPlan {
   ipip: EncapState | null;
   /** Desired state for tunnels/ NativeDriver (always present; no peers removes its routes). */
   native: EncapState;
-  /** Policy routing of encrypted source pools: routes in ENCRYPT_ROUTE_TABLE and the rules. */
+  /**
+   * Policy routing of encrypted source pools: routes in ENCRYPT_ROUTE_TABLE (remote
+   * blocks and node addresses of WireGuard peers) and the rules.
+   */
   encryptRoutes: SourceRoute[];
   encryptRules: SourceRule[];
   /** Chains encrypt-forward, encrypt-output, nat-postrouting and their sets. */
@@ -267,6 +296,30 @@ function pairPath(
   return d;
 }
 
+/** The path of traffic from a pod of encrypted `source` to ctx.node's own address. */
+function nodeAddressPath(
+  source: PathPool,
+  ctx: PairContext,
+  whyNot: string | null,
+  events: PathEvent[],
+): PathDecision {
+  if (whyNot === null)
+    return { path: 'wireguard', reason: `source pool ${source.name} asks for encryption` };
+  if (source.encryptionMode === 'Required') {
+    const message = `pool ${source.name} requires encryption and ${whyNot}: its traffic with ${ctx.node} is dropped`;
+    events.push({
+      reason: 'EncryptionRequiredBlocked',
+      node: ctx.node,
+      pool: source.name,
+      message,
+    });
+    return { path: 'blocked', reason: message };
+  }
+  const message = `pool ${source.name} prefers encryption but ${whyNot}: its traffic to ${ctx.node}'s node address crosses the underlay in plaintext`;
+  events.push({ reason: 'EncryptionFallback', node: ctx.node, pool: source.name, message });
+  return { path: 'native', reason: message, gateway: null };
+}
+
 const byString = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
 function sameDecision(a: PathDecision, b: PathDecision): boolean {
@@ -390,25 +443,74 @@ export function planPaths(input: PathInput): PathPlan {
   const vxlan = input.available.vxlan?.available && poolUses('VXLAN') ? state('vxlan', true) : null;
   const ipip = input.available.ipip?.available && poolUses('IPIP') ? state('ipip', false) : null;
 
-  // Every remote block whose node is a WireGuard peer, for the encrypted pools' own traffic.
+  // Other nodes' own addresses: the ones agent/plan.ts trusts into its peers'
+  // AllowedIPs (pod, pool and tunnel ranges reserved alike), by encrypted source pool.
+  const tunnelRanges = [...input.tunnelAddresses.values()].flatMap((a) =>
+    familyOf(a) === 4 ? [hostCidr(a), hostCidr(tunnelAddress6(a))] : [hostCidr(a)],
+  );
+  const trusted = trustedNodeAddresses(
+    input.nodes.map((n) => ({ name: n.name, addresses: n.underlayIPs })),
+    [...input.pools.map((p) => p.cidr), ...input.blocks.map((b) => b.cidr), ...tunnelRanges],
+    self,
+  ).byNode;
+  const nodeAddresses: NodeAddressPath[] = [];
+  for (const node of [...nodes.values()].sort((x, y) => byString(x.name, y.name))) {
+    if (node.name === self) continue;
+    for (const address of trusted.get(node.name) ?? []) {
+      const family = familyOf(address);
+      const ctx = contextFor(node.name, family);
+      const whyNot = !ctx.wireguard
+        ? ctx.wireguardWhyNot
+        : selfVteps[family]
+          ? null
+          : `this node has no IPv${family} tunnel address (no IPv${family} pod block exists)`;
+      const fromPools: Record<string, PathDecision> = {};
+      for (const source of encryptedPools)
+        if (familyOf(source.cidr.split('/')[0] ?? '') === family)
+          fromPools[source.name] = nodeAddressPath(source, ctx, whyNot, events);
+      if (Object.keys(fromPools).length)
+        nodeAddresses.push({ node: node.name, address, fromPools });
+    }
+  }
+
+  // Every remote block whose node is a WireGuard peer, and those peers' node addresses,
+  // for the encrypted pools' own traffic.
   const encryptRoutes: SourceRoute[] =
     encryptedPools.length === 0 || !wgHere?.available
       ? []
-      : blocks
-          .filter((b) => nodes.get(b.node)?.wireguardPeer)
-          .map((b) => ({
-            dst: b.cidr,
-            dev: WIREGUARD_DEVICE_NAME,
-            // An IPv6 block's route takes this node's IPv6 tunnel address (agent/plan.ts).
-            src: familyOf(b.cidr) === 6 ? tunnelAddress6(selfVtep) : selfVtep,
-            table: ENCRYPT_ROUTE_TABLE,
-          }));
-  // A rule only for an encrypted pool whose traffic to some remote block takes another
-  // path than the block's own route: with all pools encrypted (the default) there is
-  // none. Any policy rule costs every forwarded packet of the node (the kernel then
-  // walks the rules and the local table apart from main on each lookup): about 6% of
-  // a pod stream over VXLAN or native routing here (bench/paths.ts).
-  const divergent = new Set(blocks.flatMap((b) => Object.keys(b.fromPools)));
+      : [
+          ...blocks
+            .filter((b) => nodes.get(b.node)?.wireguardPeer)
+            .map((b) => ({
+              dst: b.cidr,
+              dev: WIREGUARD_DEVICE_NAME,
+              // An IPv6 block's route takes this node's IPv6 tunnel address (agent/plan.ts).
+              src: familyOf(b.cidr) === 6 ? tunnelAddress6(selfVtep) : selfVtep,
+              table: ENCRYPT_ROUTE_TABLE,
+            })),
+          ...nodeAddresses
+            .filter((a) => Object.values(a.fromPools).some((d) => d.path === 'wireguard'))
+            .map((a) => ({
+              dst: hostCidr(a.address),
+              dev: WIREGUARD_DEVICE_NAME,
+              src: selfVteps[familyOf(a.address)] ?? selfVtep,
+              table: ENCRYPT_ROUTE_TABLE,
+            })),
+        ];
+  // A rule only for an encrypted pool whose traffic to some remote destination takes
+  // another path than the main table's: a remote block whose own route is not
+  // WireGuard, or a WireGuard peer's node address (the main table sends those over the
+  // underlay). Any policy rule costs every forwarded packet of the node (the kernel
+  // then walks the rules and the local table apart from main on each lookup): about
+  // 6% of a pod stream over VXLAN or native routing here (bench/paths.ts).
+  const divergent = new Set([
+    ...blocks.flatMap((b) => Object.keys(b.fromPools)),
+    ...nodeAddresses.flatMap((a) =>
+      Object.entries(a.fromPools)
+        .filter(([, d]) => d.path === 'wireguard')
+        .map(([pool]) => pool),
+    ),
+  ]);
   const encryptRules: SourceRule[] = encryptedPools
     .filter((p) => divergent.has(p.name))
     .map((p) => ({
@@ -421,17 +523,23 @@ export function planPaths(input: PathInput): PathPlan {
 
   return {
     blocks,
+    nodeAddresses,
     wireguardBlocks: blocks.filter((b) => b.path === 'wireguard').map((b) => b.cidr),
     vxlan,
     ipip,
     native: state('native', false),
     encryptRoutes,
     encryptRules,
-    nft: planPathNft(
-      input.pools,
-      blocks.map((b) => b.cidr),
-      input.meshRanges ?? [],
-    ),
+    nft: planPathNft(input.pools, {
+      remoteBlocks: blocks.map((b) => b.cidr),
+      meshRanges: input.meshRanges ?? [],
+      // Every other node's addresses, trusted or not: a Required pool's traffic to an
+      // address two nodes report is dropped rather than sent in plaintext.
+      remoteNodeAddresses: input.nodes
+        .filter((n) => n.name !== self)
+        .flatMap((n) => n.underlayIPs)
+        .filter((a) => !selfNode.underlayIPs.includes(a)),
+    }),
     mtu: planMtu(input),
     events: dedupeEvents(events),
   };

@@ -35,7 +35,7 @@ const input = (nodes: MeshNode[], self = 'n1'): MeshInput => ({
   settings,
 });
 
-test('every other node with a valid key becomes a peer routed to its tunnel address', (t) => {
+test('every other node with a valid key becomes a peer routed to its tunnel address; its node address is allowed, not routed', (t) => {
   const plan = planMesh(input([node('n1', 1), node('n2', 2), node('n3', 3)]));
   t.deepEqual(
     plan.peers.map((p) => [p.node, p.publicKey, p.endpoint]),
@@ -50,9 +50,13 @@ test('every other node with a valid key becomes a peer routed to its tunnel addr
   );
   t.deepEqual(
     plan.peers.map((p) => p.allowedIPs),
-    [[`${addrs.get('n2')}/32`], [`${addrs.get('n3')}/32`]],
+    [
+      [`${addrs.get('n2')}/32`, '198.18.0.12/32'],
+      [`${addrs.get('n3')}/32`, '198.18.0.13/32'],
+    ],
   );
   t.is(plan.device.address, `${addrs.get('n1')}/32`);
+  // A main-table route to a node address would carry WireGuard's own packets into the tunnel.
   t.deepEqual(
     plan.routes.map((r) => [r.dst, r.dev, r.src]),
     plan.peers.map((p) => [p.allowedIPs[0], 'wiremesh.wg', addrs.get('n1')]),
@@ -133,10 +137,53 @@ test('the endpoint override wins, then the published endpoint, then the Internal
   );
 });
 
-test('annotations never add routes: AllowedIPs are only the planner’s addresses', (t) => {
-  const plan = planMesh(input([node('n1', 1), node('n2', 2, { endpoint: '100.127.0.1:51825' })]));
+test('annotations never add routes: AllowedIPs are the planner’s addresses and the Node status’s', (t) => {
+  const plan = planMesh(
+    input([node('n1', 1), node('n2', 2, { endpoint: '100.127.0.1:51825', internalIPs: [] })]),
+  );
   t.is(plan.peers[0]?.allowedIPs.length, 1);
   t.regex(plan.peers[0]?.allowedIPs[0] ?? '', /^100\.127\.\d+\.\d+\/32$/);
+});
+
+test('a node address reported twice, or inside a pod or tunnel range, is given to no peer and reported', (t) => {
+  const blocks = new Map([['n2', ['100.64.0.64/26']]]);
+  const plan = planMesh({
+    ...input([
+      node('n1', 1),
+      node('n2', 2, { internalIPs: ['198.18.0.12', '198.18.0.11'] }), // also n1's own
+      node('n3', 3, { internalIPs: ['198.18.0.13', '198.18.0.99'] }),
+      node('n4', 4, { internalIPs: ['198.18.0.99'] }), // also n3's
+      node('n5', 5, { internalIPs: ['100.64.0.70', '100.127.3.3', '100.65.0.1'] }),
+    ]),
+    blocks,
+    podRanges: ['100.65.0.0/16'],
+  });
+  const allowed = (n: string) => plan.peers.find((p) => p.node === n)?.allowedIPs ?? [];
+  t.true(allowed('n2').includes('198.18.0.12/32'));
+  t.false(allowed('n2').includes('198.18.0.11/32'), "n1's own address");
+  t.deepEqual(
+    allowed('n3').filter((a) => a.startsWith('198.18.')),
+    ['198.18.0.13/32'],
+  );
+  t.false(allowed('n4').some((a) => a.startsWith('198.18.')));
+  t.deepEqual(allowed('n5').length, 1, 'a pod in a block, a tunnel address, a pod range: none');
+  t.true(allowed('n2').includes('100.64.0.64/26'), "the block stays its holder's");
+  t.deepEqual(
+    plan.refused.map((r) => `${r.node} ${r.reason} ${r.message}`),
+    [
+      'n2 DuplicateNodeAddress its InternalIP 198.18.0.11 is also reported by n1: the address is routed to neither',
+      'n3 DuplicateNodeAddress its InternalIP 198.18.0.99 is also reported by n4: the address is routed to neither',
+      'n4 DuplicateNodeAddress its InternalIP 198.18.0.99 is also reported by n3: the address is routed to neither',
+      'n5 ReservedNodeAddress its InternalIP 100.64.0.70 lies in the pod or tunnel range 100.64.0.64/26: the address is not routed to it',
+      'n5 ReservedNodeAddress its InternalIP 100.127.3.3 lies in the pod or tunnel range 100.127.0.0/16: the address is not routed to it',
+      'n5 ReservedNodeAddress its InternalIP 100.65.0.1 lies in the pod or tunnel range 100.65.0.0/16: the address is not routed to it',
+    ],
+  );
+  t.deepEqual(
+    plan.routes.filter((r) => !r.dst.startsWith('100.')),
+    [],
+    'node addresses are never routed by the main table',
+  );
 });
 
 test('tunnel addresses are unique, stable when a node joins, and the same whatever the input order', (t) => {
@@ -165,6 +212,7 @@ test('the plan is the same however the nodes are ordered (replay)', (t) => {
     node('n3', 3),
     node('dup', 4, { publicKey: key(3) }),
     node('n5', 5),
+    node('addr', 6, { publicKey: null, internalIPs: ['198.18.0.12', '198.18.0.15'] }),
   ];
   const forward = planMesh(input(nodes));
   t.deepEqual(planMesh(input([...nodes].reverse())), forward);
@@ -181,13 +229,24 @@ test('host encryption covers a pair only when both nodes ask for it; addresses c
   const n2 = plan.peers.find((p) => p.node === 'n2');
   const n3 = plan.peers.find((p) => p.node === 'n3');
   t.true(n2?.allowedIPs.includes('198.18.0.12/32'));
-  t.is(n3?.allowedIPs.length, 1, 'n3 does not do host encryption');
+  t.true(n3?.allowedIPs.includes('198.18.0.13/32'), 'accepted from n3 (replies to pods)');
   t.deepEqual(plan.hostRoutes, [
     { dst: '198.18.0.12/32', dev: 'wiremesh.wg', src: '198.18.0.11', table: 51825 },
   ]);
   t.deepEqual(plan.hostRules, [{ family: 4, priority: 5182, notFwmark: 0x51825, table: 51825 }]);
   const off = planMesh(input(nodes));
   t.deepEqual([off.hostRoutes, off.hostRules], [[], []]);
+  t.deepEqual(
+    off.peers.map((p) => p.allowedIPs),
+    plan.peers.map((p) => p.allowedIPs),
+    'the same AllowedIPs with or without host encryption: only the routing differs',
+  );
+  // A host-encryption peer's address that another node also reports is not routed either.
+  const dup = planMesh({
+    ...input([...nodes, node('n4', 4, { internalIPs: ['198.18.0.12'] })]),
+    settings: { ...settings, hostEncryption: true },
+  });
+  t.deepEqual(dup.hostRoutes, []);
 });
 
 test('a peer is routed its IPAM blocks from the API, and only its own', (t) => {
@@ -197,7 +256,7 @@ test('a peer is routed its IPAM blocks from the API, and only its own', (t) => {
   ]);
   const plan = planMesh({ ...input([node('n1', 1), node('n2', 2), node('n3', 3)]), blocks });
   const n2 = plan.peers.find((p) => p.node === 'n2');
-  t.deepEqual(n2?.allowedIPs.slice(1), ['100.64.0.64/26', '100.64.1.0/26']);
+  t.deepEqual(n2?.allowedIPs.slice(1), ['100.64.0.64/26', '100.64.1.0/26', '198.18.0.12/32']);
   t.deepEqual(
     plan.routes
       .map((r) => r.dst)
@@ -224,6 +283,7 @@ test('IPv6 blocks: peers are routed their IPv6 blocks and IPv6 tunnel address, f
     `${tunnelAddress6(peer)}/128`,
     '100.64.0.64/26',
     'fd00:64::40/122',
+    '198.18.0.12/32',
   ]);
   t.deepEqual(
     plan.routes.map((r) => [r.dst, r.src]),
@@ -238,5 +298,5 @@ test('IPv6 blocks: peers are routed their IPv6 blocks and IPv6 tunnel address, f
   const v4 = planMesh({ ...input(nodes), blocks: new Map([['n2', ['100.64.0.64/26']]]) });
   t.is(v4.device.address6, undefined);
   t.is(v4.tunnelAddress6, undefined);
-  t.deepEqual(v4.peers[0]?.allowedIPs, [`${peer}/32`, '100.64.0.64/26']);
+  t.deepEqual(v4.peers[0]?.allowedIPs, [`${peer}/32`, '100.64.0.64/26', '198.18.0.12/32']);
 });

@@ -8,14 +8,25 @@
 // creation time (then name), so every agent computes the same assignment and an
 // existing node keeps its address when another joins.
 //
+// Node addresses: a peer's AllowedIPs also hold its node addresses (the InternalIPs of
+// its Node status, which host encryption already routes by; never annotations).
+// Without them the mesh drops a node's reply to a remote pod whose block it reaches
+// through WireGuard: a hostNetwork server or an apiserver answers from its node
+// address. They are accepted from the peer and routed to it only where something asks
+// (host encryption here; an encrypted pool's own traffic in agent/paths.ts), never by
+// a main-table route, which would carry WireGuard's own packets into the tunnel. An
+// address claimed by two nodes, or inside a pod range or the tunnel range, is given
+// to no peer and reported (trustedNodeAddresses), so a node cannot pull another
+// node's or a pod's traffic by reporting its address.
+//
 // IPv6 inside the tunnel: once any IPv6 pod block exists, each node also gets an IPv6
 // tunnel address, its IPv4 one embedded in the last 32 bits of TUNNEL_PREFIX_V6 (so
 // it is as unique as the IPv4 one and needs no setting). It is the source of the
 // node's routes to IPv6 blocks (a route's src must be of its family) and part of its
 // peers' AllowedIPs. A cluster without IPv6 blocks plans exactly as before.
 import { createHash } from 'node:crypto';
-import type { MeshNode, NodeProblem } from './meshnode.ts';
-import { parseCidr, cidrSize, fromBigInt, hostCidr } from './cidr.ts';
+import type { MeshNode, ProblemReason } from './meshnode.ts';
+import { parseCidr, cidrContains, cidrSize, fromBigInt, hostCidr } from './cidr.ts';
 import { pathMtu } from './mtu.ts';
 import {
   WIREGUARD_DEVICE,
@@ -48,6 +59,11 @@ export interface MeshInput {
    * peer is routed, besides its tunnel address. Never taken from a node's annotations.
    */
   blocks?: ReadonlyMap<string, readonly string[]>;
+  /**
+   * Pod ranges (the IP pools' CIDRs) where no block exists yet: never taken as a node
+   * address. The blocks and the tunnel ranges always count.
+   */
+  podRanges?: readonly string[];
 }
 
 /**
@@ -85,8 +101,13 @@ export interface RulePlan {
   table: number;
 }
 
-export interface RefusedNode extends NodeProblem {
+/** Why a node address is given to no peer (see trustedNodeAddresses). */
+export type NodeAddressReason = 'DuplicateNodeAddress' | 'ReservedNodeAddress';
+
+export interface RefusedNode {
   node: string;
+  reason: ProblemReason | NodeAddressReason;
+  message: string;
 }
 
 export interface MeshPlan {
@@ -142,6 +163,60 @@ function hashSlot(name: string, usable: bigint): bigint {
   return digest.readBigUInt64BE(0) % usable;
 }
 
+/** What trustedNodeAddresses takes of a node: its name and its InternalIPs. */
+export interface NodeAddressClaim {
+  name: string;
+  addresses: readonly string[];
+}
+
+/**
+ * The node addresses each node's peer may be routed and accepted: its InternalIPs,
+ * less any address another node (this one included) also reports, or that lies in
+ * `reserved` (pod blocks and pools, tunnel addresses). Those are given to no peer,
+ * and each claimant but `self` is reported. Shared by the mesh planner (AllowedIPs,
+ * host encryption) and the path planner (an encrypted pool's routes to node addresses),
+ * so both trust the same addresses.
+ */
+export function trustedNodeAddresses(
+  nodes: readonly NodeAddressClaim[],
+  reserved: readonly string[],
+  self: string,
+): { byNode: Map<string, string[]>; refused: RefusedNode[] } {
+  const ranges = reserved.map(parseCidr);
+  const claims = new Map<string, string[]>();
+  for (const n of nodes)
+    for (const a of new Set(n.addresses)) claims.set(a, [...(claims.get(a) ?? []), n.name]);
+  const byNode = new Map<string, string[]>();
+  const refused: RefusedNode[] = [];
+  for (const n of nodes) {
+    const trusted: string[] = [];
+    for (const a of new Set(n.addresses)) {
+      const others = (claims.get(a) ?? []).filter((x) => x !== n.name).sort();
+      const range = reserved.find((_, i) => cidrContains(ranges[i]!, a));
+      if (others.length === 0 && range === undefined) {
+        trusted.push(a);
+        continue;
+      }
+      if (n.name === self) continue;
+      refused.push(
+        others.length
+          ? {
+              node: n.name,
+              reason: 'DuplicateNodeAddress',
+              message: `its InternalIP ${a} is also reported by ${others.join(', ')}: the address is routed to neither`,
+            }
+          : {
+              node: n.name,
+              reason: 'ReservedNodeAddress',
+              message: `its InternalIP ${a} lies in the pod or tunnel range ${range}: the address is not routed to it`,
+            },
+      );
+    }
+    byNode.set(n.name, trusted);
+  }
+  return { byNode, refused };
+}
+
 export function planMesh(input: MeshInput): MeshPlan {
   const { self, settings } = input;
   parseCidr(settings.tunnelCIDR); // fail early on a bad setting
@@ -185,7 +260,15 @@ export function planMesh(input: MeshInput): MeshPlan {
 
   const selfNode = input.nodes.find((n) => n.name === self);
   const selfInternal = selfNode?.internalIPs ?? [];
+  const allBlocks = [...(input.blocks?.values() ?? [])].flat();
+  const nodeAddresses = trustedNodeAddresses(
+    input.nodes.map((n) => ({ name: n.name, addresses: n.internalIPs })),
+    [settings.tunnelCIDR, TUNNEL_PREFIX_V6, ...allBlocks, ...(input.podRanges ?? [])],
+    self,
+  );
+  refused.push(...nodeAddresses.refused);
   const peers: PeerPlan[] = [];
+  const routedTo = new Map<string, string[]>();
   const hostRoutes: RoutePlan[] = [];
   for (const n of input.nodes) {
     if (n.name === self || !n.publicKey || duplicated.has(n.publicKey)) continue;
@@ -204,35 +287,32 @@ export function planMesh(input: MeshInput): MeshPlan {
     const address = addresses.get(n.name);
     if (!address) continue;
     const podBlocks = [...(input.blocks?.get(n.name) ?? [])].sort();
-    const allowedIPs = [
+    // What the main table routes to the peer: its tunnel addresses and pod blocks.
+    const routed = [
       hostCidr(address),
       ...(ipv6 && !address.includes(':') ? [hostCidr(tunnelAddress6(address))] : []),
       ...podBlocks,
     ];
-    if (settings.hostEncryption && n.hostEncryption) {
-      // The peer's node addresses (from its Node status, never from annotations).
-      for (const ip of n.internalIPs) {
-        const family = ip.includes(':') ? 6 : 4;
-        const src = selfInternal.find((s) => (s.includes(':') ? 6 : 4) === family);
-        if (!src) continue;
-        allowedIPs.push(hostCidr(ip));
+    routedTo.set(n.name, routed);
+    const hostAddresses = nodeAddresses.byNode.get(n.name) ?? [];
+    const hostEncrypted = settings.hostEncryption && n.hostEncryption;
+    for (const ip of hostEncrypted ? hostAddresses : []) {
+      const family = ip.includes(':') ? 6 : 4;
+      const src = selfInternal.find((s) => (s.includes(':') ? 6 : 4) === family);
+      if (src)
         hostRoutes.push({ dst: hostCidr(ip), dev: WIREGUARD_DEVICE, src, table: HOST_ROUTE_TABLE });
-      }
     }
     peers.push({
       node: n.name,
       publicKey: n.publicKey,
       endpoint,
-      allowedIPs,
+      allowedIPs: [...routed, ...hostAddresses.map(hostCidr)],
       persistentKeepalive: n.persistentKeepalive,
     });
   }
   peers.sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0));
-  const hostDsts = new Set(hostRoutes.map((r) => r.dst));
   const routes: RoutePlan[] = peers.flatMap((p) =>
-    p.allowedIPs
-      .filter((dst) => !hostDsts.has(dst))
-      .map((dst) => ({ dst, dev: WIREGUARD_DEVICE, src: srcFor(dst) })),
+    (routedTo.get(p.node) ?? []).map((dst) => ({ dst, dev: WIREGUARD_DEVICE, src: srcFor(dst) })),
   );
   const families = new Set(selfInternal.map((ip) => (ip.includes(':') ? 6 : 4)));
   const hostRules: RulePlan[] = settings.hostEncryption
