@@ -40,6 +40,7 @@ import { assignTunnelAddresses, planMesh, type MeshPlan, type MeshSettings } fro
 import { planPaths, type PathBlock, type PathInput, type PathPlan } from './paths.ts';
 import { PathDriver, pathReportChanged } from './pathdriver.ts';
 import { PoolWatch } from './pools.ts';
+import { DefaultPools } from './defaultpool.ts';
 import { parseCidr, formatCidr } from './cidr.ts';
 import { MeshDriver, reportChanged, type DeviceProvider } from './meshdriver.ts';
 import { chooseDevice } from './device.ts';
@@ -98,6 +99,7 @@ export class Agent {
   private podNetwork: PodNetwork | undefined;
   private policy: PolicyWatch | undefined;
   private pools: PoolWatch | undefined;
+  private defaultPools: DefaultPools | undefined;
   private readonly pathDriver: PathDriver;
   private available: Availability[] | null = null;
   private lastPaths: PathPlan | null = null;
@@ -184,6 +186,16 @@ export class Agent {
     const schedule = (reason: string) => this.reconciler.schedule(reason, 'mesh');
     this.pools = new PoolWatch(this.kube, this.log);
     await this.pools.start(schedule);
+    // A new cluster's pool, from the settings (the manifest holds no custom resources);
+    // its watch event schedules the pass that routes it.
+    const pools = this.pools;
+    this.defaultPools = new DefaultPools({
+      kube: this.kube,
+      cidrs: this.config.defaultPoolCIDRs,
+      poolCount: () => pools.objectCount(),
+      log: this.log,
+    });
+    await this.defaultPools.start();
     this.informer = new Informer<V1Node>(this.kube, '/api/v1/nodes');
     await runInformer(this.informer, 'nodes', this.log, schedule);
     this.blockInformer = new Informer<KubernetesObject>(
@@ -254,6 +266,7 @@ export class Agent {
     if (this.rotationTimer) clearInterval(this.rotationTimer);
     if (this.watchdog) clearInterval(this.watchdog);
     this.tableMonitor.stop();
+    this.defaultPools?.stop();
     await this.informer?.stop();
     await this.blockInformer?.stop();
     await this.policy?.stop();

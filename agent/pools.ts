@@ -70,6 +70,11 @@ export class PoolWatch {
     await Promise.all([this.pools.stop(), this.namespaces.stop()]);
   }
 
+  /** IPPool objects in the cache, valid or not (the default pool is made only when none). */
+  objectCount(): number {
+    return this.pools.list().length;
+  }
+
   current(): { pools: IpPool[]; problems: IpamProblem[] } {
     return poolsFromK8s(this.pools.list());
   }

@@ -2,7 +2,12 @@
 // deploy/ (`wiremesh manifest`), never edited by hand: each part stays small and
 // reviewable, and a unit test fails when the combined file is out of date with them.
 // The order is the order kubectl applies in: definitions and identity first, the
-// settings and the default pool, then the DaemonSet that uses them all.
+// settings, then the DaemonSet that uses them all.
+//
+// No part holds a custom resource: kubectl maps every object of a file before the
+// CRDs it creates are established, so an object of a new kind fails the first apply
+// on an empty cluster ("no matches for kind"). The default IPPool is created by the
+// agents from their settings instead (default-pool-cidr, agent/defaultpool.ts).
 import { readFile, writeFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -12,13 +17,14 @@ export const COMBINED_MANIFEST = 'wiremesh.yaml';
 // network-policy-api project, and a cluster that has upstream's (perhaps newer) must
 // keep them, nor lose every admin policy on `kubectl delete -f wiremesh.yaml`. A
 // cluster without them applies that file on its own; the agent picks them up then.
+// deploy/default-pool.yaml is not a part either: it is the pool the agents create,
+// for operators who set default-pool-cidr off and apply their own pools (and the lab).
 export const MANIFEST_PARTS = [
   'crds.yaml',
   'multicluster-crds.yaml',
   'rbac.yaml',
   'multicluster-rbac.yaml',
   'config.yaml',
-  'default-pool.yaml',
   'daemonset.yaml',
 ] as const;
 

@@ -16,7 +16,8 @@
 // allocate() resolves only once the allocation is journaled and fsynced; the
 // IPAMBlock objects follow on sync(). store.ts has the durability argument,
 // allocator.ts the allocation decisions, deploy/crds.yaml the CRDs. The agent's
-// ServiceAccount needs ippools get/list/watch and ipamblocks
+// ServiceAccount needs ippools get/list/watch (and create, for the default pool the
+// agents make on a cluster without any, agent/defaultpool.ts) and ipamblocks
 // get/list/watch/create/patch/delete (and nodes get, which it has).
 export {
   NodeIpam,

@@ -2,8 +2,10 @@
 // deploy/ parts passes a server-side dry run, then a real apply; the combined
 // deploy/wiremesh.yaml goes through a real kubectl (dry run, apply, diff, and one
 // `kubectl apply` on a cluster without wiremesh, as a user runs it, through the kind
-// script's own apply step); and the kind driver's kubectl steps that need no kind
-// node (apply, wait, list nodes and pods, namespaces) run against the same apiserver.
+// script's own apply step); the default pool, which the manifest leaves to the
+// agents, is created with the agent's own ServiceAccount as racing agents do; and
+// the kind driver's kubectl steps that need no kind node (apply, wait, list nodes
+// and pods, namespaces) run against the same apiserver.
 // Lab-only: it tests the manifests and the kind script's kubectl steps against
 // the lab's apiserver, which is what stands in for kind here.
 import test from 'ava';
@@ -17,8 +19,13 @@ import {
 } from '@kubernetes/client-node';
 import { LabDriver } from './lab-driver.ts';
 import { Kubectl, probePod, nodeProbeDaemonSet, E2E_NAMESPACE } from './kind-driver.ts';
-import { DEPLOY_DIR, waitForResource } from '../lab/manifests.ts';
+import { DEPLOY_DIR, serviceAccountToken, waitForResource } from '../lab/manifests.ts';
+import { kubeconfigYaml, labPki } from '../lab/pki.ts';
+import { kubeClient as labCoreClient } from '../lab/kube.ts';
 import { COMBINED_MANIFEST, MANIFEST_PARTS } from '../install/index.ts';
+import { DEFAULT_AGENT_SETTINGS } from '../install/settings.ts';
+import { ensureDefaultPools } from '../agent/defaultpool.ts';
+import { kubeClientFromKubeconfig } from '../kube/index.ts';
 import { defaultRunner, systemEnv, toolPath } from '../sys/index.ts';
 
 const RUN_SH = new URL('./kind/run.sh', import.meta.url).pathname;
@@ -151,10 +158,54 @@ test.serial(
       res.stdout,
       /customresourcedefinition\.apiextensions\.k8s\.io\/ippools\.wiremesh\.io created/,
     );
-    t.regex(res.stdout, /ippool\.wiremesh\.io\/default-ipv4 created/);
+    // No custom resource in the manifest: the agents make the default pool.
+    t.notRegex(res.stdout, /ippool\.wiremesh\.io\//);
     t.regex(res.stdout, /configmap\/wiremesh-config created/);
     for (const node of driver?.nodeNames() ?? [])
       t.regex(res.stdout, new RegExp(`^${node}\\s`, 'm'));
+  },
+);
+
+test.serial(
+  "the default pool: agents racing with the agent's ServiceAccount create it once",
+  async (t) => {
+    const lab = driver?.lab;
+    if (!lab) throw new Error('no lab');
+    await kubectl.wait(['crd/ippools.wiremesh.io'], 'condition=established');
+    const token = await serviceAccountToken(
+      labCoreClient(lab.state.kubeconfig),
+      'kube-system',
+      'wiremesh-agent',
+      600,
+    );
+    const kubeconfig = await kubeconfigYaml(
+      lab.state.apiserverURL,
+      labPki(join(lab.plan.dataDir, 'pki')).caCert,
+      { name: 'wiremesh-agent', token },
+    );
+    const cidrs = DEFAULT_AGENT_SETTINGS.defaultPoolCIDRs;
+    // What each agent does after its pool watch listed none.
+    const outcomes = await Promise.all(
+      (driver?.nodeNames() ?? []).map(() =>
+        ensureDefaultPools(kubeClientFromKubeconfig(kubeconfig), cidrs, () => 0),
+      ),
+    );
+    t.deepEqual(
+      outcomes.flatMap((o) => o.created),
+      ['default-ipv4'],
+    );
+    t.is(outcomes.flatMap((o) => o.existed).length, outcomes.length - 1);
+    const pool = await kubectl.json<{ spec: Record<string, unknown> }>([
+      'get',
+      'ippools.wiremesh.io',
+      'default-ipv4',
+    ]);
+    t.like(pool.spec, {
+      cidr: cidrs[0],
+      blockSize: 26,
+      encryption: 'WireGuard',
+      encryptionMode: 'Required',
+    });
   },
 );
 
