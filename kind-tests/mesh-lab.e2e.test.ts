@@ -1,10 +1,14 @@
 // The WireGuard mesh under faults, on a 3-node lab running the real agent with its
 // ServiceAccount: key persistence across an agent crash, node removal and return,
-// forged annotations refused with Events, key rotation, wireguard-go killed, and
-// host-to-host encryption. Lab-only: these stop and restart the agent process with
-// other flags, kill wireguard-go by pid, re-register Nodes and read the agent's log
-// file, which the cluster-driver interface does not offer. Handshakes, traffic
-// and the underlay capture run on any cluster in mesh.e2e.test.ts.
+// forged annotations refused with Events, key rotation, wireguard-go killed,
+// host-to-host encryption, and pods reaching another node's own address (a server
+// there on the node's network, as a hostNetwork pod or an apiserver) from pools that
+// are Required, Preferred and plaintext, with host encryption off and on. Lab-only:
+// these stop and restart the agent process with other flags, kill wireguard-go by
+// pid, re-register Nodes and read the agent's log file, which the cluster-driver
+// interface does not offer. Handshakes, traffic and the underlay capture run on any
+// cluster in mesh.e2e.test.ts. A test that changes the lab (a node, an agent's flags,
+// pools) puts it back in a `finally`, so one failure does not take the next tests down.
 import test from 'ava';
 import { readFileSync } from 'node:fs';
 import { CoreV1Api, KubeConfig, type CoreV1Event } from '@kubernetes/client-node';
@@ -13,6 +17,8 @@ import { LabDriver } from './lab-driver.ts';
 import { startCapture, background, pingLoss, eventually } from './probes.ts';
 import type { AgentStatus } from '../agent/index.ts';
 import { registerNode, annotatedNode } from '../lab/kube.ts';
+import { createPoolNamespace, IPPOOL_PATH } from '../lab/index.ts';
+import { kubeClient } from '../kube/index.ts';
 import { defaultRunner } from '../sys/index.ts';
 
 let driver: LabDriver | undefined;
@@ -84,6 +90,28 @@ async function ping(from: string, to: string, count = 3): Promise<boolean> {
   return res.code === 0;
 }
 
+/** Restart a node's agent with these flags (none: the manifest's settings). */
+async function restartAgent(node: string, args: string[]): Promise<void> {
+  await lab.stopAgent(node);
+  await lab.startAgent(node, args);
+  await lab.waitAgentReady(node);
+}
+
+/** Start the node's agent if a failed test left it stopped. */
+async function ensureAgent(node: string): Promise<void> {
+  if (lab.state.procs.some((p) => p.name === lab.agentProcName(node))) return;
+  await lab.startAgent(node);
+  await lab.waitAgentReady(node);
+}
+
+/** Whether `node` routes `address` into the tunnel by host encryption (table 51825). */
+async function hostRouted(node: string, address: string): Promise<boolean> {
+  const res = await lab.execInNode(node, ['ip', 'route', 'show', 'table', '51825'], {
+    allowFailure: true,
+  });
+  return res.stdout.split('\n').some((l) => l.startsWith(`${address} `));
+}
+
 test.serial(
   'an agent crash and restart keeps the key and does not break a running stream',
   async (t) => {
@@ -112,9 +140,13 @@ test.serial(
       ipA,
     ]);
     await new Promise((r) => setTimeout(r, 1500));
-    await lab.stopAgent(a, 'SIGKILL');
-    await lab.startAgent(a);
-    await lab.waitAgentReady(a);
+    try {
+      await lab.stopAgent(a, 'SIGKILL');
+      await lab.startAgent(a);
+      await lab.waitAgentReady(a);
+    } finally {
+      await ensureAgent(a);
+    }
     const res = await stream.wait();
     const loss = pingLoss((await pinger.wait()).stdout);
     t.log(`agent restart on ${a}: ${loss.sent - loss.received} of ${loss.sent} pings lost`);
@@ -129,35 +161,45 @@ test.serial(
 );
 
 test.serial(
-  'a node deleted from the API disappears from every peer list; added back, it joins again',
+  'a node deleted from the API disappears from every peer list, its routes first; added back, it joins again',
   async (t) => {
     const [a, b, c] = names();
     if (!a || !b || !c) throw new Error('need 3 nodes');
     const keyC = await nodeKey(c);
     if (!keyC) throw new Error(`${c} has no key`);
-    await core.deleteNode({ name: c });
-    const gone = await eventually(
-      `${c} to leave the peers of ${a} and ${b}`,
-      async () => !(await wgPeerKeys(a)).includes(keyC) && !(await wgPeerKeys(b)).includes(keyC),
-    );
-    t.log(`removed from peers ${gone} ms after the delete`);
-    const routes = await lab.execInNode(a, ['ip', 'route', 'show', 'dev', 'wiremesh.wg']);
-    t.is(
-      routes.stdout.trim().split('\n').filter(Boolean).length,
-      1,
-      `one route left on ${a}: ${routes.stdout}`,
-    );
-
+    const [ipB, ipC] = [await tunnelIP(b), await tunnelIP(c)];
     const node = lab.node(c);
-    await registerNode(core, node.name, node.underlayIP);
-    const back = await eventually(
-      `${c} to join again`,
-      async () => (await wgPeerKeys(a)).includes(keyC) && (await wgPeerKeys(b)).includes(keyC),
-    );
-    t.log(`re-registered ${c} became a peer again after ${back} ms`);
-    const ipC = await tunnelIP(c);
-    await eventually(`ping ${a} -> ${c}`, () => ping(a, ipC));
-    t.pass();
+    await core.deleteNode({ name: c });
+    try {
+      const gone = await eventually(
+        `${c} to leave the peers of ${a} and ${b}`,
+        async () => !(await wgPeerKeys(a)).includes(keyC) && !(await wgPeerKeys(b)).includes(keyC),
+      );
+      t.log(`removed from peers ${gone} ms after the delete`);
+      // The driver withdraws a peer's routes before the peer: none may be left now.
+      const routes = (await lab.execInNode(a, ['ip', 'route', 'show', 'dev', 'wiremesh.wg']))
+        .stdout;
+      t.false(routes.includes(`${ipC} `), `no route to ${c}'s tunnel address on ${a}: ${routes}`);
+      t.true(routes.includes(`${ipB} `), `${b}'s route stays: ${routes}`);
+
+      await registerNode(core, node.name, node.underlayIP);
+      const back = await eventually(
+        `${c} to join again`,
+        async () => (await wgPeerKeys(a)).includes(keyC) && (await wgPeerKeys(b)).includes(keyC),
+      );
+      t.log(`re-registered ${c} became a peer again after ${back} ms`);
+      await eventually(`ping ${a} -> ${c}`, async () => ping(a, await tunnelIP(c)));
+    } finally {
+      // Whatever failed above, the next tests need the node back.
+      const exists = await core.readNode({ name: c }).then(
+        () => true,
+        () => false,
+      );
+      if (!exists) await registerNode(core, node.name, node.underlayIP);
+      await eventually(`${c} to be a peer of ${a} again`, async () =>
+        (await wgPeerKeys(a)).includes(keyC),
+      ).catch((e: unknown) => t.log(`restoring ${c}: ${(e as Error).message}`));
+    }
   },
 );
 
@@ -296,18 +338,11 @@ test.serial(
     if (!a || !b || !c) throw new Error('need 3 nodes');
     const nodeB = lab.node(b);
     const nodeC = lab.node(c);
-    const restart = async (node: string, args: string[]) => {
-      await lab.stopAgent(node);
-      await lab.startAgent(node, args);
-      await lab.waitAgentReady(node);
-    };
-    await restart(a, ['--host-encryption']);
-    await restart(b, ['--host-encryption']);
     try {
-      await eventually(`${a} to route ${b}'s node address through the tunnel`, async () =>
-        (await lab.execInNode(a, ['wg', 'show', 'wiremesh.wg', 'allowed-ips'])).stdout.includes(
-          `${nodeB.underlayIP}/32`,
-        ),
+      await restartAgent(a, ['--host-encryption']);
+      await restartAgent(b, ['--host-encryption']);
+      await eventually(`${a} to route ${b}'s node address through the tunnel`, () =>
+        hostRouted(a, nodeB.underlayIP),
       );
       const marker = `WIREMESH-HOST-MARKER-${Date.now()}`;
       const wire = await startCapture(
@@ -348,13 +383,176 @@ test.serial(
       for (const l of between)
         t.regex(l, /\.51825[ :].*UDP|UDP.*\.51825/, `only WireGuard between ${a} and ${b}: ${l}`);
     } finally {
-      await restart(a, []);
-      await restart(b, []);
+      await restartAgent(a, []);
+      await restartAgent(b, []);
     }
     await eventually(
       `${a} to drop its host routing`,
       async () => !(await lab.execInNode(a, ['ip', 'rule', 'show'])).stdout.includes('51825'),
     );
     t.pass();
+  },
+);
+
+/** Pools of the node-address test: the lab's default pool is Required (deploy/default-pool.yaml). */
+const ADDRESS_POOLS = [
+  { namespace: 'default', pool: 'default-ipv4', encrypted: true },
+  {
+    namespace: 'nodeaddr-pref',
+    pool: 'nodeaddr-pref',
+    encrypted: true,
+    spec: {
+      cidr: '100.90.0.0/16',
+      encryption: 'WireGuard',
+      encryptionMode: 'Preferred',
+      encapsulation: 'None',
+    },
+  },
+  {
+    namespace: 'nodeaddr-plain',
+    pool: 'nodeaddr-plain',
+    encrypted: false,
+    spec: {
+      cidr: '100.91.0.0/16',
+      encryption: 'None',
+      encryptionMode: 'Preferred',
+      encapsulation: 'None',
+    },
+  },
+] as const;
+
+test.serial(
+  "pods reach another node's own address: encrypted pools through WireGuard both ways, with and without host encryption",
+  async (t) => {
+    const [a, b] = names();
+    if (!a || !b) throw new Error('need 2 nodes');
+    const addressB = lab.node(b).underlayIP;
+    const kube = kubeClient(lab.state.kubeconfig);
+    // The pods, pools and server go again at the end, also after a failure (a shared lab
+    // serves other suites). The namespaces stay: without a controller manager a deleted
+    // namespace never finishes terminating, and they only name their pool.
+    const cleanup = async () => {
+      for (const p of ADDRESS_POOLS)
+        if (lab.state.pods.some((x) => x.name === `nodeaddr-${p.pool}`))
+          await lab.deletePod(`nodeaddr-${p.pool}`, p.namespace);
+      for (const p of ADDRESS_POOLS)
+        if ('spec' in p)
+          await kube.request('DELETE', `${IPPOOL_PATH}/${p.pool}`).catch((e: unknown) => {
+            if ((e as { status?: number }).status !== 404) throw e;
+          });
+      await lab.stopProcess('nodeaddr-server');
+    };
+    await cleanup(); // an earlier run's, on a shared lab
+    let restarted = false;
+    try {
+      for (const p of ADDRESS_POOLS) {
+        if (!('spec' in p)) continue;
+        await createPoolNamespace(kube, { name: p.pool, ...p.spec }).catch((e: unknown) => {
+          // The namespace of an earlier run: create the pool alone.
+          if ((e as { status?: number }).status !== 409) throw e;
+        });
+      }
+      await eventually(`${a} to know the pools`, async () => {
+        const known = (await status(a)).paths.pools.map((p) => p.name);
+        return ADDRESS_POOLS.every((p) => known.includes(p.pool));
+      });
+      // The agent learns the namespaces' annotations from its watch.
+      await new Promise((r) => setTimeout(r, 2000));
+      const pods = new Map<string, string>();
+      for (const p of ADDRESS_POOLS) {
+        const pod = await lab.addPod(a, p.namespace, `nodeaddr-${p.pool}`);
+        const ip = pod.ips[0]?.split('/')[0] ?? '';
+        const cidr = 'spec' in p ? p.spec.cidr : '100.64.0.0/16';
+        t.true(ip.startsWith(cidr.split('.').slice(0, 2).join('.') + '.'), `${ip} is in ${cidr}`);
+        pods.set(p.pool, ip);
+      }
+      // A server on B's own address, in B's network namespace (as a hostNetwork pod or
+      // an apiserver): it answers each line in upper case, so a capture tells the
+      // request (lower case) from the reply.
+      await lab.spawnInNode(b, 'nodeaddr-server', [
+        'socat',
+        `TCP-LISTEN:7201,bind=${addressB},reuseaddr,fork`,
+        'EXEC:tr a-z A-Z',
+      ]);
+      await eventually('the server', async () =>
+        (await lab.execInNode(b, ['ss', '-Hltn', 'sport = :7201'])).stdout.includes('7201'),
+      );
+
+      for (const hostEncryption of [false, true]) {
+        if (hostEncryption) {
+          restarted = true;
+          await restartAgent(a, ['--host-encryption']);
+          await restartAgent(b, ['--host-encryption']);
+          await eventually(`${a} to route ${b}'s address by host encryption`, () =>
+            hostRouted(a, addressB),
+          );
+        }
+        for (const p of ADDRESS_POOLS) {
+          const label = `${p.pool}, host encryption ${hostEncryption ? 'on' : 'off'}`;
+          const marker = `wm-nodeaddr-${p.pool}-${hostEncryption ? 'he' : 'nohe'}-${Date.now()}`;
+          const wire = await startCapture(
+            [],
+            lab.plan.bridge,
+            `ip and not host ${lab.plan.gatewayIP}`,
+            `/tmp/wm-nodeaddr-${process.pid}.pcap`,
+          );
+          let answer = '';
+          const connect = eventually(
+            `pod of ${p.pool} on ${a} -> ${addressB}:7201`,
+            async () => {
+              const res = await lab.execInPod(
+                `nodeaddr-${p.pool}`,
+                ['socat', '-t', '3', '-T', '5', '-', `TCP:${addressB}:7201,connect-timeout=2`],
+                {
+                  namespace: p.namespace,
+                  input: `${marker}\n`,
+                  timeoutMs: 10_000,
+                  allowFailure: true,
+                },
+              );
+              answer = res.stdout.trim();
+              return answer === marker.toUpperCase();
+            },
+            20_000,
+            500,
+          );
+          const failed = await connect.then(
+            () => null,
+            (e: unknown) => (e instanceof Error ? e : new Error(String(e))),
+          );
+          const { raw, lines } = await wire.stop();
+          if (failed) throw failed;
+          t.is(answer, marker.toUpperCase(), `${label}: the server answered`);
+          const request = raw.includes(marker);
+          const reply = raw.includes(marker.toUpperCase());
+          const between = lines.filter(
+            (l) => l.includes(lab.node(a).underlayIP) || l.includes(pods.get(p.pool) ?? '-'),
+          );
+          if (p.encrypted) {
+            // The README: an encrypted pool's pods reach other nodes' addresses through
+            // WireGuard, and the reply comes back through it.
+            t.false(request, `${label}: the request never crosses the underlay in plaintext`);
+            t.false(reply, `${label}: nor the reply`);
+            for (const l of between)
+              t.regex(l, /\.51825[ :].*UDP|UDP.*\.51825/, `${label}: only WireGuard: ${l}`);
+          } else {
+            // A plaintext pool: the reply takes the pool's path (native here) in
+            // plaintext; the request too, unless host encryption carries it.
+            t.true(reply, `${label}: control: the capture sees the plaintext reply`);
+            t.is(
+              request,
+              !hostEncryption,
+              `${label}: the request is plaintext without host encryption`,
+            );
+          }
+        }
+      }
+    } finally {
+      if (restarted) {
+        await restartAgent(a, []).catch((e: unknown) => t.log(`restarting ${a}: ${String(e)}`));
+        await restartAgent(b, []).catch((e: unknown) => t.log(`restarting ${b}: ${String(e)}`));
+      }
+      await cleanup();
+    }
   },
 );
