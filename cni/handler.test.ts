@@ -1,50 +1,10 @@
 // The CNI handler against in-memory IPAM and wiring: what the runtime sees for ADD,
 // DEL and CHECK, and that a failed ADD never leaves an address promised twice.
 import test from 'ava';
-import {
-  CniHandler,
-  handleOf,
-  type AttachmentRequest,
-  type PodAllocation,
-  type PodIpam,
-} from './handler.ts';
+import { CniHandler, handleOf } from './handler.ts';
 import { hostVethName } from './podnet.ts';
 import { FakeWiring } from './wiring-fake.ts';
-
-class MemoryIpam implements PodIpam {
-  readonly held = new Map<string, { addresses: string[]; namespace: string; pod: string }>();
-  private next = 2;
-  /** Also hand out an IPv6 address (a dual-stack node). */
-  dualStack = false;
-  allocate(req: AttachmentRequest): Promise<PodAllocation[]> {
-    const have =
-      this.held.get(req.handle) ??
-      (() => {
-        const n = this.next++;
-        const a = {
-          addresses: [`100.64.0.${n}`, ...(this.dualStack ? [`fd00:64::${n}`] : [])],
-          namespace: req.namespace,
-          pod: req.pod,
-        };
-        this.held.set(req.handle, a);
-        return a;
-      })();
-    return Promise.resolve(have.addresses.map((address) => ({ address })));
-  }
-  release(handle: string): Promise<boolean> {
-    return Promise.resolve(this.held.delete(handle));
-  }
-  lookup(handle: string) {
-    const a = this.held.get(handle);
-    return a ? { ...a, pools: [] } : undefined;
-  }
-  handles(network: string): string[] {
-    return [...this.held.keys()].filter((h) => h.startsWith(`${network}.`));
-  }
-  ready(): boolean {
-    return true;
-  }
-}
+import { MemoryIpam } from './ipam-fake.ts';
 
 const conf = JSON.stringify({ cniVersion: '1.1.0', name: 'wiremesh', type: 'wiremesh' });
 const env = (command: string, id = 'c1', pod = 'web-0') => ({

@@ -42,4 +42,4 @@ export {
   type SpawnWorker,
 } from './netlinkd.ts';
 export { FakeWiring, type FakeWiringOp } from './wiring-fake.ts';
-export { installCni, wiremeshConflist, type InstallOptions } from './install.ts';
+export { installCni, wiremeshConflist, CONFLIST_VERSION, type InstallOptions } from './install.ts';

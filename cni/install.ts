@@ -2,8 +2,21 @@
 // It puts the relay binary in the CNI bin directory as `wiremesh` and writes the
 // conflist `10-wiremesh.conflist`, both atomically (write aside, fsync, rename), so
 // a container runtime never sees half a binary or half a configuration.
+//
+// The conflist's cniVersion is 1.0.0, not the 1.1.0 the plugin speaks best: the
+// runtime picks the version of every request from it, and the runtimes of current
+// distributions (containerd 1.6 and podman 4 on Debian 12, libcni before 1.2) know
+// results up to 1.0.0 only and refuse a 1.1.0 one ("unsupported CNI result version").
+// The agent answers each request in the version its config asks for (0.3.0 to 1.1.0,
+// cni/result.ts). `cniVersions` (spec 1.1) offers 1.1.0 besides to runtimes that read
+// it (libcni 1.2 and later pick the highest they know; older ones ignore the key), so
+// they get GC and STATUS; but only without chained plugins, whose binaries are the
+// node's own and may predate 1.1.0, and would fail every pod's ADD if asked in it.
 import { copyFile, open, rename, chmod, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+
+/** The conflist's cniVersion: what runtimes with libcni before 1.2 accept results in. */
+export const CONFLIST_VERSION = '1.0.0';
 
 export interface InstallOptions {
   relay: string;
@@ -20,7 +33,8 @@ export function wiremeshConflist(options: Pick<InstallOptions, 'chain' | 'mtu'>)
     plugins.push({ type: 'portmap', snat: true, capabilities: { portMappings: true } });
   if (options.chain.includes('bandwidth'))
     plugins.push({ type: 'bandwidth', capabilities: { bandwidth: true } });
-  return { cniVersion: '1.1.0', name: 'wiremesh', plugins };
+  const versions = options.chain.length === 0 ? { cniVersions: ['1.0.0', '1.1.0'] } : {};
+  return { cniVersion: CONFLIST_VERSION, ...versions, name: 'wiremesh', plugins };
 }
 
 async function writeAtomic(path: string, data: string, mode: number): Promise<void> {

@@ -11,6 +11,7 @@ import { createServer, type Server } from 'node:http';
 import { mkdir, rm, chmod } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { CniHandler } from './handler.ts';
+import { cniVersionOf } from './protocol.ts';
 
 const MAX_BODY = 2 * 1024 * 1024;
 
@@ -72,7 +73,9 @@ export async function serveCni(
               code: 999,
               ms: performance.now() - started,
             });
-          reply(1, JSON.stringify({ cniVersion: '1.1.0', code: 999, msg: (e as Error).message }));
+          // Like every answer, in the version the request's config asks for.
+          const cniVersion = cniVersionOf(body.stdin ?? '');
+          reply(1, JSON.stringify({ cniVersion, code: 999, msg: (e as Error).message }));
         });
     });
   });

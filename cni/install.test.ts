@@ -1,0 +1,46 @@
+// `wiremesh install-cni`: the conflist it writes (golden, install.test.ts.md) and the
+// files on the node. Its cniVersion is 1.0.0, what containerd 1.6 and podman 4 accept
+// results in; cniVersions offers 1.1.0 to newer runtimes when nothing is chained.
+import test from 'ava';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CONFLIST_VERSION, installCni, wiremeshConflist } from './install.ts';
+import { SUPPORTED_VERSIONS } from './protocol.ts';
+
+test('the conflist alone: 1.0.0, with 1.1.0 offered through cniVersions', (t) => {
+  const c = wiremeshConflist({ chain: [] });
+  t.snapshot(c);
+  t.like(c, { cniVersion: '1.0.0', cniVersions: ['1.0.0', '1.1.0'] });
+});
+
+test('with chained plugins and an MTU: 1.0.0 only', (t) => {
+  const c = wiremeshConflist({ chain: ['portmap', 'bandwidth'], mtu: 1400 });
+  t.snapshot(c);
+  t.false('cniVersions' in c);
+  t.is((c as { cniVersion: string }).cniVersion, CONFLIST_VERSION);
+});
+
+test('every version the conflist names is one the plugin speaks', (t) => {
+  for (const c of [wiremeshConflist({ chain: [] }), wiremeshConflist({ chain: ['portmap'] })]) {
+    const { cniVersion, cniVersions = [] } = c as { cniVersion: string; cniVersions?: string[] };
+    for (const v of [cniVersion, ...cniVersions]) t.true(SUPPORTED_VERSIONS.includes(v), v);
+  }
+});
+
+test('installCni writes the relay (0755) and the conflist', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'wm-install-cni-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const relay = join(dir, 'relay');
+  await writeFile(relay, '#!/bin/sh\n');
+  const res = await installCni({
+    relay,
+    binDir: join(dir, 'bin'),
+    confDir: join(dir, 'net.d'),
+    chain: [],
+  });
+  t.is(res.binary, join(dir, 'bin', 'wiremesh'));
+  t.is((await stat(res.binary)).mode & 0o777, 0o755);
+  t.is(res.conflist, join(dir, 'net.d', '10-wiremesh.conflist'));
+  t.deepEqual(JSON.parse(await readFile(res.conflist, 'utf8')), wiremeshConflist({ chain: [] }));
+});
