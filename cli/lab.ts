@@ -14,6 +14,7 @@ import { LabPhases, ProgressDisplay } from '../lab/progress.ts';
 import { renderNodeStatus as renderStatus } from './status.ts';
 import { startCapture } from '../kind-tests/probes.ts';
 import { Cluster } from '../lab/cluster.ts';
+import { allLabNames } from '../lab/registry.ts';
 import { realLabDemo, renderClusterStatus, execInRealNode } from './lab-real.ts';
 
 function intFlag(value: string | undefined, name: string, fallback: number): number {
@@ -124,7 +125,10 @@ export async function runLabCommand(argv: string[]): Promise<number> {
     allowNegative: true,
   });
   const name = values.name;
-  const real = verb === 'up' ? !values.process : Cluster.exists(name);
+  const real =
+    verb === 'up'
+      ? !values.process
+      : ['status', 'exec', 'down'].includes(verb ?? '') && Cluster.exists(name);
   if (real) return runRealLabCommand(verb, name, values, positionals, command);
   switch (verb) {
     case 'up': {
@@ -216,7 +220,7 @@ export async function runLabCommand(argv: string[]): Promise<number> {
       return 0;
     }
     case 'list': {
-      for (const l of await Lab.list()) process.stdout.write(`${l}\n`);
+      for (const l of await allLabNames()) process.stdout.write(`${l}\n`);
       return 0;
     }
     case 'connect':
