@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Builds, once, the Go programs the lab and the tests run: etcd, kube-apiserver,
-# kubectl, wireguard-go, cnitool and the reference CNI plugins. Each comes from Go modules
-# through a small wrapper module under hack/ (nothing prebuilt is downloaded).
+# Builds, once, the Go programs the lab and the tests run: etcd, the Kubernetes
+# binaries of a kubeadm cluster (kube-apiserver, kube-controller-manager,
+# kube-scheduler, kube-proxy, kubelet, kubeadm, kubectl), CoreDNS, wireguard-go,
+# cnitool, the reference CNI plugins, and our own small programs (the pause
+# process, the image assembler, the lab's runc shim, the CNI relay...). Each comes
+# from Go modules through a small wrapper module under hack/ (nothing prebuilt is
+# downloaded). hack/build-images.sh then packs them into the lab's images.
 #
 # Binaries land in $WIREMESH_CACHE/bin (default ~/.cache/wiremesh/bin), outside
 # the work tree so that a fresh clone on the same machine reuses them. A stamp per
@@ -67,9 +71,25 @@ build_queued() {
 }
 
 build etcd etcd .
+# One Kubernetes release for every component, each with the version stamp a release
+# build has: kubeadm compares the kubelet's and the control plane's versions with its own.
 build kube-apiserver kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$k8s_ldflags"
+build kube-controller-manager kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager "$k8s_ldflags"
+build kube-scheduler kube-apiserver k8s.io/kubernetes/cmd/kube-scheduler "$k8s_ldflags"
+build kube-proxy kube-apiserver k8s.io/kubernetes/cmd/kube-proxy "$k8s_ldflags"
+build kubelet kube-apiserver k8s.io/kubernetes/cmd/kubelet "$k8s_ldflags"
+build kubeadm kube-apiserver k8s.io/kubernetes/cmd/kubeadm "$k8s_ldflags"
 # kubectl of the same release, for the kind scripts' steps tested against the lab.
 build kubectl kube-apiserver k8s.io/kubernetes/cmd/kubectl "$k8s_ldflags"
+# The cluster DNS kubeadm deploys, at the version it names (hack/coredns/go.mod).
+build coredns coredns github.com/coredns/coredns
+# The pod sandbox process of the pause image (our own, standard library only).
+build pause pause .
+# Assembles the lab's images from layer tarballs (hack/build-images.sh).
+build imagetool imagetool .
+# The lab's containerd runs runc through this test-environment-only shim (see its
+# opening comment); never part of what users install.
+build wiremesh-runc-shim ../lab/runc-shim .
 build wireguard-go gotools golang.zx2c4.com/wireguard
 build cnitool gotools github.com/containernetworking/cni/cnitool
 for plugin in main/bridge main/loopback ipam/host-local meta/portmap meta/bandwidth; do
