@@ -2,7 +2,8 @@
 # Installs what wiremesh needs on a Debian machine, idempotently: the Debian
 # packages the lab and the dataplane call (only those missing, so a warm run does
 # not touch apt), the npm dependencies (Node.js 24 among them), and the Go-built
-# tools (hack/build-tools.sh). Run as root; `make deps` calls it.
+# tools (hack/build-tools.sh), then the lab's container images (hack/build-images.sh).
+# Run as root; `make deps` calls it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=hack/progress.sh
@@ -10,7 +11,13 @@ source hack/progress.sh
 
 # containernetworking-plugins: Debian's reference plugins, the baseline of bench cni-latency.
 # The check tier runs shellcheck over every shell script of the repo.
-packages=(curl iproute2 nftables containernetworking-plugins wireguard-tools iputils-ping tcpdump iperf3 socat openssl util-linux procps kmod ethtool shellcheck)
+# containerd and runc: the container runtime of the lab's kubeadm nodes. iptables,
+# busybox and ca-certificates: what hack/build-images.sh copies into the images
+# besides the tools above (kube-proxy's iptables, the images' shell and small tools).
+# busybox, not busybox-static: the static build's shell runs its own applets before
+# the PATH's programs, so `ip` in a script would be busybox's, not iproute2's.
+packages=(curl iproute2 nftables containernetworking-plugins wireguard-tools iputils-ping tcpdump iperf3 socat
+  openssl util-linux procps kmod ethtool shellcheck containerd runc iptables busybox ca-certificates)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -35,3 +42,4 @@ fi
 node_modules/.bin/node --version | grep -q '^v24\.' || { echo "install-deps: node_modules/.bin/node is not Node.js 24" >&2; exit 1; }
 
 hack/build-tools.sh
+hack/build-images.sh

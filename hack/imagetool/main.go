@@ -67,7 +67,7 @@ func build(args []string) error {
 	if *ref == "" || *out == "" || len(layers) == 0 {
 		return errors.New("--ref, --out and at least one --layer are required")
 	}
-	tag, err := name.NewTag(*ref, name.StrictValidation)
+	tag, err := name.NewTag(*ref)
 	if err != nil {
 		return fmt.Errorf("--ref: %w", err)
 	}

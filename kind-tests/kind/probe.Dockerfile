@@ -2,6 +2,8 @@
 # suites run in pods and, from a privileged host-network pod, on nodes, and the
 # network-policy suite's wiremesh-prober (kind-tests/prober, standard library only).
 # Build context: kind-tests/ (run.sh: docker build -f kind/probe.Dockerfile kind-tests).
+# hack/build-images.sh assembles the same image for the lab without Docker; keep
+# the two describing the same tools.
 FROM golang:1.24-bookworm AS prober
 WORKDIR /src
 COPY prober/ ./
