@@ -128,6 +128,7 @@ export class Cluster {
   readonly plan: LabPlan;
   state: ClusterState;
   private readonly runner: Runner;
+  private saves = 0;
 
   private constructor(plan: LabPlan, state: ClusterState, runner: Runner) {
     this.plan = plan;
@@ -484,8 +485,10 @@ export class Cluster {
   }
 
   async save(): Promise<void> {
+    // Nodes start in parallel: each save writes its own temporary file.
     const file = Cluster.stateFile(this.plan.name);
-    await writeFile(`${file}.tmp`, JSON.stringify(this.state, null, 2));
-    await rename(`${file}.tmp`, file);
+    const tmp = `${file}.${++this.saves}.tmp`;
+    await writeFile(tmp, JSON.stringify(this.state, null, 2));
+    await rename(tmp, file);
   }
 }
