@@ -121,7 +121,9 @@ export async function realLabDemo(
   await show('agents', ['get', 'pods', '-n', 'kube-system', '-l', AGENT_SELECTOR, '-o', 'wide']);
   if (perNode < 1) return lines.join('\n');
 
-  phases.start(`demo: a Deployment of ${perNode * cluster.plan.nodes.length} pods on every node`);
+  phases.start(
+    `demo: a Deployment of ${perNode * cluster.plan.nodes.length} pods over ${cluster.plan.nodes.length} nodes`,
+  );
   await cluster.kubectl(['apply', '-f', '-'], {
     input: JSON.stringify(demoDeployment(perNode * cluster.plan.nodes.length)),
   });

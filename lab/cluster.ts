@@ -39,7 +39,7 @@ import {
 } from './nodes.ts';
 import { labOwnsLink } from './plan.ts';
 import { startDaemon, stopDaemon, killPids, isAlive, type ProcRecord } from './procs.ts';
-import { tail } from './controlplane.ts';
+import { tail, SERVICE_CIDR } from './controlplane.ts';
 import { withLabLock } from './lock.ts';
 import { LabPhases, type ProgressFn } from './progress.ts';
 import { createCgroupRoot, cgroupPids, removeCgroupRoot } from './cgroups.ts';
@@ -323,6 +323,11 @@ export class Cluster {
       mountSetup,
     });
     await rm(stash, { recursive: true, force: true });
+    // A machine's default route is what lets its own processes reach a ClusterIP
+    // (kube-proxy rewrites the address only after the route lookup). The lab's nodes
+    // have none, so nothing leaves the machine: the service range gets one on the
+    // underlay instead, which nothing but kube-proxy's rewritten packets ever takes.
+    await this.execInNode(node.name, ['ip', 'route', 'add', SERVICE_CIDR, 'dev', 'eth0']);
   }
 
   /** containerd, the images, and the kubelet's supervisor (it waits for kubeadm). */

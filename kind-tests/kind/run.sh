@@ -41,7 +41,6 @@ apply_manifest() {
   kc apply -f "$root/deploy/wiremesh.yaml"
   kc wait --for=condition=established --timeout=60s \
     crd/ippools.wiremesh.io crd/ipamblocks.wiremesh.io
-  kc get ippools.wiremesh.io default-ipv4 >/dev/null
   kc get nodes -o wide
 }
 
@@ -91,6 +90,8 @@ run_all() {
 
   apply_manifest
   kc -n kube-system rollout status daemonset/wiremesh-agent --timeout=300s
+  # The agents create the default pool when the cluster has none.
+  kc wait --for=create ippools.wiremesh.io/default-ipv4 --timeout=60s
   kc wait --for=condition=Ready nodes --all --timeout=300s
 
   say "running ${#suites[@]} suite(s) on kind: ${suites[*]##*/}"
