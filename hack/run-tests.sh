@@ -29,8 +29,10 @@ run_cluster_tier() {
     ./bin/wiremesh lab down --name "$cluster_lab" || true
     return 1
   fi
+  # The lab's real nodes are IPv4-only: the netpol case about IPv6 neighbour
+  # discovery runs in the e2e tier, on its dual-stack process lab.
   WIREMESH_E2E_CLUSTER=real WIREMESH_E2E_LAB="$cluster_lab" \
-    ava --tap --serial "${cluster_suites[@]}"
+    ava --tap --serial --match '!*neighbour discovery still works*' "${cluster_suites[@]}"
   rc=$?
   ./bin/wiremesh lab down --name "$cluster_lab" || rc=1
   return $rc
