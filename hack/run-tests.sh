@@ -20,7 +20,8 @@ fi
 # (kubeadm, kubelets, containerd, wiremesh from its manifest) shared by all of them:
 # brought up as `make lab` does, removed afterwards whatever happened.
 cluster_lab=e2ereal
-cluster_suites=(kind-tests/mesh.e2e.test.ts kind-tests/pods.e2e.test.ts kind-tests/netpol.e2e.test.ts)
+cluster_suites=(kind-tests/mesh.e2e.test.ts kind-tests/pods.e2e.test.ts kind-tests/netpol.e2e.test.ts
+  kind-tests/real/services.e2e.test.ts)
 run_cluster_tier() {
   local rc
   ./bin/wiremesh lab down --name "$cluster_lab" >/dev/null 2>&1 || true
