@@ -374,16 +374,18 @@ export class Agent {
     const blocks = this.blocks();
     const byNode = new Map<string, string[]>();
     for (const b of blocks) byNode.set(b.node, [...(byNode.get(b.node) ?? []), b.cidr]);
+    const pools = this.pools?.current() ?? { pools: [], problems: [] };
     const mesh = planMesh({
       self: self.name,
       selfPublicKey: this.keyPair.publicKey,
       nodes,
       settings,
       blocks: byNode,
+      // A node address inside a pool (where no block exists yet) is never a peer's.
+      podRanges: pools.pools.map((p) => p.cidr),
     });
     const available = await this.probe(internalIP);
 
-    const pools = this.pools?.current() ?? { pools: [], problems: [] };
     const remote = this.planRemote(mesh, nodes, pools.pools);
     const peers = new Set(this.device ? mesh.peers.map((p) => p.node) : []);
     const selfSubnets = (await this.ip.addrList(underlay.name)).map((a) =>
