@@ -11,6 +11,7 @@ export interface EventTarget {
     | 'Pod'
     | 'Namespace'
     | 'IPPool'
+    | 'IPAMBlock'
     | 'AdminNetworkPolicy'
     | 'BaselineAdminNetworkPolicy'
     | 'RemoteCluster'
@@ -30,6 +31,7 @@ const API_VERSION: Record<EventTarget['kind'], string> = {
   Namespace: 'v1',
   NetworkPolicy: 'networking.k8s.io/v1',
   IPPool: 'wiremesh.io/v1alpha1',
+  IPAMBlock: 'wiremesh.io/v1alpha1',
   AdminNetworkPolicy: 'policy.networking.k8s.io/v1alpha1',
   BaselineAdminNetworkPolicy: 'policy.networking.k8s.io/v1alpha1',
   RemoteCluster: 'wiremesh.io/v1alpha1',

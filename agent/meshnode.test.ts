@@ -1,6 +1,6 @@
 import test from 'ava';
 import type { V1Node } from '@kubernetes/client-node';
-import { meshNodeFromK8s, type ProblemReason } from './meshnode.ts';
+import { meshNodeFromK8s, KeyObservations, type ProblemReason } from './meshnode.ts';
 import { parseEndpoint } from './endpoint.ts';
 import { generateKeyPair } from '../crypto/index.ts';
 
@@ -137,4 +137,32 @@ test('fuzz: node translation never throws on random annotations', (t) => {
     if (n.endpoint !== null) t.true(parseEndpoint(n.endpoint).ok);
   }
   t.pass();
+});
+
+test('KeyObservations: a key keeps the time it was first seen on its node', (t) => {
+  const o = new KeyObservations();
+  o.observe([{ name: 'n1', key: 'A' }], 1000);
+  o.observe(
+    [
+      { name: 'n1', key: 'A' },
+      { name: 'n2', key: 'A' },
+    ],
+    2000,
+  );
+  t.deepEqual(
+    o.times(),
+    new Map([
+      ['n1', 1000],
+      ['n2', 2000],
+    ]),
+  );
+  // A new key is a new sighting; a withdrawn key or a deleted node is forgotten.
+  o.observe(
+    [
+      { name: 'n1', key: 'B' },
+      { name: 'n2', key: null },
+    ],
+    3000,
+  );
+  t.deepEqual(o.times(), new Map([['n1', 3000]]));
 });

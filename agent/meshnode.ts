@@ -101,3 +101,30 @@ export function meshNodeFromK8s(node: V1Node): MeshNode {
     problems,
   };
 }
+
+/**
+ * When this agent first saw each node publish its current key: of two nodes claiming
+ * one key, the first to publish it keeps it (agent/plan.ts duplicateKeyLosers). Fed
+ * from the node watch's events, so two publications a moment apart are told apart
+ * even when one pass plans both. In memory: an agent that starts sees every key at
+ * once, and creation order decides for it.
+ */
+export class KeyObservations {
+  private readonly seen = new Map<string, { key: string; at: number }>();
+
+  /** Record the nodes' keys (the raw annotation; null: none) as seen at `now`. */
+  observe(nodes: readonly { name: string; key: string | null }[], now: number): void {
+    const present = new Set<string>();
+    for (const { name, key } of nodes) {
+      if (key === null) continue;
+      present.add(name);
+      if (this.seen.get(name)?.key !== key) this.seen.set(name, { key, at: now });
+    }
+    for (const name of this.seen.keys()) if (!present.has(name)) this.seen.delete(name);
+  }
+
+  /** First sighting of each node's current key, for the planner. */
+  times(): Map<string, number> {
+    return new Map([...this.seen].map(([name, s]) => [name, s.at]));
+  }
+}

@@ -90,18 +90,65 @@ test('a node without a key is not a peer; a node with a refused key is reported'
   );
 });
 
-test('two nodes claiming one key: neither is programmed, both are reported', (t) => {
-  const plan = planMesh(
-    input([node('n1', 1), node('n2', 2), node('n3', 3), node('forged', 4, { publicKey: key(2) })]),
+test('two nodes claiming one key: the first this agent saw publish it keeps it', (t) => {
+  // forged (older Node, i=0) copies n2's key after n2 published it.
+  const nodes = [
+    node('n1', 1),
+    node('n2', 2),
+    node('n3', 3),
+    node('forged', 0, { publicKey: key(2) }),
+  ];
+  const plan = planMesh({
+    ...input(nodes),
+    keySeen: new Map([
+      ['n2', 5000],
+      ['n3', 5000],
+      ['forged', 9000],
+    ]),
+  });
+  t.deepEqual(
+    plan.peers.map((p) => [p.node, p.publicKey]),
+    [
+      ['n2', key(2)],
+      ['n3', key(3)],
+    ],
   );
   t.deepEqual(
-    plan.peers.map((p) => p.node),
-    ['n3'],
+    plan.refused.map((r) => [r.node, r.reason, r.message]),
+    [
+      [
+        'forged',
+        'DuplicatePublicKey',
+        'its WireGuard public key was published first by n2, which keeps it; forged is not programmed',
+      ],
+    ],
   );
-  t.deepEqual(plan.refused.map((r) => [r.node, r.reason]).sort(), [
-    ['forged', 'DuplicatePublicKey'],
-    ['n2', 'DuplicatePublicKey'],
-  ]);
+});
+
+test('a key seen on two nodes at once goes to the older Node, then the name', (t) => {
+  const at = (ms: number) =>
+    new Map([
+      ['n2', ms],
+      ['late', ms],
+      ['early', ms],
+    ]);
+  const late = node('late', 9, { publicKey: key(2) });
+  const plan = planMesh({ ...input([node('n1', 1), node('n2', 2), late]), keySeen: at(7000) });
+  t.deepEqual(
+    plan.peers.map((p) => p.node),
+    ['n2'],
+  );
+  // The same age: the name decides. No sighting recorded counts as seen at once.
+  const twin = node('a-twin', 2, { publicKey: key(2), internalIPs: ['198.18.0.99'] });
+  const tie = planMesh(input([node('n1', 1), node('n2', 2), twin]));
+  t.deepEqual(
+    tie.peers.map((p) => p.node),
+    ['a-twin'],
+  );
+  t.deepEqual(
+    tie.refused.map((r) => [r.node, r.reason]),
+    [['n2', 'DuplicatePublicKey']],
+  );
 });
 
 test("a node claiming this node's own key is refused; this node keeps its identity", (t) => {

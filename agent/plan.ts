@@ -64,6 +64,12 @@ export interface MeshInput {
    * address. The blocks and the tunnel ranges always count.
    */
   podRanges?: readonly string[];
+  /**
+   * When this agent first saw each node publish its current key (ms since the epoch;
+   * agent/meshnode.ts KeyObservations). Of several nodes claiming one key, the first
+   * to publish it keeps it (duplicateKeyLosers).
+   */
+  keySeen?: ReadonlyMap<string, number>;
 }
 
 /**
@@ -217,33 +223,62 @@ export function trustedNodeAddresses(
   return { byNode, refused };
 }
 
+/**
+ * Nodes refused for publishing a key another node holds, with the reason. A key is
+ * the node's WireGuard identity: packets from it are accepted as that node's, and
+ * its AllowedIPs are routed to it. Copying another node's key gains nothing but the
+ * victim's exclusion, and refusing both claimants (as before) handed every
+ * compromised node that exclusion. So one claimant keeps the key:
+ * - this node's own key is always this node's (it holds the private key);
+ * - else the node this agent saw publish it first. A key is made on its node and
+ *   is secret until that node publishes it, so the honest node publishes first and
+ *   a copy comes later: every agent that was running then keeps the honest node;
+ * - seen at once (an agent starting, or both in one list), the older Node
+ *   (creationTimestamp, set by the apiserver, then the name), as tunnel addresses
+ *   are decided. Only then can a copy by an older node win, on that agent alone,
+ *   until the honest node publishes a new key (rotate-key).
+ */
+export function duplicateKeyLosers(
+  input: Pick<MeshInput, 'self' | 'selfPublicKey' | 'nodes' | 'keySeen'>,
+): Map<string, string> {
+  const claims = new Map<string, MeshNode[]>();
+  for (const n of input.nodes) {
+    if (n.name === input.self || !n.publicKey) continue;
+    claims.set(n.publicKey, [...(claims.get(n.publicKey) ?? []), n]);
+  }
+  const seen = (n: MeshNode) => input.keySeen?.get(n.name) ?? 0;
+  const losers = new Map<string, string>();
+  for (const [key, nodes] of claims) {
+    if (key === input.selfPublicKey) {
+      for (const n of nodes)
+        losers.set(n.name, `its WireGuard public key is ${input.self}'s own; it is not programmed`);
+      continue;
+    }
+    if (nodes.length < 2) continue;
+    const [first, ...rest] = [...nodes].sort(
+      (a, b) =>
+        seen(a) - seen(b) ||
+        a.createdAt - b.createdAt ||
+        (a.name < b.name ? -1 : a.name > b.name ? 1 : 0),
+    );
+    for (const n of rest)
+      losers.set(
+        n.name,
+        `its WireGuard public key was published first by ${first?.name ?? '?'}, which keeps it; ${n.name} is not programmed`,
+      );
+  }
+  return losers;
+}
+
 export function planMesh(input: MeshInput): MeshPlan {
   const { self, settings } = input;
   parseCidr(settings.tunnelCIDR); // fail early on a bad setting
   const refused: RefusedNode[] = [];
   for (const n of input.nodes) for (const p of n.problems) refused.push({ node: n.name, ...p });
 
-  // Two nodes claiming one key: neither is programmed. Our own key counts as claimed by us.
-  const claims = new Map<string, string[]>();
-  claims.set(input.selfPublicKey, [self]);
-  for (const n of input.nodes) {
-    if (n.name === self || !n.publicKey) continue;
-    claims.set(n.publicKey, [...(claims.get(n.publicKey) ?? []), n.name]);
-  }
-  const duplicated = new Set<string>();
-  for (const [key, names] of claims) {
-    if (names.length < 2) continue;
-    duplicated.add(key);
-    for (const name of names) {
-      if (name === self) continue;
-      const others = names.filter((x) => x !== name);
-      refused.push({
-        node: name,
-        reason: 'DuplicatePublicKey',
-        message: `its WireGuard public key is also claimed by ${others.join(', ')}; neither is programmed`,
-      });
-    }
-  }
+  const losers = duplicateKeyLosers(input);
+  for (const [name, message] of losers)
+    refused.push({ node: name, reason: 'DuplicatePublicKey', message });
 
   const addresses = assignTunnelAddresses(
     input.nodes.some((n) => n.name === self)
@@ -271,7 +306,7 @@ export function planMesh(input: MeshInput): MeshPlan {
   const routedTo = new Map<string, string[]>();
   const hostRoutes: RoutePlan[] = [];
   for (const n of input.nodes) {
-    if (n.name === self || !n.publicKey || duplicated.has(n.publicKey)) continue;
+    if (n.name === self || !n.publicKey || losers.has(n.name)) continue;
     const endpoint =
       n.endpointOverride ??
       n.endpoint ??

@@ -2,6 +2,7 @@ import test from 'ava';
 import {
   allocateFromBlocks,
   blockCount,
+  blockOccupies,
   checkPoolOverlaps,
   chooseFreeBlock,
   lowestFreeAddress,
@@ -10,7 +11,10 @@ import {
   poolsForNode,
   PoolExhaustedError,
   EMPTY_GC_STATE,
+  livePodsOf,
+  podIsLive,
   type GcState,
+  type LivePods,
 } from './allocator.ts';
 import { EVERY_NODE } from './selector.ts';
 import { blockName } from './cidr.ts';
@@ -300,6 +304,8 @@ test('PoolExhaustedError names the pool, its range and block size', (t) => {
 // --- garbage collection ----------------------------------------------------------------
 
 const GRACE = 60_000;
+/** Live pods by name only (allocations without a pod UID are compared so). */
+const named = (...names: string[]): LivePods => ({ uids: new Set(), names: new Set(names) });
 
 test('GC: an orphan is released only after the grace period from its first sighting', (t) => {
   const blocks = [
@@ -309,7 +315,7 @@ test('GC: an orphan is released only after the grace period from its first sight
       alloc('nopod', '100.64.0.2', { pod: '' }),
     ]),
   ];
-  const livePods = new Set(['default/live']);
+  const livePods = named('default/live');
   const first = planGarbageCollection({
     blocks,
     livePods,
@@ -345,7 +351,7 @@ test('GC: a pod that comes back is no longer an orphan; its clock restarts', (t)
   const blocks = [block('100.64.0.0/26', [alloc('x', '100.64.0.0', { pod: 'x' })])];
   const s1 = planGarbageCollection({
     blocks,
-    livePods: new Set(),
+    livePods: named(),
     activePools: null,
     now: 0,
     graceMs: GRACE,
@@ -353,7 +359,7 @@ test('GC: a pod that comes back is no longer an orphan; its clock restarts', (t)
   });
   const s2 = planGarbageCollection({
     blocks,
-    livePods: new Set(['default/x']),
+    livePods: named('default/x'),
     activePools: null,
     now: 10,
     graceMs: GRACE,
@@ -362,7 +368,7 @@ test('GC: a pod that comes back is no longer an orphan; its clock restarts', (t)
   t.is(s2.state.orphanSince.size, 0);
   const s3 = planGarbageCollection({
     blocks,
-    livePods: new Set(),
+    livePods: named(),
     activePools: null,
     now: GRACE + 5,
     graceMs: GRACE,
@@ -376,7 +382,7 @@ test('GC: a young allocation is never collected, even if its pod is not listed y
   const state: GcState = { orphanSince: new Map([['new', 0]]), emptySince: new Map() };
   const r = planGarbageCollection({
     blocks,
-    livePods: new Set(),
+    livePods: named(),
     activePools: null,
     now: 5_000 + GRACE - 1,
     graceMs: GRACE,
@@ -393,7 +399,7 @@ test('GC: empty blocks go after the grace period; one is kept per pool still in 
     block('100.65.0.64/26', [], { pool: 'q' }),
     block('100.66.0.0/26', [], { pool: 'gone' }),
   ];
-  const livePods = new Set(['default/a']);
+  const livePods = named('default/a');
   const activePools = new Set(['p', 'q']);
   const first = planGarbageCollection({
     blocks,
@@ -424,7 +430,7 @@ test('GC: with grace 0 an orphan and the block it empties go in one run (all poo
   ];
   const r = planGarbageCollection({
     blocks,
-    livePods: new Set(),
+    livePods: named(),
     activePools: null,
     now: 100,
     graceMs: 0,
@@ -434,11 +440,99 @@ test('GC: with grace 0 an orphan and the block it empties go in one run (all poo
   t.deepEqual(r.releaseBlocks, ['100.64.0.64/26']);
   const disabled = planGarbageCollection({
     blocks,
-    livePods: new Set(),
+    livePods: named(),
     activePools: new Set(),
     now: 100,
     graceMs: 0,
     state: EMPTY_GC_STATE,
   });
   t.deepEqual(disabled.releaseBlocks, ['100.64.0.0/26', '100.64.0.64/26']);
+});
+
+test('blockOccupies: only blocks an IPAM could have made hold their range', (t) => {
+  const pools = [pool('p', '100.64.0.0/16'), pool('v6', 'fd00:64::/48')];
+  const cases: [string, string, boolean][] = [
+    ['100.64.1.0/26', 'p', true],
+    ['fd00:64::40/122', 'v6', true],
+    ['100.64.1.5/32', 'p', false],
+    ['0.0.0.0/0', 'p', false],
+    ['100.65.0.0/26', 'p', false],
+    ['fd00:64::/122', 'p', false],
+    // A pool since deleted: its blocks may still hold pods' addresses.
+    ['100.66.0.0/26', 'gone', true],
+    ['100.66.0.0/20', 'gone', true],
+    ['0.0.0.0/0', 'gone', false],
+    ['::/0', 'gone', false],
+  ];
+  for (const [cidr, p, want] of cases)
+    t.is(blockOccupies({ cidr, pool: p }, pools), want, `${cidr} of ${p}`);
+});
+
+// --- which pod is gone: by UID, by name, never for attachments without Kubernetes ----------
+
+const gcOnce = (blocks: IpamBlock[], livePods: LivePods) =>
+  planGarbageCollection({
+    blocks,
+    livePods,
+    activePools: null,
+    now: 10 * GRACE,
+    graceMs: GRACE,
+    state: {
+      orphanSince: new Map(blocks.flatMap((b) => [...b.allocations.keys()].map((h) => [h, 0]))),
+      emptySince: new Map(),
+    },
+  }).releaseHandles;
+
+test("GC: a pod re-created under the same name does not keep the old pod's address", (t) => {
+  const blocks = [
+    block('100.64.0.0/26', [
+      alloc('old', '100.64.0.0', { pod: 'web-0', podUID: 'uid-old' }),
+      alloc('new', '100.64.0.1', { pod: 'web-0', podUID: 'uid-new' }),
+    ]),
+  ];
+  const live = livePodsOf([{ namespace: 'default', name: 'web-0', uid: 'uid-new' }]);
+  t.deepEqual(gcOnce(blocks, live), ['old']);
+});
+
+test('GC: an allocation without a pod UID (an older runtime or record) is compared by name', (t) => {
+  const blocks = [
+    block('100.64.0.0/26', [
+      alloc('kept', '100.64.0.0', { pod: 'web-0' }),
+      alloc('gone', '100.64.0.1', { pod: 'web-1' }),
+    ]),
+  ];
+  const live = livePodsOf([{ namespace: 'default', name: 'web-0', uid: 'uid-1' }]);
+  t.deepEqual(gcOnce(blocks, live), ['gone']);
+});
+
+test('GC: attachments made without Kubernetes arguments are never collected by the pod check', (t) => {
+  const blocks = [
+    block('100.64.0.0/26', [
+      // cnitool: no pod; podman: its container's name, no namespace; earlier versions
+      // recorded the container id as the name of a pod in 'default'.
+      alloc('cnitool', '100.64.0.0', { namespace: '', pod: '', containerID: 'c1' }),
+      alloc('podman', '100.64.0.2', { namespace: '', pod: 'web-0', containerID: 'c3' }),
+      alloc('legacy', '100.64.0.1', { namespace: 'default', pod: 'c2', containerID: 'c2' }),
+    ]),
+  ];
+  t.deepEqual(gcOnce(blocks, livePodsOf([])), []);
+  // Not even when a Kubernetes pod of that name is gone from the node.
+  t.deepEqual(gcOnce(blocks, livePodsOf([{ namespace: 'default', name: 'web-1', uid: 'u' }])), []);
+  t.true(podIsLive({ namespace: '', pod: '', containerID: 'c1', ifName: 'eth0' }, livePodsOf([])));
+});
+
+test("GC: a pod in a terminal phase is gone; a static pod is live under its mirror's config UID", (t) => {
+  const blocks = [
+    block('100.64.0.0/26', [
+      alloc('done', '100.64.0.0', { pod: 'job-x', podUID: 'uid-job' }),
+      alloc('static', '100.64.0.1', { pod: 'static-n1', podUID: 'hash-of-manifest' }),
+      alloc('running', '100.64.0.2', { pod: 'web-0', podUID: 'uid-web' }),
+    ]),
+  ];
+  const live = livePodsOf([
+    { namespace: 'default', name: 'job-x', uid: 'uid-job', phase: 'Succeeded' },
+    { namespace: 'default', name: 'static-n1', uid: 'mirror-uid', mirrorOf: 'hash-of-manifest' },
+    { namespace: 'default', name: 'web-0', uid: 'uid-web', phase: 'Running' },
+  ]);
+  t.deepEqual(gcOnce(blocks, live), ['done']);
 });

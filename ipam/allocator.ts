@@ -16,7 +16,16 @@
 //   blocks have room; garbage collection of empty blocks makes room flow back.
 // - Pools that overlap: the older one (creation time, then name) wins, the younger
 //   one is refused with a problem, identically on every node. Blocks are never
-//   claimed over any existing block, of whatever pool or size.
+//   claimed over any existing block, of whatever pool or size, unless it is one no
+//   IPAM could have made (blockOccupies).
+// - Garbage collection trusts the runtime: an address goes on DEL, on the runtime's
+//   GC (its valid attachments), or when its Kubernetes pod is gone for good. The pod
+//   is compared by UID where the runtime passed one (containerd and CRI-O pass
+//   K8S_POD_UID), so a pod deleted and re-created under its name does not keep the
+//   old pod's addresses alive; by namespace and name otherwise. A pod in a terminal
+//   phase (Succeeded, Failed) is gone: it never runs again. An attachment made
+//   without Kubernetes arguments (podman, cnitool) is never collected by the pod
+//   check: nothing in the API speaks for it, so only its runtime can release it.
 // - Garbage collection keeps one empty block per pool the node still uses, so a
 //   node whose pods come and go does not churn block claims; blocks of pools that
 //   are disabled, gone or no longer select the node are all released once empty.
@@ -32,7 +41,14 @@ import {
   type Family,
 } from './cidr.ts';
 import { selectorMatches } from './selector.ts';
-import type { Allocation, AllocationAttributes, IpamBlock, IpamProblem, IpPool } from './types.ts';
+import {
+  BLOCK_SIZE_RANGE,
+  type Allocation,
+  type AllocationAttributes,
+  type IpamBlock,
+  type IpamProblem,
+  type IpPool,
+} from './types.ts';
 
 /** No pool that selects the node has an address left for it. */
 export class PoolExhaustedError extends Error {
@@ -98,6 +114,30 @@ export function poolsForNode(
 ): IpPool[] {
   return checkPoolOverlaps(pools).pools.filter(
     (p) => !p.disabled && selectorMatches(p.nodeSelector, nodeLabels),
+  );
+}
+
+/**
+ * Whether an existing block (another node's, from the API) keeps its range from being
+ * claimed. A block naming a pool it does not fit (outside it, or not of its block
+ * size) was made by no IPAM and is routed by no agent (agent/blocks.ts), so it holds
+ * nothing back; a block of a pool that no longer exists still does (its pods may
+ * hold addresses), if its size is a block size at all. Otherwise one object of a
+ * node's own (0.0.0.0/0) would stop every claim of every node.
+ */
+export function blockOccupies(
+  block: Pick<IpamBlock, 'cidr' | 'pool'>,
+  pools: readonly IpPool[],
+): boolean {
+  const cidr = mustParseCidr(block.cidr);
+  const pool = pools.find((p) => p.name === block.pool);
+  if (!pool) {
+    const [min, max] = BLOCK_SIZE_RANGE[cidr.family];
+    return cidr.prefix >= min && cidr.prefix <= max;
+  }
+  const range = mustParseCidr(pool.cidr);
+  return (
+    cidr.family === range.family && cidr.prefix === pool.blockSize && cidrsOverlap(cidr, range)
   );
 }
 
@@ -232,11 +272,54 @@ export interface GcState {
 
 export const EMPTY_GC_STATE: GcState = { orphanSince: new Map(), emptySince: new Map() };
 
+/** The pods bound to this node that may still run, from a complete list. */
+export interface LivePods {
+  /** Their UIDs (a static pod's own UID, the one the kubelet gives the runtime, included). */
+  uids: ReadonlySet<string>;
+  /** `<namespace>/<name>`. */
+  names: ReadonlySet<string>;
+}
+
+/** A pod as the API lists it, reduced to what garbage collection compares. */
+export interface ListedPod {
+  namespace: string;
+  name: string;
+  uid: string;
+  phase?: string;
+  /** `kubernetes.io/config.mirror` of a static pod's mirror: the UID the kubelet runs it under. */
+  mirrorOf?: string;
+}
+
+/** The pods of a node's list that may still run: not in a terminal phase. */
+export function livePodsOf(pods: readonly ListedPod[]): LivePods {
+  const running = pods.filter((p) => p.phase !== 'Succeeded' && p.phase !== 'Failed');
+  return {
+    uids: new Set(running.flatMap((p) => [p.uid, ...(p.mirrorOf ? [p.mirrorOf] : [])])),
+    names: new Set(running.map((p) => `${p.namespace}/${p.name}`)),
+  };
+}
+
+/**
+ * Whether an allocation was made for a Kubernetes pod: it has a namespace and a pod
+ * name (without K8S_POD_NAMESPACE the namespace is empty, whatever name podman
+ * passed); earlier versions recorded the container id in place of a missing name.
+ */
+export function isKubernetesAllocation(a: AllocationAttributes): boolean {
+  return a.namespace !== '' && a.pod !== '' && a.pod !== a.containerID;
+}
+
+/** Whether an allocation's Kubernetes pod is among the live ones (by UID when it has one). */
+export function podIsLive(a: AllocationAttributes, live: LivePods): boolean {
+  if (!isKubernetesAllocation(a)) return true;
+  if (a.podUID) return live.uids.has(a.podUID);
+  return live.names.has(`${a.namespace}/${a.pod}`);
+}
+
 export interface GcInput {
   /** The node's own blocks. */
   blocks: readonly IpamBlock[];
-  /** `<namespace>/<name>` of every pod bound to this node (from a complete list). */
-  livePods: ReadonlySet<string>;
+  /** The pods bound to this node that may still run (from a complete list). */
+  livePods: LivePods;
   /** Pools that are enabled and select this node, or null when unknown (then all count as used). */
   activePools: ReadonlySet<string> | null;
   now: number;
@@ -254,10 +337,9 @@ export interface GcPlan {
 }
 
 /**
- * An allocation is garbage when its pod has not been in `livePods` for graceMs (first
- * sighting as an orphan recorded in the state) and it is at least graceMs old.
- * Allocations made without a pod name (not from Kubernetes) are left to CNI DEL and
- * GC. A block is garbage when it has been empty for graceMs, unless it is the one
+ * An allocation is garbage when its pod has not been live (podIsLive) for graceMs
+ * (first sighting as an orphan recorded in the state) and it is at least graceMs old.
+ * Allocations made without Kubernetes arguments are left to CNI DEL and GC. A block is garbage when it has been empty for graceMs, unless it is the one
  * block the node keeps for a pool it still uses (the lowest, when none has pods).
  */
 export function planGarbageCollection(input: GcInput): GcPlan {
@@ -268,7 +350,7 @@ export function planGarbageCollection(input: GcInput): GcPlan {
   for (const block of blocks) {
     let left = 0;
     for (const a of block.allocations.values()) {
-      if (!a.pod || livePods.has(`${a.namespace}/${a.pod}`)) {
+      if (podIsLive(a, livePods)) {
         left++;
         continue;
       }

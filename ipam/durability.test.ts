@@ -92,7 +92,7 @@ function sharedApi(): FakeBlockApi {
 const req = (id: string): AllocateRequest => ({
   handle: `wiremesh.${id}.eth0`,
   namespace: 'default',
-  pod: id,
+  pod: `pod-${id}`,
   containerID: id,
   ifName: 'eth0',
 });
@@ -129,18 +129,18 @@ async function workload(ipam: NodeIpam, acks: Acks): Promise<void> {
   await release(['a1', 'a2']);
   await ipam.sync();
   await allocate(['a6', 'a7', 'a8', 'a9']);
-  const live = new Set(['a0', 'a3', 'a5', 'a6', 'a7', 'a8', 'a9'].map((p) => `default/${p}`));
+  const live = new Set(['a0', 'a3', 'a5', 'a6', 'a7', 'a8', 'a9'].map((p) => `default/pod-${p}`));
   for (const handle of acks.held.keys()) {
-    if (!live.has(`default/${handle.split('.')[1]}`)) acks.held.delete(handle); // GC may take it
+    if (!live.has(`default/pod-${handle.split('.')[1]}`)) acks.held.delete(handle); // GC may take it
   }
-  const gc = await ipam.collectGarbage(live, 0);
+  const gc = await ipam.collectGarbage({ uids: new Set(), names: live }, 0);
   for (const handle of gc.releasedHandles) {
     acks.held.delete(handle);
     acks.released.add(handle);
   }
   await ipam.sync();
   await release(['a5', 'a6', 'a7', 'a8', 'a9']);
-  await ipam.collectGarbage(live, 0);
+  await ipam.collectGarbage({ uids: new Set(), names: live }, 0);
   await ipam.sync();
 }
 
@@ -311,8 +311,8 @@ test('block given back, died before deleting its object: the restart never alloc
   t.is(blocks.length, 2);
   await first.sync();
   // e is alone in the second block; its pod goes; GC gives the block back, then the process dies.
-  const live = new Set(['a', 'b', 'c', 'd'].map((p) => `default/${p}`));
-  const gc = await first.collectGarbage(live, 0);
+  const live = new Set(['a', 'b', 'c', 'd'].map((p) => `default/pod-${p}`));
+  const gc = await first.collectGarbage({ uids: new Set(), names: live }, 0);
   t.deepEqual(gc, { releasedHandles: [h('e')], releasedBlocks: [blocks[1] ?? ''] });
   t.is(api.blocks().length, 2, 'the object is still there');
 

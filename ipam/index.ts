@@ -7,11 +7,11 @@
 //                               autoSyncMs: 500 });   // stateDir: /var/lib/wiremesh/ipam
 //   await ipam.start();            // replay the journal, adopt, first sync (works offline)
 //   ADD:   const { address, prefix } = await ipam.allocate({ handle, namespace, pod,
-//                                                             containerID, ifName, family });
+//                                                 podUID, containerID, ifName, family });
 //   DEL:   await ipam.release(handle);             // idempotent; every family
 //   CHECK: ipam.find(handle, family);
 //   GC:    await ipam.releaseExcept(network, validAttachments);
-//   timer: await ipam.collectGarbage(livePodsOfThisNode, graceMs); await ipam.sync();
+//   timer: await ipam.collectGarbage(livePodsOf(podsOfThisNode), graceMs); await ipam.sync();
 //   watch: ipam.setPools(pools, nodeLabels)  (or ipam.refresh())
 // allocate() resolves only once the allocation is journaled and fsynced; the
 // IPAMBlock objects follow on sync(). store.ts has the durability argument,
@@ -39,13 +39,19 @@ export {
   findAllocation,
   planRelease,
   planGarbageCollection,
+  livePodsOf,
+  podIsLive,
+  isKubernetesAllocation,
   blockCount,
+  blockOccupies,
   compareCidrs,
   PoolExhaustedError,
   NoPoolError,
   EMPTY_GC_STATE,
   type AllocationDecision,
   type GcInput,
+  type LivePods,
+  type ListedPod,
   type GcPlan,
   type GcState,
 } from './allocator.ts';

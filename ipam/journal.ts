@@ -48,6 +48,8 @@ export type JournalRecord =
       pod: string;
       containerID: string;
       ifName: string;
+      /** Absent in records written before pod UIDs were recorded. */
+      podUID?: string;
       at: number;
     }
   | { op: 'release'; handle: string };
@@ -398,6 +400,7 @@ function parseLine(line: string): Line {
             pod: str(v.pod),
             containerID: str(v.containerID),
             ifName: str(v.ifName),
+            ...(typeof v.podUID === 'string' && v.podUID ? { podUID: v.podUID } : {}),
             at: v.at,
           },
         };

@@ -237,6 +237,7 @@ test('a well-formed IPAMBlock translates and round-trips', (t) => {
     pod: 'p1',
     containerID: 'c1',
     ifName: 'eth0',
+    podUID: '0b9e7e2c-2f5c-4d0a-9a0b-6f1f8c1d2e3f',
     allocatedAt: 0,
   };
   const written = ipamBlockToK8s({
@@ -260,10 +261,21 @@ test('a well-formed IPAMBlock translates and round-trips', (t) => {
           pod: 'p1',
           containerID: 'c1',
           ifName: 'eth0',
+          podUID: '0b9e7e2c-2f5c-4d0a-9a0b-6f1f8c1d2e3f',
         },
       },
     },
   });
+  // With the node's uid, the Node owns the object (Kubernetes' garbage collector deletes it with the Node).
+  t.deepEqual(
+    (
+      ipamBlockToK8s(
+        { cidr: '100.64.0.0/26', pool: 'default', node: 'n1', allocations: new Map() },
+        'u1',
+      ).metadata as Record<string, unknown>
+    ).ownerReferences,
+    [{ apiVersion: 'v1', kind: 'Node', name: 'n1', uid: 'u1' }],
+  );
   const { block, problems } = ipamBlockFromK8s({
     ...written,
     metadata: { name: '100-64-0-0-26', uid: 'ub', resourceVersion: '42' },

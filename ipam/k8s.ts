@@ -6,6 +6,11 @@
 // open, e.g. an unknown encryption read as none); a block whose CIDR parses is kept,
 // because it occupies that range whatever else is wrong with it, and an allocation
 // whose address lies in the block is kept, because someone may be using it.
+//
+// A block this node writes names its Node as its owner (an ownerReference with the
+// Node's uid): when the Node object is deleted, Kubernetes' garbage collector deletes
+// its blocks, and no agent needs the right to delete another node's blocks (the
+// admission policy of deploy/admission.yaml lets an agent write only its own).
 import { kubeClient, KubeApiError, type KubeClient } from '../kube/index.ts';
 import {
   IpamApiError,
@@ -214,6 +219,7 @@ export function ipamBlockFromK8s(raw: unknown): {
       pod: str('pod'),
       containerID: str('containerID'),
       ifName: str('ifName'),
+      ...(str('podUID') ? { podUID: str('podUID') } : {}),
       allocatedAt: 0,
     });
   }
@@ -247,16 +253,26 @@ export function allocationsToK8s(
       pod: a.pod,
       containerID: a.containerID,
       ifName: a.ifName,
+      ...(a.podUID ? { podUID: a.podUID } : {}),
     };
   }
   return out;
 }
 
-export function ipamBlockToK8s(block: BlockWrite): Record<string, unknown> {
+/** The ownerReference a block's object carries: its node's Node object. */
+export function nodeOwnerReference(node: string, uid: string): Record<string, string> {
+  return { apiVersion: 'v1', kind: 'Node', name: node, uid };
+}
+
+/** The object for a block; with the node's uid, owned by the Node object. */
+export function ipamBlockToK8s(block: BlockWrite, nodeUid?: string): Record<string, unknown> {
   return {
     apiVersion: IPAM_API_VERSION,
     kind: 'IPAMBlock',
-    metadata: { name: blockName(block.cidr) },
+    metadata: {
+      name: blockName(block.cidr),
+      ...(nodeUid ? { ownerReferences: [nodeOwnerReference(block.node, nodeUid)] } : {}),
+    },
     spec: {
       cidr: block.cidr,
       pool: block.pool,
@@ -304,13 +320,19 @@ const PAGE = 500;
 /** BlockApi over a real apiserver. */
 export class KubeBlockApi implements BlockApi {
   private readonly kube: KubeClient;
+  /** Node uids by name, for the blocks' ownerReferences. */
+  private readonly nodeUids = new Map<string, string>();
 
-  constructor(kube: KubeClient) {
+  /** The node whose blocks this writes: their updates carry its ownerReference too. */
+  private readonly owner: string | undefined;
+
+  constructor(kube: KubeClient, options: { owner?: string } = {}) {
     this.kube = kube;
+    this.owner = options.owner;
   }
 
-  static fromFile(kubeconfigPath: string): KubeBlockApi {
-    return new KubeBlockApi(kubeClient(kubeconfigPath));
+  static fromFile(kubeconfigPath: string, options: { owner?: string } = {}): KubeBlockApi {
+    return new KubeBlockApi(kubeClient(kubeconfigPath), options);
   }
 
   private path(plural: string, name?: string): string {
@@ -363,8 +385,15 @@ export class KubeBlockApi implements BlockApi {
   async createBlock(block: BlockWrite): Promise<IpamBlock> {
     let raw: unknown;
     try {
-      raw = await this.kube.request('POST', this.path(IPAMBLOCK_PLURAL), ipamBlockToK8s(block));
+      const uid = await this.nodeUid(block.node);
+      raw = await this.kube.request(
+        'POST',
+        this.path(IPAMBLOCK_PLURAL),
+        ipamBlockToK8s(block, uid),
+      );
     } catch (e) {
+      // A Node re-created under the same name has a new uid.
+      if (statusOf(e) === 403 || statusOf(e) === 422) this.nodeUids.delete(block.node);
       throw translate(e, `creating IPAMBlock ${blockName(block.cidr)}`, 'AlreadyExists');
     }
     return this.mustParse(raw, blockName(block.cidr));
@@ -380,12 +409,24 @@ export class KubeBlockApi implements BlockApi {
       // A JSON patch that carries the resourceVersion it was computed from: the
       // apiserver applies it only to that version (409 otherwise), and leaves every
       // other field (labels, annotations) as it is.
+      // The ownerReference too, so a block written before blocks had one gets it.
+      const node = this.owner;
+      const uid = node ? await this.nodeUid(node) : undefined;
       raw = await this.kube.request(
         'PATCH',
         this.path(IPAMBLOCK_PLURAL, name),
         [
           { op: 'replace', path: '/metadata/resourceVersion', value: resourceVersion },
           { op: 'add', path: '/spec/allocations', value: allocationsToK8s(allocations) },
+          ...(node && uid
+            ? [
+                {
+                  op: 'add',
+                  path: '/metadata/ownerReferences',
+                  value: [nodeOwnerReference(node, uid)],
+                },
+              ]
+            : []),
         ],
         { contentType: 'application/json-patch+json' },
       );
@@ -418,6 +459,25 @@ export class KubeBlockApi implements BlockApi {
       );
       return obj.metadata?.labels ?? {};
     } catch (e) {
+      throw translate(e, `reading Node ${node}`, 'Conflict');
+    }
+  }
+
+  /** The Node's uid (cached); undefined when there is no such Node. */
+  private async nodeUid(node: string): Promise<string | undefined> {
+    const cached = this.nodeUids.get(node);
+    if (cached) return cached;
+    try {
+      const obj = await this.kube.request<{ metadata?: { uid?: string } }>(
+        'GET',
+        `/api/v1/nodes/${encodeURIComponent(node)}`,
+      );
+      const uid = obj.metadata?.uid;
+      if (uid) this.nodeUids.set(node, uid);
+      return uid;
+    } catch (e) {
+      // No such Node: the block is written without an owner (tests, a node registering).
+      if (statusOf(e) === 404) return undefined;
       throw translate(e, `reading Node ${node}`, 'Conflict');
     }
   }

@@ -38,7 +38,7 @@ async function started(opts: Partial<NodeIpamOptions> & { api: BlockApi }): Prom
 const req = (id: string, over: Partial<AllocateRequest> = {}): AllocateRequest => ({
   handle: `wiremesh.${id}.eth0`,
   namespace: 'default',
-  pod: id,
+  pod: `pod-${id}`,
   containerID: id,
   ifName: 'eth0',
   ...over,
@@ -78,10 +78,24 @@ test('allocate claims a block, gives its lowest address, and the API shows it af
   t.like(await ipam.sync(), { updated: 1, lost: [] });
   t.deepEqual(
     [...(api.blocks()[0]?.allocations.values() ?? [])].map((a) => [a.handle, a.address, a.pod]),
-    [[h('a'), r.address, 'a']],
+    [[h('a'), r.address, 'pod-a']],
   );
   t.like(await ipam.sync(), { updated: 0, unchanged: 1 });
   t.like(ipam.usage(), { node: 'n1', capacity: 64, allocated: 1, pools: ['p'] });
+  await ipam.close();
+});
+
+test('blocks no IPAM could have made do not stop a claim; a gone pool’s blocks still do', async (t) => {
+  const api = fakeApi({ p: { cidr: '100.64.0.0/24' } });
+  // Another node's objects: the whole address space and a /32 in the pool (wrong
+  // size), both naming the pool; and a block of a pool since deleted, still in use.
+  api.putRawBlock('0-0-0-0-0', { cidr: '0.0.0.0/0', pool: 'p', node: 'n2' });
+  api.putRawBlock('100-64-0-5-32', { cidr: '100.64.0.5/32', pool: 'p', node: 'n2' });
+  api.putRawBlock('100-64-0-0-26', { cidr: '100.64.0.0/26', pool: 'gone', node: 'n3' });
+  const ipam = await started({ api });
+  const r = await ipam.allocate(req('a'));
+  t.not(r.block, '100.64.0.0/26', 'the gone pool’s block is not claimed over');
+  t.true(inCidr(r.address, '100.64.0.0/24'));
   await ipam.close();
 });
 
@@ -279,17 +293,23 @@ test('collectGarbage waits out the grace period, then frees orphans and spare em
   for (const id of ['a', 'b', 'c', 'd', 'e']) await ipam.allocate(req(id));
   t.is(ipam.blocks().length, 2);
   await ipam.sync();
-  const live = new Set(['default/a', 'default/b']);
+  const live = new Set(['default/pod-a', 'default/pod-b']);
   const GRACE = 5 * 60_000;
-  t.deepEqual(await ipam.collectGarbage(live, GRACE), { releasedHandles: [], releasedBlocks: [] });
+  t.deepEqual(await ipam.collectGarbage({ uids: new Set(), names: live }, GRACE), {
+    releasedHandles: [],
+    releasedBlocks: [],
+  });
   now += GRACE - 1;
-  t.deepEqual(await ipam.collectGarbage(live, GRACE), { releasedHandles: [], releasedBlocks: [] });
+  t.deepEqual(await ipam.collectGarbage({ uids: new Set(), names: live }, GRACE), {
+    releasedHandles: [],
+    releasedBlocks: [],
+  });
   now += 1;
-  const gc = await ipam.collectGarbage(live, GRACE);
+  const gc = await ipam.collectGarbage({ uids: new Set(), names: live }, GRACE);
   t.deepEqual(gc.releasedHandles, [h('c'), h('d'), h('e')]);
   t.deepEqual(gc.releasedBlocks, [], 'the emptied block waits its own grace period');
   now += GRACE;
-  const second = await ipam.collectGarbage(live, GRACE);
+  const second = await ipam.collectGarbage({ uids: new Set(), names: live }, GRACE);
   t.is(second.releasedBlocks.length, 1);
   t.is(ipam.blocks().length, 1);
   t.like(
@@ -374,4 +394,21 @@ test('servedFamilies: one per family of the pools serving the node; IPv6 blocks 
   t.deepEqual(v6only.servedFamilies(), [6]);
   t.like(await v6only.allocate(req('b')), { family: 6, prefix: 128 });
   await v6only.close();
+});
+
+test("an allocation's pod UID survives the journal's replay and reaches the API", async (t) => {
+  const api = fakeApi({ p: { cidr: '100.64.0.0/24' } });
+  const ipam = await started({ api });
+  await ipam.allocate(req('a', { podUID: 'uid-a' }));
+  await ipam.allocate(req('b', { namespace: '', pod: '' }));
+  await ipam.sync();
+  const pushed = api.blocks()[0]?.allocations;
+  t.is(pushed?.get(h('a'))?.podUID, 'uid-a');
+  t.like(pushed?.get(h('b')), { namespace: '', pod: '' });
+  t.false('podUID' in (pushed?.get(h('b')) ?? {}));
+  await ipam.close();
+  const again = new NodeIpam({ node: 'n1', stateDir: ipam.stateDir, api });
+  await again.start();
+  t.is(again.find(h('a'))?.podUID, 'uid-a');
+  await again.close();
 });

@@ -35,10 +35,12 @@ import {
   allocateFromBlocks,
   assertSameAttachment,
   blockCount,
+  blockOccupies,
   checkPoolOverlaps,
   compareCidrs,
   findAllocation,
   planGarbageCollection,
+  type LivePods,
   poolsForNode,
   type GcState,
 } from './allocator.ts';
@@ -79,6 +81,8 @@ export interface AllocateRequest {
   pod: string;
   containerID: string;
   ifName: string;
+  /** The Kubernetes pod's UID, when the runtime passed one (K8S_POD_UID). */
+  podUID?: string;
   /** Only from this pool. */
   pool?: string;
   /**
@@ -233,6 +237,7 @@ export class NodeIpam {
         pod: req.pod,
         containerID: req.containerID,
         ifName: req.ifName,
+        ...(req.podUID ? { podUID: req.podUID } : {}),
       };
       // A pool named without a family that this node's view does not know yet (created
       // since the last list): list again, or its family would be guessed as IPv4.
@@ -268,6 +273,7 @@ export class NodeIpam {
         pod: a.pod,
         containerID: a.containerID,
         ifName: a.ifName,
+        ...(a.podUID ? { podUID: a.podUID } : {}),
         at: a.allocatedAt,
       });
       return resultOf(decision.block, a);
@@ -332,10 +338,10 @@ export class NodeIpam {
   /**
    * Release allocations whose pod is gone for longer than graceMs, and give back
    * blocks that are empty for that long (see planGarbageCollection). `livePods` are
-   * `<namespace>/<name>` of the pods bound to this node, from a complete list. The
-   * API learns of it on the next sync.
+   * the pods bound to this node that may still run, from a complete list (livePodsOf).
+   * The API learns of it on the next sync.
    */
-  async collectGarbage(livePods: ReadonlySet<string>, graceMs: number): Promise<GcReport> {
+  async collectGarbage(livePods: LivePods, graceMs: number): Promise<GcReport> {
     const journal = this.requireJournal();
     const report = await this.lock.run(async () => {
       const plan = planGarbageCollection({
@@ -587,6 +593,7 @@ export class NodeIpam {
           pod: r.pod,
           containerID: r.containerID,
           ifName: r.ifName,
+          ...(r.podUID ? { podUID: r.podUID } : {}),
           allocatedAt: r.at,
         });
         break;
@@ -718,8 +725,9 @@ export class NodeIpam {
         (req.pool === undefined || p.name === req.pool),
     );
     if (!candidates.length) throw new NoPoolError(this.node, { ...req, family: askedFamily });
+    const pools = this.pools;
     const taken: Pick<IpamBlock, 'cidr'>[] = [
-      ...listed,
+      ...listed.filter((b) => !pools || blockOccupies(b, pools)),
       ...this.held.values(),
       ...[...this.releasing.keys()].map((cidr) => ({ cidr })),
     ];
@@ -816,6 +824,8 @@ function validateRequest(req: AllocateRequest): void {
   if (typeof req.namespace !== 'string' || typeof req.pod !== 'string') {
     throw bad('namespace and pod must be strings');
   }
+  if (req.podUID !== undefined && typeof req.podUID !== 'string')
+    throw bad('podUID must be a string');
   if (req.family !== undefined && req.family !== 4 && req.family !== 6) {
     throw bad('family must be 4 or 6');
   }
@@ -832,6 +842,7 @@ function allocRecord(a: Allocation, block: string, at: number): JournalRecord {
     pod: a.pod,
     containerID: a.containerID,
     ifName: a.ifName,
+    ...(a.podUID ? { podUID: a.podUID } : {}),
     at,
   };
 }

@@ -158,7 +158,8 @@ export function sameAllocations(
       x.namespace !== y.namespace ||
       x.pod !== y.pod ||
       x.containerID !== y.containerID ||
-      x.ifName !== y.ifName
+      x.ifName !== y.ifName ||
+      (x.podUID ?? '') !== (y.podUID ?? '')
     ) {
       return false;
     }

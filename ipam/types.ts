@@ -60,10 +60,16 @@ export interface IpPool {
 
 /** Attributes of the attachment an address was given to. */
 export interface AllocationAttributes {
+  /**
+   * The Kubernetes pod's namespace and name. Without Kubernetes the namespace is ''
+   * (and the name whatever the client passed as K8S_POD_NAME, often nothing).
+   */
   namespace: string;
   pod: string;
   containerID: string;
   ifName: string;
+  /** The Kubernetes pod's UID (K8S_POD_UID); absent or '' when the runtime did not pass it. */
+  podUID?: string;
 }
 
 export interface Allocation extends AllocationAttributes {
