@@ -15,7 +15,7 @@ RUN cd /src/hack/gotools && CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o
 
 FROM node:24-bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends wireguard-tools nftables iproute2 util-linux procps kmod ca-certificates \
+ && apt-get install -y --no-install-recommends wireguard-tools nftables iproute2 util-linux procps kmod tcpdump ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/wiremesh
 COPY package.json package-lock.json ./

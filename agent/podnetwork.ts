@@ -1,14 +1,25 @@
 // The agent's pod networking: the node's IPAM (journal + blocks) behind the CNI
 // handler, served on /run/wiremesh/cni.sock for the relay in /opt/cni/bin, plus
-// periodic garbage collection of addresses whose pod is gone. The pods' kernel work
+// periodic garbage collection of addresses whose Kubernetes pod is gone for good
+// (by UID; ipam/allocator.ts says what counts), which also removes the pairs of the
+// attachments it releases, as DEL would. The pods' kernel work
 // is done by the netlink worker (wiremesh-netlinkd), which this object starts,
 // supervises (restarts it when it dies) and stops; a node without the worker's
 // binary does not start, with an error naming the path.
 import type { Server } from 'node:http';
-import { NodeIpam, KubeBlockApi, type AllocateRequest } from '../ipam/index.ts';
+import {
+  NodeIpam,
+  KubeBlockApi,
+  livePodsOf,
+  type AllocateRequest,
+  type Allocation,
+} from '../ipam/index.ts';
 import {
   CniHandler,
   NetlinkWorker,
+  hostVethName,
+  legacyHostVethName,
+  nodeNetnsCheck,
   defaultNetlinkdPath,
   serveCni,
   type PodIpam,
@@ -50,7 +61,8 @@ class IpamForCni implements PodIpam {
     this.poolFor = poolFor;
   }
   async allocate(req: AttachmentRequest): Promise<PodAllocation[]> {
-    const named = ((await this.poolFor(req.namespace)) ?? '')
+    // An attachment without Kubernetes has no namespace to name a pool: the node's pools.
+    const named = ((req.namespace ? await this.poolFor(req.namespace) : undefined) ?? '')
       .split(',')
       .map((p) => p.trim())
       .filter(Boolean);
@@ -90,6 +102,8 @@ class IpamForCni implements PodIpam {
           addresses: found.map((f) => f.address),
           namespace: first.namespace,
           pod: first.pod,
+          containerID: first.containerID,
+          ifName: first.ifName,
           pools: found.map((f) => f.pool),
         }
       : undefined;
@@ -137,7 +151,7 @@ export class PodNetwork {
     this.ipam = new NodeIpam({
       node: opts.node,
       stateDir: `${opts.stateDir}/ipam`,
-      api: new KubeBlockApi(opts.kube),
+      api: new KubeBlockApi(opts.kube, { owner: opts.node }),
       log: opts.log,
       autoSyncMs: 200,
     });
@@ -151,6 +165,7 @@ export class PodNetwork {
       ipam: this.adapter,
       wiring: this.wiring,
       mtu: opts.mtu,
+      isNodeNetns: nodeNetnsCheck(),
       log: (msg, fields) => this.log.warn(msg, fields),
     });
   }
@@ -175,17 +190,56 @@ export class PodNetwork {
 
   private lastGc = 0;
 
-  /** At most every 30 s: take back addresses of pods gone for GC_GRACE_MS, then sync blocks. */
+  /**
+   * At most every 30 s: take back addresses of pods gone for GC_GRACE_MS (and their
+   * pairs, should the runtime's DEL never have come), then sync blocks.
+   */
   async collectGarbage(now = Date.now()): Promise<void> {
     if (now - this.lastGc < 30_000) return;
     this.lastGc = now;
     const pods = await this.kube.request<{
-      items: { metadata?: { namespace?: string; name?: string } }[];
+      items: {
+        metadata?: {
+          namespace?: string;
+          name?: string;
+          uid?: string;
+          annotations?: Record<string, string>;
+        };
+        status?: { phase?: string };
+      }[];
     }>('GET', '/api/v1/pods', undefined, {
       query: { fieldSelector: `spec.nodeName=${this.node}` },
     });
-    const live = new Set(pods.items.map((p) => `${p.metadata?.namespace}/${p.metadata?.name}`));
-    await this.ipam.collectGarbage(live, GC_GRACE_MS);
+    const live = livePodsOf(
+      pods.items.map((p) => {
+        const mirrorOf = p.metadata?.annotations?.['kubernetes.io/config.mirror'];
+        const phase = p.status?.phase;
+        return {
+          namespace: p.metadata?.namespace ?? '',
+          name: p.metadata?.name ?? '',
+          uid: p.metadata?.uid ?? '',
+          ...(phase ? { phase } : {}),
+          ...(mirrorOf ? { mirrorOf } : {}),
+        };
+      }),
+    );
+    const before = new Map<string, Allocation>();
+    for (const b of this.ipam.blocks()) for (const [h, a] of b.allocations) before.set(h, a);
+    const report = await this.ipam.collectGarbage(live, GC_GRACE_MS);
+    for (const handle of report.releasedHandles) {
+      const a = before.get(handle);
+      if (!a) continue;
+      const names = [hostVethName(a.containerID, a.ifName)];
+      if (a.namespace && a.pod) names.push(legacyHostVethName(a.namespace, a.pod));
+      for (const name of names)
+        await this.wiring.teardown(name, handle).catch((e: unknown) =>
+          this.log.warn('cannot remove the pair of a collected attachment', {
+            handle,
+            link: name,
+            error: (e as Error).message,
+          }),
+        );
+    }
     await this.ipam.sync();
   }
 

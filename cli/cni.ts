@@ -2,7 +2,7 @@
 import { parseArgs } from 'node:util';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { installCni } from '../cni/install.ts';
+import { DEFAULT_CHAIN, installCni, type ChainedPlugin } from '../cni/install.ts';
 import { toolCacheDir } from '../sys/index.ts';
 
 export async function runInstallCni(argv: string[]): Promise<number> {
@@ -12,7 +12,8 @@ export async function runInstallCni(argv: string[]): Promise<number> {
       relay: { type: 'string' },
       'bin-dir': { type: 'string', default: '/opt/cni/bin' },
       'conf-dir': { type: 'string', default: '/etc/cni/net.d' },
-      chain: { type: 'string', default: '' },
+      chain: { type: 'string', default: DEFAULT_CHAIN.join(',') },
+      'plugins-dir': { type: 'string', default: '/usr/lib/wiremesh/cni' },
       mtu: { type: 'string' },
     },
   });
@@ -27,10 +28,11 @@ export async function runInstallCni(argv: string[]): Promise<number> {
     throw new Error(
       `the CNI relay binary was not found (looked at ${candidates.filter(Boolean).join(', ')}); run 'make deps' or pass --relay`,
     );
-  const chain = values.chain.split(',').filter(Boolean);
+  // `--chain none` (or an empty value): wiremesh alone, with 1.1.0 offered besides.
+  const chain = values.chain === 'none' ? [] : values.chain.split(',').filter(Boolean);
   for (const c of chain)
     if (c !== 'portmap' && c !== 'bandwidth')
-      throw new Error(`--chain takes portmap and/or bandwidth, not '${c}'`);
+      throw new Error(`--chain takes portmap and/or bandwidth, or none, not '${c}'`);
   let mtu: number | undefined;
   if (values.mtu !== undefined) {
     mtu = Number(values.mtu);
@@ -41,9 +43,13 @@ export async function runInstallCni(argv: string[]): Promise<number> {
     relay,
     binDir: values['bin-dir'],
     confDir: values['conf-dir'],
-    chain: chain as ('portmap' | 'bandwidth')[],
+    chain: chain as ChainedPlugin[],
+    pluginsDir: values['plugins-dir'],
     ...(mtu ? { mtu } : {}),
   });
-  process.stdout.write(`installed ${res.binary} and ${res.conflist}\n`);
+  const copied = res.plugins.length
+    ? ` (and ${res.plugins.join(', ')}, which the node lacked)`
+    : '';
+  process.stdout.write(`installed ${res.binary} and ${res.conflist}${copied}\n`);
   return 0;
 }

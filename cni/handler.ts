@@ -16,15 +16,23 @@ import {
   type CniRequest,
 } from './protocol.ts';
 import { addResult } from './result.ts';
-import { hostVethName, POD_GATEWAY_V4, POD_GATEWAY_V6, type PodWiring } from './podnet.ts';
+import {
+  hostVethName,
+  legacyHostVethName,
+  POD_GATEWAY_V4,
+  POD_GATEWAY_V6,
+  type PodWiring,
+} from './podnet.ts';
 import { WiringUnavailableError } from './netlinkd.ts';
 
-/** What the handler needs from IPAM (ipam/'s NodeIpam provides it). */
 /** An attachment asking for an address (a subset of ipam's AllocateRequest). */
 export interface AttachmentRequest {
   handle: string;
+  /** The Kubernetes pod's namespace and name; the namespace '' without Kubernetes arguments. */
   namespace: string;
   pod: string;
+  /** K8S_POD_UID when the runtime passes it (containerd, CRI-O). */
+  podUID?: string;
   containerID: string;
   ifName: string;
 }
@@ -35,6 +43,17 @@ export interface PodAllocation {
   pool?: string;
 }
 
+/** What IPAM recorded for an attachment. */
+export interface AttachmentRecord {
+  addresses: string[];
+  namespace: string;
+  pod: string;
+  containerID: string;
+  ifName: string;
+  pools: string[];
+}
+
+/** What the handler needs from IPAM (ipam/'s NodeIpam provides it). */
 export interface PodIpam {
   /**
    * The attachment's addresses, one per family its node serves (dual-stack: an IPv4
@@ -43,9 +62,7 @@ export interface PodIpam {
   allocate(req: AttachmentRequest): Promise<PodAllocation[]>;
   release(handle: string): Promise<boolean>;
   /** The allocations recorded for a handle, if any. */
-  lookup(
-    handle: string,
-  ): { addresses: string[]; namespace: string; pod: string; pools: string[] } | undefined;
+  lookup(handle: string): AttachmentRecord | undefined;
   /** Every handle this node holds for a network (by handle prefix `<network>.`). */
   handles(network: string): string[];
   ready(): boolean;
@@ -65,6 +82,8 @@ export interface CniHandlerOptions {
    * dual-stack pod takes the smaller of its two pools'.
    */
   mtu: (pool?: string) => number;
+  /** Whether a CNI_NETNS path is the node's own namespace (hostnetns.ts); ADD refuses it. */
+  isNodeNetns?: (path: string) => Promise<boolean>;
   log?: (msg: string, fields: Record<string, unknown>) => void;
 }
 
@@ -128,28 +147,45 @@ export class CniHandler {
     }
   }
 
-  private podOf(req: CniRequest): { namespace: string; pod: string } {
-    return {
-      namespace: req.args.K8S_POD_NAMESPACE ?? 'default',
-      pod: req.args.K8S_POD_NAME ?? req.containerID,
-    };
+  /**
+   * The Kubernetes pod of a request, from CNI_ARGS: the kubelet's runtimes (containerd,
+   * CRI-O) pass its namespace, name and UID. A client without Kubernetes passes no
+   * namespace: podman passes its container's name as K8S_POD_NAME (for the dnsname
+   * plugin) and nothing else, cnitool what it is told. Such an attachment is recorded
+   * with no namespace (the name kept, for people reading the blocks), which keeps it
+   * out of the agent's pod-based garbage collection.
+   */
+  private podOf(req: CniRequest): { namespace: string; pod: string; podUID?: string } {
+    const pod = req.args.K8S_POD_NAME ?? '';
+    const namespace = req.args.K8S_POD_NAMESPACE ?? '';
+    if (!pod || !namespace) return { namespace: '', pod };
+    const uid = req.args.K8S_POD_UID;
+    return { namespace, pod, ...(uid ? { podUID: uid } : {}) };
   }
 
   private async add(req: CniRequest): Promise<object> {
-    const { namespace, pod } = this.podOf(req);
+    const { namespace, pod, podUID } = this.podOf(req);
+    const who = namespace ? `${namespace}/${pod}` : `container ${req.containerID}`;
+    if (await this.opts.isNodeNetns?.(req.netns))
+      throw new CniError(
+        CniErrorCode.invalidEnvironment,
+        `CNI_NETNS ${req.netns} is the node's own network namespace`,
+        "a pod needs a network namespace of its own; wiring the node's would take over its interfaces and routes",
+      );
     const handle = handleOf(req.conf.name, req.containerID, req.ifName);
-    const hostIfName = hostVethName(namespace, pod);
+    const hostIfName = hostVethName(req.containerID, req.ifName);
     let allocations: PodAllocation[];
     try {
       allocations = await this.opts.ipam.allocate({
         handle,
         namespace,
         pod,
+        ...(podUID ? { podUID } : {}),
         containerID: req.containerID,
         ifName: req.ifName,
       });
     } catch (e) {
-      throw new CniError(11, `no address for ${namespace}/${pod}`, (e as Error).message);
+      throw new CniError(11, `no address for ${who}`, (e as Error).message);
     }
     const addresses = allocations.map((a) => a.address);
     const mtu = req.conf.mtu ?? this.podMtu(allocations.map((a) => a.pool));
@@ -185,7 +221,7 @@ export class CniHandler {
       );
       if (removed) await this.opts.ipam.release(handle).catch(() => false);
       if (e instanceof WiringUnavailableError) throw e;
-      throw new CniError(5, `cannot wire ${namespace}/${pod}`, (e as Error).message);
+      throw new CniError(5, `cannot wire ${who}`, (e as Error).message);
     }
   }
 
@@ -197,10 +233,19 @@ export class CniHandler {
 
   private async del(req: CniRequest): Promise<void> {
     const handle = handleOf(req.conf.name, req.containerID, req.ifName);
-    const known = this.opts.ipam.lookup(handle);
-    const { namespace, pod } = known ?? this.podOf(req);
-    await this.opts.wiring.teardown(hostVethName(namespace, pod), handle);
+    await this.teardown(handle, req.containerID, req.ifName);
     await this.opts.ipam.release(handle);
+  }
+
+  /**
+   * Remove an attachment's pair: the one named after it, and one an earlier version
+   * named after its pod, when that pair is recorded for this attachment.
+   */
+  private async teardown(handle: string, containerID: string, ifName: string): Promise<void> {
+    await this.opts.wiring.teardown(hostVethName(containerID, ifName), handle);
+    const known = this.opts.ipam.lookup(handle);
+    if (known?.namespace && known.pod)
+      await this.opts.wiring.teardown(legacyHostVethName(known.namespace, known.pod), handle);
   }
 
   private async check(req: CniRequest): Promise<void> {
@@ -211,17 +256,29 @@ export class CniHandler {
         3,
         `no wiremesh attachment for container ${req.containerID} interface ${req.ifName}`,
       );
-    const problems = await this.opts.wiring.check({
+    const spec = {
       netns: req.netns,
       podIfName: req.ifName,
-      hostIfName: hostVethName(known.namespace, known.pod),
+      hostIfName: hostVethName(req.containerID, req.ifName),
       addresses: known.addresses,
       mtu: req.conf.mtu ?? this.podMtu(known.pools),
-    });
+    };
+    let problems = await this.opts.wiring.check(spec);
+    if (
+      problems[0] === `host interface ${spec.hostIfName} is missing` &&
+      known.namespace &&
+      known.pod
+    ) {
+      // Wired by an earlier version, under the pod's name.
+      const legacy = { ...spec, hostIfName: legacyHostVethName(known.namespace, known.pod) };
+      const legacyProblems = await this.opts.wiring.check(legacy);
+      if (legacyProblems[0] !== `host interface ${legacy.hostIfName} is missing`)
+        problems = legacyProblems;
+    }
     if (problems.length)
       throw new CniError(
         999,
-        `attachment of ${known.namespace}/${known.pod} is broken`,
+        `attachment of ${known.namespace ? `${known.namespace}/${known.pod}` : `container ${known.containerID}`} is broken`,
         problems.join('; '),
       );
   }
@@ -236,7 +293,7 @@ export class CniHandler {
     for (const handle of this.opts.ipam.handles(req.conf.name)) {
       if (valid.has(handle)) continue;
       const known = this.opts.ipam.lookup(handle);
-      if (known) await this.opts.wiring.teardown(hostVethName(known.namespace, known.pod), handle);
+      if (known) await this.teardown(handle, known.containerID, known.ifName);
       await this.opts.ipam.release(handle);
     }
   }

@@ -9,11 +9,13 @@ export {
   CniHandler,
   handleOf,
   type PodIpam,
+  type AttachmentRecord,
   type PodAllocation,
   type AttachmentRequest,
   type CniReply,
   type CniHandlerOptions,
 } from './handler.ts';
+export { nodeNetnsCheck, type NetnsIdentity } from './hostnetns.ts';
 export { serveCni, CNI_REQUEST_CHANNEL, type CniRequestEvent } from './server.ts';
 export {
   setupPodNetwork,
@@ -22,6 +24,8 @@ export {
   podNetProblems,
   CommandWiring,
   hostVethName,
+  POD_ROUTE_PROTOCOL,
+  legacyHostVethName,
   vethMac,
   procSysctl,
   runnerSysctl,
@@ -42,4 +46,11 @@ export {
   type SpawnWorker,
 } from './netlinkd.ts';
 export { FakeWiring, type FakeWiringOp } from './wiring-fake.ts';
-export { installCni, wiremeshConflist, CONFLIST_VERSION, type InstallOptions } from './install.ts';
+export {
+  installCni,
+  wiremeshConflist,
+  CONFLIST_VERSION,
+  DEFAULT_CHAIN,
+  type ChainedPlugin,
+  type InstallOptions,
+} from './install.ts';

@@ -12,18 +12,32 @@
 // it (libcni 1.2 and later pick the highest they know; older ones ignore the key), so
 // they get GC and STATUS; but only without chained plugins, whose binaries are the
 // node's own and may predate 1.1.0, and would fail every pod's ADD if asked in it.
-import { copyFile, open, rename, chmod, mkdir, rm } from 'node:fs/promises';
+//
+// portmap (hostPort) and bandwidth (the kubernetes.io/ingress-bandwidth and
+// egress-bandwidth annotations) are chained by default, as a kubelet's pod spec
+// expects them to work. A node's own binaries of them are kept (kubeadm nodes have
+// them from kubernetes-cni, and other conflists may rely on their version); a node
+// without them gets the image's copies (`pluginsDir`), and a node where neither
+// exists fails the install, naming the plugin, rather than every pod's ADD.
+import { access, constants, copyFile, open, rename, chmod, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 
 /** The conflist's cniVersion: what runtimes with libcni before 1.2 accept results in. */
 export const CONFLIST_VERSION = '1.0.0';
 
+export type ChainedPlugin = 'portmap' | 'bandwidth';
+
+/** What the installed conflist chains after wiremesh unless told otherwise. */
+export const DEFAULT_CHAIN: readonly ChainedPlugin[] = ['portmap', 'bandwidth'];
+
 export interface InstallOptions {
   relay: string;
   binDir: string;
   confDir: string;
-  /** Reference plugins chained after wiremesh (their binaries must be in binDir). */
-  chain: ('portmap' | 'bandwidth')[];
+  /** Reference plugins chained after wiremesh (in binDir, or copied there from pluginsDir). */
+  chain: readonly ChainedPlugin[];
+  /** Where copies of the chained plugins are for nodes that have none (the image's). */
+  pluginsDir?: string;
   mtu?: number;
 }
 
@@ -49,21 +63,45 @@ async function writeAtomic(path: string, data: string, mode: number): Promise<vo
   await rename(tmp, path);
 }
 
-export async function installCni(
-  options: InstallOptions,
-): Promise<{ binary: string; conflist: string }> {
-  await mkdir(options.binDir, { recursive: true });
-  await mkdir(options.confDir, { recursive: true });
-  const binary = join(options.binDir, 'wiremesh');
-  const tmp = `${binary}.tmp`;
+async function isExecutable(path: string): Promise<boolean> {
+  return access(path, constants.X_OK).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** Copy a binary into place atomically (aside, 0755, fsync, rename). */
+async function installBinary(from: string, to: string): Promise<void> {
+  const tmp = `${to}.tmp`;
   await rm(tmp, { force: true });
-  await copyFile(options.relay, tmp);
+  await copyFile(from, tmp);
   await chmod(tmp, 0o755);
   const fh = await open(tmp, 'r');
   await fh.sync();
   await fh.close();
-  await rename(tmp, binary);
+  await rename(tmp, to);
+}
+
+export async function installCni(
+  options: InstallOptions,
+): Promise<{ binary: string; conflist: string; plugins: string[] }> {
+  await mkdir(options.binDir, { recursive: true });
+  await mkdir(options.confDir, { recursive: true });
+  const plugins: string[] = [];
+  for (const plugin of options.chain) {
+    const target = join(options.binDir, plugin);
+    if (await isExecutable(target)) continue;
+    const ours = options.pluginsDir ? join(options.pluginsDir, plugin) : undefined;
+    if (!ours || !(await isExecutable(ours)))
+      throw new Error(
+        `the ${plugin} CNI plugin is chained but is neither in ${options.binDir} nor in ${options.pluginsDir ?? '(no plugins directory given)'}`,
+      );
+    await installBinary(ours, target);
+    plugins.push(target);
+  }
+  const binary = join(options.binDir, 'wiremesh');
+  await installBinary(options.relay, binary);
   const conflist = join(options.confDir, '10-wiremesh.conflist');
   await writeAtomic(conflist, JSON.stringify(wiremeshConflist(options), null, 2) + '\n', 0o644);
-  return { binary, conflist };
+  return { binary, conflist, plugins };
 }

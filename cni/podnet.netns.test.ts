@@ -5,8 +5,9 @@ import test, { type ExecutionContext } from 'ava';
 import { createHash } from 'node:crypto';
 import { readdir, readlink, stat } from 'node:fs/promises';
 import { defaultRunner, requireRoot, toolPath, type Runner } from '../sys/index.ts';
-import { CommandWiring, hostVethName, type PodWiring } from './podnet.ts';
+import { CommandWiring, hostVethName, legacyHostVethName, type PodWiring } from './podnet.ts';
 import { NetlinkWorker, WiringUnavailableError } from './netlinkd.ts';
+import { nodeNetnsCheck } from './hostnetns.ts';
 
 const tag = `c${process.pid % 100000}`;
 const nodeNs = `wmk-${tag}-node`;
@@ -17,7 +18,7 @@ const inNode: Runner = {
 const spec = (i: number) => ({
   netns: `/run/netns/${pods[i] ?? ''}`,
   podIfName: 'eth0',
-  hostIfName: hostVethName('test', `${tag}-${i}`),
+  hostIfName: hostVethName(`${tag}-${i}`, 'eth0'),
   addresses: [`100.64.250.${10 + i}`],
   mtu: 1440,
 });
@@ -57,10 +58,11 @@ async function inPod(i: number, argv: string[]) {
 
 test.serial('host veth names follow the fixed scheme and fit in 15 characters', (t) => {
   const sha = (s: string) => createHash('sha1').update(s).digest('hex');
-  t.is(hostVethName('default', 'web-0'), `wm${sha('default.web-0').slice(0, 11)}`);
-  t.regex(hostVethName('default', 'web-0'), /^wm[0-9a-f]{11}$/);
-  // Namespaces are DNS labels (no dots), so "<namespace>.<pod>" is unambiguous.
-  t.not(hostVethName('a', 'b-c'), hostVethName('a-b', 'c'));
+  t.is(hostVethName('0123abcd', 'eth0'), `wm${sha('0123abcd.eth0').slice(0, 11)}`);
+  t.regex(hostVethName('0123abcd', 'eth0'), /^wm[0-9a-f]{11}$/);
+  t.not(hostVethName('0123abcd', 'eth0'), hostVethName('0123abcd', 'eth1'));
+  // The scheme of earlier versions, still looked up by DEL, CHECK and GC.
+  t.is(legacyHostVethName('default', 'web-0'), `wm${sha('default.web-0').slice(0, 11)}`);
 });
 
 for (const [impl, wiring] of Object.entries(implementations)) {
@@ -164,6 +166,19 @@ for (const [impl, wiring] of Object.entries(implementations)) {
     t.deepEqual(await w.check(s), [`host interface ${s.hostIfName} is missing`]);
   });
 
+  serial('an ADD whose pair name is held by another attachment fails and leaves it', async (t) => {
+    const w = wiring();
+    const first = { ...spec(0), owner: 'wiremesh.sandbox-a.eth0' };
+    await w.setup(first);
+    const e = await t.throwsAsync(
+      w.setup({ ...spec(1), hostIfName: first.hostIfName, owner: 'wiremesh.sandbox-b.eth0' }),
+    );
+    t.regex(e?.message ?? '', /wm[0-9a-f]{11}/);
+    t.deepEqual(await w.check(first), [], 'the first attachment is still wired');
+    const ping = await inPod(0, ['ip', '-j', 'addr', 'show', 'dev', 'eth0']);
+    t.regex(ping.stdout, /100\.64\.250\.10/);
+  });
+
   serial('a missing pod namespace is an error naming it, and leaves nothing behind', async (t) => {
     const w = wiring();
     const s = { ...spec(0), netns: `/run/netns/wmk-${tag}-absent` };
@@ -231,3 +246,18 @@ test.serial('netlink worker: requests after stop() fail as unavailable, at once'
   const e = await t.throwsAsync(w.teardown(spec(0).hostIfName));
   t.true(e instanceof WiringUnavailableError, String(e));
 });
+
+test.serial(
+  "a namespace is known as the node's by identity: its bind mount and a /proc path alike",
+  async (t) => {
+    const pid = worker?.pid;
+    if (!pid) throw new Error('the netlink worker is not running');
+    // The worker runs in the test's node namespace: its /proc path names that namespace.
+    const isNode = nodeNetnsCheck([`/run/netns/${nodeNs}`]);
+    t.true(await isNode(`/run/netns/${nodeNs}`));
+    t.true(await isNode(`/proc/${pid}/ns/net`));
+    t.false(await isNode(`/run/netns/${pods[0] ?? ''}`));
+    t.false(await isNode('/proc/self/ns/net'), "the test's own namespace is another one");
+    t.false(await isNode(`/run/netns/wmk-${tag}-absent`));
+  },
+);

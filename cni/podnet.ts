@@ -1,9 +1,17 @@
 // The pod's network, as the CNI plugin wires it (the Calico way): a veth pair whose
-// host end is named `wm` + 11 hex of sha1("<namespace>.<pod>"), the pod end holding
+// host end is named `wm` + 11 hex of sha1("<container id>.<ifname>"), the pod end holding
 // a /32 (or /128) with a default route via 169.254.1.1, which the host end answers
 // by proxy ARP; the host gets a /32 route to the veth. DEL is idempotent: deleting
 // the host end removes the pair and the route, and a missing link or namespace is
 // not an error.
+//
+// The host end is named after the attachment (what identifies one in the CNI spec:
+// container id and interface), not after the pod: a pod's new sandbox may be wired
+// while its old one still exists, and a client outside Kubernetes may reuse a pod's
+// name, and neither may take over the other's pair. Attachments wired before were
+// named from "<namespace>.<pod>" (legacyHostVethName); DEL, CHECK and GC still find
+// them there, and the owner recorded in the link's alias keeps them from touching
+// another attachment's pair of that name.
 //
 // IPv6 (a dual-stack pod has both): the pod's /128 with a default route via the
 // link-local gateway fe80::1, which the host end holds (nodad, so it is usable at
@@ -32,7 +40,13 @@ export const POD_GATEWAY_V6 = 'fe80::1';
 /** Routes to pods carry this protocol number (distinct from the mesh's 251). */
 export const POD_ROUTE_PROTOCOL = 252;
 
-export function hostVethName(namespace: string, pod: string): string {
+/** The host end of an attachment's veth: `wm` + 11 hex of sha1("<container id>.<ifname>"). */
+export function hostVethName(containerID: string, ifName: string): string {
+  return `wm${createHash('sha1').update(`${containerID}.${ifName}`).digest('hex').slice(0, 11)}`;
+}
+
+/** The name earlier versions gave the host end, from the pod's name (see the opening comment). */
+export function legacyHostVethName(namespace: string, pod: string): string {
   return `wm${createHash('sha1').update(`${namespace}.${pod}`).digest('hex').slice(0, 11)}`;
 }
 
@@ -182,10 +196,12 @@ export async function setupPodNetwork(
   const first = await runner.run(['ip', '-batch', '-'], { input, allowFailure: true });
   if (first.code !== 0) {
     // A retried ADD finds the pair of an earlier, interrupted attempt: start clean, once.
+    // A pair recorded for another attachment stays, and this ADD fails on it.
     if (!/File exists/i.test(first.stderr))
       throw new Error(`wiring ${spec.hostIfName}: ${first.stderr.trim()}`);
-    await teardownPodNetwork(runner, spec.hostIfName);
-    await runner.run(['ip', '-batch', '-'], { input });
+    await teardownPodNetwork(runner, spec.hostIfName, spec.owner);
+    const again = await runner.run(['ip', '-batch', '-'], { input, allowFailure: true });
+    if (again.code !== 0) throw new Error(`wiring ${spec.hostIfName}: ${again.stderr.trim()}`);
   }
   await sysctl({
     [`net.ipv4.conf.${spec.hostIfName}.proxy_arp`]: '1',
@@ -239,9 +255,9 @@ async function readAlias(runner: Runner, name: string): Promise<string | null> {
 
 /**
  * Remove the pair (and with it the host route); nothing to do when it is gone. With
- * `owner`, only a pair wired for that attachment is removed: a pod retried in a new
- * sandbox reuses the veth name, and releasing the dead sandbox's handle must not cut
- * the live one's network.
+ * `owner`, only a pair wired for that attachment (or with no owner recorded) is
+ * removed: a name found by the legacy scheme may belong to another sandbox of the
+ * same pod, and releasing the dead sandbox's handle must not cut the live one's network.
  */
 export async function teardownPodNetwork(
   runner: Runner,

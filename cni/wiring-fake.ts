@@ -43,6 +43,12 @@ export class FakeWiring implements PodWiring {
       this.injected('setup', spec.hostIfName);
       if (this.netnsPaths && !this.netnsPaths.has(spec.netns))
         throw new Error(`network namespace ${spec.netns} does not exist`);
+      // As the kernel: the name is taken, and a pair of another attachment stays.
+      const taken = this.links.get(spec.hostIfName);
+      if (taken?.owner && taken.owner !== spec.owner)
+        throw new Error(
+          `creating veth ${spec.hostIfName}: it exists for attachment "${taken.owner}"`,
+        );
       this.links.set(spec.hostIfName, { ...spec, addresses: [...spec.addresses] });
       return { hostMac: vethMac(spec.hostIfName, 'host'), podMac: vethMac(spec.hostIfName, 'pod') };
     });

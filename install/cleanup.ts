@@ -42,7 +42,7 @@ export const ENCRYPT_ROUTE_TABLE = 51826;
 export const NODE_ROUTE_PROTOCOLS = [MESH_ROUTE_PROTOCOL, ENCAP_ROUTE_PROTOCOL] as const;
 export const RULE_PRIORITIES: readonly number[] = [HOST_RULE_PRIORITY, ENCRYPT_RULE_PRIORITY];
 export const RULE_TABLES: readonly string[] = [HOST_ROUTE_TABLE, ENCRYPT_ROUTE_TABLE].map(String);
-/** Host ends of pod veths: `wm` + 11 hex of sha1("<namespace>.<pod>") (cni/podnet.ts). */
+/** Host ends of pod veths: `wm` + 11 hex of sha1("<container id>.<ifname>"), or of "<namespace>.<pod>" before (cni/podnet.ts). */
 export const POD_VETH = /^wm[0-9a-f]{11}$/;
 /** wireguard-go's UAPI socket for wiremesh.wg ends so, under /run or /var/run. */
 export const WG_SOCKET_SUFFIX = `/wireguard/${WIREGUARD_DEVICE}.sock`;

@@ -2,7 +2,8 @@
 // deploy/ (`wiremesh manifest`), never edited by hand: each part stays small and
 // reviewable, and a unit test fails when the combined file is out of date with them.
 // The order is the order kubectl applies in: definitions and identity first, the
-// settings, then the DaemonSet that uses them all.
+// settings, the admission policies that hold each agent to its own node (the settings
+// are one's parameter), then the DaemonSet, so no agent runs before they apply.
 //
 // No part holds a custom resource: kubectl maps every object of a file before the
 // CRDs it creates are established, so an object of a new kind fails the first apply
@@ -25,6 +26,7 @@ export const MANIFEST_PARTS = [
   'rbac.yaml',
   'multicluster-rbac.yaml',
   'config.yaml',
+  'admission.yaml',
   'daemonset.yaml',
 ] as const;
 

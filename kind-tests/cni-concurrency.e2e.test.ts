@@ -5,7 +5,11 @@
 // no address twice among the results, in the IPAMBlock objects or on the pods'
 // links; the runtime's GC with the live attachments takes back only the allocations
 // whose result was lost in the crash; and after DEL of everything and a GC with no
-// valid attachment, no allocation, veth or route of these pods is left.
+// valid attachment, no allocation, veth or route of these pods is left. Then
+// sandbox churn: two sandboxes of one pod are each wired on their own and DEL of the
+// old one leaves the new one; and 50 pods through 4 sandboxes each (200 ADDs, 150
+// DELs of the previous sandbox, concurrently with its successor's ADD or after it)
+// end with every live sandbox wired, no address twice and nothing of a dead one left.
 //
 // The pods are network namespaces of their own (prefix wmc-<lab>-, removed in
 // after.always: the lab does not know them) with Pod objects in namespace `conc`
@@ -22,7 +26,8 @@ import { hostVethName } from '../cni/index.ts';
 import { defaultRunner, systemEnv } from '../sys/index.ts';
 import { eventually } from './probes.ts';
 
-const LAB = 'e2econc';
+/** The lab's name; another one for a run beside the test tiers' own. */
+const LAB = process.env.WIREMESH_E2E_CONC_LAB ?? 'e2econc';
 const NS = 'conc';
 const NETNS_PREFIX = `wmc-${LAB}-`;
 const PER_NODE = 100;
@@ -62,6 +67,8 @@ interface AddOutcome {
 const pods: Pod[] = [];
 /** Every successful ADD, in the order they completed. */
 const attached: Attachment[] = [];
+/** The container id of every ADD tried, failed ones too (their pairs must go as well). */
+const tried = new Set<string>();
 
 test.before(async () => {
   lab = await Lab.up({ name: LAB, nodes: 2, podsPerNode: 0, agents: true, cni: 'wiremesh' });
@@ -136,6 +143,7 @@ function podEnv(pod: Pod, containerID: string, command: 'ADD' | 'DEL') {
 }
 
 async function add(pod: Pod, containerID = newContainerID()): Promise<AddOutcome> {
+  tried.add(containerID);
   const started = performance.now();
   const res = await runPlugin(pod.node, podEnv(pod, containerID, 'ADD'), CONF);
   const ms = performance.now() - started;
@@ -158,8 +166,8 @@ async function add(pod: Pod, containerID = newContainerID()): Promise<AddOutcome
 }
 
 /** Create the pods' namespaces and their Pod objects (bound to the node, as scheduled). */
-async function makePods(node: string, tag: string): Promise<Pod[]> {
-  const made = Array.from({ length: PER_NODE }, (_, i) => {
+async function makePods(node: string, tag: string, count = PER_NODE): Promise<Pod[]> {
+  const made = Array.from({ length: count }, (_, i) => {
     const name = `${tag}-${String(i).padStart(3, '0')}`;
     return { node, name, netns: `${NETNS_PREFIX}${name}` };
   });
@@ -284,7 +292,7 @@ async function linkMismatches(live: readonly Attachment[]): Promise<string[]> {
     ) as { dst: string; dev: string }[];
     const veths = await hostVeths(node);
     for (const a of mine) {
-      const dev = hostVethName(NS, a.name);
+      const dev = hostVethName(a.containerID, 'eth0');
       const r = routes.filter((x) => x.dst === a.address);
       if (r.length !== 1 || r[0]?.dev !== dev)
         problems.push(`${node}: route to ${a.address} is [${r.map((x) => x.dev).join(', ')}]`);
@@ -364,20 +372,22 @@ test.serial(
       [],
       'an ADD that fails while the agent is down answers code 11 (try again later)',
     );
-    // The kubelet's retry: a new sandbox (container id) for the same pod.
+    // The kubelet's retry: a new sandbox (container id and network namespace) for the
+    // same pod. What the killed ADD left in the old namespace is the GC's, below.
     let pending = failedFirst.map((r) => r.pod);
+    let lastErrors: string[] = [];
     let retries = 0;
     for (let round = 0; pending.length && round < 5; round++) {
       retries += pending.length;
-      const again = await pool(pending, CRASH_PARALLEL, (p) => add(p));
-      pending = again.filter((r) => r.exit !== 0).map((r) => r.pod);
+      const again = await pool(pending, CRASH_PARALLEL, async (p) =>
+        add(await sandboxOf(p, 100 + round)),
+      );
+      const failed = again.filter((r) => r.exit !== 0);
+      pending = failed.map((r) => r.pod);
+      lastErrors = failed.map((r) => `${r.pod.name}: ${r.stdout.trim()}`);
       if (pending.length) await new Promise((r) => setTimeout(r, 1000));
     }
-    t.deepEqual(
-      pending.map((p) => p.name),
-      [],
-      'every pod is attached after the retries',
-    );
+    t.deepEqual(lastErrors, [], 'every pod is attached after the retries');
     const mine = attached.filter((a) => a.node === n1 && a.name.startsWith('b1-'));
     t.is(mine.length, PER_NODE);
     t.is(new Set(mine.map((a) => a.name)).size, PER_NODE, 'one attachment per pod');
@@ -460,7 +470,7 @@ test.serial(
       return res.code === 0 ? '' : `${a.name}: ${res.stdout.trim()}`;
     });
     t.deepEqual(dels.filter(Boolean), [], 'every DEL succeeds');
-    const vethsOf = new Set(pods.map((p) => hostVethName(NS, p.name)));
+    const vethsOf = new Set([...tried].map((id) => hostVethName(id, 'eth0')));
     for (const node of nodeNames()) {
       const left = [...(await hostVeths(node))].filter((v) => vethsOf.has(v));
       t.deepEqual(left, [], `no host veth of these pods is left on ${node} after DEL`);
@@ -501,5 +511,138 @@ test.serial(
       );
     }
     t.log(`after DEL and GC the IPAMBlocks held no allocation of ${NS} within ${ms} ms`);
+  },
+);
+
+/** A further sandbox of a pod: its own network namespace, the pod's name. */
+async function sandboxOf(pod: Pod, n: number): Promise<Pod> {
+  const netns = `${pod.netns}-s${n}`;
+  await defaultRunner.run(['ip', 'netns', 'add', netns]);
+  return { ...pod, netns };
+}
+
+async function del(a: Attachment): Promise<string> {
+  const res = await runPlugin(a.node, podEnv(a, a.containerID, 'DEL'), CONF);
+  return res.code === 0 ? '' : `DEL ${a.name} ${a.containerID}: ${res.stdout.trim()}`;
+}
+
+function attachmentOf(r: AddOutcome): Attachment {
+  if (r.exit !== 0 || !r.address)
+    throw new Error(`ADD ${r.pod.name} ${r.containerID} failed: ${r.stdout.trim()}`);
+  return { ...r.pod, containerID: r.containerID, address: r.address };
+}
+
+test.serial(
+  'two sandboxes of one pod are wired on their own; DEL of the old one leaves the new one',
+  async (t) => {
+    const [n1] = nodeNames();
+    const [pod] = await makePods(n1, 'twin', 1);
+    if (!pod) throw new Error('no pod');
+    const first = attachmentOf(await add(pod));
+    const second = attachmentOf(await add(await sandboxOf(pod, 2)));
+    t.teardown(async () => {
+      await del(second);
+      await core.deleteNamespacedPod({ namespace: NS, name: pod.name, gracePeriodSeconds: 0 });
+    });
+    t.not(first.address, second.address);
+    t.deepEqual(await linkMismatches([first, second]), [], 'both sandboxes are wired');
+    const ping = await defaultRunner.run(
+      ['ip', 'netns', 'exec', first.netns, 'ping', '-c', '1', '-W', '2', second.address],
+      { allowFailure: true },
+    );
+    t.regex(ping.stdout, / 0% packet loss/, 'the old sandbox reaches the new one');
+    t.is(await del(first), '');
+    t.deepEqual(await linkMismatches([second]), [], 'the new sandbox is still wired');
+    t.false(
+      (await hostVeths(n1)).has(hostVethName(first.containerID, 'eth0')),
+      "the old sandbox's pair is gone",
+    );
+    let held: Held[] = [];
+    await eventually(
+      "the old sandbox's allocation to leave the IPAMBlocks",
+      async () => {
+        held = allocationsOf(await listBlocks());
+        return !held.some((h) => h.handle === handleOf(first.containerID));
+      },
+      30_000,
+      250,
+    ).catch((e: unknown) => t.fail((e as Error).message));
+    t.deepEqual(apiMismatches(held, [second]), [], 'the new sandbox keeps its allocation');
+  },
+);
+
+test.serial(
+  '50 pods through 4 sandboxes each (200 ADDs, 150 DELs, concurrently): every live sandbox wired, no address twice, nothing of a dead one left',
+  async (t) => {
+    const [n1] = nodeNames();
+    const churn = await makePods(n1, 'churn', 50);
+    const live = new Map<string, Attachment>();
+    const dead: Attachment[] = [];
+    const failures: string[] = [];
+    t.teardown(async () => {
+      await pool([...live.values()], 32, del);
+      await pool(churn, 16, (p) =>
+        core.deleteNamespacedPod({ namespace: NS, name: p.name, gracePeriodSeconds: 0 }),
+      );
+    });
+    const started = performance.now();
+    await pool(churn, 50, async (pod) => {
+      for (let n = 1; n <= 4; n++) {
+        const sandbox = n === 1 ? pod : await sandboxOf(pod, n);
+        const old = live.get(pod.name);
+        // Half the pods lose their old sandbox while the new one is being added, the
+        // other half once it is up (the kubelet's order after a sandbox died).
+        const concurrent = Number(pod.name.slice(-3)) % 2 === 0;
+        const [r, gone] = await Promise.all([
+          add(sandbox),
+          concurrent && old ? del(old) : Promise.resolve(''),
+        ]);
+        const after = !concurrent && old ? await del(old) : '';
+        for (const f of [gone, after]) if (f) failures.push(f);
+        if (old) dead.push(old);
+        if (r.exit !== 0) {
+          failures.push(`ADD ${pod.name} #${n}: ${r.stdout.trim()}`);
+          live.delete(pod.name);
+          continue;
+        }
+        live.set(pod.name, attachmentOf(r));
+      }
+    });
+    const wall = performance.now() - started;
+    t.deepEqual(failures, [], 'every ADD and DEL succeeds');
+    t.is(live.size, churn.length);
+    t.is(dead.length, 150);
+    t.log(`200 ADDs and 150 DELs over 50 pods, 50 at a time: ${(wall / 1000).toFixed(1)} s`);
+    const now = [...live.values()];
+    t.deepEqual(await linkMismatches(now), [], 'every live sandbox holds its address and route');
+    let held: Held[] = [];
+    const deadHandles = new Set(dead.map((a) => handleOf(a.containerID)));
+    await eventually(
+      "the IPAMBlocks to hold the live sandboxes' allocations and no dead one's",
+      async () => {
+        held = allocationsOf(await listBlocks());
+        return (
+          apiMismatches(held, now).length === 0 && !held.some((h) => deadHandles.has(h.handle))
+        );
+      },
+      30_000,
+      250,
+    ).catch((e: unknown) =>
+      t.fail(`${(e as Error).message}: ${apiMismatches(held, now).join('; ')}`),
+    );
+    t.deepEqual(duplicates(held), [], 'no address in two allocations');
+    const veths = await hostVeths(n1);
+    t.deepEqual(
+      dead.map((a) => hostVethName(a.containerID, 'eth0')).filter((v) => veths.has(v)),
+      [],
+      'no pair of a dead sandbox is left',
+    );
+    const leftInDead = await pool(dead, 32, async (a) => {
+      const res = await defaultRunner.run(['ip', '-n', a.netns, 'link', 'show', 'eth0'], {
+        allowFailure: true,
+      });
+      return res.code === 0 ? a.netns : '';
+    });
+    t.deepEqual(leftInDead.filter(Boolean), [], 'no dead sandbox still has an eth0');
   },
 );

@@ -429,8 +429,8 @@ test.serial('release and garbage collection give the addresses and the blocks ba
   // DEL for one pod of n2; GC for the rest (no pod of theirs exists).
   const del = allocated.find((a) => a.node === n2);
   if (del) t.true(await ipam2.release(del.handle));
-  const gc1 = await ipam1.collectGarbage(new Set(), 0);
-  const gc2 = await ipam2.collectGarbage(new Set(), 0);
+  const gc1 = await ipam1.collectGarbage({ uids: new Set(), names: new Set() }, 0);
+  const gc2 = await ipam2.collectGarbage({ uids: new Set(), names: new Set() }, 0);
   t.true(gc1.releasedHandles.length > 0 && gc2.releasedHandles.length > 0);
   // Each node keeps one empty block of the pool it still uses.
   t.is(ipam1.blocks().length, 1);
@@ -460,7 +460,10 @@ test.serial('release and garbage collection give the addresses and the blocks ba
   });
   for (const ipam of [ipam1, ipam2]) {
     await ipam.refresh();
-    t.is((await ipam.collectGarbage(new Set(), 0)).releasedBlocks.length, 1);
+    t.is(
+      (await ipam.collectGarbage({ uids: new Set(), names: new Set() }, 0)).releasedBlocks.length,
+      1,
+    );
     t.like(await ipam.sync(), { deleted: 1 });
   }
   blocks = (await listBlocks()).filter((b) => b.pool === POOL);

@@ -233,10 +233,16 @@ func setup(req request) error {
 			return fmt.Errorf("creating veth %s: %w", req.HostIf, err)
 		}
 		// A retried ADD finds the pair of an earlier, interrupted attempt: start clean, once.
-		if _, err := teardown(req.HostIf, nil); err != nil {
+		// A pair recorded for another attachment is never taken over: this ADD fails.
+		if _, err := teardown(req.HostIf, req.Owner); err != nil {
 			return err
 		}
 		if err := netlink.LinkAdd(veth); err != nil {
+			if errors.Is(err, unix.EEXIST) {
+				if other, lerr := netlink.LinkByName(req.HostIf); lerr == nil {
+					return fmt.Errorf("creating veth %s: it exists for attachment %q", req.HostIf, other.Attrs().Alias)
+				}
+			}
 			return fmt.Errorf("creating veth %s: %w", req.HostIf, err)
 		}
 	}
