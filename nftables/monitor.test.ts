@@ -37,8 +37,8 @@ function monitor() {
     fullVerifyEveryMs: 60_000,
     now: () => now,
   });
-  // A monitor that runs (no process here): `attributing` also asks for a child.
-  Object.assign(m, { child: {} });
+  // A monitor that runs (no process here): `attributing` also asks for a running nft.
+  Object.assign(m, { process: { running: true } });
   return { m, changes, advance: (ms: number) => (now += ms) };
 }
 

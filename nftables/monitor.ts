@@ -17,9 +17,7 @@
 // reads the table back, as it would without the monitor. So does a monitor that
 // stopped (changes meanwhile were not seen), anything nft prints on stderr (such as
 // lost events), and a resync more than `fullVerifyEveryMs` after the last full one.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createInterface } from 'node:readline';
-import { systemEnv } from '../sys/index.ts';
+import { LineMonitor } from '../sys/index.ts';
 import { NFT_FAMILY, NFT_TABLE } from './model.ts';
 
 export interface TableMonitorOptions {
@@ -63,11 +61,7 @@ const OWN_PROCESSES_KEPT = 64;
 
 export class NftTableMonitor {
   private readonly opts: TableMonitorOptions;
-  private child: ChildProcess | undefined;
-  private stopped = false;
-  private backoffMs = 500;
-  private restartTimer: NodeJS.Timeout | undefined;
-  private readyResolve: (() => void) | undefined;
+  private readonly process: LineMonitor;
   private readonly own: number[] = [];
   /** Set once one of the agent's own transactions was recognised by its process id. */
   private attributes = false;
@@ -81,25 +75,37 @@ export class NftTableMonitor {
 
   constructor(options: TableMonitorOptions) {
     this.opts = options;
+    this.process = new LineMonitor({
+      name: 'nft monitor',
+      argv: [...(options.prefix ?? []), options.nft ?? 'nft', 'monitor'],
+      onLine: (line) => this.line(line),
+      // e.g. events lost to a full socket buffer: what happened is unknown.
+      onStderr: (text) => this.foreign(`nftables monitor: ${text}`),
+      onExit: (why) => {
+        this.touched = false;
+        this.deleted = false;
+        options.onError?.(new Error(why));
+        // Changes while nft was away were not seen: report a possible change.
+        this.foreign('nftables monitor restarted; changes meanwhile unseen');
+      },
+    });
   }
 
   /** Resolves once nft runs (the kernel reports changes from then on). */
   start(): Promise<void> {
-    this.stopped = false;
-    return new Promise((resolve) => {
-      this.readyResolve = resolve;
-      this.spawn();
-    });
+    this.touched = false;
+    this.deleted = false;
+    return this.process.start();
   }
 
   /** The running nft's process id (for tests that kill it), if any. */
   get pid(): number | undefined {
-    return this.child?.pid;
+    return this.process.pid;
   }
 
   /** True while the agent's own transactions are told apart from others'. */
   get attributing(): boolean {
-    return this.attributes && this.child !== undefined;
+    return this.attributes && this.process.running;
   }
 
   /** Records the process id of an nft the agent started (call before it can commit). */
@@ -126,10 +132,7 @@ export class NftTableMonitor {
   }
 
   stop(): void {
-    this.stopped = true;
-    if (this.restartTimer) clearTimeout(this.restartTimer);
-    this.child?.kill('SIGTERM');
-    this.child = undefined;
+    this.process.stop();
   }
 
   /** Feeds one line of `nft monitor` output (exposed for unit tests). */
@@ -166,45 +169,5 @@ export class NftTableMonitor {
   private foreign(reason: string): void {
     this.epoch++;
     this.opts.onChange(reason);
-  }
-
-  private spawn(): void {
-    const argv = [...(this.opts.prefix ?? []), this.opts.nft ?? 'nft', 'monitor'];
-    const [file, ...args] = argv as [string, ...string[]];
-    const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'], env: systemEnv() });
-    this.child = child;
-    this.touched = false;
-    this.deleted = false;
-    let stderr = '';
-    child.stderr?.on('data', (b: Buffer) => {
-      stderr = (stderr + b.toString()).slice(-2000);
-      // e.g. events lost to a full socket buffer: what happened is unknown.
-      if (this.child === child) this.foreign(`nftables monitor: ${b.toString().trim()}`);
-    });
-    createInterface({ input: child.stdout }).on('line', (line) => {
-      if (this.child === child) this.line(line);
-    });
-    child.once('spawn', () => {
-      // nft subscribes before reading any event; a short wait would not make it surer.
-      this.readyResolve?.();
-      this.readyResolve = undefined;
-    });
-    child.once('error', (e) => this.exited(child, `cannot start ${file}: ${e.message}`));
-    child.once('exit', (code, signal) =>
-      this.exited(child, `nft monitor exited (${signal ?? code}): ${stderr.trim()}`),
-    );
-  }
-
-  private exited(child: ChildProcess, why: string): void {
-    if (this.child !== child) return;
-    this.child = undefined;
-    this.readyResolve?.();
-    this.readyResolve = undefined;
-    if (this.stopped) return;
-    this.opts.onError?.(new Error(why));
-    // Changes while nft was away were not seen: report a possible change.
-    this.foreign('nftables monitor restarted; changes meanwhile unseen');
-    this.restartTimer = setTimeout(() => this.spawn(), this.backoffMs);
-    this.backoffMs = Math.min(this.backoffMs * 2, 30_000);
   }
 }

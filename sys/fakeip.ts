@@ -4,6 +4,8 @@
 import { CommandError } from './exec.ts';
 import {
   checkMac,
+  type AddrDetails,
+  type AliasedLink,
   type FdbEntry,
   type IpClient,
   type IpipLinkSpec,
@@ -17,7 +19,12 @@ import {
 } from './ip.ts';
 
 type FakeLink = Omit<LinkDetails, 'vxlan' | 'ipip'> &
-  Pick<LinkDetails, 'vxlan' | 'ipip'> & { addrs: Set<string> };
+  Pick<LinkDetails, 'vxlan' | 'ipip'> & {
+    addrs: Set<string>;
+    alias?: string;
+    /** Addresses added with `noprefixroute`. */
+    noPrefixRoute?: Set<string>;
+  };
 
 /** In-memory links, addresses, routes, rules, neighbour and FDB entries, for unit tests of drivers. */
 export class FakeIp implements IpClient {
@@ -97,6 +104,21 @@ export class FakeIp implements IpClient {
       .filter((r) => r.dev === dev && r.protocol === protocol && r.table === table)
       .map((r) => ({ ...r }));
   }
+  async routeListByProtocol(protocol: number, table?: number): Promise<RouteInfo[]> {
+    return this.routes
+      .filter((r) => r.protocol === protocol && r.table === table)
+      .map((r) => ({ ...r }));
+  }
+  async linkList(kind: string): Promise<AliasedLink[]> {
+    return [...this.links.values()]
+      .filter((l) => l.kind === kind)
+      .map((l) => ({ name: l.name, index: l.index, mtu: l.mtu, up: l.up, alias: l.alias ?? '' }));
+  }
+  async addrDetails(dev: string): Promise<AddrDetails[]> {
+    const l = this.links.get(dev);
+    if (!l) return [];
+    return [...l.addrs].map((cidr) => ({ cidr, prefixRoute: !l.noPrefixRoute?.has(cidr) }));
+  }
   async routeReplace(route: RouteInfo & { protocol: number }): Promise<void> {
     const table = route.table === undefined ? '' : ` table ${route.table}`;
     const via = route.gateway ? ` via ${route.gateway}${route.onlink ? ' onlink' : ''}` : '';
@@ -104,6 +126,20 @@ export class FakeIp implements IpClient {
     this.must(route.dev);
     this.routes = this.routes.filter((r) => !(r.dst === route.dst && r.table === route.table));
     this.routes.push({ ...route });
+  }
+  async routeReplaceBatch(
+    routes: readonly (RouteInfo & { protocol: number })[],
+  ): Promise<string[]> {
+    // As `ip -force -batch` reports: the error, then the line that failed.
+    const failed: string[] = [];
+    for (const [i, r] of routes.entries()) {
+      try {
+        await this.routeReplace(r);
+      } catch (e) {
+        failed.push((e as Error).message, `Command failed -:${i + 1}`);
+      }
+    }
+    return failed;
   }
   async routeDel(route: RouteInfo): Promise<void> {
     this.calls.push(`route del ${route.dst} ${route.dev}`);

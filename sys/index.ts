@@ -4,3 +4,4 @@ export * from './exec.ts';
 export * from './host.ts';
 export * from './ip.ts';
 export * from './fakeip.ts';
+export * from './linemonitor.ts';

@@ -22,6 +22,23 @@ export interface RouteInfo {
   gateway?: string;
   /** The next hop is on the link even though no address of the device covers it. */
   onlink?: boolean;
+  /** Route metric (priority); the family's default when absent. */
+  metric?: number;
+  /** Route scope as a number (253: link); iproute2 picks one when absent. */
+  scope?: number;
+}
+
+/** A link and its alias (`ip link set NAME alias ...`; '' when it has none). */
+export interface AliasedLink extends LinkInfo {
+  alias: string;
+}
+
+/** An address of a link (not link-scope) and whether the kernel made it a prefix route. */
+export interface AddrDetails {
+  /** `address/prefixlen`. */
+  cidr: string;
+  /** False for an address added with `noprefixroute`: its subnet is someone else's to route. */
+  prefixRoute: boolean;
 }
 
 /** What `ip -d link show` says about a link beyond LinkInfo. */
@@ -104,8 +121,19 @@ export interface IpClient {
   addrDel(dev: string, cidr: string): Promise<void>;
   /** Routes on `dev` that carry `protocol`, in `table` (default main). */
   routeList(dev: string, protocol: number, table?: number): Promise<RouteInfo[]>;
+  /** Routes that carry `protocol` on every device, in `table` (default main). */
+  routeListByProtocol(protocol: number, table?: number): Promise<RouteInfo[]>;
   routeReplace(route: RouteInfo & { protocol: number }): Promise<void>;
+  /**
+   * Replaces many routes with one process (`ip -batch`), going on past a failure;
+   * returns what failed (empty when all were written).
+   */
+  routeReplaceBatch(routes: readonly (RouteInfo & { protocol: number })[]): Promise<string[]>;
   routeDel(route: RouteInfo): Promise<void>;
+  /** Links of one kind (`veth`, ...) with their aliases. */
+  linkList(kind: string): Promise<AliasedLink[]>;
+  /** The addresses of `dev` (not link-scope) with their prefix-route flag; [] when it does not exist. */
+  addrDetails(dev: string): Promise<AddrDetails[]>;
   /** The `not fwmark` rules that look up `table`. */
   ruleList(table: number): Promise<RuleInfo[]>;
   ruleAdd(rule: RuleInfo): Promise<void>;
@@ -233,38 +261,46 @@ export class IpCli implements IpClient {
   }
 
   async routeList(dev: string, protocol: number, table?: number): Promise<RouteInfo[]> {
+    return this.listRoutes(protocol, table, checkName(dev));
+  }
+
+  routeListByProtocol(protocol: number, table?: number): Promise<RouteInfo[]> {
+    return this.listRoutes(protocol, table);
+  }
+
+  /** Routes of `protocol` in `table`, on `dev` or on every device; both families. */
+  private async listRoutes(protocol: number, table?: number, dev?: string): Promise<RouteInfo[]> {
     const out: RouteInfo[] = [];
     const tableArgs = table === undefined ? [] : ['table', String(table)];
+    const devArgs = dev === undefined ? [] : ['dev', dev];
     for (const family of ['-4', '-6']) {
-      const argv = [
-        'ip',
-        '-j',
-        family,
-        'route',
-        'show',
-        ...tableArgs,
-        'dev',
-        checkName(dev),
-        'proto',
-        String(protocol),
-      ];
+      const argv = ['ip', '-j', family, 'route', 'show', ...tableArgs, ...devArgs];
+      argv.push('proto', String(protocol));
       const res = await this.runner.run(argv, { allowFailure: true });
       if (res.code !== 0) {
         if (/Cannot find device/i.test(res.stderr)) return [];
         // A table with no route yet does not exist, which is the same as empty.
         if (/FIB table does not exist/i.test(res.stderr)) continue;
-        throw new Error(`ip route show dev ${dev}: ${res.stderr.trim()}`);
+        throw new Error(`ip route show${dev ? ` dev ${dev}` : ''}: ${res.stderr.trim()}`);
       }
-      type Route = { dst: string; prefsrc?: string; gateway?: string; flags?: string[] };
+      type Route = {
+        dst: string;
+        dev?: string;
+        prefsrc?: string;
+        gateway?: string;
+        flags?: string[];
+        metric?: number;
+      };
       for (const r of JSON.parse(res.stdout || '[]') as Route[]) {
         out.push({
           dst: normaliseDst(r.dst),
-          dev,
+          dev: dev ?? r.dev ?? '',
           protocol,
           ...(r.prefsrc ? { src: r.prefsrc } : {}),
           ...(table === undefined ? {} : { table }),
           ...(r.gateway ? { gateway: r.gateway } : {}),
           ...(r.flags?.includes('onlink') ? { onlink: true } : {}),
+          ...(r.metric === undefined ? {} : { metric: r.metric }),
         });
       }
     }
@@ -272,21 +308,54 @@ export class IpCli implements IpClient {
   }
 
   async routeReplace(route: RouteInfo & { protocol: number }): Promise<void> {
-    const argv = [
-      'ip',
-      familyFlag(route.dst),
-      'route',
-      'replace',
-      route.dst,
-      'dev',
-      checkName(route.dev),
-    ];
-    if (route.gateway) argv.push('via', route.gateway);
-    if (route.onlink) argv.push('onlink');
-    argv.push('proto', String(route.protocol));
-    if (route.src) argv.push('src', route.src);
-    if (route.table !== undefined) argv.push('table', String(route.table));
-    await this.runner.run(argv);
+    await this.runner.run(['ip', familyFlag(route.dst), 'route', 'replace', ...routeArgs(route)]);
+  }
+
+  async routeReplaceBatch(
+    routes: readonly (RouteInfo & { protocol: number })[],
+  ): Promise<string[]> {
+    if (routes.length === 0) return [];
+    // A batch line takes no family flag: each destination has its prefix length, so
+    // iproute2 tells the family from it.
+    for (const r of routes)
+      if (!r.dst.includes('/')) throw new Error(`route ${r.dst}: a batch needs a prefix length`);
+    const input = routes.map((r) => `route replace ${routeArgs(r).join(' ')}\n`).join('');
+    const res = await this.runner.run(['ip', '-force', '-batch', '-'], {
+      input,
+      allowFailure: true,
+    });
+    if (res.code === 0) return [];
+    return res.stderr
+      .split('\n')
+      .map((l) => l.trim())
+      .filter(Boolean);
+  }
+
+  async linkList(kind: string): Promise<AliasedLink[]> {
+    if (!/^[a-z0-9_]+$/.test(kind)) throw new Error(`invalid link kind '${kind}'`);
+    const res = await this.runner.run(['ip', '-j', 'link', 'show', 'type', kind]);
+    type Link = { ifname: string; ifindex: number; mtu: number; flags: string[]; ifalias?: string };
+    return (JSON.parse(res.stdout || '[]') as Link[]).map((l) => ({
+      name: l.ifname,
+      index: l.ifindex,
+      mtu: l.mtu,
+      up: l.flags.includes('UP'),
+      alias: l.ifalias ?? '',
+    }));
+  }
+
+  async addrDetails(dev: string): Promise<AddrDetails[]> {
+    const argv = ['ip', '-j', 'addr', 'show', 'dev', checkName(dev)];
+    const res = await this.runner.run(argv, { allowFailure: true });
+    if (res.code !== 0) {
+      if (missingDevice(res.stderr)) return [];
+      throw new Error(`ip addr show dev ${dev}: ${res.stderr.trim()}`);
+    }
+    type Addr = { local: string; prefixlen: number; scope: string; noprefixroute?: boolean };
+    const [link] = JSON.parse(res.stdout || '[]') as { addr_info?: Addr[] }[];
+    return (link?.addr_info ?? [])
+      .filter((a) => a.scope !== 'link')
+      .map((a) => ({ cidr: `${a.local}/${a.prefixlen}`, prefixRoute: !a.noprefixroute }));
   }
 
   async routeDel(route: RouteInfo): Promise<void> {
@@ -496,6 +565,19 @@ export class IpCli implements IpClient {
       allowFailure: true,
     });
   }
+}
+
+/** `DST dev DEV [via GW] [onlink] proto P [scope S] [src A] [metric M] [table T]`. */
+function routeArgs(route: RouteInfo & { protocol: number }): string[] {
+  const argv = [route.dst, 'dev', checkName(route.dev)];
+  if (route.gateway) argv.push('via', route.gateway);
+  if (route.onlink) argv.push('onlink');
+  argv.push('proto', String(route.protocol));
+  if (route.scope !== undefined) argv.push('scope', String(route.scope));
+  if (route.src) argv.push('src', route.src);
+  if (route.metric !== undefined) argv.push('metric', String(route.metric));
+  if (route.table !== undefined) argv.push('table', String(route.table));
+  return argv;
 }
 
 function sourceRuleArgs(rule: SourceRuleInfo): string[] {
