@@ -2,7 +2,7 @@
 // time a condition appears, and an Event on the object concerned for as long as it
 // lasts (Events of conditions that ended are retired: KubeEventRecorder.retain).
 // Nodes refused as peers and encapsulations this node lacks go on Nodes, path
-// conditions (fallbacks, blocked pools) on IPPools, refused multi-cluster objects on
+// conditions (fallbacks, blocked pools) on IPPools, refused blocks on their IPAMBlock, refused multi-cluster objects on
 // their RemoteCluster or Peer. Each takes the previous pass's plan to tell new from old.
 import type { Availability } from '../tunnels/index.ts';
 import type {
@@ -13,6 +13,7 @@ import type {
 } from '../multicluster/index.ts';
 import { KubeEventRecorder } from './events.ts';
 import type { Logger } from './log.ts';
+import type { RefusedBlock } from './blocks.ts';
 import type { MeshNode } from './meshnode.ts';
 import type { PathPlan } from './paths.ts';
 import type { MeshPlan } from './plan.ts';
@@ -60,6 +61,32 @@ export function reportNodeProblems(
     r.events.warn(target, reason, message);
   }
   r.events.retain(keys, ['Node']);
+}
+
+/** A log line for each newly refused block; a Warning Event on the IPAMBlock while it lasts. */
+export function reportBlockProblems(
+  r: Reporter,
+  before: readonly RefusedBlock[] | null,
+  refused: readonly RefusedBlock[],
+): void {
+  const id = (x: RefusedBlock) => `${x.block}/${x.reason}/${x.message}`;
+  const seen = new Set((before ?? []).map(id));
+  const keys = new Set<string>();
+  for (const x of refused) {
+    if (!seen.has(id(x)))
+      r.log.warn('IPAM block refused', {
+        block: x.block,
+        cidr: x.cidr,
+        owner: x.node,
+        reason: x.reason,
+        detail: x.message,
+      });
+    const target = { kind: 'IPAMBlock' as const, name: x.block };
+    const message = `wiremesh on ${r.node}: ${x.message}`;
+    keys.add(KubeEventRecorder.key(target, x.reason, message));
+    r.events.warn(target, x.reason, message);
+  }
+  r.events.retain(keys, ['IPAMBlock']);
 }
 
 /** A log line for each new path condition; an Event on the pool for each condition. */

@@ -69,6 +69,21 @@ test('a peer gone from the device loses its series at the next scrape', async (t
   );
 });
 
+test('the route watch’s counts: removed, repairs, restored; as the agent counts them', async (t) => {
+  const status = fakeAgentStatus();
+  const metrics = fixtureMetrics(status);
+  let text = await metrics.render();
+  t.is(samples(text, 'wiremesh_routes_removed_total').get(''), '3');
+  t.is(samples(text, 'wiremesh_route_repairs_total').get(''), '1');
+  t.is(samples(text, 'wiremesh_routes_restored_total').get(''), '2');
+  t.regex(text, /# TYPE wiremesh_route_repairs_total counter/);
+  if (status.routes) status.routes = { ...status.routes, removed: 40, repairs: 2, restored: 39 };
+  text = await metrics.render();
+  t.is(samples(text, 'wiremesh_routes_removed_total').get(''), '40');
+  t.is(samples(text, 'wiremesh_route_repairs_total').get(''), '2');
+  t.is(samples(text, 'wiremesh_routes_restored_total').get(''), '39');
+});
+
 test('IPAM usage, policy counts, paths and the agent info', async (t) => {
   const text = await fixtureMetrics().render();
   const block = '{block="100.64.0.0/26",pool="default",state="held"}';
@@ -224,5 +239,46 @@ test('a taken port fails with the setting named', async (t) => {
   t.regex(
     e?.message ?? '',
     /cannot serve metrics on 127\.0\.0\.1:\d+: .*EADDRINUSE.*metrics-address/,
+  );
+});
+
+test('drops are exported per policy and per Required pool', async (t) => {
+  const metrics = new AgentMetrics(
+    {
+      status: async () => fakeAgentStatus(),
+      ipamUsage: () => [],
+      drops: async () => ({
+        policy: [
+          {
+            tier: 'NetworkPolicy',
+            namespace: 'x',
+            policy: 'deny-all',
+            direction: 'ingress',
+            packets: 3,
+          },
+          {
+            tier: 'AdminNetworkPolicy',
+            namespace: '',
+            policy: 'block-y',
+            direction: 'egress',
+            packets: 1,
+          },
+        ],
+        encryption: [{ range: '100.64.0.0/16', packets: 2 }],
+      }),
+    },
+    { now: () => FIXTURE_NOW_MS, processMetrics: false },
+  );
+  const text = await metrics.render();
+  t.deepEqual(
+    samples(text, 'wiremesh_policy_drops_total'),
+    new Map([
+      ['{kind="NetworkPolicy",namespace="x",policy="deny-all",direction="ingress"}', '3'],
+      ['{kind="AdminNetworkPolicy",namespace="",policy="block-y",direction="egress"}', '1'],
+    ]),
+  );
+  t.deepEqual(
+    samples(text, 'wiremesh_encryption_drops_total'),
+    new Map([['{pool="default"}', '2']]),
   );
 });

@@ -15,6 +15,11 @@
 //   policy_nft_objects{kind}, policy_problems
 //   cni_request_duration_seconds{command,result}
 //   remote_blocks{path}, refused_nodes, agent_synced, agent_info{node,public_key,wireguard_mode}
+//   routes_removed_total, route_repairs_total, routes_restored_total (the route watch)
+//   policy_drops_total{kind,namespace,policy,direction}, encryption_drops_total{pool}
+//     (agent/drops.ts; kind: NetworkPolicy, AdminNetworkPolicy or
+//     BaselineAdminNetworkPolicy, namespace '' for the cluster-scoped ones; pool '*':
+//     one of more than four Required pools, which the guard matches through one set)
 // `peer` is the peer's node name, not `node`: Kubernetes service discovery usually
 // puts the scraped node's name in `node`.
 //
@@ -30,6 +35,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import { CNI_REQUEST_CHANNEL, type CniRequestEvent } from '../cni/index.ts';
 import type { IpamUsage } from '../ipam/index.ts';
 import type { AgentStatus } from './status.ts';
+import type { DropTotals } from './drops.ts';
 import type { PassObserver } from './reconciler.ts';
 import { startedPodNetworks } from './podnetwork.ts';
 import type { Logger } from './log.ts';
@@ -39,6 +45,8 @@ export interface MetricsSource {
   status(): Promise<AgentStatus>;
   /** One entry per IPAM of this process (one in an agent; none before it starts). */
   ipamUsage(): IpamUsage[];
+  /** Drop totals, read from the table at each scrape; absent: no drop series. */
+  drops?(): Promise<DropTotals>;
 }
 
 export interface AgentMetricsOptions {
@@ -73,7 +81,12 @@ export class AgentMetrics {
   private readonly remoteBlocks: Gauge<'path'>;
   private readonly refusedNodes: Gauge;
   private readonly synced: Gauge;
+  private readonly routesRemoved: Counter;
+  private readonly routeRepairs: Counter;
+  private readonly routesRestored: Counter;
   private readonly info: Gauge<'node' | 'public_key' | 'wireguard_mode'>;
+  private readonly policyDrops: Counter<'kind' | 'namespace' | 'policy' | 'direction'>;
+  private readonly encryptionDrops: Counter<'pool'>;
 
   constructor(source: MetricsSource, options: AgentMetricsOptions = {}) {
     this.source = source;
@@ -164,11 +177,36 @@ export class AgentMetrics {
     );
     this.refusedNodes = gauge('refused_nodes', 'Nodes this agent refuses to program');
     this.synced = gauge('agent_synced', '1 once the agent has its first full lists');
+    this.routesRemoved = counter(
+      'routes_removed_total',
+      'Routes and rules this node needs that someone else removed, as the route watch saw them',
+      [],
+    );
+    this.routeRepairs = counter(
+      'route_repairs_total',
+      'Passes that repaired routes someone else removed',
+      [],
+    );
+    this.routesRestored = counter(
+      'routes_restored_total',
+      'Routes the agent wrote back: removed ones as they were, missing pod host and connected routes',
+      [],
+    );
     this.info = gauge('agent_info', 'The agent: its node, public key and WireGuard mode', [
       'node',
       'public_key',
       'wireguard_mode',
     ]);
+    this.policyDrops = counter(
+      'policy_drops_total',
+      'Packets dropped by a network policy on this node (a default deny counts for every policy selecting the pod)',
+      ['kind', 'namespace', 'policy', 'direction'],
+    );
+    this.encryptionDrops = counter(
+      'encryption_drops_total',
+      'Packets of a pool that requires encryption dropped because they would have left unencrypted',
+      ['pool'],
+    );
     if (options.processMetrics ?? true) collectDefaultMetrics({ register: this.registry });
   }
 
@@ -250,6 +288,32 @@ export class AgentMetrics {
     }
     this.refusedNodes.set(status.refused.length);
     this.synced.set(status.synced ? 1 : 0);
+    // Counted by the agent; a counter set to its total at each scrape.
+    for (const [metric, value] of [
+      [this.routesRemoved, status.routes?.removed ?? 0],
+      [this.routeRepairs, status.routes?.repairs ?? 0],
+      [this.routesRestored, status.routes?.restored ?? 0],
+    ] as const) {
+      metric.reset();
+      metric.inc(value);
+    }
+    if (this.source.drops) {
+      const drops = await this.source.drops();
+      // Totals kept by the agent; counters set to them at each scrape.
+      this.policyDrops.reset();
+      for (const d of drops.policy) {
+        const labels = { kind: d.tier, namespace: d.namespace, policy: d.policy };
+        this.policyDrops.inc({ ...labels, direction: d.direction }, d.packets);
+      }
+      this.encryptionDrops.reset();
+      for (const pool of status.paths.pools) {
+        if (pool.encryptionMode === 'Required') this.encryptionDrops.inc({ pool: pool.name }, 0);
+      }
+      for (const d of drops.encryption) {
+        const pool = status.paths.pools.find((p) => p.cidr === d.range)?.name ?? d.range;
+        this.encryptionDrops.inc({ pool }, d.packets);
+      }
+    }
     this.info.reset();
     this.info.set(
       {
@@ -265,6 +329,7 @@ export class AgentMetrics {
 /** What agent/metrics needs of the Agent: its public methods only. */
 export interface MetricsAgent {
   status(): Promise<AgentStatus>;
+  dropTotals?(): Promise<DropTotals>;
   readonly reconciler: { observe(o: PassObserver): () => void };
 }
 
@@ -276,9 +341,11 @@ export function observeAgent(
   agent: MetricsAgent,
   options: AgentMetricsOptions & { ipamUsage?: () => IpamUsage[] } = {},
 ): { metrics: AgentMetrics; close: () => void } {
+  const dropTotals = agent.dropTotals?.bind(agent);
   const metrics = new AgentMetrics(
     {
       status: () => agent.status(),
+      ...(dropTotals ? { drops: dropTotals } : {}),
       ipamUsage:
         options.ipamUsage ?? (() => startedPodNetworks().map((network) => network.ipam.usage())),
     },

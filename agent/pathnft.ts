@@ -28,6 +28,9 @@ function disjoint(cidrs: readonly string[], family: 4 | 6): string[] {
   return out.map(formatCidr);
 }
 
+/** The comment prefix of the encryption guard's drop rules, before the range. */
+export const ENCRYPT_DROP_TAG = 'wm-encrypt ';
+
 /** Up to this many Required ranges of a family are matched inline, beyond through a set. */
 const INLINE_REQUIRED_RANGES = 4;
 
@@ -99,8 +102,11 @@ export function planPathNft(
     // cost about 5% of a forwarded pod stream here); the remote lookup comes
     // last, so only traffic of a Required pool that is not leaving through WireGuard
     // pays for it.
+    // The comment names the Required range the rule guards (`*`: all of them, through
+    // the set), so the agent can count drops per pool (agent/drops.ts).
     const guard = (match: 'saddr' | 'daddr', range: string) =>
-      `${ip} ${match} ${range} ${notWg} ${ip} daddr @encrypt-remote-${v} counter drop`;
+      `${ip} ${match} ${range} ${notWg} ${ip} daddr @encrypt-remote-${v} counter drop ` +
+      `comment "${ENCRYPT_DROP_TAG}${range.startsWith('@') ? '*' : range}"`;
     const ranges =
       required.length <= INLINE_REQUIRED_RANGES ? required : [`@encrypt-required-${v}`];
     for (const match of ['saddr', 'daddr'] as const)

@@ -425,8 +425,8 @@ test('nftables: Required pools never leave but through WireGuard; natOutgoing ma
   // Rules only for the families that have a Required pool / a natOutgoing pool.
   // A few Required ranges are compared inline (cheaper than a set lookup per packet).
   t.deepEqual(nft.chains[0]!.rules, [
-    'ip saddr 100.65.0.0/16 oifname != "wiremesh.wg" ip daddr @encrypt-remote-v4 counter drop',
-    'ip daddr 100.65.0.0/16 oifname != "wiremesh.wg" ip daddr @encrypt-remote-v4 counter drop',
+    'ip saddr 100.65.0.0/16 oifname != "wiremesh.wg" ip daddr @encrypt-remote-v4 counter drop comment "wm-encrypt 100.65.0.0/16"',
+    'ip daddr 100.65.0.0/16 oifname != "wiremesh.wg" ip daddr @encrypt-remote-v4 counter drop comment "wm-encrypt 100.65.0.0/16"',
   ]);
   t.deepEqual(nft.chains[1]!.rules, nft.chains[0]!.rules);
   t.deepEqual(nft.chains[2]!.rules, [
@@ -491,7 +491,9 @@ test('nftables sets hold no overlapping elements (an interval set refuses them)'
   t.deepEqual(nft.sets.find((s) => s.name === 'encrypt-required-v6')?.elements, ['fd00:64::/48']);
   t.deepEqual(
     nft.chains[0]?.rules.filter((r) => r.startsWith('ip saddr')),
-    ['ip saddr 100.64.0.0/10 oifname != "wiremesh.wg" ip daddr @encrypt-remote-v4 counter drop'],
+    [
+      'ip saddr 100.64.0.0/10 oifname != "wiremesh.wg" ip daddr @encrypt-remote-v4 counter drop comment "wm-encrypt 100.64.0.0/10"',
+    ],
     'merged ranges, inline',
   );
 });
@@ -508,8 +510,8 @@ test('many Required ranges are matched through their set', (t) => {
   );
   const { nft } = planPaths(input({ pools, blocks: [] }));
   t.deepEqual(nft.chains[0]?.rules, [
-    'ip saddr @encrypt-required-v4 oifname != "wiremesh.wg" ip daddr @encrypt-remote-v4 counter drop',
-    'ip daddr @encrypt-required-v4 oifname != "wiremesh.wg" ip daddr @encrypt-remote-v4 counter drop',
+    'ip saddr @encrypt-required-v4 oifname != "wiremesh.wg" ip daddr @encrypt-remote-v4 counter drop comment "wm-encrypt *"',
+    'ip daddr @encrypt-required-v4 oifname != "wiremesh.wg" ip daddr @encrypt-remote-v4 counter drop comment "wm-encrypt *"',
   ]);
   t.is(nft.sets.find((s) => s.name === 'encrypt-required-v4')?.elements.length, 6);
 });

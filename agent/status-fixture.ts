@@ -88,6 +88,23 @@ export function fakeAgentStatus(): AgentStatus {
       mtu: null,
       events: [],
     },
+    routes: {
+      watching: true,
+      removed: 3,
+      repairs: 1,
+      restored: 2,
+      lastRepair: {
+        at: new Date(FIXTURE_NOW_MS - 60_000).toISOString(),
+        count: 3,
+        removed: [
+          '100.64.0.2 dev wm0a1b2c3d4e5 proto 252 scope 253',
+          '100.64.1.0/26 dev wiremesh.wg proto 251 scope 253',
+          '198.18.0.0/16 dev eth0 proto 2 scope 253 src 198.18.0.2',
+        ],
+        restoredMs: 24.2,
+        repairedMs: 241.7,
+      },
+    },
     reconcile: {
       passes: 12,
       failures: 1,

@@ -56,8 +56,34 @@ export interface AgentStatus {
   };
   /** Remote clusters (RemoteCluster objects); their nodes' peers are in `peers` too. */
   remotes?: RemoteStatus[];
+  /** The route watch and what it repaired (agent/routewatch.ts, agent/routerepair.ts). */
+  routes?: RouteStatus;
   reconcile: Reconciler['stats'];
   synced: boolean;
+}
+
+export interface RouteStatus {
+  /** The kernel's route notifications are followed (`ip monitor` runs). */
+  watching: boolean;
+  /** Routes and rules the node needs that someone else removed, as the watch saw them. */
+  removed: number;
+  /** Passes that repaired such a removal. */
+  repairs: number;
+  /** Routes written back: removed ones as they were, missing pod host and connected routes. */
+  restored: number;
+  /**
+   * The last repair: when the removal was seen, how many routes and rules went (the
+   * first ten named, as `ip monitor` printed them), how long until the removed routes
+   * were written back (`restoredMs`, null when the pass had none to write) and until
+   * the pass that verified every route ended (`repairedMs`).
+   */
+  lastRepair: {
+    at: string;
+    count: number;
+    removed: string[];
+    restoredMs: number | null;
+    repairedMs: number;
+  } | null;
 }
 
 export interface RemoteStatus {
@@ -87,6 +113,7 @@ export interface StatusParts {
   paths: PathPlan | null;
   remotes: readonly RemoteClusterSnapshot[];
   remotePlan: RemotePlan | null;
+  routes?: RouteStatus;
   reconcile: Reconciler['stats'];
   synced: boolean;
 }
@@ -144,6 +171,7 @@ export function composeStatus(p: StatusParts): AgentStatus {
       conditions: p.remotePlan?.clusters.find((c) => c.name === r.name)?.conditions ?? [],
       peers: peers.filter((x) => x.node.startsWith(`${r.name}/`)),
     })),
+    ...(p.routes ? { routes: p.routes } : {}),
     reconcile: p.reconcile,
     synced: p.synced,
   };

@@ -33,7 +33,8 @@ import { startDaemon } from '../lab/procs.ts';
 import { serveArgv } from '../kind-tests/netpol/prober.ts';
 import { systemEnv } from '../sys/index.ts';
 
-export const LAB = 'polbench';
+// WIREMESH_BENCH_LAB: another lab name, for a machine where several people run labs.
+export const LAB = process.env.WIREMESH_BENCH_LAB || 'polbench';
 const NS = 'polbench';
 export const PROBE_PORT = 8080;
 

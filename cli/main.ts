@@ -20,7 +20,15 @@ commands:
              has applied its dataplane), as the kubelet's probes see it
   plan       --node NAME [--kubeconfig FILE] [--tunnel-cidr CIDR] [--host-mtu 1500]
              the WireGuard mesh the agent on NAME would program (peers, AllowedIPs, routes)
-  install-cni [--bin-dir /opt/cni/bin] [--conf-dir /etc/cni/net.d] [--chain portmap,bandwidth]
+  explain    [--kubeconfig FILE] [-o text|json] SRC DST [PORT/PROTO]
+             the path of a new connection (node, device, pool, encrypted or not) and the policy
+             verdict at both ends with the rule that decided; SRC/DST: namespace/pod or an address
+  graph      [--kubeconfig FILE] [-o dot|svg] [--metrics-port 9825]
+             the mesh as a picture: nodes and blocks, an edge per node pair with each pool's path,
+             encrypted or not, and problems (agent not answering, no handshake in 3 min, blocked pools)
+  install-cni [--bin-dir /opt/cni/bin] [--conf-dir /etc/cni/net.d] [--chain portmap,bandwidth|none]
+             [--plugins-dir /usr/lib/wiremesh/cni]   the relay and 10-wiremesh.conflist, portmap and
+             bandwidth chained (copied from --plugins-dir to a node that has none)
   cleanup    [--pods] [--dry-run] [--force] [--root /] [-o json]   on a node, after deleting the DaemonSet:
              remove wiremesh's devices, routes, rules, nftables table, wireguard-go and files
   manifest   [--check] [--stdout]         regenerate deploy/wiremesh.yaml from deploy/'s parts
@@ -72,6 +80,10 @@ export async function main(argv: string[]): Promise<number> {
       return (await import('./agent.ts')).runRotateKey(rest);
     case 'plan':
       return (await import('./agent.ts')).runPlan(rest);
+    case 'explain':
+      return (await import('./explain.ts')).runExplain(rest);
+    case 'graph':
+      return (await import('./graph.ts')).runGraph(rest);
     case 'health':
       return (await import('./agent.ts')).runHealth(rest);
     case 'install-cni':

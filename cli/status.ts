@@ -230,6 +230,14 @@ export function renderNodeStatus(s: NodeStatus, opts: RenderOptions = {}): strin
         `policy table: ${stats.chains} chains, ${stats.sets} sets, ${stats.maps} maps, ${stats.elements} elements`,
       );
   } else lines.push('policy: not compiled yet');
+  if (s.routes) {
+    // The route watch: what someone else removed and how fast it came back.
+    const r = s.routes;
+    let text = `routes: ${r.watching ? 'watched' : 'not watched (resync only)'}; ${count(r.repairs, 'repair')}`;
+    if (r.lastRepair)
+      text += ` (the last at ${r.lastRepair.at}: ${count(r.lastRepair.count, 'route')} removed, ${r.lastRepair.restoredMs === null ? '' : `back in ${Math.round(r.lastRepair.restoredMs)} ms, `}verified in ${Math.round(r.lastRepair.repairedMs)} ms)`;
+    lines.push(`${text}; ${count(r.restored, 'route')} written back`);
+  }
 
   if (opts.wide && blocks.length) {
     lines.push('');

@@ -23,6 +23,8 @@ import {
   type Direction,
   type FragmentBuilder,
   type PodEntry,
+  type RuleOrigin,
+  type RuleText,
 } from './compile.ts';
 import type { Family } from './ranges.ts';
 import type {
@@ -39,6 +41,9 @@ import type {
 interface CompiledAdminRule {
   action: AdminAction;
   rule: CompiledRule;
+  /** Position in spec.ingress / spec.egress, and the rule's name. */
+  index: number;
+  name: string;
 }
 
 /** The fail-closed stand-in for an unreadable Deny or Pass rule: every packet. */
@@ -62,7 +67,7 @@ export interface AdminTierContext {
     rule: CompiledRule,
     verdict: string,
     ingressNamed: (f: Family) => string,
-  ) => string[];
+  ) => RuleText[];
   namedSet: (key: string, f: Family, elements: () => Map<string, Addr[]>) => string;
   namedElements: (
     rule: CompiledRule,
@@ -97,7 +102,12 @@ export function compileAdminTiers(
       for (const [i, rule] of p[dir].entries()) {
         const fault = checkAdminRule(rule, `spec.${dir}[${i}]`, dir, baseline);
         if (!fault) {
-          rules[dir].push({ action: rule.action, rule: compileRule(rule, '') });
+          rules[dir].push({
+            action: rule.action,
+            rule: compileRule(rule, ''),
+            index: i,
+            name: rule.name,
+          });
           continue;
         }
         const allow = rule.action === 'Allow';
@@ -108,7 +118,7 @@ export function compileAdminTiers(
           reason: 'InvalidPolicy',
           message: `${fault}; ${allow ? 'the Allow rule matches nothing' : 'the rule denies everything'}`,
         });
-        if (!allow) rules[dir].push({ action: 'Deny', rule: DENY_ALL });
+        if (!allow) rules[dir].push({ action: 'Deny', rule: DENY_ALL, index: i, name: rule.name });
       }
     }
     return rules;
@@ -177,12 +187,15 @@ export function compileAdminTiers(
       const rules: string[] = [];
       const have = new Set<string>();
       for (const { p, rules: compiled } of group.order) {
-        for (const { action, rule } of compiled[dir]) {
+        for (const r of compiled[dir]) {
+          const { action, rule } = r;
+          // A Deny counts what it drops (only dropped packets pay for the counter).
           const verdict =
-            action === 'Allow' ? 'return' : action === 'Deny' ? 'drop' : `goto ${tail}`;
-          for (const text of ruleTexts(dir, rule, verdict, adminNamed(p.subject, rule))) {
+            action === 'Allow' ? 'return' : action === 'Deny' ? 'counter drop' : `goto ${tail}`;
+          for (const { text, peer } of ruleTexts(dir, rule, verdict, adminNamed(p.subject, rule))) {
             // Every admin rule ends the evaluation, so a repeated text never fires.
-            if (!have.has(text)) rules.push(text);
+            if (!have.has(text))
+              rules.push(out.tagged(text, adminOrigin('AdminNetworkPolicy', p.name, dir, r, peer)));
             have.add(text);
           }
         }
@@ -201,10 +214,17 @@ export function compileAdminTiers(
     if (baseline && baseline.rules[dir].length > 0) {
       const name = ADMIN_CHAINS[dir].baseline;
       const rules: string[] = [];
-      for (const { action, rule } of baseline.rules[dir]) {
-        const verdict = action === 'Allow' ? 'return' : 'drop';
-        for (const text of ruleTexts(dir, rule, verdict, adminNamed(baseline.p.subject, rule))) {
-          if (!rules.includes(text)) rules.push(text);
+      const have = new Set<string>();
+      for (const r of baseline.rules[dir]) {
+        const { action, rule } = r;
+        const verdict = action === 'Allow' ? 'return' : 'counter drop';
+        const texts = ruleTexts(dir, rule, verdict, adminNamed(baseline.p.subject, rule));
+        for (const { text, peer } of texts) {
+          if (!have.has(text)) {
+            const origin = adminOrigin('BaselineAdminNetworkPolicy', baseline.p.name, dir, r, peer);
+            rules.push(out.tagged(text, origin));
+          }
+          have.add(text);
         }
       }
       out.chains.set(name, { name, rules });
@@ -275,4 +295,22 @@ export function compileAdminTiers(
     ],
   });
   return { adminPolicies: anps.length, baselinePolicy: baseline !== null };
+}
+
+function adminOrigin(
+  tier: 'AdminNetworkPolicy' | 'BaselineAdminNetworkPolicy',
+  name: string,
+  direction: Direction,
+  r: CompiledAdminRule,
+  peer: number | undefined,
+): RuleOrigin {
+  return {
+    tier,
+    direction,
+    action: r.action,
+    policies: [{ namespace: '', name }],
+    rule: r.index,
+    ...(r.name ? { ruleName: r.name } : {}),
+    ...(peer === undefined ? {} : { peer }),
+  };
 }

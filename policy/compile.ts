@@ -101,6 +101,7 @@ import { compileAdminTiers } from './admin-tier.ts';
 import { checkPolicy, effectivePolicyTypes } from './check.ts';
 import {
   PROTOCOLS,
+  type AdminAction,
   type CompileInput,
   type CompileStats,
   type LabelSelector,
@@ -112,6 +113,13 @@ import {
 } from './types.ts';
 
 export const POLICY_FORWARD_CHAIN = 'policy-forward';
+/**
+ * The netlink log group (NFLOG) of dropped flows in namespaces that asked for a log;
+ * the agent reads it (agent/droplog.ts). At most DROP_LOG_RATE packets a second per
+ * chain reach it, so a flood costs the kernel and the agent a bounded amount.
+ */
+export const DROP_LOG_GROUP = 2310;
+export const DROP_LOG_RATE = '10/second burst 20 packets';
 export const POLICY_INPUT_CHAIN = 'policy-input';
 export const DISPATCH_MAPS = {
   ingress: { 4: 'policy-ingress-v4', 6: 'policy-ingress-v6' },
@@ -140,6 +148,39 @@ export interface CompileResult {
   table: NftTable;
   problems: PolicyProblem[];
   stats: CompileStats;
+  /**
+   * Who wrote each policy rule: every allow, deny and pass rule of the fragment ends
+   * in `comment "wm-<tag>"`, and this maps the tag to its policy and rule. The drop
+   * rules also carry a `counter`, so the agent reads drops per policy off the kernel
+   * and `wiremesh explain` names the rule that decided a packet.
+   */
+  origins: Record<string, RuleOrigin>;
+}
+
+/** The policy rule an nft rule of the fragment stands for (see CompileResult.origins). */
+export interface RuleOrigin {
+  tier: 'AdminNetworkPolicy' | 'NetworkPolicy' | 'BaselineAdminNetworkPolicy';
+  direction: Direction;
+  /** Allow (the rule returns), Deny (it drops), Pass (on to NetworkPolicy). */
+  action: AdminAction;
+  /**
+   * The policy (namespace '' for the cluster-scoped admin policies). For the drop
+   * that closes a NetworkPolicy chain: every policy selecting the pod, none of which
+   * allowed the packet.
+   */
+  policies: { namespace: string; name: string }[];
+  /** Position of the rule in spec.ingress / spec.egress; absent for the closing drop. */
+  rule?: number;
+  /** An admin policy rule's name. */
+  ruleName?: string;
+  /** Position of the matched peer in the rule's from / to; absent: every address. */
+  peer?: number;
+}
+
+/** A rule text the compiler renders, with the position of the peer it matches. */
+export interface RuleText {
+  text: string;
+  peer?: number;
 }
 
 export type Direction = 'ingress' | 'egress';
@@ -380,6 +421,17 @@ export class FragmentBuilder {
   readonly sets = new Map<string, NftSet>();
   readonly maps = new Map<string, NftMap>();
   readonly chains = new Map<string, NftChain>();
+  readonly origins = new Map<string, RuleOrigin>();
+
+  /**
+   * `text` with the comment naming its origin. A comment costs a packet nothing: the
+   * kernel only stores it.
+   */
+  tagged(text: string, origin: RuleOrigin): string {
+    const tag = `wm-${hash(JSON.stringify(origin)).slice(0, 12)}`;
+    this.origins.set(tag, origin);
+    return `${text} comment "${tag}"`;
+  }
 
   table(): NftTable {
     const byName = <T extends { name: string }>(m: Map<string, T>) =>
@@ -391,6 +443,7 @@ export class FragmentBuilder {
 export function compilePolicies(input: CompileInput): CompileResult {
   const problems: PolicyProblem[] = [];
   const namespaceLabels = new Map<string, Record<string, string>>();
+  const logNamespaces = new Set(input.namespaces.filter((n) => n.logDrops).map((n) => n.name));
   for (const ns of input.namespaces) {
     namespaceLabels.set(ns.name, { ...ns.labels, [METADATA_NAME]: ns.name });
   }
@@ -627,7 +680,7 @@ export function compilePolicies(input: CompileInput): CompileResult {
     rule: CompiledRule,
     verdict: string,
     ingressNamed: (f: Family) => string,
-  ): string[] => {
+  ): RuleText[] => {
     const side = dir === 'ingress' ? 'saddr' : 'daddr';
     const targets: (CompiledPeer | null)[] = rule.peers ?? [null];
     const l4: string[][] = [];
@@ -637,27 +690,31 @@ export function compilePolicies(input: CompileInput): CompileResult {
       if (ports === 'all') l4.push([`meta l4proto ${NFT_PROTO[proto]}`]);
       else if (ports) l4.push([`${NFT_PROTO[proto]} dport { ${ports.map(portText).join(', ')} }`]);
     }
-    const texts: string[] = [];
+    const texts: RuleText[] = [];
     for (const match of l4) {
-      for (const peer of targets) {
+      for (const [i, peer] of targets.entries()) {
         if (!peer) {
-          texts.push([...match, verdict].join(' '));
+          texts.push({ text: [...match, verdict].join(' ') });
           continue;
         }
         for (const f of FAMILIES) {
-          texts.push([`${IPX[f]} ${side} @${peerSet(peer, f)}`, ...match, verdict].join(' '));
+          const text = [`${IPX[f]} ${side} @${peerSet(peer, f)}`, ...match, verdict].join(' ');
+          texts.push({ text, peer: i });
         }
       }
     }
     if (rule.named.length > 0) {
-      for (const peer of targets) {
+      for (const [i, peer] of targets.entries()) {
+        const at = peer ? { peer: i } : {};
         for (const f of FAMILIES) {
           const lookup = `${IPX[f]} daddr . meta l4proto . th dport`;
           if (dir === 'ingress') {
             const from = peer ? [`${IPX[f]} saddr @${peerSet(peer, f)}`] : [];
-            texts.push([...from, `${lookup} @${ingressNamed(f)}`, verdict].join(' '));
+            const text = [...from, `${lookup} @${ingressNamed(f)}`, verdict].join(' ');
+            texts.push({ text, ...at });
           } else {
-            texts.push([`${lookup} @${egressNamedSet(rule, peer, f)}`, verdict].join(' '));
+            const text = [`${lookup} @${egressNamedSet(rule, peer, f)}`, verdict].join(' ');
+            texts.push({ text, ...at });
           }
         }
       }
@@ -680,16 +737,39 @@ export function compilePolicies(input: CompileInput): CompileResult {
       const name = `pol-${tag}-${hash(`${dir}\n${key}`)}`;
       const rules: string[] = [];
       const have = new Set<string>();
+      const origin = (p: CompiledPolicy): Pick<RuleOrigin, 'tier' | 'direction' | 'policies'> => ({
+        tier: 'NetworkPolicy',
+        direction: dir,
+        policies: [{ namespace: p.policy.namespace, name: p.policy.name }],
+      });
       for (const p of group.policies) {
-        for (const rule of p.rules[dir]) {
+        for (const [i, rule] of p.rules[dir].entries()) {
           const named = (f: Family) => ingressNamedSet(p, rule, f);
-          for (const text of ruleTexts(dir, rule, 'return', named)) {
-            if (!have.has(text)) rules.push(text);
+          for (const { text, peer } of ruleTexts(dir, rule, 'return', named)) {
+            // The same match from a later policy never fires: the first one returns.
+            if (!have.has(text)) {
+              const at = peer === undefined ? {} : { peer };
+              rules.push(out.tagged(text, { ...origin(p), action: 'Allow', rule: i, ...at }));
+            }
             have.add(text);
           }
         }
       }
-      rules.push('drop');
+      // Only packets no rule allowed get here: the counter costs allowed traffic nothing,
+      // and so does the log of a namespace that asked for one (absent otherwise).
+      if (group.policies.some((p) => logNamespaces.has(p.policy.namespace)))
+        rules.push(`limit rate ${DROP_LOG_RATE} log group ${DROP_LOG_GROUP}`);
+      rules.push(
+        out.tagged('counter drop', {
+          tier: 'NetworkPolicy',
+          direction: dir,
+          action: 'Deny',
+          policies: group.policies.map((p) => ({
+            namespace: p.policy.namespace,
+            name: p.policy.name,
+          })),
+        }),
+      );
       out.chains.set(name, { name, rules });
       for (const e of group.pods) {
         for (const a of e.addrs) {
@@ -797,6 +877,7 @@ export function compilePolicies(input: CompileInput): CompileResult {
   return {
     table,
     problems,
+    origins: Object.fromEntries(out.origins),
     stats: {
       pods: entries.length,
       localPods: local.length,

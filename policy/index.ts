@@ -20,10 +20,12 @@ export {
   compilePolicies,
   POLICY_FORWARD_CHAIN,
   POLICY_INPUT_CHAIN,
+  DROP_LOG_GROUP,
   DISPATCH_MAPS,
   ADMIN_MAPS,
   ADMIN_CHAINS,
   type CompileResult,
+  type RuleOrigin,
 } from './compile.ts';
 export {
   networkPolicyFromK8s,
@@ -32,7 +34,8 @@ export {
   samePodForPolicy,
   namespaceFromK8s,
   labelSelectorFromK8s,
+  ANNOTATION_LOG_DROPS,
 } from './k8s.ts';
 export { adminNetworkPolicyFromK8s, baselineAdminNetworkPolicyFromK8s } from './admin-k8s.ts';
-export { hookVerdict, renderFragment, type Packet } from './nftsim.ts';
+export { hookVerdict, traceVerdict, renderFragment, type Packet } from './nftsim.ts';
 export * from './types.ts';

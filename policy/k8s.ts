@@ -437,5 +437,12 @@ export function namespaceFromK8s(obj: Readonly<V1Namespace> | object): {
         });
     }
   }
-  return { namespace: { name, labels: out }, problems };
+  const logDrops = (obj as Readonly<V1Namespace>).metadata?.annotations?.[ANNOTATION_LOG_DROPS];
+  return {
+    namespace: logDrops === 'true' ? { name, labels: out, logDrops: true } : { name, labels: out },
+    problems,
+  };
 }
+
+/** Namespace annotation switching on the log of flows its NetworkPolicies drop. */
+export const ANNOTATION_LOG_DROPS = 'wiremesh.io/log-drops';

@@ -24,15 +24,36 @@ export type Verdict = 'accept' | 'drop' | 'return';
 
 /** What the hook does with `pkt` when its base chain (policy accept) jumps to `entry`. */
 export function hookVerdict(table: NftTable, entry: string, pkt: Packet): 'accept' | 'drop' {
-  return evalChain(table, entry, pkt, 0) === 'drop' ? 'drop' : 'accept';
+  return traceVerdict(table, entry, pkt).verdict;
 }
 
-function evalChain(table: NftTable, name: string, pkt: Packet, depth: number): Verdict {
+/**
+ * hookVerdict, and the comment tags (`comment "wm-..."`) of the rules that matched on
+ * the way, in order: the last one is the rule that decided (none: no policy rule
+ * matched, the packet passed by default).
+ */
+export function traceVerdict(
+  table: NftTable,
+  entry: string,
+  pkt: Packet,
+): { verdict: 'accept' | 'drop'; tags: string[] } {
+  const tags: string[] = [];
+  const v = evalChain(table, entry, pkt, 0, tags);
+  return { verdict: v === 'drop' ? 'drop' : 'accept', tags };
+}
+
+function evalChain(
+  table: NftTable,
+  name: string,
+  pkt: Packet,
+  depth: number,
+  tags: string[],
+): Verdict {
   if (depth > 16) throw new Error(`jump depth exceeded at ${name}`);
   const chain = table.chains.find((c) => c.name === name);
   if (!chain) throw new Error(`no chain ${name}`);
   for (const rule of chain.rules) {
-    const v = evalRule(table, rule, pkt, depth);
+    const v = evalRule(table, rule, pkt, depth, tags);
     if (v === 'return') return 'return';
     if (v !== null) return v;
   }
@@ -52,7 +73,19 @@ function valueOf(addr: string): bigint {
 }
 
 /** null: the rule did not match (or matched without a verdict); go on. */
-function evalRule(table: NftTable, rule: string, pkt: Packet, depth: number): Verdict | null {
+function evalRule(
+  table: NftTable,
+  full: string,
+  pkt: Packet,
+  depth: number,
+  tags: string[],
+): Verdict | null {
+  // A trailing comment is no match; its tag is recorded when the rule's verdict is reached.
+  const commented = / comment "([^"]*)"$/.exec(full);
+  const rule = commented ? full.slice(0, commented.index) : full;
+  const matched = () => {
+    if (commented?.[1]) tags.push(commented[1]);
+  };
   const t = rule.split(' ');
   let i = 0;
   const next = () => {
@@ -95,7 +128,8 @@ function evalRule(table: NftTable, rule: string, pkt: Packet, depth: number): Ve
             ([k]) => valueOf(k) === valueOf(addr),
           )?.[1];
           if (verdict === undefined) return null;
-          return applyVerdict(table, verdict, pkt, depth);
+          matched();
+          return applyVerdict(table, verdict, pkt, depth, tags);
         }
         if (what === '.') {
           // ip daddr . meta l4proto . th dport @set
@@ -147,14 +181,31 @@ function evalRule(table: NftTable, rule: string, pkt: Packet, depth: number): Ve
         if (pkt.proto !== 'ipv6-icmp' || !types.includes(pkt.icmpv6Type ?? '')) return null;
         break;
       }
+      case 'counter':
+        // Counts, never decides.
+        break;
+      case 'limit': {
+        // `limit rate N/second burst M packets`: taken as under the limit.
+        const shape = [next(), next(), next(), next(), next()];
+        if (shape[0] !== 'rate' || shape[2] !== 'burst' || shape[4] !== 'packets')
+          throw new Error(`unknown limit: ${rule}`);
+        break;
+      }
+      case 'log':
+        // `log group N`: logs, never decides.
+        if (next() !== 'group') throw new Error(`unknown log: ${rule}`);
+        next();
+        break;
       case 'return':
       case 'drop':
       case 'accept':
         if (i !== t.length) throw new Error(`verdict not last: ${rule}`);
+        matched();
         return tok;
       case 'jump':
       case 'goto':
-        return applyVerdict(table, `${tok} ${next()}`, pkt, depth);
+        matched();
+        return applyVerdict(table, `${tok} ${next()}`, pkt, depth, tags);
       default:
         throw new Error(`unknown rule shape at '${tok}': ${rule}`);
     }
@@ -172,11 +223,12 @@ function applyVerdict(
   verdict: string,
   pkt: Packet,
   depth: number,
+  tags: string[],
 ): Verdict | null {
   if (verdict === 'accept' || verdict === 'drop' || verdict === 'return') return verdict;
   const [op, chain] = verdict.split(' ');
   if ((op !== 'jump' && op !== 'goto') || !chain) throw new Error(`unknown verdict ${verdict}`);
-  const v = evalChain(table, chain, pkt, depth + 1);
+  const v = evalChain(table, chain, pkt, depth + 1, tags);
   if (op === 'goto') return v;
   return v === 'return' ? null : v;
 }

@@ -36,6 +36,11 @@ export interface PolicyPod {
 export interface PolicyNamespace {
   name: string;
   labels: Record<string, string>;
+  /**
+   * The namespace asks for a log of the flows its NetworkPolicies drop (annotation
+   * `wiremesh.io/log-drops: "true"`); absent or false: no log rule, no cost.
+   */
+  logDrops?: boolean;
 }
 
 export interface IpBlock {

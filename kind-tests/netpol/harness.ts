@@ -103,6 +103,8 @@ export interface Verdict {
   ms: number;
   /** Duration of each round. */
   roundMs: number[];
+  /** The round that matched: per family and port/protocol key, what was observed. */
+  observed: Map<string, TruthTable>;
 }
 
 export interface HarnessOptions {
@@ -390,7 +392,13 @@ export class NetpolHarness {
       const matched = [...expected].every(([k, t]) =>
         t.equals(round.observed.get(k) as TruthTable),
       );
-      if (matched) return { rounds: roundMs.length, ms: Date.now() - start, roundMs };
+      if (matched)
+        return {
+          rounds: roundMs.length,
+          ms: Date.now() - start,
+          roundMs,
+          observed: round.observed,
+        };
       if (Date.now() - start >= deadlineMs)
         throw new Error(mismatchReport(what, expected, round, roundMs.length, Date.now() - start));
       await sleep(200);
