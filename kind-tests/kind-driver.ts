@@ -35,7 +35,7 @@ export const CONTROL_TRAFFIC = 'tcp port 6443 or tcp port 10250';
 /** kubectl with one kubeconfig, every call through a Runner. */
 export class Kubectl {
   readonly kubeconfig: string;
-  private readonly binary: string;
+  readonly binary: string;
   private readonly runner: Runner;
 
   constructor(kubeconfig: string, binary = 'kubectl', runner: Runner = defaultRunner) {
@@ -373,8 +373,14 @@ export class KindDriver implements ClusterDriver {
     return JSON.parse(res.stdout) as AgentStatus;
   }
 
+  /** The cluster's own control traffic (kubelets, the apiserver) is left out. */
   async captureUnderlay(node: string, filter = ''): Promise<Capture> {
-    // The link that holds the node's InternalIP (eth0 on a kind node).
+    const link = await this.underlayLink(node);
+    return this.captureInNode(node, link, filterAnd(`not (${CONTROL_TRAFFIC})`, filter));
+  }
+
+  /** The link that holds the node's InternalIP (eth0 on a kind node). */
+  async underlayLink(node: string): Promise<string> {
     const ip = this.underlayIP(node);
     const addrs = JSON.parse((await this.execInNode(node, ['ip', '-j', '-4', 'addr'])).stdout) as {
       ifname: string;
@@ -382,7 +388,7 @@ export class KindDriver implements ClusterDriver {
     }[];
     const link = addrs.find((l) => l.addr_info?.some((a) => a.local === ip))?.ifname;
     if (!link) throw new Error(`no link on ${node} holds its InternalIP ${ip}`);
-    return this.captureInNode(node, link, filterAnd(`not (${CONTROL_TRAFFIC})`, filter));
+    return link;
   }
 
   captureInNode(node: string, iface: string, filter = ''): Promise<Capture> {

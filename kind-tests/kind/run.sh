@@ -11,13 +11,17 @@
 #          (no kind node needed: the lab's e2e test runs this step against its apiserver)
 #   suites print the suites `all` would run
 # Environment: KIND_CLUSTER_NAME (wiremesh), KIND_NODE_IMAGE (kind's default),
-#   KUBECTL (kubectl), KIND_KEEP (0), KUBECONFIG (for apply), KIND_SUITES (every
+#   KUBECTL (kubectl), KIND (kind), KIND_PREBUILT_IMAGES (an images.txt of
+#   hack/build-images.sh: `docker load` the wiremesh and probe images from there
+#   instead of `docker build`; kind-env.sh sets it), KIND_MATCH (an ava --match
+#   pattern, e.g. '!*neighbour discovery*' on an IPv4-only cluster), KIND_KEEP (0), KUBECONFIG (for apply), KIND_SUITES (every
 #   suite that calls openCluster(), e.g. "mesh.e2e.test.ts netpol.e2e.test.ts").
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 kubectl_bin="${KUBECTL:-kubectl}"
+kind_bin="${KIND:-kind}"
 cluster="${KIND_CLUSTER_NAME:-wiremesh}"
 probe_image="wiremesh-probe:e2e"
 # The image the DaemonSet names: built and loaded under that very name.
@@ -39,6 +43,11 @@ apply_manifest() {
   [[ -n "${KUBECONFIG:-}" ]] || die "KUBECONFIG is not set"
   say "applying deploy/wiremesh.yaml"
   kc apply -f "$root/deploy/wiremesh.yaml"
+  # The admission policies holding each agent to its own node, where the checkout has them.
+  if [[ -f "$root/deploy/admission.yaml" ]]; then
+    say "applying deploy/admission.yaml"
+    kc apply -f "$root/deploy/admission.yaml"
+  fi
   kc wait --for=condition=established --timeout=60s \
     crd/ippools.wiremesh.io crd/ipamblocks.wiremesh.io
   kc get nodes -o wide
@@ -63,7 +72,7 @@ select_suites() {
 }
 
 run_all() {
-  need kind docker "$kubectl_bin"
+  need "$kind_bin" docker "$kubectl_bin"
   # The suites first, so a wrong KIND_SUITES fails before a cluster is made.
   local list suites=()
   list="$(select_suites)" || exit 1
@@ -71,22 +80,33 @@ run_all() {
   mapfile -t suites <<<"$list"
   export KUBECONFIG="${KIND_KUBECONFIG:-$root/.cache/kind/$cluster.kubeconfig}"
   mkdir -p "$(dirname "$KUBECONFIG")"
-  if kind get clusters 2>/dev/null | grep -qx "$cluster"; then
+  if "$kind_bin" get clusters 2>/dev/null | grep -qx "$cluster"; then
     say "using the existing cluster $cluster"
-    kind export kubeconfig --name "$cluster" --kubeconfig "$KUBECONFIG"
+    "$kind_bin" export kubeconfig --name "$cluster" --kubeconfig "$KUBECONFIG"
   else
     say "creating the cluster $cluster"
-    kind create cluster --name "$cluster" --config "$here/cluster.yaml" \
+    "$kind_bin" create cluster --name "$cluster" --config "$here/cluster.yaml" \
       --kubeconfig "$KUBECONFIG" ${KIND_NODE_IMAGE:+--image "$KIND_NODE_IMAGE"}
   fi
   if [[ "${KIND_KEEP:-0}" != 1 ]]; then
-    trap 'say "deleting the cluster $cluster"; kind delete cluster --name "$cluster"' EXIT
+    trap 'say "deleting the cluster $cluster"; "$kind_bin" delete cluster --name "$cluster"' EXIT
   fi
 
-  say "building $image and $probe_image"
-  docker build -t "$image" "$root"
-  docker build -t "$probe_image" -f "$here/probe.Dockerfile" "$root/kind-tests"
-  kind load docker-image --name "$cluster" "$image" "$probe_image"
+  if [[ -n "${KIND_PREBUILT_IMAGES:-}" ]]; then
+    # Images built without Docker (hack/build-images.sh), as docker-archive tarballs.
+    local ref file
+    for ref in "$image" "$probe_image"; do
+      file="$(awk -v r="$ref" '$1 == r {print $2}' "$KIND_PREBUILT_IMAGES")"
+      [[ -n "$file" ]] || die "$KIND_PREBUILT_IMAGES lists no $ref"
+      say "loading $ref from $file"
+      docker load -i "$file"
+    done
+  else
+    say "building $image and $probe_image"
+    docker build -t "$image" "$root"
+    docker build -t "$probe_image" -f "$here/probe.Dockerfile" "$root/kind-tests"
+  fi
+  "$kind_bin" load docker-image --name "$cluster" "$image" "$probe_image"
 
   apply_manifest
   kc -n kube-system rollout status daemonset/wiremesh-agent --timeout=300s
@@ -95,8 +115,10 @@ run_all() {
   kc wait --for=condition=Ready nodes --all --timeout=300s
 
   say "running ${#suites[@]} suite(s) on kind: ${suites[*]##*/}"
-  (cd "$root" && WIREMESH_E2E_CLUSTER=kind WIREMESH_KUBECTL="$kubectl_bin" \
-    node_modules/.bin/ava --tap --serial "${suites[@]}")
+  # node_modules/.bin first: the suites run on the project's Node.js 24 (the npm
+  # package), not on whatever `node` the machine has.
+  (cd "$root" && PATH="$root/node_modules/.bin:$PATH" WIREMESH_E2E_CLUSTER=kind WIREMESH_KUBECTL="$kubectl_bin" \
+    node_modules/.bin/ava --tap --serial ${KIND_MATCH:+--match "$KIND_MATCH"} "${suites[@]}")
 }
 
 case "${1:-all}" in
