@@ -11,6 +11,7 @@ import { Lab } from '../lab/index.ts';
 import { LabDriver } from './lab-driver.ts';
 import { eventually } from './probes.ts';
 import { defaultRunner, toolPath, systemEnv } from '../sys/index.ts';
+import { wiremeshConflist } from '../cni/index.ts';
 
 let driver: LabDriver | undefined;
 let lab: Lab;
@@ -160,10 +161,16 @@ function cnitoolOn(node: string, network: string, netns: string, pod: string, ca
 }
 
 test.serial('cnitool drives ADD, CHECK, STATUS, GC and DEL on several nodes', async (t) => {
+  // The installed conflist chains portmap and bandwidth at 1.0.0, which has no GC or
+  // STATUS; wiremesh alone is what `install-cni --chain none` writes, 1.1.0 offered.
+  const alone = { ...wiremeshConflist({ chain: [] }), name: 'wmtool' };
   for (const node of lab.plan.nodes) {
+    await lab.execInNode(node.name, ['sh', '-c', 'cat > /etc/cni/net.d/15-wmtool.conflist'], {
+      input: JSON.stringify(alone),
+    });
     const netns = `wmp-${lab.plan.name}-tool-${node.index}`;
     await defaultRunner.run(['ip', 'netns', 'add', netns]);
-    const cnitool = cnitoolOn(node.name, 'wiremesh', netns, `tool-${node.index}`);
+    const cnitool = cnitoolOn(node.name, 'wmtool', netns, `tool-${node.index}`);
     try {
       const add = await cnitool('add');
       t.is(add.code, 0, `${node.name} ADD: ${add.stderr}`);
@@ -186,6 +193,7 @@ test.serial('cnitool drives ADD, CHECK, STATUS, GC and DEL on several nodes', as
     } finally {
       await cnitool('del');
       await defaultRunner.run(['ip', 'netns', 'del', netns], { allowFailure: true });
+      await lab.execInNode(node.name, ['rm', '-f', '/etc/cni/net.d/15-wmtool.conflist']);
     }
   }
 });

@@ -175,3 +175,6 @@ export async function eventually(
     `timed out after ${timeoutMs} ms waiting for ${what}${lastError ? ` (last error: ${lastError})` : ''}`,
   );
 }
+
+/** A decoded tcpdump line of a WireGuard packet (UDP to or from port 51825). */
+export const WIREGUARD_PACKET = /\.51825[ :].*UDP|UDP.*\.51825/;

@@ -3,20 +3,25 @@
 // Service and its DNS name work from a pod on another node; a pod on a node
 // without the control plane reaches the apiserver through the `kubernetes`
 // Service (the apiserver answers from its own node address, through the mesh);
-// all of it crosses the underlay as WireGuard only; and a pod the kubelet deletes
-// gives its address back. Run by the cluster tier (WIREMESH_E2E_CLUSTER=real).
+// a pod reaches a hostNetwork server on another node's own address; all of it
+// crosses the underlay as WireGuard only, with host encryption off and on; and a
+// pod the kubelet deletes gives its address back. Run by the cluster tier
+// (WIREMESH_E2E_CLUSTER=real).
 import test from 'ava';
 import { openCluster } from '../lab-driver.ts';
-import { KindDriver } from '../kind-driver.ts';
+import { KindDriver, probePod } from '../kind-driver.ts';
 import type { ClusterPod } from '../driver.ts';
-import { eventually } from '../probes.ts';
-import { runProbes, serveArgv } from '../netpol/prober.ts';
+import { eventually, WIREGUARD_PACKET } from '../probes.ts';
+import { runProbes, serveArgv, type Exec } from '../netpol/prober.ts';
 
 const NAMESPACE = 'wiremesh-e2e-svc';
 const PORT = 8080;
+// The hostNetwork server's port on its node's own address.
+const HOST_PORT = 18081;
 let driver: KindDriver | undefined;
 let server: ClusterPod | undefined;
 let client: ClusterPod | undefined;
+let hostServerNode = '';
 
 const d = (): KindDriver => {
   if (!driver) throw new Error('no cluster: test.before failed');
@@ -50,6 +55,23 @@ test.before(async () => {
     serveArgv([PORT], 'svc-server', driver.proberPath()),
   );
   client = await driver.createPod(clientNode, NAMESPACE, 'client');
+  // A hostNetwork server, as a node-level service (or an apiserver) is: it answers
+  // from the node's own address, not from a pod address.
+  hostServerNode = serverNode;
+  const hostServer = probePod(
+    serverNode,
+    NAMESPACE,
+    'host-server',
+    {},
+    [],
+    serveArgv([HOST_PORT], 'host-server', driver.proberPath()),
+  ) as { spec: Record<string, unknown> };
+  hostServer.spec.hostNetwork = true;
+  await driver.kubectl.apply('-', JSON.stringify(hostServer));
+  await driver.kubectl.wait(['pod/host-server'], 'condition=Ready', {
+    namespace: NAMESPACE,
+    timeoutSeconds: 120,
+  });
   await driver.kubectl.apply(
     '-',
     JSON.stringify({
@@ -75,6 +97,62 @@ async function clusterIP(): Promise<string> {
     'echo',
   ]);
   return svc.spec.clusterIP;
+}
+
+/** GET /livez of the apiserver through the `kubernetes` Service, from the client pod. */
+async function apiserverLivez(c: ClusterPod): Promise<void> {
+  await eventually(
+    'GET https://kubernetes.default.svc/livez from the client pod',
+    async () => {
+      const res = await d().execInPod(
+        c.namespace,
+        c.name,
+        ['curl', '-sk', '--max-time', '3', 'https://kubernetes.default.svc/livez'],
+        { allowFailure: true },
+      );
+      return res.code === 0 && res.stdout.trim() === 'ok';
+    },
+    60_000,
+    1000,
+  );
+}
+
+/** The hostNetwork server answers `from` (the client pod, or a node by its probe). */
+async function reachHostServer(from: ClusterPod | { node: string }): Promise<void> {
+  const ip = d().underlayIP(hostServerNode);
+  const exec: Exec =
+    'name' in from
+      ? (argv, o) => d().execInPod(from.namespace, from.name, argv, o)
+      : (argv, o) => d().execInNode(from.node, argv, o);
+  await eventually(
+    `${'name' in from ? from.name : from.node} -> host-server at ${ip}:${HOST_PORT}`,
+    async () => {
+      const [r] = await runProbes(
+        exec,
+        [{ proto: 'TCP', ip, port: HOST_PORT }],
+        1000,
+        d().proberPath(),
+      );
+      return r?.result === 'reachable' && r.answer === 'host-server';
+    },
+    60_000,
+    500,
+  );
+}
+
+async function setHostEncryption(on: boolean): Promise<void> {
+  await d().kubectl.run([
+    '-n',
+    'kube-system',
+    'patch',
+    'configmap',
+    'wiremesh-config',
+    '--type=merge',
+    '-p',
+    JSON.stringify({ data: { 'host-encryption': String(on) } }),
+  ]);
+  await d().kubectl.run(['-n', 'kube-system', 'rollout', 'restart', 'daemonset/wiremesh-agent']);
+  await d().kubectl.rolloutStatus('daemonset', 'wiremesh-agent', 'kube-system', 300);
 }
 
 test.serial(
@@ -122,34 +200,39 @@ test.serial(
     if (!client) throw new Error('pods missing');
     const c = client;
     const wire = await d().captureUnderlay(c.node, 'ip');
-    let out = '';
     try {
-      await eventually(
-        'GET https://kubernetes.default.svc/livez from the client pod',
-        async () => {
-          const res = await d().execInPod(
-            c.namespace,
-            c.name,
-            ['curl', '-sk', '--max-time', '3', 'https://kubernetes.default.svc/livez'],
-            { allowFailure: true },
-          );
-          out = res.stdout.trim();
-          return res.code === 0 && out === 'ok';
-        },
-        30_000,
-        1000,
-      );
+      await apiserverLivez(c);
     } finally {
       const w = await wire.stop();
       // The cluster's own traffic (kubelets to the apiserver) is left out of the
       // capture; what remains between the nodes must be WireGuard, never the pod.
-      for (const line of w.lines) t.regex(line, /\.51825[ :].*UDP|UDP.*\.51825/, line);
+      for (const line of w.lines) t.regex(line, WIREGUARD_PACKET, line);
       t.false(
         w.lines.some((l) => l.includes(c.ips[0] ?? '-')),
         'the pod address never crosses the underlay',
       );
     }
-    t.is(out, 'ok');
+  },
+);
+
+test.serial(
+  "a pod reaches a hostNetwork server on another node's own address, encrypted",
+  async (t) => {
+    if (!client) throw new Error('pods missing');
+    const c = client;
+    t.not(c.node, hostServerNode, 'client and host-server on different nodes');
+    const wire = await d().captureUnderlay(c.node, 'ip');
+    try {
+      await reachHostServer(c);
+    } finally {
+      const w = await wire.stop();
+      t.true(w.lines.length > 0, 'the capture saw the exchange');
+      for (const line of w.lines) t.regex(line, WIREGUARD_PACKET, line);
+      t.false(
+        w.lines.some((l) => l.includes(c.ips[0] ?? '-')),
+        'the pod address never crosses the underlay',
+      );
+    }
   },
 );
 
@@ -170,3 +253,50 @@ test.serial('a pod deleted by the kubelet gives its address back to its block', 
   await eventually(`${ip} released`, async () => !(await allocated()), 30_000, 500);
   t.false(await allocated(), `${ip} is free again`);
 });
+
+// Last: it restarts the agents twice (on, then off again).
+test.serial(
+  "with host encryption on, the apiserver, a hostNetwork server and the nodes' own traffic cross the underlay as WireGuard only",
+  async (t) => {
+    // Two rolling restarts of every agent: longer than ava's inactivity timeout on a
+    // slow machine.
+    t.timeout(15 * 60_000);
+    if (!client) throw new Error('pods missing');
+    const c = client;
+    const nodeIPs = d()
+      .nodeNames()
+      .map((n) => d().underlayIP(n));
+    const hosts = nodeIPs.map((ip) => `host ${ip}`).join(' or ');
+    try {
+      await setHostEncryption(true);
+      // The mesh is back (the restart took wireguard-go down) before the capture.
+      await reachHostServer(c);
+      // Everything between the nodes this time, the kubelets' and apiserver's too.
+      const wire = await d().captureInNode(
+        c.node,
+        await d().underlayLink(c.node),
+        `ip and (src ${hosts}) and (dst ${hosts})`,
+      );
+      try {
+        await apiserverLivez(c);
+        await reachHostServer(c);
+        await reachHostServer({ node: c.node });
+        // kubectl exec and logs go apiserver -> kubelet on the client's node.
+        await d().execInPod(c.namespace, c.name, ['true']);
+      } finally {
+        const w = await wire.stop();
+        t.true(w.lines.length > 0, 'the capture saw the nodes talk');
+        const plain = w.lines.filter((l) => !WIREGUARD_PACKET.test(l));
+        t.deepEqual(
+          plain.slice(0, 10),
+          [],
+          `${plain.length} of ${w.lines.length} packets were not WireGuard`,
+        );
+      }
+    } finally {
+      await setHostEncryption(false);
+    }
+    // And the pod path still works once host encryption is off again.
+    await reachHostServer(c);
+  },
+);
