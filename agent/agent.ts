@@ -24,18 +24,36 @@
 // path planner those ranges are reached only through WireGuard (no masquerade, a
 // Required pool's traffic to them dropped off the tunnel). One node per cluster
 // (statusWriterNode) writes the RemoteClusters' conditions.
+//
+// Route damage: a route watch (agent/routewatch.ts) follows the kernel's
+// route and rule notifications; when a route the node needs goes (a flushed table, a
+// pod's host route deleted by hand), it schedules the `routes` phase, which restores
+// the pods' host routes and the underlay's connected route (agent/routerepair.ts) and
+// runs the mesh phase, whose drivers put back their own routes and rules.
 import { existsSync } from 'node:fs';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { V1Node, KubernetesObject } from '@kubernetes/client-node';
 import { kubeClient, Informer, type KubeClient } from '../kube/index.ts';
 import { KeyStore, type WireGuardKeyPair } from '../crypto/index.ts';
-import { WgCli, probeEncapsulations, type Availability, type WgClient } from '../tunnels/index.ts';
+import {
+  ENCAP_ROUTE_PROTOCOL,
+  ENCRYPT_ROUTE_TABLE,
+  WgCli,
+  probeEncapsulations,
+  type Availability,
+  type WgClient,
+} from '../tunnels/index.ts';
+import { POD_ROUTE_PROTOCOL } from '../cni/index.ts';
 import { IpCli, defaultRunner, type IpClient } from '../sys/index.ts';
 import { NftCli, NftTableMonitor, TableDriver } from '../nftables/index.ts';
 import type { NftTable } from '../nftables/model.ts';
 import { PolicyWatch } from './policy.ts';
+import type { RuleOrigin } from '../policy/index.ts';
 import { composeTable } from './nftable.ts';
-import { meshNodeFromK8s, type MeshNode } from './meshnode.ts';
+import { DropAccounting, readRuleCounters, type DropTotals } from './drops.ts';
+import { DropLog } from './droplog.ts';
+import { meshNodeFromK8s, KeyObservations, type MeshNode } from './meshnode.ts';
+import { admitBlocks, blockClaimFromK8s, type RefusedBlock } from './blocks.ts';
 import { assignTunnelAddresses, planMesh, type MeshPlan, type MeshSettings } from './plan.ts';
 import { planPaths, type PathBlock, type PathInput, type PathPlan } from './paths.ts';
 import { PathDriver, pathReportChanged } from './pathdriver.ts';
@@ -48,18 +66,17 @@ import { Reconciler, type DirtyPhases } from './reconciler.ts';
 import { PodNetwork } from './podnetwork.ts';
 import { pathMtu } from './mtu.ts';
 import { runInformer } from './watch.ts';
-import {
-  ipamBlockFromK8s,
-  IPAM_GROUP,
-  IPAM_VERSION,
-  IPAMBLOCK_PLURAL,
-  type IpPool,
-} from '../ipam/index.ts';
+import { RouteWatch, announceDeletions, type RouteEvent } from './routewatch.ts';
+import { restoreHostRoutes, restoreRemovedRoutes, type PodAddress } from './routerepair.ts';
+import type { RouteStatus } from './status.ts';
+import { IPAM_GROUP, IPAM_VERSION, IPAMBLOCK_PLURAL, type IpPool } from '../ipam/index.ts';
 import { KubeEventRecorder } from './events.ts';
 import {
   ANNOTATION_PUBLIC_KEY,
   ANNOTATION_ENDPOINT,
   ANNOTATION_HOST_ENCRYPTION,
+  HOST_ROUTE_TABLE,
+  ROUTE_PROTOCOL,
   WIREGUARD_DEVICE,
 } from './annotations.ts';
 import { formatEndpoint } from './endpoint.ts';
@@ -69,6 +86,7 @@ import { composeStatus, type AgentStatus } from './status.ts';
 import type { HealthFacts } from './health.ts';
 import { splitPathNft } from './pathnft.ts';
 import {
+  reportBlockProblems,
   reportNodeProblems,
   reportPathEvents,
   reportRemoteProblems,
@@ -81,6 +99,16 @@ import {
   statusWriterNode,
   type RemotePlan,
 } from '../multicluster/index.ts';
+
+/** Routes removed by someone else and not yet repaired (see RouteStatus.lastRepair). */
+interface RouteDamage {
+  /** When the route watch reported it (unix ms). */
+  at: number;
+  count: number;
+  removed: string[];
+  /** When the removed routes were written back, ms after `at`. */
+  restoredMs?: number;
+}
 
 export class Agent {
   readonly config: AgentConfig;
@@ -108,9 +136,18 @@ export class Agent {
   private pathNftKey = '';
   private readonly table: TableDriver;
   private policyStatus: AgentStatus['policy'] = { stats: null, problems: 0, lastApply: null };
+  /** The rule origins of the policy table last applied, and the drop totals read with them. */
+  private policyOrigins: Record<string, RuleOrigin> = {};
+  private readonly drops = new DropAccounting();
+  private policyTable: NftTable = { sets: [], maps: [], chains: [] };
+  private readonly dropLog: DropLog;
   private tableReads = 0;
   private events: KubeEventRecorder;
   private lastPlan: MeshPlan | null = null;
+  private lastRefusedBlocks: RefusedBlock[] | null = null;
+  private readonly keySeen = new KeyObservations();
+  /** Annotations this agent has published since it started (for the repair's log line). */
+  private readonly published = new Map<string, string | null>();
   private multicluster: MultiClusterWatch | undefined;
   private lastRemote: RemotePlan | null = null;
   private readonly remoteStatus: RemoteClusterStatusWriter;
@@ -118,6 +155,18 @@ export class Agent {
   private rotationTimer: NodeJS.Timeout | undefined;
   private watchdog: NodeJS.Timeout | undefined;
   private readonly tableMonitor: NftTableMonitor;
+  private readonly routeWatch: RouteWatch;
+  /** The device of this node's InternalIP, as the last mesh pass found it. */
+  private underlayDev: string | null = null;
+  /** Route damage seen and not yet repaired: when, and what went. */
+  private pendingDamage: RouteDamage | null = null;
+  /** The removed routes, as the kernel described them, to put back first. */
+  private toRestore: RouteEvent[] = [];
+  private routeStatus: Omit<RouteStatus, 'watching' | 'removed'> = {
+    repairs: 0,
+    restored: 0,
+    lastRepair: null,
+  };
   readonly reconciler: Reconciler;
 
   constructor(config: AgentConfig, log: Logger) {
@@ -126,7 +175,34 @@ export class Agent {
     this.kube = kubeClient(config.kubeconfig);
     this.keys = new KeyStore(config.stateDir);
     this.wg = new WgCli(defaultRunner);
-    this.ip = new IpCli(defaultRunner);
+    // A route the node needs, removed by anyone else (`ip route flush table main`),
+    // would cut its pods off until the next resync; the kernel tells us at once. The
+    // agent's own deletions are announced to the watch, so they are no damage.
+    this.routeWatch = new RouteWatch({
+      watched: () => ({
+        protocols: [ROUTE_PROTOCOL, POD_ROUTE_PROTOCOL, ENCAP_ROUTE_PROTOCOL],
+        tables: [HOST_ROUTE_TABLE, ENCRYPT_ROUTE_TABLE],
+        connectedDevs: this.underlayDev === null ? [] : [this.underlayDev],
+      }),
+      onDamage: (events) => {
+        const removed = events.map((e) => e.text);
+        this.log.warn('routes removed outside the agent; repairing', {
+          count: removed.length,
+          removed: removed.slice(0, 10),
+        });
+        const earlier = this.pendingDamage?.removed ?? [];
+        this.pendingDamage = {
+          at: this.pendingDamage?.at ?? Date.now(),
+          count: (this.pendingDamage?.count ?? 0) + removed.length,
+          removed: [...earlier, ...removed].slice(0, 10),
+        };
+        this.toRestore.push(...events);
+        this.reconciler.schedule('route damage', 'routes');
+      },
+      onUnseen: (reason) => this.reconciler.schedule(reason, 'routes'),
+      onError: (e) => this.log.warn('route monitor stopped; restarting', { error: e.message }),
+    });
+    this.ip = announceDeletions(new IpCli(defaultRunner), this.routeWatch);
     // The table deleted or changed by hand would leave the node without policy or
     // without the fail-closed drops until the next resync; the kernel tells us at once.
     // It also spares a resync reading the table back while nobody else changed it.
@@ -138,6 +214,10 @@ export class Agent {
       onError: (e) => this.log.warn('nftables monitor stopped; restarting', { error: e.message }),
     });
     const monitor = this.tableMonitor;
+    this.dropLog = new DropLog(log, () => ({
+      table: this.policyTable,
+      origins: this.policyOrigins,
+    }));
     this.table = new TableDriver(
       new NftCli(defaultRunner, { onTransaction: (pid) => monitor.ownProcess(pid) }),
     );
@@ -197,7 +277,12 @@ export class Agent {
     });
     await this.defaultPools.start();
     this.informer = new Informer<V1Node>(this.kube, '/api/v1/nodes');
-    await runInformer(this.informer, 'nodes', this.log, schedule);
+    // Key sightings are recorded as the events arrive (see KeyObservations).
+    await runInformer(this.informer, 'nodes', this.log, (reason) => {
+      this.observeKeys();
+      schedule(reason);
+    });
+    this.observeKeys();
     this.blockInformer = new Informer<KubernetesObject>(
       this.kube,
       `/apis/${IPAM_GROUP}/${IPAM_VERSION}/${IPAMBLOCK_PLURAL}`,
@@ -237,6 +322,7 @@ export class Agent {
     this.policy = new PolicyWatch(this.kube, this.log);
     await this.policy.start((reason) => this.reconciler.schedule(reason, 'policy'));
     await this.tableMonitor.start();
+    await this.routeWatch.start();
     this.multicluster = new MultiClusterWatch({
       kube: this.kube,
       log: this.log,
@@ -266,6 +352,8 @@ export class Agent {
     if (this.rotationTimer) clearInterval(this.rotationTimer);
     if (this.watchdog) clearInterval(this.watchdog);
     this.tableMonitor.stop();
+    this.routeWatch.stop();
+    await this.dropLog.stop();
     this.defaultPools?.stop();
     await this.informer?.stop();
     await this.blockInformer?.stop();
@@ -292,14 +380,31 @@ export class Agent {
     return { publicKey: this.keyPair.publicKey };
   }
 
-  /** Pod address blocks (CIDR, owner, pool), from the IPAMBlock objects (validated). */
-  private blocks(): PathBlock[] {
-    const out: PathBlock[] = [];
-    for (const raw of this.blockInformer.list()) {
-      const { block } = ipamBlockFromK8s(raw);
-      if (block) out.push({ cidr: block.cidr, node: block.node, pool: block.pool });
-    }
-    return out;
+  private observeKeys(): void {
+    this.keySeen.observe(
+      this.informer.list().map((n) => ({
+        name: n.metadata?.name ?? '',
+        key: n.metadata?.annotations?.[ANNOTATION_PUBLIC_KEY] ?? null,
+      })),
+      Date.now(),
+    );
+  }
+
+  /**
+   * Pod address blocks (CIDR, owner, pool) from the IPAMBlock objects, only those an
+   * IPAM could have made (agent/blocks.ts); the refused ones for Events.
+   */
+  private blocks(nodes: readonly MeshNode[], pools: readonly IpPool[]) {
+    const claims = this.blockInformer.list().flatMap((raw) => blockClaimFromK8s(raw) ?? []);
+    return admitBlocks({
+      self: this.config.nodeName,
+      blocks: claims,
+      pools,
+      nodes: nodes.map((n) => n.name),
+      localAddresses: (this.podNetwork?.ipam.blocks() ?? []).flatMap((b) =>
+        [...b.allocations.values()].map((a) => a.address),
+      ),
+    });
   }
 
   private meshNodes(): MeshNode[] {
@@ -310,11 +415,75 @@ export class Agent {
     // Each phase runs even when the other failed; the first error fails the pass,
     // which retries every phase.
     const errors: unknown[] = [];
-    if (dirty.all || dirty.has('mesh')) await this.reconcileMesh().catch((e) => errors.push(e));
+    // `routes`: something removed routes the node needs. The host routes go back first
+    // (the tunnels' next hops may need the underlay's connected route), then the mesh
+    // phase puts back its drivers' routes and rules.
+    const routes = dirty.all || dirty.has('routes');
+    // Damage seen after this pass began is repaired (and counted) by the next one.
+    const damage = routes ? this.pendingDamage : null;
+    if (routes) {
+      await this.restoreRemoved(damage).catch((e) => errors.push(e));
+      await this.repairHostRoutes().catch((e) => errors.push(e));
+    }
+    if (dirty.all || dirty.has('mesh') || routes)
+      await this.reconcileMesh().catch((e) => errors.push(e));
+    if (damage && damage === this.pendingDamage && errors.length === 0) this.damageRepaired(damage);
     // `nftables`: the table may be gone: verify it against the kernel before applying.
     if (dirty.all || dirty.has('policy') || dirty.has('nftables'))
       await this.reconcilePolicy(dirty.all || dirty.has('nftables')).catch((e) => errors.push(e));
     if (errors.length) throw errors[0];
+  }
+
+  /**
+   * What the route watch saw removed goes back as it was, in one process, before
+   * anything is listed: the pods are reachable again while the rest of the pass
+   * verifies every route against the plans.
+   */
+  private async restoreRemoved(damage: RouteDamage | null): Promise<void> {
+    const events = this.toRestore.splice(0);
+    if (events.length === 0) return;
+    const { written, failed } = await restoreRemovedRoutes(this.ip, events);
+    if (damage) damage.restoredMs = Date.now() - damage.at;
+    this.routeStatus.restored += written;
+    if (failed.length)
+      this.log.warn('some removed routes could not be put back as they were', { failed });
+  }
+
+  /** The local pods' host routes and the underlay's connected route (agent/routerepair.ts). */
+  private async repairHostRoutes(): Promise<void> {
+    const pods: PodAddress[] = [];
+    for (const block of this.podNetwork?.ipam.blocks() ?? [])
+      for (const a of block.allocations.values())
+        pods.push({ handle: a.handle, namespace: a.namespace, pod: a.pod, address: a.address });
+    const repair = await restoreHostRoutes(this.ip, { underlay: await this.findUnderlay(), pods });
+    const restored = repair.podRoutes.length + repair.connectedRoutes.length;
+    if (restored === 0) return;
+    this.routeStatus.restored += restored;
+    this.log.info('host routes restored', { ...repair });
+  }
+
+  /** The underlay device: the last mesh pass's, or looked up before the first one. */
+  private async findUnderlay(): Promise<string | null> {
+    if (this.underlayDev !== null) return this.underlayDev;
+    const node = this.informer.get(this.config.nodeName);
+    const internalIP = node ? meshNodeFromK8s(node).internalIPs[0] : undefined;
+    if (internalIP === undefined) return null;
+    return (await this.ip.linkOfAddress(internalIP))?.name ?? null;
+  }
+
+  /** A pass after route damage succeeded: count the repair and how long it took. */
+  private damageRepaired(damage: RouteDamage): void {
+    this.pendingDamage = null;
+    const repairedMs = Date.now() - damage.at;
+    this.routeStatus.repairs++;
+    this.routeStatus.lastRepair = {
+      at: new Date(damage.at).toISOString(),
+      count: damage.count,
+      removed: damage.removed,
+      restoredMs: damage.restoredMs ?? null,
+      repairedMs,
+    };
+    this.log.info('route damage repaired', { restoredMs: damage.restoredMs, repairedMs });
   }
 
   /** Compile this node's policy, compose the table and apply the difference. */
@@ -344,6 +513,12 @@ export class Agent {
         });
     }
     const report = await this.table.apply(table);
+    this.policyOrigins = result.origins;
+    this.policyTable = result.table;
+    // The reader runs only while some namespace asks for the log (its rules exist then).
+    await this.dropLog.want(
+      result.table.chains.some((c) => c.rules.some((r) => r.includes(' log group '))),
+    );
     if (report.mode !== 'unchanged') this.log.info('nftables table applied', { ...report });
     this.policyStatus = {
       stats: result.stats,
@@ -363,6 +538,7 @@ export class Agent {
 
     const underlay = await this.ip.linkOfAddress(internalIP);
     if (!underlay) throw new Error(`no device carries this node's InternalIP ${internalIP}`);
+    this.underlayDev = underlay.name;
     const underlayFamily = internalIP.includes(':') ? 6 : 4;
     const settings: MeshSettings = {
       listenPort: this.config.listenPort,
@@ -371,16 +547,18 @@ export class Agent {
       underlayFamily,
       hostEncryption: this.config.hostEncryption,
     };
-    const blocks = this.blocks();
+    const pools = this.pools?.current() ?? { pools: [], problems: [] };
+    const admitted = this.blocks(nodes, pools.pools);
+    const blocks: PathBlock[] = admitted.blocks;
     const byNode = new Map<string, string[]>();
     for (const b of blocks) byNode.set(b.node, [...(byNode.get(b.node) ?? []), b.cidr]);
-    const pools = this.pools?.current() ?? { pools: [], problems: [] };
     const mesh = planMesh({
       self: self.name,
       selfPublicKey: this.keyPair.publicKey,
       nodes,
       settings,
       blocks: byNode,
+      keySeen: this.keySeen.times(),
       // A node address inside a pool (where no block exists yet) is never a peer's.
       podRanges: pools.pools.map((p) => p.cidr),
     });
@@ -425,6 +603,7 @@ export class Agent {
     const reporter = { events: this.events, log: this.log, node: this.config.nodeName };
     reportNodeProblems(reporter, self, nodes, plan.refused, this.lastPlan, available);
     reportPathEvents(reporter, this.lastPaths, paths);
+    reportBlockProblems(reporter, this.lastRefusedBlocks, admitted.refused);
     reportRemoteProblems(reporter, this.lastRemote, remote.refused);
 
     // The fail-closed drops go in before any route moves.
@@ -450,12 +629,19 @@ export class Agent {
     // Publish after the device has the key: a peer that learns a new key (rotation)
     // handshakes at once, and that handshake must find the new key in place.
     await this.publishAnnotations(self, internalIP);
+    // IPAM's pools follow the watch (it lists them only at start), so the collection
+    // gives back the empty blocks of a pool since disabled, deleted or re-selected.
+    this.podNetwork?.ipam.setPools(
+      pools.pools,
+      this.informer.get(self.name)?.metadata?.labels ?? {},
+    );
     await this.podNetwork
       ?.collectGarbage()
       .catch((e: unknown) =>
         this.log.warn('IPAM garbage collection failed', { error: (e as Error).message }),
       );
     this.lastPlan = plan;
+    this.lastRefusedBlocks = admitted.refused;
     this.lastPaths = paths;
     this.lastRemote = remote;
     if (statusWriterNode(nodes.map((n) => n.name)) === self.name)
@@ -521,13 +707,24 @@ export class Agent {
           [ANNOTATION_ENDPOINT]: null,
           [ANNOTATION_HOST_ENCRYPTION]: String(this.config.hostEncryption),
         };
-    if (Object.entries(want).every(([k, v]) => (annotations[k] ?? null) === v)) return;
+    const changed = Object.keys(want).filter((k) => (annotations[k] ?? null) !== want[k]);
+    if (changed.length === 0) return;
+    // These annotations are this agent's alone: a value it did not write (someone with
+    // write access to the Node) is put back, and said so.
+    const overwritten = changed.filter(
+      (k) => this.published.has(k) && this.published.get(k) !== (annotations[k] ?? null),
+    );
+    if (overwritten.length)
+      this.log.warn('node annotations changed outside the agent; restoring them', {
+        annotations: overwritten.join(','),
+      });
     await this.kube.request(
       'PATCH',
       `/api/v1/nodes/${encodeURIComponent(self.name)}`,
       { metadata: { annotations: want } },
       { contentType: 'application/merge-patch+json' },
     );
+    for (const [k, v] of Object.entries(want)) this.published.set(k, v);
     if (this.device)
       this.log.info('published WireGuard key and endpoint', {
         publicKey: want[ANNOTATION_PUBLIC_KEY],
@@ -551,9 +748,20 @@ export class Agent {
       paths: this.lastPaths,
       remotes: this.multicluster?.snapshots() ?? [],
       remotePlan: this.lastRemote,
+      routes: {
+        watching: this.routeWatch.watching,
+        removed: this.routeWatch.stats.removed,
+        ...this.routeStatus,
+      },
       reconcile: { ...this.reconciler.stats },
       synced: this.synced,
     });
+  }
+
+  /** Packets dropped by policy and by the encryption guard, read from the table now. */
+  async dropTotals(): Promise<DropTotals> {
+    this.drops.observe(await readRuleCounters(defaultRunner), this.policyOrigins);
+    return this.drops.totals();
   }
 
   /** What the health endpoints check (agent/health.ts): in-memory fields only, no I/O. */
