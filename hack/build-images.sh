@@ -388,9 +388,10 @@ image_begin
 layer_base
 layer_begin
 # ip and bridge (routes, links, FDB), wg, nft (the ruleset and `nft monitor`), nsenter
-# (pod namespaces), sysctl (pod interfaces), modprobe (kernel modules); busybox for
-# sh, cat and the rest of a shell's tools.
-for prog in ip bridge ss wg nft nsenter sysctl modprobe; do op_prog "$prog"; done
+# (pod namespaces), sysctl (pod interfaces), modprobe (kernel modules), tcpdump (the
+# log of dropped flows, read from the kernel's NFLOG group); busybox for sh, cat and the
+# rest of a shell's tools.
+for prog in ip bridge ss wg nft nsenter sysctl modprobe tcpdump; do op_prog "$prog"; done
 op_busybox
 layer_end tools
 

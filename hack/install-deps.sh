@@ -16,8 +16,11 @@ source hack/progress.sh
 # besides the tools above (kube-proxy's iptables, the images' shell and small tools).
 # busybox, not busybox-static: the static build's shell runs its own applets before
 # the PATH's programs, so `ip` in a script would be busybox's, not iproute2's.
+# podman: the CNI client outside Kubernetes that kind-tests/real/podman runs on a lab
+# node (without recommends, so without netavark: its CNI backend is what is tested).
+# graphviz: `wiremesh graph -o svg` renders with its dot, and the graph test parses that SVG.
 packages=(curl iproute2 nftables containernetworking-plugins wireguard-tools iputils-ping tcpdump iperf3 socat
-  openssl util-linux procps kmod ethtool shellcheck containerd runc iptables busybox ca-certificates)
+  openssl util-linux procps kmod ethtool shellcheck containerd runc iptables busybox ca-certificates podman graphviz)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
