@@ -30,7 +30,7 @@
 // pod's host route deleted by hand), it schedules the `routes` phase, which restores
 // the pods' host routes and the underlay's connected route (agent/routerepair.ts) and
 // runs the mesh phase, whose drivers put back their own routes and rules.
-import { existsSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { V1Node, KubernetesObject } from '@kubernetes/client-node';
 import { kubeClient, Informer, type KubeClient } from '../kube/index.ts';
@@ -334,9 +334,16 @@ export class Agent {
     this.reconciler.start();
     // A vanished device (wireguard-go killed, `ip link del`) is repaired at once rather
     // than at the next resync: checking /sys every second costs next to nothing.
+    // A device recreated within the second (wireguard-go restarted by the
+    // wiremesh-wireguard pod's supervisor) comes back empty: its new ifindex says so.
+    let lastIndex: string | undefined;
     this.watchdog = setInterval(() => {
-      if (this.device && !existsSync(`/sys/class/net/${WIREGUARD_DEVICE}`))
-        this.reconciler.schedule('device missing', 'mesh');
+      if (!this.device) return;
+      const index = readIfindex(WIREGUARD_DEVICE);
+      if (index === undefined) this.reconciler.schedule('device missing', 'mesh');
+      else if (lastIndex !== undefined && index !== lastIndex)
+        this.reconciler.schedule('device recreated', 'mesh');
+      lastIndex = index;
     }, 1000);
     if (this.config.keyRotationPeriodMs > 0) {
       this.rotationTimer = setInterval(() => {
@@ -776,5 +783,14 @@ export class Agent {
   /** The plan the agent would apply now (for `wiremesh plan`). */
   currentPlan(): MeshPlan | null {
     return this.lastPlan;
+  }
+}
+
+/** A link's ifindex from sysfs (undefined when the link does not exist). */
+function readIfindex(name: string): string | undefined {
+  try {
+    return readFileSync(`/sys/class/net/${name}/ifindex`, 'utf8').trim();
+  } catch {
+    return undefined;
   }
 }

@@ -94,6 +94,37 @@ export class UserspaceDevice implements DeviceProvider {
   }
 }
 
+/**
+ * wireguard-go run by another process whose lifetime is not the agent's: in the
+ * manifest, the wiremesh-wireguard DaemonSet (`wiremesh wireguard-go`). A container
+ * runtime ends every process of a container when it stops, so wireguard-go started by
+ * the agent would die with each agent upgrade or restart, and encrypted traffic with
+ * it. This provider only waits for that process's device; it never starts one.
+ */
+export class ExternalUserspaceDevice implements DeviceProvider {
+  readonly mode = 'userspace' as const;
+  private readonly ip: IpClient;
+  private readonly waitMs: number;
+  constructor(ip: IpClient, opts: { waitMs?: number } = {}) {
+    this.ip = ip;
+    this.waitMs = opts.waitMs ?? 10_000;
+  }
+  async ensure(name: string): Promise<void> {
+    for (let waited = 0; waited < this.waitMs; waited += 200) {
+      if (await this.ip.linkShow(name)) return;
+      await sleep(200);
+    }
+    if (await this.ip.linkShow(name)) return;
+    throw new Error(
+      `${name} does not exist: wireguard-go is run for it by the wiremesh-wireguard pod on ` +
+        'this node (kubectl -n kube-system get pods -l app.kubernetes.io/component=wireguard)',
+    );
+  }
+}
+
+/** The --wireguard-go value saying another process runs wireguard-go (ExternalUserspaceDevice). */
+export const EXTERNAL_WIREGUARD_GO = 'external';
+
 export async function chooseDevice(
   mode: WireGuardMode,
   ip: IpClient,
@@ -110,6 +141,12 @@ export async function chooseDevice(
   if (kernel) {
     log.info('WireGuard: using the kernel module');
     return new KernelDevice(ip);
+  }
+  if (wireguardGo === EXTERNAL_WIREGUARD_GO) {
+    log.info(
+      'WireGuard: kernel module missing, using the wireguard-go of the wiremesh-wireguard pod',
+    );
+    return new ExternalUserspaceDevice(ip);
   }
   if (!wireguardGo || !existsSync(wireguardGo)) {
     throw new Error(

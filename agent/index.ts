@@ -35,3 +35,4 @@ export { jsonLogger, silentLogger, type Logger } from './log.ts';
 export { parseEndpoint, formatEndpoint } from './endpoint.ts';
 export { pathMtu } from './mtu.ts';
 export type { WireGuardMode } from './device.ts';
+export { kernelHasWireGuard, EXTERNAL_WIREGUARD_GO } from './device.ts';

@@ -9,7 +9,7 @@ commands:
              [--wireguard auto|kernel|userspace] [--key-rotation-period 0s] [--tunnel-cidr CIDR]
              [--host-encryption] [--listen-port 51825] [--log-level info]
              [--metrics-address 0.0.0.0:9825|off] [--health-address 127.0.0.1:9826|off]
-             [--default-pool-cidr 100.64.0.0/16|off]
+             [--default-pool-cidr 100.64.0.0/16|off] [--wireguard-go PATH|external]
              the node daemon (Prometheus metrics on GET /metrics, probes on GET /healthz, /readyz)
   status     [-o json|yaml|wide]          on a node: peers (endpoint, path, handshake, bytes),
              pools and their encryption, IPAM usage, policy counts (from the agent's socket)
@@ -29,6 +29,9 @@ commands:
   install-cni [--bin-dir /opt/cni/bin] [--conf-dir /etc/cni/net.d] [--chain portmap,bandwidth|none]
              [--plugins-dir /usr/lib/wiremesh/cni]   the relay and 10-wiremesh.conflist, portmap and
              bandwidth chained (copied from --plugins-dir to a node that has none)
+  wireguard-go [--binary /usr/lib/wiremesh/wireguard-go] [--config-dir DIR] [--node-name NAME]
+             on a node without the WireGuard module: runs and restarts wireguard-go for the
+             agent's device (an agent started with --wireguard-go external), outside its container
   cleanup    [--pods] [--dry-run] [--force] [--root /] [-o json]   on a node, after deleting the DaemonSet:
              remove wiremesh's devices, routes, rules, nftables table, wireguard-go and files
   manifest   [--check] [--stdout]         regenerate deploy/wiremesh.yaml from deploy/'s parts
@@ -88,6 +91,8 @@ export async function main(argv: string[]): Promise<number> {
       return (await import('./agent.ts')).runHealth(rest);
     case 'install-cni':
       return (await import('./cni.ts')).runInstallCni(rest);
+    case 'wireguard-go':
+      return (await import('./wireguard-go.ts')).runWireguardGo(rest);
     case 'cleanup':
       return (await import('./cleanup.ts')).runCleanup(rest);
     case 'manifest':

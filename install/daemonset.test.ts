@@ -53,3 +53,43 @@ test('probes are HTTP GETs of the health endpoints on the health-address', (t) =
   const l = agent?.livenessProbe;
   t.true((l?.periodSeconds ?? 10) * (l?.failureThreshold ?? 3) >= 60);
 });
+
+interface WgDaemonSet {
+  spec: {
+    updateStrategy?: { type?: string };
+    template: {
+      spec: {
+        hostNetwork?: boolean;
+        containers: { command?: string[]; volumeMounts?: { name: string; mountPath: string }[] }[];
+        volumes: { name: string; hostPath?: { path: string } }[];
+      };
+    };
+  };
+}
+const wgDs = parseYaml(readFileSync(join(DEPLOY_DIR, 'wireguard.yaml'), 'utf8')) as WgDaemonSet;
+const agentDs = ds as unknown as WgDaemonSet;
+
+const hostPathAt = (d: WgDaemonSet, mountPath: string): string | undefined => {
+  const spec = d.spec.template.spec;
+  const mount = spec.containers
+    .flatMap((c) => c.volumeMounts ?? [])
+    .find((m) => m.mountPath === mountPath);
+  return spec.volumes.find((v) => v.name === mount?.name)?.hostPath?.path;
+};
+
+test('wireguard-go runs outside the agent’s pod, which only configures its device', (t) => {
+  // The agent's container restarting (upgrade, liveness, crash) must not end the device.
+  const agentCmd = agentDs.spec.template.spec.containers.find((c) =>
+    c.command?.includes('agent'),
+  )?.command;
+  t.is(agentCmd?.[agentCmd.indexOf('--wireguard-go') + 1], 'external');
+  const wg = wgDs.spec.template.spec;
+  t.true(wg.hostNetwork, 'the device is the node’s');
+  t.deepEqual(wg.containers[0]?.command?.slice(0, 2), ['wiremesh', 'wireguard-go']);
+  // A new manifest applied never restarts it: only deleting its pod does.
+  t.is(wgDs.spec.updateStrategy?.type, 'OnDelete');
+  // The agent's `wg` reaches wireguard-go's UAPI socket through the same host directory.
+  t.is(hostPathAt(wgDs, '/run/wireguard'), '/run/wireguard');
+  t.is(hostPathAt(agentDs, '/run/wireguard'), '/run/wireguard');
+  t.is(hostPathAt(wgDs, '/dev/net/tun'), '/dev/net/tun');
+});

@@ -3,7 +3,8 @@
 // reviewable, and a unit test fails when the combined file is out of date with them.
 // The order is the order kubectl applies in: definitions and identity first, the
 // settings, the admission policies that hold each agent to its own node (the settings
-// are one's parameter), then the DaemonSet, so no agent runs before they apply.
+// are one's parameter), the wireguard-go DaemonSet, then the agent's, so no agent runs
+// before they apply.
 //
 // No part holds a custom resource: kubectl maps every object of a file before the
 // CRDs it creates are established, so an object of a new kind fails the first apply
@@ -27,6 +28,7 @@ export const MANIFEST_PARTS = [
   'multicluster-rbac.yaml',
   'config.yaml',
   'admission.yaml',
+  'wireguard.yaml',
   'daemonset.yaml',
 ] as const;
 
