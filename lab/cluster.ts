@@ -436,6 +436,24 @@ export class Cluster {
     await this.save();
   }
 
+  /**
+   * What `systemctl restart containerd kubelet` does on a machine: the kubelet (with
+   * its supervisor) and containerd stop and start again. Containers keep running: their
+   * shims are processes of their own, as under systemd's KillMode=process.
+   */
+  async restartRuntime(nodeName: string): Promise<void> {
+    const node = this.plan.nodes.find((n) => n.name === nodeName);
+    if (!node) throw new Error(`no node ${nodeName} in lab ${this.plan.name}`);
+    // The kubelet first, as down() does: it must not find containerd gone.
+    const stopping = [`kubelet-${node.name}`, `containerd-${node.name}`].flatMap((name) =>
+      this.state.procs.filter((p) => p.name === name),
+    );
+    for (const rec of stopping) await stopDaemon(rec, 5000);
+    // Dead records go: their pids may be reused by processes the lab did not start.
+    this.state.procs = this.state.procs.filter((p) => !stopping.includes(p));
+    await this.startRuntime(node, []);
+  }
+
   logTail(procName: string, lines = 30): string {
     const rec = this.state.procs.find((p) => p.name === procName);
     return rec ? tail(rec.log, lines) : `(no process ${procName})`;
