@@ -143,10 +143,23 @@ export class DefaultPools {
         log.info('the default IP pool was created by another node', { pool: name });
     } catch (e) {
       const retryMs = this.opts.retryMs ?? 10_000;
+      const error = (e as Error).message;
       log.error('cannot create the default IP pool; retrying', {
         cidrs,
-        error: (e as Error).message,
+        error,
         retryInMs: retryMs,
+        // Some Kubernetes releases stop the apiserver's ConfigMap parameter informer for
+        // good once no admission binding names a ConfigMap (wiremesh uninstalled), so
+        // after a reinstall the policy never finds its parameter again.
+        ...(/no params found/.test(error)
+          ? {
+              hint:
+                'the apiserver does not see the wiremesh-config ConfigMap as the admission ' +
+                'policy wiremesh-agent-default-pool parameter, a known Kubernetes bug after an ' +
+                'uninstall and reinstall: restart the kube-apiserver, or create the pool as an ' +
+                'administrator (kubectl apply -f deploy/default-pool.yaml)',
+            }
+          : {}),
       });
       if (!this.stopped) this.timer = this.setTimer(() => void this.attempt(), retryMs);
     }
