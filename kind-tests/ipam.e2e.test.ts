@@ -123,7 +123,9 @@ const req = (node: string, i: number): AllocateRequest => ({
   handle: `wiremesh.${node}-${i}.eth0`,
   namespace: 'default',
   pod: `${node}-${i}`,
-  containerID: `${node}-${i}`,
+  // A runtime's container ID, never the pod's name: an allocation whose pod name is
+  // its container ID is one made without Kubernetes (podman), which GC never collects.
+  containerID: `ctr-${node}-${i}`,
   ifName: 'eth0',
 });
 
