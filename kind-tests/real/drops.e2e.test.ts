@@ -10,13 +10,13 @@
 // on a kubeadm cluster: the real-node lab or kind).
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
-import { openCluster } from './lab-driver.ts';
-import { KindDriver } from './kind-driver.ts';
-import type { ClusterDriver, ClusterPod } from './driver.ts';
-import { eventually } from './probes.ts';
-import { runProbes, serveArgv } from './netpol/prober.ts';
-import { kubeClient } from '../kube/index.ts';
-import { defaultRunner } from '../sys/index.ts';
+import { openCluster } from '../lab-driver.ts';
+import { KindDriver } from '../kind-driver.ts';
+import type { ClusterDriver, ClusterPod } from '../driver.ts';
+import { eventually } from '../probes.ts';
+import { runProbes, serveArgv } from '../netpol/prober.ts';
+import { kubeClient } from '../../kube/index.ts';
+import { defaultRunner } from '../../sys/index.ts';
 
 const NAMESPACE = `wiremesh-e2e-drops-${randomBytes(2).toString('hex')}`;
 const PORT = 8080;
