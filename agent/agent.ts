@@ -125,6 +125,8 @@ export class Agent {
   private informer!: Informer<V1Node>;
   private blockInformer!: Informer<KubernetesObject>;
   private podNetwork: PodNetwork | undefined;
+  /** The IPAM collection in flight, if any (it runs beside the passes). */
+  private collecting: Promise<void> | undefined;
   private policy: PolicyWatch | undefined;
   private pools: PoolWatch | undefined;
   private defaultPools: DefaultPools | undefined;
@@ -367,6 +369,7 @@ export class Agent {
     await this.policy?.stop();
     await this.multicluster?.stop();
     await this.pools?.stop();
+    await this.collecting;
     await this.podNetwork?.stop();
     await this.reconciler.idle();
   }
@@ -642,11 +645,20 @@ export class Agent {
       pools.pools,
       this.informer.get(self.name)?.metadata?.labels ?? {},
     );
-    await this.podNetwork
-      ?.collectGarbage()
-      .catch((e: unknown) =>
-        this.log.warn('IPAM garbage collection failed', { error: (e as Error).message }),
-      );
+    // The collection asks the apiserver for this node's pods, so it runs beside the
+    // pass, one at a time: a pass that repairs routes (after `ip route flush`, when the
+    // apiserver may be unreachable until the operator's routes are back) never waits
+    // on it.
+    if (this.podNetwork && !this.collecting) {
+      this.collecting = this.podNetwork
+        .collectGarbage()
+        .catch((e: unknown) =>
+          this.log.warn('IPAM garbage collection failed', { error: (e as Error).message }),
+        )
+        .finally(() => {
+          this.collecting = undefined;
+        });
+    }
     this.lastPlan = plan;
     this.lastRefusedBlocks = admitted.refused;
     this.lastPaths = paths;
