@@ -101,6 +101,12 @@ export const scenarios: Record<string, Scenario> = {
     run: async ({ repeats }) =>
       (await import('./policy-throughput.ts')).benchPolicyThroughput(Math.min(repeats, 9)),
   },
+  'pod-startup': {
+    description:
+      'real-node lab: a Deployment scaled 0 -> 30 and 0 -> 100 pods over 3 nodes and back, created to Ready and deletion (p50, p99), vs bridge + host-local under the same kubelets',
+    run: async ({ repeats }) =>
+      (await import('./pod-startup.ts')).benchPodStartup(Math.min(repeats, 5)),
+  },
   'nft-apply': {
     description:
       'nftables TableDriver: full replace (1,000 chains, 10,000 elements), increment, verify, vs an empty nft transaction',
