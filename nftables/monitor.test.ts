@@ -1,5 +1,11 @@
 import test from 'ava';
-import { NftTableMonitor, isTableDeletion, parseGeneration, touchesTable } from './monitor.ts';
+import {
+  NftTableMonitor,
+  isTableDeletion,
+  parseGeneration,
+  stderrWorthAVerify,
+  touchesTable,
+} from './monitor.ts';
 
 test('the deletion line of the agent table, and no other, counts', (t) => {
   t.true(isTableDeletion('delete table inet wiremesh'));
@@ -118,4 +124,15 @@ test('only the last 64 own process ids are remembered', (t) => {
   m.line('add rule inet wiremesh pol-a accept');
   m.line('# new generation 3 by process 1 (nft)');
   t.deepEqual(changes, ['nftables table changed by process 1 (nft)']);
+});
+
+test("nft's notes on iptables-nft rules it cannot print are no sign of change; anything else is", (t) => {
+  // As seen on a kubeadm node: kube-proxy's and portmap's rules, made by iptables-nft.
+  t.is(stderrWorthAVerify('XT match comment not found\nXT match multiport not found'), '');
+  t.is(stderrWorthAVerify('XT target MASQUERADE not found'), '');
+  t.is(
+    stderrWorthAVerify('XT target DNAT not found\nnetlink: Error: ENOBUFS, events lost'),
+    'netlink: Error: ENOBUFS, events lost',
+  );
+  t.is(stderrWorthAVerify('Error: something else'), 'Error: something else');
 });

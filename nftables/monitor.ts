@@ -59,6 +59,22 @@ export function parseGeneration(
 
 const OWN_PROCESSES_KEPT = 64;
 
+/**
+ * What of `nft monitor`'s stderr may mean a change unseen, or '' for none. nft cannot
+ * print the xtables expressions of iptables-nft's rules (kube-proxy, the portmap
+ * plugin) and says so on stderr for each ("XT match comment not found"); such rules
+ * are never in the agent's table, which holds no xtables expression, so those lines
+ * say nothing about it. Without this, every pod ADD or DEL with portmap chained
+ * would make the agent read its whole table back.
+ */
+export function stderrWorthAVerify(text: string): string {
+  return text
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !/^XT (match|target) \S+ not found$/.test(l))
+    .join('\n');
+}
+
 export class NftTableMonitor {
   private readonly opts: TableMonitorOptions;
   private readonly process: LineMonitor;
@@ -80,7 +96,10 @@ export class NftTableMonitor {
       argv: [...(options.prefix ?? []), options.nft ?? 'nft', 'monitor'],
       onLine: (line) => this.line(line),
       // e.g. events lost to a full socket buffer: what happened is unknown.
-      onStderr: (text) => this.foreign(`nftables monitor: ${text}`),
+      onStderr: (text) => {
+        const unknown = stderrWorthAVerify(text);
+        if (unknown) this.foreign(`nftables monitor: ${unknown}`);
+      },
       onExit: (why) => {
         this.touched = false;
         this.deleted = false;
