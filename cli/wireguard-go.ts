@@ -9,9 +9,9 @@
 import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { jsonLogger, kernelHasWireGuard, WIREGUARD_DEVICE } from '../agent/index.ts';
+import { UserspaceDevice } from '../agent/device.ts';
 import { dirSource, readSettingsDir, resolveAgentSettings } from '../install/settings.ts';
 import { IpCli, defaultRunner } from '../sys/index.ts';
-import { WireguardGoSupervisor } from '../tunnels/index.ts';
 
 export async function runWireguardGo(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -61,23 +61,14 @@ export async function runWireguardGo(argv: string[]): Promise<number> {
   }
   if (stopping) return 0;
 
-  const supervisor = new WireguardGoSupervisor({
-    binary: values.binary,
-    iface: WIREGUARD_DEVICE,
-    log: (line) => log.info('wireguard-go', { line }),
-  });
-  supervisor.on('restarted', (pid: number) =>
-    log.warn('wireguard-go restarted; the agent configures the new device', { pid }),
-  );
-  supervisor.on('exited', (code: number | null, signal: string | null) =>
-    log.warn('wireguard-go exited', { code, signal }),
-  );
-  await supervisor.start();
-  log.info('wireguard-go running', { device: WIREGUARD_DEVICE, pid: supervisor.pid });
+  // The agent's own supervision of wireguard-go (agent/device.ts), run here instead.
+  const device = new UserspaceDevice(ip, values.binary, log);
+  await device.ensure(WIREGUARD_DEVICE);
+  log.info('wireguard-go running', { device: WIREGUARD_DEVICE, pid: device.pid });
   const sig = await stopped;
   // Deleting this pod (uninstall, or an operator's upgrade of wireguard-go) ends the
   // device: said here so nobody mistakes it for a crash.
   log.info('stopping wireguard-go; the device goes with it', { signal: sig });
-  await supervisor.stop();
+  await device.stop();
   return 0;
 }

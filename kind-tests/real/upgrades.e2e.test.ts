@@ -71,7 +71,7 @@ test.after.always(async () => {
 const PING_OUT = '/tmp/wiremesh-upgrades.ping';
 const IPERF_OUT = '/tmp/wiremesh-upgrades.iperf';
 
-/** Starts `argv` in the background of a pod's container, its output to `file`; its pid. */
+/** Starts `command` in the background of a pod's container: its output to `file`, its pid to `file`.pid. */
 async function background(pod: ClusterPod, file: string, command: string): Promise<void> {
   await d().execInPod(pod.namespace, pod.name, [
     'sh',
