@@ -1,12 +1,15 @@
 // `wiremesh graph [--kubeconfig FILE] [-o dot|svg] [--metrics-port 9825]`: the mesh
 // as a picture (explain/graph.ts). The agents' facts come from their metrics
 // endpoints on the nodes' InternalIPs (3 s each); an agent that does not answer is
-// marked on its node. SVG through Graphviz's `dot` (Debian's graphviz).
+// marked on its node. Remote clusters' nodes are read with the kubeconfig in each
+// RemoteCluster's Secret, as the agents read them (5 s each). SVG through
+// Graphviz's `dot` (Debian's graphviz).
 import { parseArgs } from 'node:util';
 import { kubeClient } from '../kube/index.ts';
 import { defaultRunner } from '../sys/index.ts';
 import {
   handshakeAges,
+  loadRemoteClusters,
   loadSnapshot,
   planGraph,
   renderDot,
@@ -26,7 +29,16 @@ export async function runGraph(argv: string[]): Promise<number> {
     },
   });
   if (values.output !== 'dot' && values.output !== 'svg') throw new Error(USAGE);
-  const snapshot = await loadSnapshot(kubeClient(defaultKubeconfig(values.kubeconfig)));
+  const kube = kubeClient(defaultKubeconfig(values.kubeconfig));
+  const [snapshot, remotes] = await Promise.all([
+    loadSnapshot(kube),
+    loadRemoteClusters(kube).catch((e: unknown) => {
+      process.stderr.write(
+        `wiremesh graph: remote clusters left out: ${e instanceof Error ? e.message : String(e)}\n`,
+      );
+      return [];
+    }),
+  ]);
   const agents = new Map<string, AgentFacts | null>();
   await Promise.all(
     snapshot.nodes.map(async (n) => {
@@ -44,7 +56,7 @@ export async function runGraph(argv: string[]): Promise<number> {
       }
     }),
   );
-  const dot = renderDot(planGraph(snapshot, agents));
+  const dot = renderDot(planGraph(snapshot, agents, remotes));
   if (values.output === 'dot') {
     process.stdout.write(dot);
     return 0;

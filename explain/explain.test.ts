@@ -110,6 +110,23 @@ test('the path: WireGuard between nodes, veths on one node, blocked without a pe
     { from: 'x/a', to: 'x/b', protocol: 'ICMP' },
   );
   t.like(vxlan.path, { kind: 'vxlan', device: 'wiremesh.vxlan', encrypted: false });
+  // A destination in a block the agents refuse has no path, and explain says why.
+  const forged = snapshot([]);
+  const target = explainFlow(forged, { from: 'x/a', to: 'x/b', protocol: 'ICMP' }).to;
+  const held = forged.blocks.find((b) => target.kind === 'pod' && b.cidr === `${target.ip}/32`);
+  forged.blocks = forged.blocks.filter((b) => b !== held);
+  forged.refusedBlocks = [
+    {
+      block: 'forged',
+      cidr: held?.cidr ?? '',
+      node: 'n2',
+      reason: 'InvalidBlockName',
+      message: 'IPAMBlock forged: its name must be something else; it is not routed',
+    },
+  ];
+  const refused = explainFlow(forged, { from: 'x/a', to: 'x/b', protocol: 'ICMP' });
+  t.like(refused.path, { kind: 'underlay', encrypted: false });
+  t.regex(refused.path.text, /lies in a refused block: IPAMBlock forged/);
 });
 
 test('endpoints: unknown pods and mixed families are refused; PORT/PROTO parses', (t) => {

@@ -352,6 +352,15 @@ function pathOf(s: ClusterSnapshot, from: Endpoint, to: Endpoint, assumptions: s
   }
   const self = s.nodes.find((n) => n.name === from.node);
   const block = s.blocks.find((b) => cidrContains(parseCidr(b.cidr), to.ip));
+  const refused = s.refusedBlocks.find((b) => cidrContains(parseCidr(b.cidr), to.ip));
+  if (self && !block && refused) {
+    return {
+      kind: 'underlay',
+      device: null,
+      encrypted: false,
+      text: `${to.ip} lies in a refused block: ${refused.message}`,
+    };
+  }
   if (!self || !block) {
     return {
       kind: 'underlay',

@@ -69,6 +69,8 @@ export function snapshot(
     ],
     pools: [pool('default', '100.64.0.0/16', opts.pool), pool('v6', 'fd00:64::/32', opts.pool)],
     blocks,
+    refusedBlocks: [],
+    peers: [],
     pods,
     namespaces: upstreamNamespaces(),
     policies,

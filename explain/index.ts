@@ -2,7 +2,13 @@
 // explain` gives a flow's path and the policy verdict at both ends with the rule
 // that decided, computed by the agent's own compiler and planners from the objects
 // in the API (snapshot.ts reads them, explain.ts is pure).
-export { loadSnapshot, type ClusterSnapshot } from './snapshot.ts';
+export {
+  loadSnapshot,
+  loadRemoteClusters,
+  admitClusterBlocks,
+  type ClusterSnapshot,
+  type RemoteView,
+} from './snapshot.ts';
 export {
   explainFlow,
   describeOrigin,

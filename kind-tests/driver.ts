@@ -59,6 +59,12 @@ export interface ClusterDriver {
   /** The node agent's status (what `wiremesh status -o json` prints on the node). */
   agentStatus(node: string): Promise<AgentStatus>;
   /**
+   * Freeze the node's agent (SIGSTOP): it answers nothing, its dataplane stays, as
+   * with a hung agent. Returns what thaws it (SIGCONT). Kubernetes restarts a frozen
+   * agent once its liveness probe has failed for a minute.
+   */
+  pauseAgent(node: string): Promise<() => Promise<void>>;
+  /**
    * Capture the packets crossing the node's underlay link that match `filter`
    * (tcpdump syntax), leaving out the cluster's own control traffic (the lab's
    * apiserver host; kind's apiserver and kubelet ports, which carry the driver's

@@ -20,6 +20,8 @@ export const E2E_NAMESPACE = 'wiremesh-e2e';
  * tcpdump, socat, wg, nft, ip, and wiremesh-prober at PROBER_PATH.
  */
 export const PROBE_IMAGE = 'wiremesh-probe:e2e';
+/** The agent's metrics port as the manifest sets it (metrics-address). */
+const AGENT_METRICS_PORT = 9825;
 export const PROBER_PATH = '/usr/local/bin/wiremesh-prober';
 const NODE_PROBE = 'wiremesh-e2e-node';
 /** The agent pods of deploy/daemonset.yaml. */
@@ -374,6 +376,19 @@ export class KindDriver implements ClusterDriver {
   }
 
   /** The cluster's own control traffic (kubelets, the apiserver) is left out. */
+  async pauseAgent(node: string): Promise<() => Promise<void>> {
+    // The agent is whoever listens on the metrics port in the node's network
+    // namespace; the probe pod shares the node's network and PID namespaces.
+    const res = await this.execInNode(node, ['ss', '-Hltnp', `sport = :${AGENT_METRICS_PORT}`]);
+    const pid = /pid=(\d+)/.exec(res.stdout)?.[1];
+    if (!pid)
+      throw new Error(`nothing listens on ${node}'s port ${AGENT_METRICS_PORT}: ${res.stdout}`);
+    await this.execInNode(node, ['kill', '-STOP', pid]);
+    return async () => {
+      await this.execInNode(node, ['kill', '-CONT', pid]);
+    };
+  }
+
   async captureUnderlay(node: string, filter = ''): Promise<Capture> {
     const link = await this.underlayLink(node);
     return this.captureInNode(node, link, filterAnd(`not (${CONTROL_TRAFFIC})`, filter));

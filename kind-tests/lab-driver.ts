@@ -98,6 +98,16 @@ export class LabDriver implements ClusterDriver {
     return this.lab.agentStatus(node);
   }
 
+  async pauseAgent(node: string): Promise<() => Promise<void>> {
+    const name = this.lab.agentProcName(node);
+    const rec = this.lab.state.procs.find((p) => p.name === name);
+    if (!rec) throw new Error(`no agent process of ${node} in lab ${this.lab.plan.name}`);
+    process.kill(rec.pid, 'SIGSTOP');
+    return async () => {
+      process.kill(rec.pid, 'SIGCONT');
+    };
+  }
+
   captureUnderlay(node: string, filter = ''): Promise<Capture> {
     const own = `not host ${this.lab.plan.gatewayIP}`;
     return startStreamCapture([], this.lab.node(node).hostVeth, filterAnd(own, filter));

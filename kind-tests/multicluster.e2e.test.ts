@@ -22,6 +22,7 @@ import { defaultRunner, toolPath } from '../sys/index.ts';
 import { REMOTECLUSTER_PATH, PEER_PATH } from '../multicluster/index.ts';
 import { background, eventually, pingLoss } from './probes.ts';
 import { LabDriver } from './lab-driver.ts';
+import { parseGraphSvg } from '../explain/svg.ts';
 
 const POOL_A = '100.64.0.0/16';
 const POOL_B = '100.65.0.0/16';
@@ -160,6 +161,29 @@ test.serial(
     t.truthy(mcb?.reachable);
     t.is(mcb?.peers.length, labB().plan.nodes.length);
     t.true(mcb!.peers.some((p) => p.latestHandshake > 0));
+
+    // `wiremesh graph` of A draws B's nodes (read with the RemoteCluster's Secret)
+    // with their blocks, each with a fresh WireGuard edge from every node of A.
+    const svg = (
+      await run.run([CLI, 'graph', '--kubeconfig', labA().state.kubeconfig, '-o', 'svg'])
+    ).stdout;
+    const items = parseGraphSvg(svg);
+    const blocksB = await kubeB.request<{
+      items: { spec: { cidr: string; node: string; pool: string } }[];
+    }>('GET', '/apis/wiremesh.io/v1alpha1/ipamblocks');
+    for (const nb of labB().plan.nodes) {
+      const node = items.find((i) => i.kind === 'node' && i.title === `mcb/${nb.name}`);
+      t.truthy(node, `B's node ${nb.name} in A's graph`);
+      for (const blk of blocksB.items.filter((x) => x.spec.node === nb.name))
+        t.true(node?.texts.includes(`${blk.spec.cidr} (${blk.spec.pool})`), blk.spec.cidr);
+      for (const na of labA().plan.nodes) {
+        const edge = items.find(
+          (i) => i.kind === 'edge' && i.title === `${na.name}--mcb/${nb.name}`,
+        );
+        t.deepEqual(edge?.texts, ['wireguard'], `${na.name} -- mcb/${nb.name}`);
+        t.is(edge?.stroke, 'darkgreen');
+      }
+    }
   },
 );
 
