@@ -10,6 +10,13 @@
 //   to protect, and skipping them would only waste two addresses per block.
 // - The lowest free address is given, deterministically. Addresses are reused as
 //   soon as their release is durable.
+// - A pod keeps its address when its sandbox is replaced (a node that rebooted, a
+//   sandbox the kubelet re-creates): the kubelet stops a pod's sandbox before it
+//   starts the next, so an allocation of the same pod UID, network and interface
+//   under another container is its dead predecessor, whose address the new one
+//   takes over (its DEL was lost: the node went down with it); and an address the
+//   same pod released moments ago (store.ts remembers a few minutes) is given back
+//   to it when still free. Without a pod UID (podman, cnitool) neither applies.
 // - No borrowing: a node allocates only from blocks it owns, so the node's own
 //   journal is enough to keep its addresses unique. A pool is full for a node when
 //   its own blocks are full and no block is left to claim, even if other nodes'
@@ -213,6 +220,58 @@ export function lowestFreeAddress(block: IpamBlock): string | null {
   if (BigInt(used.size) >= cidrSize(cidr)) return null;
   for (let v = cidr.base; v <= cidrLast(cidr); v++) {
     if (!used.has(v)) return fromBigInt(v, cidr.family);
+  }
+  return null;
+}
+
+/** The network part of a handle `<network>.<containerID>.<ifName>`, or null when it is not one. */
+export function handleNetwork(
+  handle: string,
+  a: Pick<AllocationAttributes, 'containerID' | 'ifName'>,
+): string | null {
+  const tail = `.${a.containerID}.${a.ifName}`;
+  return handle.endsWith(tail) ? handle.slice(0, -tail.length) : null;
+}
+
+/**
+ * The allocation of an earlier sandbox of the same pod for the same network and
+ * interface (same pod UID, another container), or null. Only with a pod UID.
+ */
+export function earlierSandbox(
+  blocks: readonly IpamBlock[],
+  handle: string,
+  attrs: AllocationAttributes,
+): { block: IpamBlock; allocation: Allocation } | null {
+  const network = handleNetwork(handle, attrs);
+  if (!attrs.podUID || network === null) return null;
+  for (const block of blocks) {
+    for (const a of block.allocations.values()) {
+      if (
+        a.podUID === attrs.podUID &&
+        a.namespace === attrs.namespace &&
+        a.pod === attrs.pod &&
+        a.ifName === attrs.ifName &&
+        a.containerID !== attrs.containerID &&
+        handleNetwork(a.handle, a) === network
+      )
+        return { block, allocation: a };
+    }
+  }
+  return null;
+}
+
+/** The block of `blocks` that holds `address` in its range with no allocation on it, or null. */
+export function blockWithFreeAddress(
+  blocks: readonly IpamBlock[],
+  address: string,
+): IpamBlock | null {
+  const p = parseCanonicalAddress(address);
+  if (!p.ok) return null;
+  const v = p.value.value;
+  for (const block of blocks) {
+    const cidr = mustParseCidr(block.cidr);
+    if (cidr.family !== p.value.family || v < cidr.base || v > cidrLast(cidr)) continue;
+    return [...block.allocations.values()].some((a) => a.address === address) ? null : block;
   }
   return null;
 }

@@ -396,6 +396,65 @@ test('servedFamilies: one per family of the pools serving the node; IPv6 blocks 
   await v6only.close();
 });
 
+// A pod's sandbox replaced (a node rebooted): the same pod UID, another container.
+const sandbox = (pod: string, container: string, over: Partial<AllocateRequest> = {}) =>
+  req(container, { pod, podUID: `uid-${pod}`, ...over });
+
+test("a pod's new sandbox takes the address its dead predecessor still holds (its DEL never came)", async (t) => {
+  const api = fakeApi({ p: { cidr: '100.64.0.0/24' } });
+  const ipam = await started({ api });
+  const a = await ipam.allocate(sandbox('a', 'c1'));
+  const b = await ipam.allocate(sandbox('b', 'c2'));
+  const again = await ipam.allocate(sandbox('a', 'c3'));
+  t.is(again.address, a.address);
+  t.is(ipam.find(h('c1')), null, "the dead sandbox's handle holds nothing");
+  t.is(ipam.find(h('c3'))?.address, a.address);
+  t.false(await ipam.release(h('c1')), "the old sandbox's late DEL frees nothing");
+  t.is(ipam.find(h('c3'))?.address, a.address);
+  // Another interface, another network or no pod UID: no takeover.
+  const eth1 = await ipam.allocate(
+    sandbox('b', 'c4', { handle: 'wiremesh.c4.eth1', ifName: 'eth1' }),
+  );
+  t.not(eth1.address, b.address);
+  const other = await ipam.allocate(sandbox('b', 'c5', { handle: 'other.c5.eth0' }));
+  t.not(other.address, b.address);
+  const plain = await ipam.allocate(req('c6', { pod: 'b' }));
+  t.not(plain.address, b.address);
+  t.is(ipam.find(h('c2'))?.address, b.address);
+  await ipam.close();
+});
+
+test('pods whose sandboxes were torn down and re-made get their own addresses back, in any order', async (t) => {
+  let now = 1_000_000;
+  const api = fakeApi({ p: { cidr: '100.64.0.0/24' } });
+  const ipam = await started({ api, now: () => now });
+  const before = new Map<string, string>();
+  for (const pod of ['a', 'b', 'c'])
+    before.set(pod, (await ipam.allocate(sandbox(pod, `${pod}1`))).address);
+  // The rebooted node's kubelet: every old sandbox DELeted, then new ones ADDed, last pod first.
+  for (const pod of ['a', 'b', 'c']) t.true(await ipam.release(h(`${pod}1`)));
+  for (const pod of ['c', 'a', 'b'])
+    t.is((await ipam.allocate(sandbox(pod, `${pod}2`))).address, before.get(pod) ?? 'none', pod);
+  // A pod's remembered address taken by another meanwhile: the lowest free instead.
+  t.true(await ipam.release(h('a2')));
+  t.is(
+    (await ipam.allocate(req('x'))).address,
+    before.get('a') ?? 'none',
+    'a stranger takes the lowest free',
+  );
+  t.not((await ipam.allocate(sandbox('a', 'a3'))).address, before.get('a') ?? 'none');
+  // The memory lasts 10 minutes.
+  t.true(await ipam.release(h('b2')));
+  t.true(await ipam.release(h('c2')));
+  now += 11 * 60_000;
+  t.is(
+    (await ipam.allocate(sandbox('c', 'c3'))).address,
+    before.get('b') ?? 'none',
+    'the lowest free',
+  );
+  await ipam.close();
+});
+
 test("an allocation's pod UID survives the journal's replay and reaches the API", async (t) => {
   const api = fakeApi({ p: { cidr: '100.64.0.0/24' } });
   const ipam = await started({ api });

@@ -36,12 +36,16 @@ import {
   assertSameAttachment,
   blockCount,
   blockOccupies,
+  blockWithFreeAddress,
+  earlierSandbox,
+  handleNetwork,
   checkPoolOverlaps,
   compareCidrs,
   findAllocation,
   planGarbageCollection,
   type LivePods,
   poolsForNode,
+  type AllocationDecision,
   type GcState,
 } from './allocator.ts';
 import { blockName, cidrSize, hostPrefix, mustParseCidr, type Family } from './cidr.ts';
@@ -50,6 +54,7 @@ import { BlockSyncer } from './syncer.ts';
 import {
   silentIpamLogger,
   type Allocation,
+  type AllocationAttributes,
   type IpamBlock,
   type IpamLogger,
   type IpamProblem,
@@ -169,6 +174,12 @@ export class NodeIpam {
   private nodeLabels: Record<string, string> | null = null;
   private problems: IpamProblem[] = [];
   private gcState: GcState = EMPTY_GC_STATE;
+  /**
+   * Addresses pods released lately, by pod UID, network, interface and family, for a
+   * new sandbox of the same pod (a rebooted node's kubelet DELs the dead sandbox,
+   * then ADDs the next). In memory only: it spans seconds.
+   */
+  private readonly released = new Map<string, { address: string; at: number }>();
   private syncTimer: NodeJS.Timeout | undefined;
   private compactionQueued = false;
   private closed = false;
@@ -257,7 +268,10 @@ export class NodeIpam {
         assertSameAttachment(existing.allocation, attrs);
         return resultOf(existing.block, existing.allocation);
       }
-      let decision = allocateFromBlocks(this.eligibleBlocks(want), req.handle, attrs, this.now());
+      const eligible = this.eligibleBlocks(want);
+      let decision = this.sameAddressAgain(eligible, req.handle, attrs, want.family);
+      if (decision.kind === 'full')
+        decision = allocateFromBlocks(eligible, req.handle, attrs, this.now());
       if (decision.kind === 'full') {
         const block = await this.claimLocked(want, req.family);
         decision = allocateFromBlocks([block], req.handle, attrs, this.now());
@@ -290,7 +304,15 @@ export class NodeIpam {
   async release(handle: string): Promise<boolean> {
     const journal = this.requireJournal();
     const released = await this.lock.run(async () => {
-      if (!findAllocation([...this.held.values()], handle)) return false;
+      let found = false;
+      for (const b of this.held.values()) {
+        const a = b.allocations.get(handle);
+        if (!a) continue;
+        found = true;
+        const key = releaseKey(a, b.family);
+        if (key) this.released.set(key, { address: a.address, at: this.now() });
+      }
+      if (!found) return false;
       this.record({ op: 'release', handle });
       return true;
     });
@@ -324,6 +346,43 @@ export class NodeIpam {
     await journal.flushed();
     if (released.length) this.afterChange();
     return released;
+  }
+
+  /**
+   * A pod's new sandbox takes the address of its predecessor: the one a dead earlier
+   * sandbox still holds (its DEL never came), else the one the pod released in the
+   * last RELEASED_KEEP_MS if it is free. 'full' when neither applies.
+   */
+  private sameAddressAgain(
+    eligible: readonly IpamBlock[],
+    handle: string,
+    attrs: AllocationAttributes,
+    family: Family,
+  ): AllocationDecision {
+    const now = this.now();
+    for (const [k, r] of this.released) if (now - r.at > RELEASED_KEEP_MS) this.released.delete(k);
+    const fresh = (address: string, block: IpamBlock): AllocationDecision => ({
+      kind: 'new',
+      block,
+      allocation: { handle, address, allocatedAt: now, ...attrs },
+    });
+    const earlier = earlierSandbox(eligible, handle, attrs);
+    if (earlier) {
+      this.log.info("a new sandbox of the pod takes over its dead predecessor's address", {
+        namespace: attrs.namespace,
+        pod: attrs.pod,
+        address: earlier.allocation.address,
+        previousContainer: earlier.allocation.containerID,
+      });
+      this.record({ op: 'release', handle: earlier.allocation.handle });
+      return fresh(earlier.allocation.address, earlier.block);
+    }
+    const key = releaseKey({ handle, ...attrs }, family);
+    const before = key ? this.released.get(key) : undefined;
+    if (!key || !before) return { kind: 'full' };
+    this.released.delete(key);
+    const block = blockWithFreeAddress(eligible, before.address);
+    return block ? fresh(before.address, block) : { kind: 'full' };
   }
 
   /** The allocation a handle holds (of the family, or the first, IPv4 before IPv6), if any (CNI CHECK). */
@@ -845,4 +904,12 @@ function allocRecord(a: Allocation, block: string, at: number): JournalRecord {
     ...(a.podUID ? { podUID: a.podUID } : {}),
     at,
   };
+}
+
+/** How long a pod's released address is kept for its next sandbox. */
+const RELEASED_KEEP_MS = 10 * 60_000;
+
+function releaseKey(a: Omit<Allocation, 'address' | 'allocatedAt'>, family: Family): string | null {
+  const network = handleNetwork(a.handle, a);
+  return a.podUID && network !== null ? `${a.podUID}|${network}|${a.ifName}|${family}` : null;
 }
