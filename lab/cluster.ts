@@ -454,6 +454,39 @@ export class Cluster {
     await this.startRuntime(node, []);
   }
 
+  /**
+   * A node power-cycled: every process of it killed at once (kubelet, containerd,
+   * shims, containers, wireguard-go), its network namespace with every link, its
+   * mount namespace with /run and /tmp, and its cgroups gone; its disk (the private
+   * directories: /var/lib/wiremesh, /var/lib/containerd, /var/lib/kubelet, ...)
+   * kept. Then it boots: namespaces and cgroup parent made again, containerd and the
+   * kubelet started as at first. Nothing is repaired by hand: whatever runs again is
+   * what the kubelet starts from the node's disk and the API.
+   */
+  async rebootNode(nodeName: string): Promise<void> {
+    const node = this.node(nodeName);
+    const procs = this.state.procs.filter(
+      (p) => p.name === `kubelet-${node.name}` || p.name === `containerd-${node.name}`,
+    );
+    for (const rec of procs) await stopDaemon(rec, 0);
+    this.state.procs = this.state.procs.filter((p) => !procs.includes(p));
+    await this.save();
+    const root = nodeCgroupRoot(this.plan, node);
+    for (let i = 0; i < 20; i++) {
+      const pids = [...(await cgroupPids(root)), ...(await netnsPids(this.runner, node.netns))];
+      if (!pids.length) break;
+      await killPids(pids);
+    }
+    await releaseMountNamespace(this.runner, this.mountFile(node));
+    await deleteNetns(this.runner, node.netns);
+    await this.runner.run(['ip', 'link', 'del', node.hostVeth], { allowFailure: true });
+    const busy = await removeCgroupRoot(root);
+    if (busy.length)
+      throw new Error(`rebooting ${node.name}: cgroups still in use: ${busy.join(', ')}`);
+    await this.createNode(node);
+    await this.startRuntime(node, []);
+  }
+
   logTail(procName: string, lines = 30): string {
     const rec = this.state.procs.find((p) => p.name === procName);
     return rec ? tail(rec.log, lines) : `(no process ${procName})`;

@@ -6,7 +6,10 @@
 // restart` of the agents, and a new agent image rolled out. Each case reports the pings
 // lost and the longest gap, and fails if the traffic does not flow again afterwards, if
 // the TCP stream was reset, or if the WireGuard device was recreated (the dataplane
-// must outlive the agent's container). The report lines are the README's table. Run
+// must outlive the agent's container). Last, a node is power-cycled (every process,
+// namespace and link of it gone, its disk kept): it must come back with the same
+// key, blocks and pod address, and its peers reconnect with no operator action; the
+// outage is reported. The report lines are the README's table. Run
 // by the cluster tier (WIREMESH_E2E_CLUSTER=real); last of it, since it leaves the
 // agents on another image reference (of the same image).
 import test, { type ExecutionContext } from 'ava';
@@ -16,6 +19,7 @@ import type { ClusterPod } from '../driver.ts';
 import { Cluster } from '../../lab/cluster.ts';
 import { CONTAINERD_SOCKET } from '../../lab/kubeadm.ts';
 import { eventually, pingLoss } from '../probes.ts';
+import { ANNOTATION_PUBLIC_KEY } from '../../agent/annotations.ts';
 
 const NAMESPACE = 'wiremesh-e2e-upgrades';
 const AGENT_SELECTOR = 'app.kubernetes.io/name=wiremesh,app.kubernetes.io/component=agent';
@@ -364,3 +368,99 @@ test.serial('a new agent image rolled out: traffic keeps flowing', async (t) => 
   );
   t.true(images.length > 0 && images.every((i) => i === next), images.join(', '));
 });
+
+test.serial(
+  'a node rebooted: same key, blocks and pod address; its peers reconnect on their own',
+  async (t) => {
+    const [pa, pb] = pods();
+    const kube = d().kubectl;
+    const nodeKey = async (node: string) =>
+      (
+        await kube.json<{ metadata: { annotations?: Record<string, string> } }>([
+          'get',
+          'node',
+          node,
+        ])
+      ).metadata.annotations?.[ANNOTATION_PUBLIC_KEY];
+    const blocksOf = async (node: string) =>
+      (
+        await kube.json<{
+          items: { metadata: { name: string; uid: string }; spec: { node: string } }[];
+        }>(['get', 'ipamblocks.wiremesh.io'])
+      ).items
+        .filter((x) => x.spec.node === node)
+        .map((x) => `${x.metadata.name} ${x.metadata.uid}`)
+        .sort();
+    const podIP = async () =>
+      (await kube.pods(NAMESPACE)).find((p) => p.metadata.name === pb.name)?.status.podIPs?.[0]?.ip;
+    const key = await nodeKey(pb.node);
+    const blocks = await blocksOf(pb.node);
+    t.truthy(key, `${pb.node} has published a key`);
+    t.true(blocks.length > 0, `${pb.node} holds blocks`);
+
+    await background(pa, PING_OUT, `ping -n -D -i 0.01 -W 1 ${ipOf(pb)}`);
+    try {
+      await eventually(
+        'pings before the reboot',
+        async () => replyStamps(await readFileIn(pa, PING_OUT)).length >= 100,
+        30_000,
+        200,
+      );
+      const start = Date.now();
+      await lab().rebootNode(pb.node);
+      const booted = Date.now();
+      // No operator action from here: the kubelet restarts the node's pods, the agent
+      // its dataplane, and the other agents' WireGuard reconnects when packets flow.
+      await eventually(
+        `${pb.name} running again on ${pb.node}`,
+        async () => {
+          const [pod] = (await kube.pods(NAMESPACE)).filter((p) => p.metadata.name === pb.name);
+          return pod?.status.phase === 'Running' && (pod.status.podIPs?.length ?? 0) > 0;
+        },
+        240_000,
+        1000,
+      );
+      t.is(await podIP(), ipOf(pb), `${pb.name} keeps its address`);
+      await eventually(
+        `replies from ${pb.name} again`,
+        async () =>
+          replyStamps(await readFileIn(pa, PING_OUT)).filter((s) => s > booted).length >= 100,
+        180_000,
+        500,
+      );
+      // The outage as the pinging pod saw it: the last reply before the power cut's
+      // gap and the first after it.
+      const replies = replyStamps(await readFileIn(pa, PING_OUT));
+      const resumed = replies.find((s) => s > booted) ?? NaN;
+      const lastBefore = replies.filter((s) => s < resumed).at(-1) ?? start;
+      const back = Date.now();
+      await eventually(
+        `${pb.name} reaches ${pa.name}`,
+        async () =>
+          (
+            await d().execInPod(pb.namespace, pb.name, ['ping', '-c', '1', '-W', '1', ipOf(pa)], {
+              allowFailure: true,
+            })
+          ).code === 0,
+        60_000,
+        500,
+      );
+      t.is(await nodeKey(pb.node), key, `${pb.node} keeps its WireGuard key`);
+      t.deepEqual(await blocksOf(pb.node), blocks, `${pb.node} keeps its blocks (same objects)`);
+      const peer = (await d().agentStatus(pa.node)).peers.find((p) => p.node === pb.node);
+      t.true(
+        (peer?.latestHandshake ?? 0) * 1000 > start,
+        `${pa.node} handshook with ${pb.node} after the reboot (${peer?.latestHandshake})`,
+      );
+      const line =
+        `upgrades node reboot: ${pb.node} powered off and booted in ${((booted - start) / 1000).toFixed(1)} s; ` +
+        `${pa.node}->${pb.name} without replies for ${((resumed - lastBefore) / 1000).toFixed(1)} s ` +
+        `(the kubelet re-made the pod's sandbox); checked ${((back - start) / 1000).toFixed(0)} s after the cut: ` +
+        `pod address, key and blocks unchanged, handshake renewed`;
+      t.log(line);
+      console.log(line);
+    } finally {
+      await interrupt(pa, PING_OUT);
+    }
+  },
+);
