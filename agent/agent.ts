@@ -52,8 +52,20 @@ import type { RuleOrigin } from '../policy/index.ts';
 import { composeTable } from './nftable.ts';
 import { DropAccounting, readRuleCounters, type DropTotals } from './drops.ts';
 import { DropLog } from './droplog.ts';
-import { meshNodeFromK8s, KeyObservations, type MeshNode } from './meshnode.ts';
-import { admitBlocks, blockClaimFromK8s, type RefusedBlock } from './blocks.ts';
+import {
+  meshNodeFromK8s,
+  sameNodeForMesh,
+  trimNodeForMesh,
+  KeyObservations,
+  type MeshNode,
+} from './meshnode.ts';
+import {
+  admitBlocks,
+  blockClaimFromK8s,
+  sameBlockClaim,
+  trimBlockClaim,
+  type RefusedBlock,
+} from './blocks.ts';
 import { assignTunnelAddresses, planMesh, type MeshPlan, type MeshSettings } from './plan.ts';
 import { planPaths, type PathBlock, type PathInput, type PathPlan } from './paths.ts';
 import { PathDriver, pathReportChanged } from './pathdriver.ts';
@@ -278,7 +290,12 @@ export class Agent {
       log: this.log,
     });
     await this.defaultPools.start();
-    this.informer = new Informer<V1Node>(this.kube, '/api/v1/nodes');
+    this.informer = new Informer<V1Node>(
+      this.kube,
+      '/api/v1/nodes',
+      {},
+      { transform: trimNodeForMesh, unchanged: sameNodeForMesh },
+    );
     // Key sightings are recorded as the events arrive (see KeyObservations).
     await runInformer(this.informer, 'nodes', this.log, (reason) => {
       this.observeKeys();
@@ -288,6 +305,8 @@ export class Agent {
     this.blockInformer = new Informer<KubernetesObject>(
       this.kube,
       `/apis/${IPAM_GROUP}/${IPAM_VERSION}/${IPAMBLOCK_PLURAL}`,
+      {},
+      { transform: trimBlockClaim, unchanged: sameBlockClaim },
     );
     // A block's allocations change with every pod; only its CIDR and owner matter to
     // the mesh, so re-plan only when that set changes.

@@ -2,6 +2,8 @@ import test from 'ava';
 import {
   admitBlocks,
   blockClaimFromK8s,
+  sameBlockClaim,
+  trimBlockClaim,
   type BlockAdmissionInput,
   type BlockClaim,
   type BlockRefusalReason,
@@ -180,4 +182,26 @@ test('blockClaimFromK8s reads name, CIDR, node, pool and creation time', (t) => 
     },
   );
   t.is(blockClaimFromK8s({ metadata: { name: 'x' }, spec: { cidr: 'nonsense' } }), null);
+});
+
+test('an IPAMBlock is kept without its allocations: the same claim, and a pod coming or going changes nothing', (t) => {
+  const raw = (allocations: Record<string, unknown>, node = 'n2') => ({
+    apiVersion: 'wiremesh.io/v1alpha1',
+    kind: 'IPAMBlock',
+    metadata: {
+      name: '100-64-0-64-26',
+      uid: 'u',
+      resourceVersion: String(Object.keys(allocations).length),
+      creationTimestamp: '2026-01-01T00:00:00Z',
+      managedFields: [{ manager: 'wiremesh' }],
+    },
+    spec: { cidr: '100.64.0.64/26', node, pool: 'default-ipv4', allocations },
+  });
+  const one = { 'wiremesh.c1.eth0': { address: '100.64.0.64', namespace: 'a', pod: 'p' } };
+  const two = { ...one, 'wiremesh.c2.eth0': { address: '100.64.0.65', namespace: 'a', pod: 'q' } };
+  const trimmed = trimBlockClaim(raw(one));
+  t.deepEqual(blockClaimFromK8s(trimmed), blockClaimFromK8s(raw(one)));
+  t.false(JSON.stringify(trimmed).includes('allocations'));
+  t.true(sameBlockClaim(trimmed, trimBlockClaim(raw(two))));
+  t.false(sameBlockClaim(trimmed, trimBlockClaim(raw(one, 'n3'))));
 });

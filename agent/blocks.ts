@@ -28,6 +28,7 @@
 import { blockName, ipamBlockFromK8s, type IpPool } from '../ipam/index.ts';
 import { cidrsOverlap, mustParseCidr, type Cidr } from '../ipam/cidr.ts';
 import { cidrContains } from './cidr.ts';
+import { sameButVersion } from '../kube/informer.ts';
 import type { PathBlock } from './paths.ts';
 
 /** An IPAMBlock object as the admission reads it. */
@@ -187,3 +188,30 @@ function lastOf(c: Cidr): bigint {
 function containsCidr(outer: Cidr, inner: Cidr): boolean {
   return inner.prefix >= outer.prefix && cidrsOverlap(outer, inner);
 }
+
+/**
+ * What the agent keeps of an IPAMBlock in its cache: what admission reads (name,
+ * CIDR, node, pool, creation time). Its allocations (one entry per pod of the
+ * cluster, changing with every pod) stay with the node that owns the block: this
+ * node's own come from its IPAM journal.
+ */
+export function trimBlockClaim<T extends object>(raw: T): T {
+  const o = raw as {
+    metadata?: Record<string, unknown>;
+    spec?: Record<string, unknown>;
+  };
+  const meta = o.metadata ?? {};
+  const spec = o.spec ?? {};
+  return {
+    metadata: {
+      name: meta.name,
+      uid: meta.uid,
+      resourceVersion: meta.resourceVersion,
+      creationTimestamp: meta.creationTimestamp,
+    },
+    spec: { cidr: spec.cidr, node: spec.node, pool: spec.pool },
+  } as unknown as T;
+}
+
+/** True when two trimmed blocks are the same claim (an allocation changed, nothing else). */
+export const sameBlockClaim = sameButVersion;

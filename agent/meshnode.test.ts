@@ -1,6 +1,12 @@
 import test from 'ava';
 import type { V1Node } from '@kubernetes/client-node';
-import { meshNodeFromK8s, KeyObservations, type ProblemReason } from './meshnode.ts';
+import {
+  meshNodeFromK8s,
+  sameNodeForMesh,
+  trimNodeForMesh,
+  KeyObservations,
+  type ProblemReason,
+} from './meshnode.ts';
 import { parseEndpoint } from './endpoint.ts';
 import { generateKeyPair } from '../crypto/index.ts';
 
@@ -165,4 +171,82 @@ test('KeyObservations: a key keeps the time it was first seen on its node', (t) 
     3000,
   );
   t.deepEqual(o.times(), new Map([['n1', 3000]]));
+});
+
+test("a kubelet's Node is kept trimmed: the same MeshNode, and its status reports change nothing", (t) => {
+  const key = generateKeyPair().publicKey;
+  const full = (heartbeat: string, over: Partial<V1Node['metadata']> = {}): V1Node => ({
+    metadata: {
+      name: 'n1',
+      uid: 'u1',
+      resourceVersion: heartbeat,
+      creationTimestamp: new Date('2026-01-01T00:00:00Z'),
+      labels: { 'kubernetes.io/hostname': 'n1', zone: 'a' },
+      annotations: {
+        'wiremesh.io/wireguard-public-key': key,
+        'wiremesh.io/endpoint': '198.18.0.11:51825',
+        'kubeadm.alpha.kubernetes.io/cri-socket': 'unix:///run/containerd/containerd.sock',
+        'node.alpha.kubernetes.io/ttl': '0',
+      },
+      managedFields: [{ manager: 'kubelet', operation: 'Update' }],
+      ...over,
+    },
+    spec: { podCIDR: '10.244.1.0/24', providerID: 'kind://n1' },
+    status: {
+      addresses: [
+        { type: 'InternalIP', address: '198.18.0.11' },
+        { type: 'Hostname', address: 'n1' },
+      ],
+      conditions: [
+        {
+          type: 'Ready',
+          status: 'True',
+          lastHeartbeatTime: new Date(heartbeat),
+          lastTransitionTime: new Date('2026-01-01T00:00:00Z'),
+          reason: 'KubeletReady',
+          message: 'kubelet is posting ready status',
+        },
+      ],
+      images: Array.from({ length: 30 }, (_, i) => ({
+        names: [
+          `registry.example/app-${i}@sha256:${'0'.repeat(64)}`,
+          `registry.example/app-${i}:v1`,
+        ],
+        sizeBytes: 1e8 + i,
+      })),
+      nodeInfo: {
+        architecture: 'amd64',
+        bootID: 'b',
+        containerRuntimeVersion: 'containerd://1.6.20',
+        kernelVersion: '6.1.0',
+        kubeProxyVersion: 'v1.33.13',
+        kubeletVersion: 'v1.33.13',
+        machineID: 'm',
+        operatingSystem: 'linux',
+        osImage: 'Debian GNU/Linux 12',
+        systemUUID: 's',
+      },
+    },
+  });
+  const a = full('2026-01-01T00:00:10Z');
+  const trimmed = trimNodeForMesh(a);
+  t.deepEqual(meshNodeFromK8s(trimmed), meshNodeFromK8s(a));
+  t.deepEqual(trimmed.metadata?.labels, a.metadata?.labels);
+  t.deepEqual(Object.keys(trimmed.metadata?.annotations ?? {}).sort(), [
+    'wiremesh.io/endpoint',
+    'wiremesh.io/wireguard-public-key',
+  ]);
+  t.true(JSON.stringify(trimmed).length * 5 < JSON.stringify(a).length, 'much smaller');
+  // A heartbeat: nothing kept changed.
+  t.true(sameNodeForMesh(trimmed, trimNodeForMesh(full('2026-01-01T00:00:50Z'))));
+  // A key, an address or a label changed: a change.
+  const other = generateKeyPair().publicKey;
+  const rekeyed = full('2026-01-01T00:00:50Z');
+  rekeyed.metadata!.annotations!['wiremesh.io/wireguard-public-key'] = other;
+  t.false(sameNodeForMesh(trimmed, trimNodeForMesh(rekeyed)));
+  const moved = full('2026-01-01T00:00:50Z');
+  moved.status!.addresses![0]!.address = '198.18.0.99';
+  t.false(sameNodeForMesh(trimmed, trimNodeForMesh(moved)));
+  const relabelled = full('2026-01-01T00:00:50Z', { labels: { zone: 'b' } });
+  t.false(sameNodeForMesh(trimmed, trimNodeForMesh(relabelled)));
 });

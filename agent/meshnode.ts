@@ -15,6 +15,7 @@ import {
   ANNOTATION_HOST_ENCRYPTION,
 } from './annotations.ts';
 import { parseEndpoint } from './endpoint.ts';
+import { sameButVersion } from '../kube/informer.ts';
 
 export type ProblemReason =
   'InvalidPublicKey' | 'InvalidEndpoint' | 'InvalidKeepalive' | 'DuplicatePublicKey' | 'NoEndpoint';
@@ -128,3 +129,33 @@ export class KeyObservations {
     return new Map([...this.seen].map(([name, s]) => [name, s.at]));
   }
 }
+
+/**
+ * What the agent keeps of a Node in its cache: identity, labels (pool node
+ * selectors), wiremesh's own annotations and the addresses. A kubelet's Node also
+ * carries its images, conditions and capacity, several kilobytes that every agent
+ * would otherwise hold for every node of the cluster.
+ */
+export function trimNodeForMesh(node: V1Node): V1Node {
+  const meta = node.metadata ?? {};
+  const annotations = Object.fromEntries(
+    Object.entries(meta.annotations ?? {}).filter(([k]) => k.startsWith('wiremesh.io/')),
+  );
+  return {
+    metadata: {
+      name: meta.name,
+      uid: meta.uid,
+      resourceVersion: meta.resourceVersion,
+      creationTimestamp: meta.creationTimestamp,
+      ...(meta.labels ? { labels: meta.labels } : {}),
+      annotations,
+    },
+    status: { addresses: node.status?.addresses ?? [] },
+  };
+}
+
+/**
+ * True when two trimmed Nodes are the same to the agent: a kubelet's status report
+ * (heartbeats, images, conditions) changes nothing kept, and must not start a pass.
+ */
+export const sameNodeForMesh: (a: V1Node, b: V1Node) => boolean = sameButVersion;

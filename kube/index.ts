@@ -9,4 +9,4 @@ export {
   type WatchEvent,
   type RequestOpts,
 } from './client.ts';
-export { Informer } from './informer.ts';
+export { Informer, sameButVersion } from './informer.ts';

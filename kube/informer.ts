@@ -33,6 +33,18 @@ export interface InformerOptions<T> {
   unchanged?: (cached: T, next: T) => boolean;
 }
 
+/**
+ * True when two (trimmed) objects differ at most in resourceVersion: the `unchanged`
+ * test of an informer whose transform keeps only what its consumer reads.
+ */
+export function sameButVersion(a: object, b: object): boolean {
+  const text = (x: object) => {
+    const o = x as { metadata?: Record<string, unknown> };
+    return JSON.stringify({ ...o, metadata: { ...o.metadata, resourceVersion: undefined } });
+  };
+  return text(a) === text(b);
+}
+
 export class Informer<T extends Obj> extends EventEmitter {
   private readonly client: KubeClient;
   private readonly path: string;

@@ -18,7 +18,8 @@ import {
   kubeClientFromKubeconfig,
   type KubeClient,
 } from '../kube/index.ts';
-import { meshNodeFromK8s } from '../agent/meshnode.ts';
+import { meshNodeFromK8s, sameNodeForMesh, trimNodeForMesh } from '../agent/meshnode.ts';
+import { sameBlockClaim, trimBlockClaim } from '../agent/blocks.ts';
 import { ipPoolFromK8s, ipamBlockFromK8s } from '../ipam/k8s.ts';
 import type { IpPool, IpamBlock } from '../ipam/types.ts';
 import type { MeshNode } from '../agent/meshnode.ts';
@@ -193,15 +194,21 @@ export class RemoteClusterWatch {
       const informers: Informer<Obj>[] = [];
       try {
         const client = await this.options.connect();
-        const [nodes, pools, blocks] = [
+        // Kept trimmed as the agent keeps its own cluster's: a remote cluster's Node
+        // heartbeats and pod allocations change nothing routed.
+        const nodes = new Informer<Obj>(
+          client,
           REMOTE_NODES_PATH,
-          REMOTE_POOLS_PATH,
+          {},
+          { transform: trimNodeForMesh, unchanged: sameNodeForMesh },
+        );
+        const pools = new Informer<Obj>(client, REMOTE_POOLS_PATH);
+        const blocks = new Informer<Obj>(
+          client,
           REMOTE_BLOCKS_PATH,
-        ].map((path) => new Informer<Obj>(client, path)) as [
-          Informer<Obj>,
-          Informer<Obj>,
-          Informer<Obj>,
-        ];
+          {},
+          { transform: trimBlockClaim, unchanged: sameBlockClaim },
+        );
         informers.push(nodes, pools, blocks);
         for (const inf of informers) {
           for (const ev of ['add', 'update', 'delete'])

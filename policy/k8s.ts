@@ -19,6 +19,7 @@
 // or port of a pod is dropped with a problem; the rest of the pod stands.
 import type { V1Namespace, V1NetworkPolicy, V1Pod } from '@kubernetes/client-node';
 import { checkPolicy } from './check.ts';
+import { sameButVersion } from '../kube/informer.ts';
 import { parseAddress } from './ranges.ts';
 import {
   POLICY_TYPES,
@@ -394,13 +395,7 @@ export function trimPodForPolicy<T extends object>(obj: T): T {
 }
 
 /** Two trimmed pods that differ at most in resourceVersion: the same to policy. */
-export function samePodForPolicy(a: object, b: object): boolean {
-  const text = (x: object) => {
-    const o = x as { metadata?: Record<string, unknown> };
-    return JSON.stringify({ ...o, metadata: { ...o.metadata, resourceVersion: undefined } });
-  };
-  return text(a) === text(b);
-}
+export const samePodForPolicy = sameButVersion;
 
 /** A Namespace object as a PolicyNamespace. */
 export function namespaceFromK8s(obj: Readonly<V1Namespace> | object): {
