@@ -26,9 +26,9 @@ interface FakeAgent {
 
 type Answer = (req: IncomingMessage, res: ServerResponse) => void;
 
-async function fakeAgent(answer: Answer): Promise<FakeAgent> {
+async function fakeAgent(answer: Answer, at?: string): Promise<FakeAgent> {
   const dir = await mkdtemp(join(tmpdir(), 'wm-relay-'));
-  const socket = join(dir, 'cni.sock');
+  const socket = at ?? join(dir, 'cni.sock');
   const received: Received[] = [];
   const server: Server = createServer((req, res) => {
     const chunks: Buffer[] = [];
@@ -112,9 +112,12 @@ test('the exit code and stdout are the agent’s, also for an error', async (t) 
   t.is(agent.received[0]?.body.env.CNI_COMMAND, 'DEL');
 });
 
-test('no agent: a CNI error with code 11 in the config’s cniVersion', async (t) => {
+test('no agent: a CNI error with code 11 in the config’s cniVersion, after waiting for it', async (t) => {
   const socket = join(tmpdir(), `wm-relay-missing-${process.pid}.sock`);
-  const r = await runRelay(socket, config);
+  const start = performance.now();
+  const r = await runRelay(socket, config, { WIREMESH_CNI_CONNECT_WAIT: '0.6' });
+  const elapsed = performance.now() - start;
+  t.true(elapsed >= 550, `waited ${elapsed.toFixed(0)} ms for the agent`);
   t.not(r.code, 0);
   const out = JSON.parse(r.stdout) as CniErrorJson;
   t.like(out, { cniVersion: '0.4.0', code: 11, msg: 'wiremesh agent not reachable' });
@@ -122,9 +125,24 @@ test('no agent: a CNI error with code 11 in the config’s cniVersion', async (t
 });
 
 test('no agent and a config that does not parse: cniVersion 1.1.0', async (t) => {
-  const r = await runRelay(join(tmpdir(), `wm-relay-missing-${process.pid}.sock`), '{"cniVers');
+  const r = await runRelay(join(tmpdir(), `wm-relay-missing-${process.pid}.sock`), '{"cniVers', {
+    WIREMESH_CNI_CONNECT_WAIT: '0',
+  });
   t.not(r.code, 0);
   t.like(JSON.parse(r.stdout), { cniVersion: '1.1.0', code: 11 });
+});
+
+test('an agent that starts while the relay waits (a node booting): the request goes through', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'wm-relay-late-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const socket = join(dir, 'cni.sock');
+  const pending = runRelay(socket, config, { CNI_COMMAND: 'DEL' });
+  await new Promise((r) => setTimeout(r, 800));
+  const agent = await fakeAgent(replyWith({ code: 0, stdout: '' }), socket);
+  t.teardown(agent.close);
+  const r = await pending;
+  t.deepEqual([r.code, r.stdout], [0, '']);
+  t.is(agent.received[0]?.body.env.CNI_COMMAND, 'DEL');
 });
 
 test('an agent that never answers: code 11 after WIREMESH_CNI_TIMEOUT', async (t) => {

@@ -123,26 +123,37 @@ test.serial(
   },
 );
 
-test.serial('with the agent down the plugin answers code 11 (try again later)', async (t) => {
-  const node = lab.plan.nodes[0]?.name ?? '';
-  await lab.stopAgent(node);
-  try {
-    const res = await runPlugin(
-      node,
-      {
+test.serial(
+  'with the agent down the plugin waits for it, then answers code 11 (try again later); an agent that starts meanwhile answers',
+  async (t) => {
+    const node = lab.plan.nodes[0]?.name ?? '';
+    await lab.stopAgent(node);
+    try {
+      const env = {
         CNI_COMMAND: 'ADD',
         CNI_CONTAINERID: 'x1',
         CNI_IFNAME: 'eth0',
         CNI_NETNS: '/run/netns/none',
-      },
-      conf(),
-    );
-    t.is(codeOf(res.stdout), 11, res.stdout);
-  } finally {
-    await lab.startAgent(node);
-    await lab.waitAgentReady(node);
-  }
-});
+      };
+      const start = performance.now();
+      const res = await runPlugin(node, { ...env, WIREMESH_CNI_CONNECT_WAIT: '2' }, conf());
+      const waited = performance.now() - start;
+      t.is(codeOf(res.stdout), 11, res.stdout);
+      t.true(waited >= 1900, `waited ${waited.toFixed(0)} ms`);
+      // A DEL sent while the agent is down, the agent started a second later (a node
+      // booting): the DEL waits for it and succeeds.
+      const del = runPlugin(node, { ...env, CNI_COMMAND: 'DEL', CNI_CONTAINERID: 'x2' }, conf());
+      await new Promise((r) => setTimeout(r, 1000));
+      await lab.startAgent(node);
+      const done = await del;
+      t.is(done.code, 0, done.stdout);
+    } finally {
+      if (!lab.state.procs.some((p) => p.name === lab.agentProcName(node)))
+        await lab.startAgent(node);
+      await lab.waitAgentReady(node);
+    }
+  },
+);
 
 /** cnitool on a node, for a network and a pod namespace, as a container runtime would call plugins. */
 function cnitoolOn(node: string, network: string, netns: string, pod: string, capArgs?: object) {

@@ -16,8 +16,14 @@
 // cannot be reached or answers anything else, the relay prints a CNI error with
 // code 11 (try again later) and exits 1; the runtime retries pod set-up later.
 //
-// Environment: WIREMESH_CNI_SOCKET (default /run/wiremesh/cni.sock) and
-// WIREMESH_CNI_TIMEOUT in seconds (default 60).
+// An agent that is starting (its socket missing or refusing: a node that just
+// booted, an agent being upgraded) is waited for, up to WIREMESH_CNI_CONNECT_WAIT:
+// a kubelet whose DEL or ADD fails backs off for ten seconds and more, and after a
+// reboot a failed DEL of a dead sandbox holds the pod's next sandbox back.
+//
+// Environment: WIREMESH_CNI_SOCKET (default /run/wiremesh/cni.sock),
+// WIREMESH_CNI_TIMEOUT in seconds (default 60) for the agent's answer, and
+// WIREMESH_CNI_CONNECT_WAIT in seconds (default 20) for an agent that is starting.
 package main
 
 import (
@@ -33,6 +39,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -66,21 +73,50 @@ func main() {
 	if socket == "" {
 		socket = "/run/wiremesh/cni.sock"
 	}
-	timeout := 60 * time.Second
-	if s := os.Getenv("WIREMESH_CNI_TIMEOUT"); s != "" {
-		if secs, perr := strconv.ParseFloat(s, 64); perr == nil && secs > 0 {
-			timeout = time.Duration(secs * float64(time.Second))
-		} else {
-			fmt.Fprintf(os.Stderr, "wiremesh: ignoring WIREMESH_CNI_TIMEOUT=%q (not a positive number of seconds)\n", s)
-		}
-	}
-
+	timeout := seconds("WIREMESH_CNI_TIMEOUT", 60*time.Second, false)
+	wait := seconds("WIREMESH_CNI_CONNECT_WAIT", 20*time.Second, true)
+	waitForAgent(socket, wait)
 	r, err := relay(socket, timeout, request{Env: env, Stdin: string(stdin)})
 	if err != nil {
 		fail(stdin, 11, "wiremesh agent not reachable", err.Error())
 	}
 	os.Stdout.WriteString(*r.Stdout)
 	os.Exit(*r.Code)
+}
+
+// seconds reads a duration in seconds from the environment (zero allowed when
+// zeroOK), or gives def with a note on stderr when it does not parse.
+func seconds(name string, def time.Duration, zeroOK bool) time.Duration {
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	secs, err := strconv.ParseFloat(s, 64)
+	if err != nil || secs < 0 || (secs == 0 && !zeroOK) {
+		fmt.Fprintf(os.Stderr, "wiremesh: ignoring %s=%q (not a valid number of seconds)\n", name, s)
+		return def
+	}
+	return time.Duration(secs * float64(time.Second))
+}
+
+// waitForAgent returns once the socket accepts a connection, or when it fails for
+// another reason than an agent not (yet) listening, or after wait: the request
+// that follows then fails with the reason.
+func waitForAgent(socket string, wait time.Duration) {
+	deadline := time.Now().Add(wait)
+	for {
+		conn, err := net.DialTimeout("unix", socket, time.Second)
+		if err == nil {
+			conn.Close()
+			return
+		}
+		starting := errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED)
+		left := time.Until(deadline)
+		if !starting || left <= 0 {
+			return
+		}
+		time.Sleep(min(left, 200*time.Millisecond))
+	}
 }
 
 // relay makes the one request to the agent and checks the reply's shape.
