@@ -23,7 +23,7 @@ cluster_lab=e2ereal
 cluster_suites=(kind-tests/mesh.e2e.test.ts kind-tests/pods.e2e.test.ts kind-tests/netpol.e2e.test.ts
   kind-tests/real/services.e2e.test.ts kind-tests/route-damage.e2e.test.ts
   kind-tests/real/runtime.e2e.test.ts kind-tests/real/authority.e2e.test.ts
-  kind-tests/real/drops.e2e.test.ts kind-tests/graph.e2e.test.ts kind-tests/real/podman.e2e.test.ts
+  kind-tests/real/drops.e2e.test.ts kind-tests/real/graph.e2e.test.ts kind-tests/real/podman.e2e.test.ts
   kind-tests/real/upgrades.e2e.test.ts)
 run_cluster_tier() {
   local rc

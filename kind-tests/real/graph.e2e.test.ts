@@ -6,16 +6,17 @@
 // (WireGuard and VXLAN, so coloured as plaintext), the Peer with an edge from every
 // node marked "no handshake ever" (the agents program it, nobody answers), and,
 // once one node's agent is frozen, that node marked as not answering. Through the
-// cluster driver only.
+// cluster driver only; in the cluster tier (the real-node lab): the graph's claims are
+// about the cluster users run.
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
-import { openCluster } from './lab-driver.ts';
-import type { ClusterDriver, ClusterPod } from './driver.ts';
-import { eventually } from './probes.ts';
-import { KubeApiError, kubeClient, type KubeClient } from '../kube/index.ts';
-import { defaultRunner } from '../sys/index.ts';
-import { generateKeyPair } from '../crypto/keys.ts';
-import { parseGraphSvg as parseSvg, type SvgItem } from '../explain/svg.ts';
+import { openCluster } from '../lab-driver.ts';
+import type { ClusterDriver, ClusterPod } from '../driver.ts';
+import { eventually } from '../probes.ts';
+import { KubeApiError, kubeClient, type KubeClient } from '../../kube/index.ts';
+import { defaultRunner } from '../../sys/index.ts';
+import { generateKeyPair } from '../../crypto/keys.ts';
+import { parseGraphSvg as parseSvg, type SvgItem } from '../../explain/svg.ts';
 
 const suffix = randomBytes(2).toString('hex');
 const NAMESPACE = `wiremesh-e2e-graph-${suffix}`;
