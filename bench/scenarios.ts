@@ -95,6 +95,11 @@ export const scenarios: Record<string, Scenario> = {
     run: async ({ repeats }) =>
       (await import('./policy-lab.ts')).benchPolicyEnforce(repeats, TEN_THOUSAND_PODS),
   },
+  'k8s-limits': {
+    description:
+      "lab: one real agent at Kubernetes' limits (5,000 nodes, 150,000 pods, 10,000 policies as API objects): RSS, start-up to the first full pass, label change to enforcement, vs the lab's objects only",
+    run: async ({ repeats }) => (await import('./limits.ts')).benchLimits(repeats),
+  },
   'policy-throughput': {
     description:
       'lab: TCP between two pods (across nodes and on one node) with 1,000 NetworkPolicies in force vs none',
