@@ -19,7 +19,6 @@
 //
 // WIREMESH_LIMITS_SCALE=0.1 runs a tenth of the limits (a quick check of the bench).
 import { setTimeout as sleep } from 'node:timers/promises';
-import { readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import type { V1Node } from '@kubernetes/client-node';
 import { figureOf, median, percentile, type Figure } from './harness.ts';
@@ -34,6 +33,7 @@ import {
   wallNow,
 } from './policy-lab.ts';
 import { Lab } from '../lab/index.ts';
+import { agentPids, rssMiB } from './mesh.ts';
 import { kubeClient, type KubeClient } from '../kube/index.ts';
 import { generateKeyPair } from '../crypto/keys.ts';
 import { ANNOTATION_ENDPOINT, ANNOTATION_PUBLIC_KEY } from '../agent/annotations.ts';
@@ -164,17 +164,6 @@ async function post(kube: KubeClient, path: string, body: object): Promise<void>
 
 const mergePatch = { contentType: 'application/merge-patch+json' };
 
-function rssMiB(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) / 1024 : NaN;
-}
-
-function agentPid(lab: Lab, node: string): number {
-  const rec = lab.state.procs.find((p) => p.name === lab.agentProcName(node));
-  if (!rec) throw new Error(`no agent on ${node}`);
-  return rec.pid;
-}
-
 /** The agent on `node` restarted: ms from its start to /readyz (its first full pass). */
 async function restartToReady(lab: Lab, node: string): Promise<number> {
   await lab.stopAgent(node);
@@ -251,7 +240,7 @@ export async function benchLimits(changes: number, scale = K8S_LIMITS): Promise<
       changes: [] as number[],
     };
     await sleep(5000);
-    base.rss = rssMiB(agentPid(lab, n2.name));
+    base.rss = rssMiB(agentPids(lab, n2.name).agent);
     base.changes = await labelChanges(rounds, 'baseline');
     log(
       `k8s-limits: baseline: RSS ${base.rss.toFixed(0)} MiB, start-up ${base.ready.map((x) => x.toFixed(0)).join(', ')} ms`,
@@ -414,10 +403,10 @@ export async function benchLimits(changes: number, scale = K8S_LIMITS): Promise<
       changes: [] as number[],
     };
     await sleep(10_000);
-    at.rss = rssMiB(agentPid(lab, n2.name));
+    at.rss = rssMiB(agentPids(lab, n2.name).agent);
     at.peers = (await lab.agentStatus(n2.name)).peers.length;
     at.changes = await labelChanges(rounds, 'at the limits');
-    const rssAfter = rssMiB(agentPid(lab, n2.name));
+    const rssAfter = rssMiB(agentPids(lab, n2.name).agent);
     load.push(loadavg()[0] ?? 0);
 
     const B = 'k8s-limits';

@@ -61,7 +61,7 @@ export async function benchReplan(repeats: number): Promise<Figure[]> {
   return figures;
 }
 
-function rssMiB(pid: number): number {
+export function rssMiB(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Number(m[1]) / 1024 : NaN;
 }
@@ -71,7 +71,10 @@ function agentStatus(lab: Lab, node: string): Promise<AgentStatus> {
 }
 
 /** The agent's pid (nsenter execs it, so it is the recorded process) and its wireguard-go child. */
-function agentPids(lab: Lab, node: string): { agent: number; wireguardGo: number | undefined } {
+export function agentPids(
+  lab: Lab,
+  node: string,
+): { agent: number; wireguardGo: number | undefined } {
   const rec = lab.state.procs.find((p) => p.name === lab.agentProcName(node));
   if (!rec) throw new Error(`no agent on ${node}`);
   const children = readFileSync(`/proc/${rec.pid}/task/${rec.pid}/children`, 'utf8')

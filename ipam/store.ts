@@ -304,15 +304,19 @@ export class NodeIpam {
   async release(handle: string): Promise<boolean> {
     const journal = this.requireJournal();
     const released = await this.lock.run(async () => {
+      const now = this.now();
       let found = false;
       for (const b of this.held.values()) {
         const a = b.allocations.get(handle);
         if (!a) continue;
         found = true;
         const key = releaseKey(a, b.family);
-        if (key) this.released.set(key, { address: a.address, at: this.now() });
+        if (key) this.released.set(key, { address: a.address, at: now });
       }
       if (!found) return false;
+      // Forgotten here, on DEL, rather than on the ADD path.
+      for (const [k, r] of this.released)
+        if (now - r.at > RELEASED_KEEP_MS) this.released.delete(k);
       this.record({ op: 'release', handle });
       return true;
     });
@@ -360,7 +364,6 @@ export class NodeIpam {
     family: Family,
   ): AllocationDecision {
     const now = this.now();
-    for (const [k, r] of this.released) if (now - r.at > RELEASED_KEEP_MS) this.released.delete(k);
     const fresh = (address: string, block: IpamBlock): AllocationDecision => ({
       kind: 'new',
       block,
@@ -381,6 +384,7 @@ export class NodeIpam {
     const before = key ? this.released.get(key) : undefined;
     if (!key || !before) return { kind: 'full' };
     this.released.delete(key);
+    if (now - before.at > RELEASED_KEEP_MS) return { kind: 'full' };
     const block = blockWithFreeAddress(eligible, before.address);
     return block ? fresh(before.address, block) : { kind: 'full' };
   }

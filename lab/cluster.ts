@@ -444,14 +444,40 @@ export class Cluster {
   async restartRuntime(nodeName: string): Promise<void> {
     const node = this.plan.nodes.find((n) => n.name === nodeName);
     if (!node) throw new Error(`no node ${nodeName} in lab ${this.plan.name}`);
+    await this.stopRuntime(node, 5000);
+    await this.startRuntime(node, []);
+  }
+
+  /** The node's kubelet and containerd stopped; their records go. */
+  private async stopRuntime(node: NodePlan, graceMs: number): Promise<void> {
     // The kubelet first, as down() does: it must not find containerd gone.
     const stopping = [`kubelet-${node.name}`, `containerd-${node.name}`].flatMap((name) =>
       this.state.procs.filter((p) => p.name === name),
     );
-    for (const rec of stopping) await stopDaemon(rec, 5000);
+    for (const rec of stopping) await stopDaemon(rec, graceMs);
     // Dead records go: their pids may be reused by processes the lab did not start.
     this.state.procs = this.state.procs.filter((p) => !stopping.includes(p));
-    await this.startRuntime(node, []);
+  }
+
+  /**
+   * Containers, their shims and host-network pods of a node whose containerd is
+   * gone: killed by cgroup and by namespace until none is left (a dying shim may
+   * still start nothing new).
+   */
+  private async killNodeProcesses(node: NodePlan): Promise<void> {
+    const root = nodeCgroupRoot(this.plan, node);
+    for (let i = 0; i < 20; i++) {
+      const pids = [...(await cgroupPids(root)), ...(await netnsPids(this.runner, node.netns))];
+      if (!pids.length) break;
+      await killPids(pids);
+    }
+  }
+
+  /** The node's mount and network namespaces and cgroup parent removed; the cgroups still in use. */
+  private async removeNodeNamespaces(node: NodePlan): Promise<string[]> {
+    await releaseMountNamespace(this.runner, this.mountFile(node));
+    await deleteNetns(this.runner, node.netns);
+    return removeCgroupRoot(nodeCgroupRoot(this.plan, node));
   }
 
   /**
@@ -465,22 +491,11 @@ export class Cluster {
    */
   async rebootNode(nodeName: string): Promise<void> {
     const node = this.node(nodeName);
-    const procs = this.state.procs.filter(
-      (p) => p.name === `kubelet-${node.name}` || p.name === `containerd-${node.name}`,
-    );
-    for (const rec of procs) await stopDaemon(rec, 0);
-    this.state.procs = this.state.procs.filter((p) => !procs.includes(p));
+    await this.stopRuntime(node, 0);
     await this.save();
-    const root = nodeCgroupRoot(this.plan, node);
-    for (let i = 0; i < 20; i++) {
-      const pids = [...(await cgroupPids(root)), ...(await netnsPids(this.runner, node.netns))];
-      if (!pids.length) break;
-      await killPids(pids);
-    }
-    await releaseMountNamespace(this.runner, this.mountFile(node));
-    await deleteNetns(this.runner, node.netns);
+    await this.killNodeProcesses(node);
+    const busy = await this.removeNodeNamespaces(node);
     await this.runner.run(['ip', 'link', 'del', node.hostVeth], { allowFailure: true });
-    const busy = await removeCgroupRoot(root);
     if (busy.length)
       throw new Error(`rebooting ${node.name}: cgroups still in use: ${busy.join(', ')}`);
     await this.createNode(node);
@@ -501,25 +516,11 @@ export class Cluster {
       for (const rec of this.state.procs.filter((p) => p.name.startsWith('kubelet-')))
         await stopDaemon(rec, 2000);
       for (const rec of [...this.state.procs].reverse()) await stopDaemon(rec, 2000);
-      for (const node of plan.nodes) {
-        const root = nodeCgroupRoot(plan, node);
-        // Containers, their shims and host-network pods: by cgroup and by namespace,
-        // until none is left (a dying shim may still start nothing new: containerd is gone).
-        for (let i = 0; i < 20; i++) {
-          const pids = [...(await cgroupPids(root)), ...(await netnsPids(runner, node.netns))];
-          if (!pids.length) break;
-          await killPids(pids);
-        }
-      }
-      for (const node of plan.nodes) {
-        await releaseMountNamespace(runner, this.mountFile(node));
-        await deleteNetns(runner, node.netns);
+      for (const node of plan.nodes) await this.killNodeProcesses(node);
+      for (const node of plan.nodes)
         problems.push(
-          ...(await removeCgroupRoot(nodeCgroupRoot(plan, node))).map(
-            (d) => `cgroup ${d} still in use`,
-          ),
+          ...(await this.removeNodeNamespaces(node)).map((d) => `cgroup ${d} still in use`),
         );
-      }
       for (const link of await listLinks(runner))
         if (labOwnsLink(plan.name, link))
           await runner.run(['ip', 'link', 'del', link], { allowFailure: true });
