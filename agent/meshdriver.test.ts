@@ -286,3 +286,24 @@ test('host encryption: routes in its own table and one rule per family, removed 
   );
   t.deepEqual(ip.rules, []);
 });
+
+test('a pass over many new peers writes them with a few wg calls and one route batch', async (t) => {
+  const { wg, ip, driver } = setup();
+  const many = Array.from({ length: 300 }, (_, i) => ({
+    key: generateKeyPair().publicKey,
+    ip: `100.127.${1 + Math.floor(i / 200)}.${(i % 200) + 2}`,
+  }));
+  let batches = 0;
+  const batch = ip.routeReplaceBatch.bind(ip);
+  ip.routeReplaceBatch = async (routes) => {
+    batches++;
+    return batch(routes);
+  };
+  const report = await driver.apply(plan(many), self.privateKey, self.publicKey);
+  t.like(report, { peersAdded: 300, routesReplaced: 300 });
+  t.is((await wg.show('wiremesh.wg'))?.peers.length, 300);
+  // New peers go twice (a keepalive to start the handshake, then their own setting).
+  t.is(wg.setPeersCalls, 2);
+  t.is(batches, 1);
+  t.is(ip.routes.length, 300);
+});

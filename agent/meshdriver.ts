@@ -75,6 +75,15 @@ export function peerNeedsUpdate(
   return false;
 }
 
+function peerConfig(peer: PeerPlan): WgPeerConfig {
+  return {
+    publicKey: peer.publicKey,
+    endpoint: peer.endpoint,
+    allowedIPs: peer.allowedIPs,
+    persistentKeepalive: peer.persistentKeepalive,
+  };
+}
+
 export class MeshDriver {
   private readonly wg: WgClient;
   private readonly ip: IpClient;
@@ -137,17 +146,14 @@ export class MeshDriver {
       }
     }
     const haveByKey = new Map(dev.peers.map((p) => [p.publicKey, p]));
-    for (const peer of plan.peers) {
+    const changed = plan.peers.filter((peer) => {
       const have = haveByKey.get(peer.publicKey);
-      if (have && !peerNeedsUpdate(peer, have, this.lastApplied.get(peer.publicKey))) continue;
-      try {
-        await this.setPeer(name, peer, !have);
-      } catch (e) {
-        failures.push(new Error(`peer ${peer.node}: ${(e as Error).message}`, { cause: e }));
-        continue;
-      }
+      return !have || peerNeedsUpdate(peer, have, this.lastApplied.get(peer.publicKey));
+    });
+    const set = await this.setPeers(name, changed, haveByKey, failures);
+    for (const peer of set) {
       this.lastApplied.set(peer.publicKey, peer);
-      if (have) report.peersUpdated++;
+      if (haveByKey.has(peer.publicKey)) report.peersUpdated++;
       else report.peersAdded++;
     }
 
@@ -174,13 +180,16 @@ export class MeshDriver {
     if (!link.up) await this.ip.linkSetUp(name);
 
     const haveRoutes = new Map(routes.map((r) => [r.dst, r]));
-    for (const r of plan.routes) {
+    const newRoutes = plan.routes.filter((r) => {
       const h = haveRoutes.get(r.dst);
-      if (h && h.dev === r.dev && h.src === r.src) continue;
-      await this.ip.routeReplace({ ...r, protocol: ROUTE_PROTOCOL });
-      report.routesReplaced++;
-    }
-    await this.applyHostRouting(plan, hostRoutes, report);
+      return !(h && h.dev === r.dev && h.src === r.src);
+    });
+    await this.replaceRoutes(
+      newRoutes.map((r) => ({ ...r, protocol: ROUTE_PROTOCOL })),
+      report,
+      failures,
+    );
+    await this.applyHostRouting(plan, hostRoutes, report, failures);
     const [first] = failures;
     if (first && failures.length === 1) throw first;
     if (first)
@@ -191,20 +200,55 @@ export class MeshDriver {
     return report;
   }
 
-  private async setPeer(name: string, peer: PeerPlan, isNew: boolean): Promise<void> {
-    const config: WgPeerConfig = {
-      publicKey: peer.publicKey,
-      endpoint: peer.endpoint,
-      allowedIPs: peer.allowedIPs,
-      persistentKeepalive: peer.persistentKeepalive,
-    };
-    if (isNew && config.persistentKeepalive === 0 && config.endpoint !== null) {
-      // A new peer: turning keepalive on sends a keepalive at once, which starts a
-      // handshake now. The far side may still hold a session from before this peer
-      // was (re)added here, and would otherwise keep using it until it times out.
-      await this.wg.setPeer(name, { ...config, persistentKeepalive: 1 });
+  /**
+   * Sets the changed peers, many per `wg` call; when a call fails (one bad peer fails
+   * all of it), its peers one by one, so the others still get set. Returns the peers set.
+   */
+  private async setPeers(
+    name: string,
+    peers: readonly PeerPlan[],
+    have: ReadonlyMap<string, WgPeer>,
+    failures: Error[],
+  ): Promise<PeerPlan[]> {
+    if (peers.length === 0) return [];
+    // A new peer: turning keepalive on sends a keepalive at once, which starts a
+    // handshake now. The far side may still hold a session from before this peer was
+    // (re)added here, and would otherwise keep using it until it times out.
+    const kick = (p: PeerPlan) =>
+      !have.has(p.publicKey) && p.persistentKeepalive === 0 && p.endpoint !== null;
+    const steps = (p: PeerPlan): WgPeerConfig[] =>
+      kick(p) ? [{ ...peerConfig(p), persistentKeepalive: 1 }, peerConfig(p)] : [peerConfig(p)];
+    try {
+      const kicks = peers.filter(kick).map((p) => ({ ...peerConfig(p), persistentKeepalive: 1 }));
+      if (kicks.length > 0) await this.wg.setPeers(name, kicks);
+      await this.wg.setPeers(name, peers.map(peerConfig));
+      return [...peers];
+    } catch {
+      const done: PeerPlan[] = [];
+      for (const peer of peers) {
+        try {
+          for (const config of steps(peer)) await this.wg.setPeer(name, config);
+          done.push(peer);
+        } catch (e) {
+          failures.push(new Error(`peer ${peer.node}: ${(e as Error).message}`, { cause: e }));
+        }
+      }
+      return done;
     }
-    await this.wg.setPeer(name, config);
+  }
+
+  /** Writes routes with one `ip -batch`; each line that failed fails the pass at its end. */
+  private async replaceRoutes(
+    routes: readonly (RouteInfo & { protocol: number })[],
+    report: ApplyReport,
+    failures: Error[],
+  ): Promise<void> {
+    if (routes.length === 0) return;
+    const errors = await this.ip.routeReplaceBatch(routes);
+    if (errors.length > 0) failures.push(new Error(`writing routes: ${errors.join('; ')}`));
+    // `ip -batch` names each failed line with an error line and a `Command failed` line.
+    report.routesReplaced +=
+      routes.length - errors.filter((l) => l.startsWith('Command failed')).length;
   }
 
   /**
@@ -251,14 +295,18 @@ export class MeshDriver {
     plan: MeshPlan,
     have: readonly RouteInfo[],
     report: ApplyReport,
+    failures: Error[],
   ): Promise<void> {
     const haveByDst = new Map(have.map((r) => [r.dst, r]));
-    for (const r of plan.hostRoutes) {
+    const changed = plan.hostRoutes.filter((r) => {
       const h = haveByDst.get(r.dst);
-      if (h && h.src === r.src) continue;
-      await this.ip.routeReplace({ ...r, table: HOST_ROUTE_TABLE, protocol: ROUTE_PROTOCOL });
-      report.routesReplaced++;
-    }
+      return !(h && h.src === r.src);
+    });
+    await this.replaceRoutes(
+      changed.map((r) => ({ ...r, table: HOST_ROUTE_TABLE, protocol: ROUTE_PROTOCOL })),
+      report,
+      failures,
+    );
     const rules = await this.ip.ruleList(HOST_ROUTE_TABLE);
     const key = (r: { family: number; priority: number; notFwmark: number }) =>
       `${r.family}/${r.priority}/${r.notFwmark}`;

@@ -37,6 +37,8 @@ interface FakeDevice {
 export class FakeWg implements WgClient {
   /** e.g. 'show wiremesh.wg', 'setPeer wiremesh.wg KEY', 'setListenPort wiremesh.wg 51825'. */
   readonly calls: string[] = [];
+  /** How many setPeers calls came (their peers are recorded in `calls` one by one). */
+  setPeersCalls = 0;
   private readonly devices = new Map<string, FakeDevice>();
   private readonly failures = new Map<WgOperation, Error[]>();
 
@@ -150,6 +152,22 @@ export class FakeWg implements WgClient {
         persistentKeepalive: config.persistentKeepalive,
       });
     }
+  }
+
+  /**
+   * As `wg set` with many peers: when a failure of setPeer is pending (a bad peer),
+   * the whole call fails and writes nothing, leaving that failure to the one-by-one
+   * retry that finds the bad peer.
+   */
+  async setPeers(iface: string, peers: readonly WgPeerConfig[]): Promise<void> {
+    assertInterfaceName(iface);
+    for (const p of peers) assertPeerConfig(p);
+    this.setPeersCalls++;
+    if (this.failures.get('setPeer')?.length) {
+      const stderr = 'Unable to modify interface: one of the peers failed';
+      throw new CommandError(['wg', 'set', iface], 1, '', stderr, 'exit code 1');
+    }
+    for (const p of peers) await this.setPeer(iface, p);
   }
 
   async removePeer(iface: string, publicKey: string): Promise<void> {

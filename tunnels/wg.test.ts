@@ -219,6 +219,32 @@ test('setPeer, removePeer and setListenPort build exact argv', async (t) => {
   t.true(calls.every((c) => c.options?.timeoutMs !== undefined));
 });
 
+test('setPeers writes many peers per wg call, 200 at most', async (t) => {
+  const { runner, calls } = scripted();
+  const configs = Array.from({ length: 450 }, () => ({
+    publicKey: PEER2,
+    endpoint: null,
+    allowedIPs: [],
+    persistentKeepalive: 0,
+  }));
+  await new WgCli(runner).setPeers('wiremesh.wg', configs);
+  t.deepEqual(
+    calls.map((c) => c.argv.filter((a) => a === 'peer').length),
+    [200, 200, 50],
+  );
+  t.deepEqual(calls[0]?.argv.slice(0, 9), [
+    'wg',
+    'set',
+    'wiremesh.wg',
+    'peer',
+    PEER2,
+    'allowed-ips',
+    '',
+    'persistent-keepalive',
+    'off',
+  ]);
+});
+
 const peer = (over: Partial<WgPeerConfig> = {}): WgPeerConfig => ({
   publicKey: PEER1,
   endpoint: '198.18.0.12:51825',

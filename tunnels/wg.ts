@@ -57,6 +57,12 @@ export interface WgClient {
   setFwmark(iface: string, mark: number): Promise<void>;
   /** Creates or updates the peer. */
   setPeer(iface: string, peer: WgPeerConfig): Promise<void>;
+  /**
+   * Creates or updates many peers with as few `wg` processes as it takes. All or
+   * nothing per call as `wg set` is: one bad peer (an endpoint that does not resolve)
+   * fails it before anything is written, and the caller sets them one by one to find it.
+   */
+  setPeers(iface: string, peers: readonly WgPeerConfig[]): Promise<void>;
   removePeer(iface: string, publicKey: string): Promise<void>;
 }
 
@@ -316,16 +322,19 @@ export class WgCli implements WgClient {
   }
 
   async setPeer(iface: string, peer: WgPeerConfig): Promise<void> {
+    await this.setPeers(iface, [peer]);
+  }
+
+  async setPeers(iface: string, peers: readonly WgPeerConfig[]): Promise<void> {
     assertInterfaceName(iface);
-    assertPeerConfig(peer);
-    const args = [iface, 'peer', peer.publicKey];
-    if (peer.endpoint !== null) args.push('endpoint', peer.endpoint);
-    args.push('allowed-ips', peer.allowedIPs.join(','));
-    args.push(
-      'persistent-keepalive',
-      peer.persistentKeepalive === 0 ? 'off' : String(peer.persistentKeepalive),
-    );
-    await this.set(args);
+    for (const peer of peers) assertPeerConfig(peer);
+    // One process per peer took minutes for a first pass over a thousand nodes; a
+    // bounded number of peers per call keeps each argv far below the kernel's limits.
+    for (let i = 0; i < peers.length; i += PEERS_PER_CALL) {
+      const args = [iface];
+      for (const peer of peers.slice(i, i + PEERS_PER_CALL)) args.push(...peerArgs(peer));
+      await this.set(args);
+    }
   }
 
   async removePeer(iface: string, publicKey: string): Promise<void> {
@@ -337,6 +346,19 @@ export class WgCli implements WgClient {
   private async set(args: string[]): Promise<void> {
     await this.runner.run([this.wg, 'set', ...args], { timeoutMs: this.timeoutMs });
   }
+}
+
+const PEERS_PER_CALL = 200;
+
+function peerArgs(peer: WgPeerConfig): string[] {
+  const args = ['peer', peer.publicKey];
+  if (peer.endpoint !== null) args.push('endpoint', peer.endpoint);
+  args.push('allowed-ips', peer.allowedIPs.join(','));
+  args.push(
+    'persistent-keepalive',
+    peer.persistentKeepalive === 0 ? 'off' : String(peer.persistentKeepalive),
+  );
+  return args;
 }
 
 /** A failed `wg show` rebuilt without its stdout, which may hold the private key. */
