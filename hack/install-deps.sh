@@ -19,8 +19,10 @@ source hack/progress.sh
 # podman: the CNI client outside Kubernetes that kind-tests/real/podman runs on a lab
 # node (without recommends, so without netavark: its CNI backend is what is tested).
 # graphviz: `wiremesh graph -o svg` renders with its dot, and the graph test parses that SVG.
+# bird2: the BGP speaker the agent configures for pools routed natively across subnets,
+# and the lab's top-of-rack router. (No init system here starts its service.)
 packages=(curl iproute2 nftables containernetworking-plugins wireguard-tools iputils-ping tcpdump iperf3 socat
-  openssl util-linux procps kmod ethtool shellcheck containerd runc iptables busybox ca-certificates podman graphviz)
+  openssl util-linux procps kmod ethtool shellcheck containerd runc iptables busybox ca-certificates podman graphviz bird2)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
