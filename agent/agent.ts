@@ -75,6 +75,8 @@ import { parseCidr, formatCidr } from './cidr.ts';
 import { MeshDriver, reportChanged, type DeviceProvider } from './meshdriver.ts';
 import { chooseDevice } from './device.ts';
 import { Reconciler, type DirtyPhases } from './reconciler.ts';
+import { BgpPhase } from './bgpphase.ts';
+import { DEFAULT_BGP_SETTINGS } from './bgp.ts';
 import { PodNetwork } from './podnetwork.ts';
 import { pathMtu } from './mtu.ts';
 import { runInformer } from './watch.ts';
@@ -163,6 +165,7 @@ export class Agent {
   /** Annotations this agent has published since it started (for the repair's log line). */
   private readonly published = new Map<string, string | null>();
   private multicluster: MultiClusterWatch | undefined;
+  private bgp: BgpPhase | undefined;
   private lastRemote: RemotePlan | null = null;
   private readonly remoteStatus: RemoteClusterStatusWriter;
   private synced = false;
@@ -350,6 +353,20 @@ export class Agent {
       onChange: schedule,
     });
     await this.multicluster.start();
+    this.bgp = new BgpPhase({
+      kube: this.kube,
+      log: this.log,
+      events: this.events,
+      self: this.config.nodeName,
+      settings: {
+        enabled: this.config.bgpAS !== null,
+        asNumber: this.config.bgpAS ?? DEFAULT_BGP_SETTINGS.asNumber,
+        nodeToNodeMesh: this.config.bgpNodeMesh,
+        holdTime: this.config.bgpHoldTimeMs / 1000,
+      },
+      runDir: this.config.runDir,
+    });
+    await this.bgp.start(schedule);
     this.synced = true;
     this.log.info('initial node list received', { nodes: this.informer.list().length });
     this.reconciler.start();
@@ -658,6 +675,7 @@ export class Agent {
     // Publish after the device has the key: a peer that learns a new key (rotation)
     // handshakes at once, and that handshake must find the new key in place.
     await this.publishAnnotations(self, internalIP);
+    await this.reconcileBgp(nodes, pools.pools, blocks);
     // IPAM's pools follow the watch (it lists them only at start), so the collection
     // gives back the empty blocks of a pool since disabled, deleted or re-selected.
     this.podNetwork?.ipam.setPools(
@@ -684,6 +702,36 @@ export class Agent {
     this.lastRemote = remote;
     if (statusWriterNode(nodes.map((n) => n.name)) === self.name)
       await writeRemoteStatus(this.log, this.remoteStatus, this.multicluster, remote);
+  }
+
+  /**
+   * BGP for the natively routed plaintext pools. A failure (BIRD missing, a
+   * configuration it refuses) is an Event and status, not a failed pass: the mesh and
+   * the encrypted pools do not depend on it, and the next pass tries again.
+   */
+  private async reconcileBgp(
+    nodes: readonly MeshNode[],
+    pools: readonly IpPool[],
+    blocks: readonly PathBlock[],
+  ): Promise<void> {
+    if (!this.bgp?.enabled) return;
+    const raw = new Map(this.informer.list().map((n) => [n.metadata?.name ?? '', n]));
+    try {
+      await this.bgp.reconcile({
+        nodes: nodes.map((n) => ({
+          name: n.name,
+          address: n.internalIPs.find((a) => !a.includes(':')) ?? null,
+          labels: raw.get(n.name)?.metadata?.labels ?? {},
+          annotations: raw.get(n.name)?.metadata?.annotations ?? {},
+        })),
+        pools,
+        blocks,
+      });
+    } catch (e) {
+      const message = (e as Error).message;
+      this.log.error('BGP not applied', { error: message });
+      this.events.warn({ kind: 'Node', name: this.config.nodeName }, 'BGPFailed', message);
+    }
   }
 
   /** The peers and routes for other clusters' nodes and Peer objects (multicluster/). */
@@ -793,6 +841,7 @@ export class Agent {
       },
       reconcile: { ...this.reconciler.stats },
       synced: this.synced,
+      bgp: this.bgp?.status() ?? null,
     });
   }
 

@@ -21,6 +21,10 @@ export interface AgentConfig {
    * resources, gives a working cluster.
    */
   defaultPoolCIDRs: string[];
+  /** The nodes' BGP AS number; null: no BGP (agent/bgp.ts). */
+  bgpAS: number | null;
+  bgpNodeMesh: boolean;
+  bgpHoldTimeMs: number;
 }
 
 export const DEFAULT_TUNNEL_CIDR = '100.127.0.0/16';
@@ -38,6 +42,9 @@ export function defaultAgentConfig(nodeName: string): AgentConfig {
     keyRotationPeriodMs: 0,
     hostEncryption: false,
     defaultPoolCIDRs: [DEFAULT_POOL_CIDR],
+    bgpAS: null,
+    bgpNodeMesh: true,
+    bgpHoldTimeMs: 9000,
   };
 }
 

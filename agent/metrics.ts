@@ -16,6 +16,8 @@
 //   cni_request_duration_seconds{command,result}
 //   remote_blocks{path}, refused_nodes, agent_synced, agent_info{node,public_key,wireguard_mode}
 //   routes_removed_total, route_repairs_total, routes_restored_total (the route watch)
+//   bgp_session_up{session,neighbor} (1: Established), bgp_session_routes{session,direction}
+//     (imported / exported), bgp_announced_blocks (only with BGP on)
 //   policy_drops_total{kind,namespace,policy,direction}, encryption_drops_total{pool}
 //     (agent/drops.ts; kind: NetworkPolicy, AdminNetworkPolicy or
 //     BaselineAdminNetworkPolicy, namespace '' for the cluster-scoped ones; pool '*':
@@ -79,6 +81,9 @@ export class AgentMetrics {
   private readonly policyProblems: Gauge;
   private readonly cniDuration: Histogram<'command' | 'result'>;
   private readonly remoteBlocks: Gauge<'path'>;
+  private readonly bgpUp: Gauge<'session' | 'neighbor'>;
+  private readonly bgpRoutes: Gauge<'session' | 'direction'>;
+  private readonly bgpAnnounced: Gauge;
   private readonly refusedNodes: Gauge;
   private readonly synced: Gauge;
   private readonly routesRemoved: Counter;
@@ -175,6 +180,15 @@ export class AgentMetrics {
       'Pod address blocks of the cluster by the path this node sends to them over',
       ['path'],
     );
+    this.bgpUp = gauge('bgp_session_up', '1 when the BGP session is Established, else 0', [
+      'session',
+      'neighbor',
+    ]);
+    this.bgpRoutes = gauge('bgp_session_routes', 'Routes imported or exported on a BGP session', [
+      'session',
+      'direction',
+    ]);
+    this.bgpAnnounced = gauge('bgp_announced_blocks', 'Pod blocks this node announces over BGP');
     this.refusedNodes = gauge('refused_nodes', 'Nodes this agent refuses to program');
     this.synced = gauge('agent_synced', '1 once the agent has its first full lists');
     this.routesRemoved = counter(
@@ -285,6 +299,20 @@ export class AgentMetrics {
     this.remoteBlocks.reset();
     for (const b of status.paths.blocks) {
       if (b.node !== status.node) this.remoteBlocks.inc({ path: b.path });
+    }
+    this.bgpUp.reset();
+    this.bgpRoutes.reset();
+    this.bgpAnnounced.reset();
+    if (status.bgp) {
+      this.bgpAnnounced.set(status.bgp.announced.length);
+      for (const x of status.bgp.sessions) {
+        this.bgpUp.set(
+          { session: x.name, neighbor: x.neighbor },
+          x.state === 'Established' ? 1 : 0,
+        );
+        this.bgpRoutes.set({ session: x.name, direction: 'imported' }, x.routesImported);
+        this.bgpRoutes.set({ session: x.name, direction: 'exported' }, x.routesExported);
+      }
     }
     this.refusedNodes.set(status.refused.length);
     this.synced.set(status.synced ? 1 : 0);

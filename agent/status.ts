@@ -9,6 +9,7 @@ import { WIREGUARD_DEVICE } from './annotations.ts';
 import type { Path, PathPlan } from './paths.ts';
 import type { MeshPlan } from './plan.ts';
 import type { Reconciler } from './reconciler.ts';
+import type { BgpStatus } from './bgpphase.ts';
 
 export type PeerStatus = Omit<WgPeer, 'persistentKeepalive'> & { node: string };
 
@@ -58,6 +59,8 @@ export interface AgentStatus {
   remotes?: RemoteStatus[];
   /** The route watch and what it repaired (agent/routewatch.ts, agent/routerepair.ts). */
   routes?: RouteStatus;
+  /** BGP sessions and announced blocks (agent/bgpphase.ts); absent or null with BGP off. */
+  bgp?: BgpStatus | null;
   reconcile: Reconciler['stats'];
   synced: boolean;
 }
@@ -116,6 +119,7 @@ export interface StatusParts {
   routes?: RouteStatus;
   reconcile: Reconciler['stats'];
   synced: boolean;
+  bgp?: BgpStatus | null;
 }
 
 export function composeStatus(p: StatusParts): AgentStatus {
@@ -174,5 +178,6 @@ export function composeStatus(p: StatusParts): AgentStatus {
     ...(p.routes ? { routes: p.routes } : {}),
     reconcile: p.reconcile,
     synced: p.synced,
+    ...(p.bgp ? { bgp: p.bgp } : {}),
   };
 }

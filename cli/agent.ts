@@ -65,6 +65,9 @@ export async function agentOptions(
       'metrics-address': { type: 'string' },
       'health-address': { type: 'string' },
       'default-pool-cidr': { type: 'string' },
+      'bgp-as': { type: 'string' },
+      'bgp-node-mesh': { type: 'string' },
+      'bgp-hold-time': { type: 'string' },
     },
   });
   const nodeName = values['node-name'];

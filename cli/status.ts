@@ -284,6 +284,30 @@ export function renderNodeStatus(s: NodeStatus, opts: RenderOptions = {}): strin
       ),
     );
   }
+  if (s.bgp) {
+    // BGP for the natively routed plaintext pools: each session and what crosses it.
+    const b = s.bgp;
+    lines.push('');
+    lines.push(
+      `bgp: announcing ${b.announced.length ? b.announced.join(', ') : 'nothing'}${b.error ? `; ERROR: ${b.error}` : ''}`,
+    );
+    for (const p of b.problems) lines.push(`bgp: ${p}`);
+    if (b.sessions.length)
+      lines.push(
+        ...table(
+          ['BGP SESSION', 'NEIGHBOR', 'AS', 'STATE', 'SINCE', 'ROUTES IN', 'ROUTES OUT'],
+          b.sessions.map((x) => [
+            x.name,
+            x.neighbor,
+            String(x.as ?? '-'),
+            x.lastError ? `${x.state} (${x.lastError})` : x.state,
+            x.since,
+            String(x.routesImported),
+            String(x.routesExported),
+          ]),
+        ),
+      );
+  }
   if (s.refused.length) {
     lines.push('', 'REFUSED');
     for (const x of s.refused) lines.push(`${x.node}: ${x.reason}: ${x.message}`);

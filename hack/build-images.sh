@@ -389,9 +389,10 @@ layer_base
 layer_begin
 # ip and bridge (routes, links, FDB), wg, nft (the ruleset and `nft monitor`), nsenter
 # (pod namespaces), sysctl (pod interfaces), modprobe (kernel modules), tcpdump (the
-# log of dropped flows, read from the kernel's NFLOG group); busybox for sh, cat and the
-# rest of a shell's tools.
-for prog in ip bridge ss wg nft nsenter sysctl modprobe tcpdump; do op_prog "$prog"; done
+# log of dropped flows, read from the kernel's NFLOG group), bird and birdc (BGP for the
+# natively routed pools, setting bgp-as); busybox for sh, cat and the rest of a shell's
+# tools.
+for prog in ip bridge ss wg nft nsenter sysctl modprobe tcpdump bird birdc; do op_prog "$prog"; done
 op_busybox
 layer_end tools
 
@@ -427,7 +428,7 @@ while read -r f; do
   mode=644
   [[ ! -x "$root/$f" ]] || mode=755
   op_file "$root/$f" "/opt/wiremesh/$f" "$mode"
-done < <(cd "$root" && git ls-files -co --exclude-standard -- bin cli agent cni crypto ipam kube \
+done < <(cd "$root" && git ls-files -co --exclude-standard -- bin cli agent bgp cni crypto ipam kube \
   multicluster nftables policy sys tunnels install deploy package.json package-lock.json)
 op_link /opt/wiremesh/bin/wiremesh /usr/local/bin/wiremesh
 for tool in wireguard-go wiremesh-cni wiremesh-netlinkd; do

@@ -69,7 +69,31 @@ test('config values become agent options; flags win over the config', (t) => {
     metricsAddress: '198.18.0.2:9900',
     healthAddress: '[::1]:9901',
     defaultPoolCIDRs: ['100.80.0.0/16', 'fd00:80::/48'],
+    bgpAS: null,
+    bgpNodeMesh: true,
+    bgpHoldTimeMs: 9000,
   });
+});
+
+test('bgp-as: off or an AS number; bgp-hold-time: whole seconds, 3s to 65535s', (t) => {
+  const s = resolveAgentSettings([
+    configSource({ 'bgp-as': '64512', 'bgp-node-mesh': 'false', 'bgp-hold-time': '30s' }),
+  ]);
+  t.like(s, { bgpAS: 64512, bgpNodeMesh: false, bgpHoldTimeMs: 30_000 });
+  t.like(settingsToData(s), {
+    'bgp-as': '64512',
+    'bgp-node-mesh': 'false',
+    'bgp-hold-time': '30s',
+  });
+  for (const [key, bad] of [
+    ['bgp-as', '0'],
+    ['bgp-as', '4294967296'],
+    ['bgp-hold-time', '2s'],
+    ['bgp-hold-time', '1500ms'],
+  ] as const)
+    t.throws(() => resolveAgentSettings([configSource({ [key]: bad })]), {
+      message: new RegExp(key),
+    });
 });
 
 test('health-address and default-pool-cidr: off', (t) => {

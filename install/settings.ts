@@ -28,6 +28,12 @@ export interface AgentSettings {
   healthAddress: string | null;
   /** The IPPools the agent creates when the cluster has none (at most one per family). */
   defaultPoolCIDRs: string[];
+  /** The nodes' BGP AS number; null: no BGP. */
+  bgpAS: number | null;
+  /** Every node peers with every other over BGP (unless route reflectors exist). */
+  bgpNodeMesh: boolean;
+  /** BGP hold time: a node that stops announcing is withdrawn after this long. */
+  bgpHoldTimeMs: number;
 }
 
 export const DEFAULT_AGENT_SETTINGS: AgentSettings = {
@@ -41,7 +47,16 @@ export const DEFAULT_AGENT_SETTINGS: AgentSettings = {
   metricsAddress: '0.0.0.0:9825',
   healthAddress: '127.0.0.1:9826',
   defaultPoolCIDRs: ['100.64.0.0/16'],
+  bgpAS: null,
+  bgpNodeMesh: true,
+  bgpHoldTimeMs: 9000,
 };
+
+function parseBool(text: string): boolean {
+  if (text === 'true') return true;
+  if (text === 'false') return false;
+  throw new Error(`takes true or false, not '${text}'`);
+}
 
 interface SettingDef<K extends keyof AgentSettings> {
   field: K;
@@ -153,11 +168,7 @@ export const SETTINGS = {
   'host-encryption': {
     field: 'hostEncryption',
     help: 'true to route host-to-host traffic between nodes through the mesh too',
-    parse: (text) => {
-      if (text === 'true') return true;
-      if (text === 'false') return false;
-      throw new Error(`takes true or false, not '${text}'`);
-    },
+    parse: parseBool,
   } satisfies SettingDef<'hostEncryption'>,
   'listen-port': {
     field: 'listenPort',
@@ -184,6 +195,32 @@ export const SETTINGS = {
     help: 'the IPPool created when the cluster has none (100.64.0.0/16; one per family), or off',
     parse: parseDefaultPoolCidrs,
   } satisfies SettingDef<'defaultPoolCIDRs'>,
+  'bgp-as': {
+    field: 'bgpAS',
+    help: 'off, or the AS number (1-4294967295) the nodes speak BGP with for natively routed pools',
+    parse: (text) => {
+      if (text === 'off') return null;
+      const n = /^\d{1,10}$/.test(text) ? Number(text) : NaN;
+      if (!(n >= 1 && n <= 4294967295))
+        throw new Error(`takes off or an AS number from 1 to 4294967295, not '${text}'`);
+      return n;
+    },
+  } satisfies SettingDef<'bgpAS'>,
+  'bgp-node-mesh': {
+    field: 'bgpNodeMesh',
+    help: 'true: every node peers with every other (unless route reflectors are labelled)',
+    parse: parseBool,
+  } satisfies SettingDef<'bgpNodeMesh'>,
+  'bgp-hold-time': {
+    field: 'bgpHoldTimeMs',
+    help: 'BGP hold time (at least 3s, at most 65535s): how soon a silent node is withdrawn',
+    parse: (text) => {
+      const ms = parseDuration(text);
+      if (ms < 3000 || ms > 65_535_000 || ms % 1000 !== 0)
+        throw new Error(`takes whole seconds from 3s to 65535s, not '${text}'`);
+      return ms;
+    },
+  } satisfies SettingDef<'bgpHoldTimeMs'>,
 } as const;
 
 export type SettingKey = keyof typeof SETTINGS;
@@ -284,6 +321,9 @@ export function settingsToData(s: AgentSettings): Record<SettingKey, string> {
     'metrics-address': s.metricsAddress ?? 'off',
     'health-address': s.healthAddress ?? 'off',
     'default-pool-cidr': s.defaultPoolCIDRs.length ? s.defaultPoolCIDRs.join(',') : 'off',
+    'bgp-as': s.bgpAS === null ? 'off' : String(s.bgpAS),
+    'bgp-node-mesh': String(s.bgpNodeMesh),
+    'bgp-hold-time': formatDuration(s.bgpHoldTimeMs),
   };
 }
 
