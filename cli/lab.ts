@@ -116,6 +116,7 @@ export async function runLabCommand(argv: string[]): Promise<number> {
       'pods-per-node': { type: 'string' },
       pool: { type: 'string' },
       'ip-family': { type: 'string' },
+      subnets: { type: 'string' },
       cni: { type: 'string' },
       output: { type: 'string', short: 'o' },
       'keep-on-failure': { type: 'boolean', default: false },
@@ -144,6 +145,7 @@ export async function runLabCommand(argv: string[]): Promise<number> {
         ...(values.cni ? { cni: parseCniChoice(values.cni) } : {}),
         ...(values.pool ? { pool: values.pool } : {}),
         ...(values['ip-family'] ? { ipFamily: validateIpFamily(values['ip-family']) } : {}),
+        ...(values.subnets ? { subnets: intFlag(values.subnets, 'subnets', 1) } : {}),
         keepOnFailure: values['keep-on-failure'],
         agents: values.agents,
         progress: display.write,
@@ -257,6 +259,7 @@ async function runRealLabCommand(
     cni?: string;
     pool?: string;
     'ip-family'?: string;
+    subnets?: string;
     output?: string;
     'keep-on-failure'?: boolean;
     agents?: boolean;
@@ -266,7 +269,7 @@ async function runRealLabCommand(
 ): Promise<number> {
   switch (verb) {
     case 'up': {
-      for (const flag of ['cni', 'pool', 'ip-family'] as const)
+      for (const flag of ['cni', 'pool', 'ip-family', 'subnets'] as const)
         if (values[flag] !== undefined)
           throw new Error(`--${flag} is a setting of the process lab: add --process`);
       const started = Date.now();

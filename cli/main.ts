@@ -37,7 +37,7 @@ commands:
   manifest   [--check] [--stdout]         regenerate deploy/wiremesh.yaml from deploy/'s parts
   peer-config --peer NAME [--kubeconfig FILE] [--private-key-file FILE] [--tunnel-cidr CIDR]
              a wg-quick file for an external WireGuard Peer
-  lab up     [--name lab] [--nodes 3] [--pods-per-node 2] [--pool 100.64.0.0/16] [--ip-family ipv4|dual|ipv6] [--cni wiremesh|bridge] [--no-agents]
+  lab up     [--name lab] [--nodes 3] [--pods-per-node 2] [--pool 100.64.0.0/16] [--ip-family ipv4|dual|ipv6] [--subnets 1|2] [--cni wiremesh|bridge] [--no-agents]
   lab status [--name lab] [-o json]
   lab exec   [--name lab] NODE[/POD] -- COMMAND...
   lab down   [--name lab]

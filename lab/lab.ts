@@ -28,9 +28,11 @@ import {
   NODE_PRIVATE_DIRS,
   LAB_ROOT_RUN,
   LAB_POOL_V6,
+  LAB_NODE_AS,
   type IpFamily,
   type LabPlan,
   type NodePlan,
+  type RouterPlan,
 } from './plan.ts';
 import { createLabPki, kubeconfigYaml, labPki } from './pki.ts';
 import {
@@ -66,6 +68,8 @@ import {
 } from './registry.ts';
 import { LabPhases, type ProgressFn } from './progress.ts';
 import { disconnectLab } from './connect.ts';
+import { startRouter } from './router.ts';
+import { kubeClient as apiClient } from '../kube/index.ts';
 import type { AgentStatus } from '../agent/index.ts';
 import {
   kubeClient,
@@ -95,6 +99,8 @@ export interface LabState {
   agents: boolean;
   /** Underlay and pool families (absent in older state files: ipv4). */
   ipFamily?: IpFamily;
+  /** 2: two IPv4 subnets joined by a BGP router (absent: 1). */
+  subnets?: number;
   kubeconfig: string;
   apiserverURL: string;
   etcdURL: string;
@@ -121,6 +127,12 @@ export interface UpOptions {
    * and pool only; the apiserver listens on the IPv6 underlay address).
    */
   ipFamily?: IpFamily;
+  /**
+   * 2: the nodes on two IPv4 subnets joined by a router namespace with its own BGP
+   * speaker (a top-of-rack router); the agents speak BGP (setting bgp-as
+   * LAB_NODE_AS) and peer with it through one BGPPeer per subnet.
+   */
+  subnets?: number;
   runner?: Runner;
   /** Called with a line of progress for each long phase: its start, notes, its end (timed). */
   progress?: ProgressFn;
@@ -160,7 +172,11 @@ export class Lab {
       );
     }
     const state = JSON.parse(raw) as LabState;
-    return new Lab(planLab(state.name, state.index, state.nodeCount), state, runner);
+    return new Lab(
+      planLab(state.name, state.index, state.nodeCount, state.subnets ?? 1),
+      state,
+      runner,
+    );
   }
 
   static async up(options: UpOptions = {}): Promise<Lab> {
@@ -188,12 +204,16 @@ export class Lab {
           `a lab named '${name}' already exists; tear it down with 'wiremesh lab down --name ${name}'`,
         );
       }
-      const plan = planLab(name, chooseLabIndex(await usedLabIndexes()), nodeCount);
+      const subnets = options.subnets ?? 1;
+      if (subnets === 2 && (options.ipFamily ?? 'ipv4') !== 'ipv4')
+        throw new Error('a lab of two subnets is IPv4 only');
+      const plan = planLab(name, chooseLabIndex(await usedLabIndexes()), nodeCount, subnets);
       const state: LabState = {
         version: 1,
         name,
         index: plan.index,
         nodeCount,
+        ...(subnets === 2 ? { subnets } : {}),
         cni,
         agents: options.agents ?? true,
         ipFamily: options.ipFamily ?? 'ipv4',
@@ -275,15 +295,39 @@ export class Lab {
         hostVeth: node.hostVeth,
         bridge: plan.bridge,
         // An IPv6-only node has no IPv4 underlay address: nothing it needs is IPv4.
-        ...(family === 'ipv6' ? {} : { address: `${node.underlayIP}/${plan.prefixLength}` }),
+        ...(family === 'ipv6' ? {} : { address: `${node.underlayIP}/${node.prefixLength}` }),
         ...(family === 'ipv4' ? {} : { address6: `${node.underlayIP6}/64` }),
         mountFile: this.mountFile(node),
         privateDirs,
       });
+      if (node.crossSubnet) {
+        const { subnet, via } = node.crossSubnet;
+        await runner.run([
+          'ip',
+          'netns',
+          'exec',
+          node.netns,
+          'ip',
+          'route',
+          'add',
+          subnet,
+          'via',
+          via,
+        ]);
+      }
       await this.installCni(node);
       await registerNode(core, node.name, this.internalIPs(node));
     }
     phases.done();
+    if (plan.router) {
+      phases.start(
+        `router: ${plan.router.netns} between the two subnets, BGP AS ${plan.router.asNumber}`,
+      );
+      const router = await startRouter(runner, plan, LAB_NODE_AS, logs);
+      state.procs.push(router.proc);
+      await this.save();
+      phases.done();
+    }
 
     if (state.agents) {
       phases.start(`agents: the wiremesh agent on ${plan.nodes.length} nodes`);
@@ -297,6 +341,7 @@ export class Lab {
         version: 'v1alpha1',
         plural: 'ipamblocks',
       });
+      if (plan.router) await this.peerWithRouter(plan.router);
       if (family !== 'ipv6')
         await applyManifestFile(state.kubeconfig, await this.defaultPoolFile(pool));
       if (family !== 'ipv4') await applyManifestFile(state.kubeconfig, await this.ipv6PoolFile());
@@ -312,6 +357,44 @@ export class Lab {
       }
     }
     phases.done();
+  }
+
+  /**
+   * The agents of a lab of two subnets speak BGP: the setting bgp-as, and one
+   * BGPPeer per subnet naming the router's address there (after the CRDs exist).
+   */
+  private async peerWithRouter(router: RouterPlan): Promise<void> {
+    const kube = apiClient(this.state.kubeconfig);
+    await kube.request(
+      'PATCH',
+      '/api/v1/namespaces/kube-system/configmaps/wiremesh-config',
+      { data: { 'bgp-as': String(LAB_NODE_AS) } },
+      { contentType: 'application/merge-patch+json' },
+    );
+    await waitForResource(this.state.kubeconfig, {
+      group: 'wiremesh.io',
+      version: 'v1alpha1',
+      plural: 'bgppeers',
+    });
+    for (const [i, a] of router.addresses.entries()) {
+      const address = a.split('/')[0] ?? '';
+      const nodes = this.plan.nodes.filter((n) => (n.crossSubnet?.via ?? '') === address);
+      if (nodes.length === 0) continue;
+      await kube.request('POST', '/apis/wiremesh.io/v1alpha1/bgppeers', {
+        apiVersion: 'wiremesh.io/v1alpha1',
+        kind: 'BGPPeer',
+        metadata: { name: `lab-router-${i === 0 ? 'lower' : 'upper'}` },
+        spec: {
+          peerIP: address,
+          asNumber: router.asNumber,
+          nodeSelector: {
+            matchExpressions: [
+              { key: 'kubernetes.io/hostname', operator: 'In', values: nodes.map((n) => n.name) },
+            ],
+          },
+        },
+      });
+    }
   }
 
   /** A node's InternalIPs for its lab's families (a dual-stack node: IPv4 first). */

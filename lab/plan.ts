@@ -69,6 +69,13 @@ export interface NodePlan {
   /** Host side of the underlay veth (<= 15 characters). */
   hostVeth: string;
   underlayIP: string;
+  /** Prefix length of underlayIP: 24, or 25 in a lab of two subnets. */
+  prefixLength: number;
+  /**
+   * In a lab of two subnets: the other subnet, and the router's address on this
+   * node's subnet that leads there.
+   */
+  crossSubnet?: { subnet: string; via: string };
   /** IPv6 underlay address (used when the lab has IPv6). */
   underlayIP6: string;
   /** Pod subnet for the reference bridge/host-local plugins. */
@@ -85,26 +92,60 @@ export interface LabPlan {
   gatewayIP6: string;
   apiserverURL: string;
   nodes: NodePlan[];
+  /**
+   * A lab of two IPv4 subnets (198.18.K.0/25 and 198.18.K.128/25 on the one bridge,
+   * as two VLANs would be) joined by a router namespace: a top-of-rack router with
+   * its own BGP speaker. Absent in a lab of one subnet.
+   */
+  router?: RouterPlan;
   runDir: string;
   dataDir: string;
 }
 
-export function planLab(name: string, index: number, nodeCount: number): LabPlan {
+export interface RouterPlan {
+  netns: string;
+  hostVeth: string;
+  /** Its address on each subnet, with prefix. */
+  addresses: [string, string];
+  /** The AS number of its BGP speaker. */
+  asNumber: number;
+}
+
+/** The router's AS number in a lab of two subnets. */
+export const LAB_ROUTER_AS = 65000;
+/** The nodes' AS number (the agents' setting bgp-as) in a lab of two subnets. */
+export const LAB_NODE_AS = 64512;
+
+export function planLab(name: string, index: number, nodeCount: number, subnets = 1): LabPlan {
   validateLabName(name);
   validateNodeCount(nodeCount);
+  if (subnets !== 1 && subnets !== 2) throw new Error(`a lab has 1 or 2 subnets, not ${subnets}`);
   if (!Number.isInteger(index) || index < 0 || index >= MAX_LABS) {
     throw new Error(`lab index ${index} out of range`);
   }
   const gatewayIP = `198.18.${index}.1`;
   const v6 = (host: number) => ipaddr.parse(`2001:db8:${index.toString(16)}::${host}`).toString();
   const nodes: NodePlan[] = [];
+  // Two subnets: the first half of the nodes on the lower /25, the rest on the upper.
+  const lower = subnets === 2 ? Math.ceil(nodeCount / 2) : nodeCount;
+  const routerIPs = [`198.18.${index}.126`, `198.18.${index}.254`] as const;
   for (let i = 1; i <= nodeCount; i++) {
+    const upper = i > lower;
     nodes.push({
       name: `${name}-node${i}`,
       index: i,
       netns: `wml-${name}-node${i}`,
       hostVeth: `wml-${name}-${i}`,
-      underlayIP: `198.18.${index}.${10 + i}`,
+      underlayIP: `198.18.${index}.${(upper ? 128 : 0) + 10 + i}`,
+      prefixLength: subnets === 2 ? 25 : 24,
+      ...(subnets === 2
+        ? {
+            crossSubnet: {
+              subnet: `198.18.${index}.${upper ? 0 : 128}/25`,
+              via: routerIPs[upper ? 1 : 0],
+            },
+          }
+        : {}),
       underlayIP6: v6(10 + i),
       bridgePodCIDR: `100.64.${index * 16 + i}.0/24`,
     });
@@ -118,6 +159,16 @@ export function planLab(name: string, index: number, nodeCount: number): LabPlan
     gatewayIP6: v6(1),
     apiserverURL: `https://${gatewayIP}:6443`,
     nodes,
+    ...(subnets === 2
+      ? {
+          router: {
+            netns: `wml-${name}-rtr`,
+            hostVeth: `wml-${name}-r`,
+            addresses: [`${routerIPs[0]}/25`, `${routerIPs[1]}/25`],
+            asNumber: LAB_ROUTER_AS,
+          },
+        }
+      : {}),
     runDir: `${LAB_ROOT_RUN}/${name}`,
     dataDir: `${LAB_ROOT_DATA}/${name}`,
   };
