@@ -134,18 +134,19 @@ test.serial(
   'pods of a native pool reach each other across subnets in plaintext through BGP routes; the Required pool stays WireGuard',
   async (t) => {
     const far = blockOf(pod('native3').ip);
+    const sessions = [
+      'node_' + n2.replace(/-/g, '_'),
+      'node_' + n3.replace(/-/g, '_'),
+      'peer_lab_router_lower',
+    ].sort();
+    // The router passes blocks on as soon as its own sessions are up: wait for the mesh too.
     await eventually(
-      `${n1} and the router learn ${far} over BGP`,
-      async () => (await birdRoutes(n1)).has(far) && (await birdRoutes('router')).has(far),
+      `${n1}: sessions with the other nodes and the router, and ${far} learnt`,
+      async () =>
+        (await established(n1)).join() === sessions.join() &&
+        (await birdRoutes(n1)).has(far) &&
+        (await birdRoutes('router')).has(far),
       60_000,
-    );
-    t.deepEqual(
-      await established(n1),
-      [
-        'node_' + n2.replace(/-/g, '_'),
-        'node_' + n3.replace(/-/g, '_'),
-        'peer_lab_router_lower',
-      ].sort(),
     );
     t.deepEqual((await bgpStatus(n1)).announced, [blockOf(pod('native1').ip)]);
     // The router holds every native block, and no block of the encrypted pool.
@@ -297,6 +298,65 @@ test.serial(
       t.pass();
     } finally {
       await setLabel(null);
+    }
+    await eventually(
+      `${n2} back in the full mesh`,
+      async () => (await established(n2)).length === 3,
+      60_000,
+    );
+  },
+);
+
+test.serial(
+  'external routers only (no node-to-node mesh): every node learns the others through the router',
+  async (t) => {
+    const nodes = [n1, n2, n3];
+    const restartAgents = async (extraArgs: string[]) => {
+      for (const n of nodes) {
+        await lab.stopAgent(n);
+        await lab.startAgent(n, extraArgs);
+      }
+      await Promise.all(nodes.map((n) => lab.waitAgentReady(n, 60_000)));
+    };
+    // The flag overrides the ConfigMap's bgp-node-mesh as the DaemonSet's args would.
+    await restartAgents(['--bgp-node-mesh', 'false']);
+    try {
+      for (const n of nodes) {
+        await eventually(
+          `${n} has one session, with the router, Established`,
+          async () => {
+            const s = (await bgpStatus(n)).sessions;
+            return s.length === 1 && s[0]?.name.startsWith('peer_') === true
+              ? s[0].state === 'Established'
+              : false;
+          },
+          30_000,
+        );
+      }
+      const [lower, upper] = router().addresses.map((a) => a.split('/')[0] ?? '');
+      // Each node learns the others' blocks from the router, next hop the router's
+      // address on its own subnet, across the subnets as within one.
+      const far = blockOf(pod('native3').ip);
+      const near = blockOf(pod('native1').ip);
+      for (const [n, block, via] of [
+        [n1, far, lower],
+        [n3, near, upper],
+        [n2, near, lower],
+      ] as const)
+        await eventually(
+          `${n} routes ${block} via the router ${via}`,
+          async () => (await birdRoutes(n)).get(block) === via,
+          30_000,
+        );
+      for (const [from, to] of [
+        ['native1', 'native3'],
+        ['native3', 'native2'],
+        ['native2', 'native1'],
+      ] as const)
+        await eventually(`${from} -> ${to} through the router`, () => ping(from, to), 30_000);
+      t.pass();
+    } finally {
+      await restartAgents([]);
     }
     await eventually(
       `${n2} back in the full mesh`,

@@ -29,8 +29,10 @@ export function routerBirdConfig(
     `  local as ${router.asNumber};`,
     '  hold time 9; keepalive time 3; connect retry time 5;',
     // The nodes share one AS: what one node announced goes to the others with the
-    // router as next hop across subnets (BIRD keeps a neighbour's own subnet's hop).
-    '  ipv4 { import filter { if net.len > 0 then accept; reject; }; export where source = RTS_BGP; };',
+    // router as next hop. Said outright: both /25s are on the router's one interface,
+    // so BIRD would otherwise pass on a node's own address as a third-party next hop
+    // to nodes of the other subnet, where it is not on-link and the route is dropped.
+    '  ipv4 { import filter { if net.len > 0 then accept; reject; }; export where source = RTS_BGP; next hop self; };',
     '}',
   ];
   for (const n of nodes) {
