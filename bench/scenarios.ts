@@ -61,8 +61,17 @@ export const scenarios: Record<string, Scenario> = {
   },
   paths: {
     description:
-      'TCP pod to pod over each pool path (WireGuard, VXLAN, native) vs the same device configured by hand',
-    run: async ({ repeats }) => (await import('./paths.ts')).benchPaths(Math.min(repeats, 7)),
+      'TCP pod to pod over each pool path (WireGuard, VXLAN, native) vs the same device configured by hand, and native across two subnets over BGP routes vs the same routes by hand',
+    run: async ({ repeats }) => [
+      ...(await (await import('./paths.ts')).benchPaths(Math.min(repeats, 7))),
+      ...(await (await import('./paths-bgp.ts')).benchPathsBgp(Math.min(repeats, 7))),
+    ],
+  },
+  'paths-bgp': {
+    description:
+      "paths' BGP arm alone: native pool pod to pod across two subnets through the lab's router, BGP-learned routes vs the same routes by hand",
+    run: async ({ repeats }) =>
+      (await import('./paths-bgp.ts')).benchPathsBgp(Math.min(repeats, 7)),
   },
   'policy-compile': {
     description:
