@@ -246,10 +246,16 @@ export class Cluster {
     if (install) {
       phases.start('wiremesh: kubectl apply -f deploy/wiremesh.yaml');
       for (const line of await this.kubectlLines(['apply', '-f', MANIFEST])) phases.note(line);
-      await this.kubectl(
-        ['-n', 'kube-system', 'rollout', 'status', 'daemonset/wiremesh-agent', '--timeout=300s'],
-        { timeoutMs: 330_000 },
-      );
+      try {
+        await this.kubectl(
+          ['-n', 'kube-system', 'rollout', 'status', 'daemonset/wiremesh-agent', '--timeout=300s'],
+          { timeoutMs: 330_000 },
+        );
+      } catch (e) {
+        // The lab is removed after a failed start: say why the agents are not Ready first.
+        await this.explainAgents((line) => phases.note(line));
+        throw e;
+      }
       await this.kubectl(['wait', '--for=condition=Ready', 'nodes', '--all', '--timeout=180s'], {
         timeoutMs: 210_000,
       });
@@ -390,6 +396,23 @@ export class Cluster {
       timeoutMs: 120_000,
       ...opts,
     });
+  }
+
+  /** The agent pods' state, their recent logs and the namespace's warnings, for a failed start. */
+  private async explainAgents(note: (line: string) => void): Promise<void> {
+    const agents = 'app.kubernetes.io/component=agent';
+    for (const args of [
+      ['-n', 'kube-system', 'get', 'pods', '-o', 'wide'],
+      ['-n', 'kube-system', 'logs', '-l', agents, '--all-containers', '--prefix', '--tail=20'],
+      ['-n', 'kube-system', 'get', 'events', '--field-selector', 'type=Warning'],
+    ]) {
+      note(`kubectl ${args.join(' ')}:`);
+      const res = await this.kubectl(args, { allowFailure: true, timeoutMs: 30_000 }).catch(
+        (err: unknown) => ({ stdout: '', stderr: String(err) }),
+      );
+      for (const line of `${res.stdout}${res.stderr}`.split('\n').filter(Boolean))
+        note(`  ${line}`);
+    }
   }
 
   private async kubectlLines(args: readonly string[]): Promise<string[]> {
