@@ -10,6 +10,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { figureOf, type Figure } from './harness.ts';
+import { iperfMbits } from './paths.ts';
 import { createPoolNamespace, Lab } from '../lab/index.ts';
 import { kubeClient } from '../kube/index.ts';
 import { defaultRunner, systemEnv, type Runner } from '../sys/index.ts';
@@ -120,14 +121,7 @@ export async function benchPathsBgp(repeats: number): Promise<Figure[]> {
     };
 
     const client = lab.execPrefix({ pod: 'native-a', namespace: POOL.name });
-    const iperf = async (reverse: boolean): Promise<number> => {
-      const argv = [...client, 'iperf3', '-c', ipB, '-t', '3', '-O', '1', '-J'];
-      const res = await defaultRunner.run([...argv, ...(reverse ? ['-R'] : [])], {
-        timeoutMs: 30_000,
-      });
-      const out = JSON.parse(res.stdout) as { end: { sum_received: { bits_per_second: number } } };
-      return out.end.sum_received.bits_per_second / 1e6;
-    };
+    const iperf = (reverse: boolean) => iperfMbits(client, ipB, reverse);
     await iperf(false); // warm-up
     const bgp = { ab: [] as number[], ba: [] as number[] };
     const hand = { ab: [] as number[], ba: [] as number[] };

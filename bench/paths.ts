@@ -252,6 +252,16 @@ async function removeHand(sides: [HandSide, HandSide]): Promise<void> {
   }
 }
 
+/** One 3 s iperf3 stream from `prefix`'s namespace to `dst` (reversed: `dst` sends), Mbit/s. */
+export async function iperfMbits(prefix: string[], dst: string, reverse: boolean): Promise<number> {
+  const argv = [...prefix, 'iperf3', '-c', dst, '-t', '3', '-O', '1', '-J'];
+  const res = await defaultRunner.run([...argv, ...(reverse ? ['-R'] : [])], {
+    timeoutMs: 30_000,
+  });
+  const out = JSON.parse(res.stdout) as { end: { sum_received: { bits_per_second: number } } };
+  return out.end.sum_received.bits_per_second / 1e6;
+}
+
 async function linkMtu(runner: Runner, dev: string): Promise<number> {
   const res = await runner.run(['ip', '-j', 'link', 'show', dev]);
   const mtu = (JSON.parse(res.stdout) as { mtu?: number }[])[0]?.mtu;
@@ -343,14 +353,7 @@ export async function benchPaths(repeats: number): Promise<Figure[]> {
     );
     await sleep(1000);
 
-    const iperf = async (prefix: string[], dst: string, reverse: boolean): Promise<number> => {
-      const argv = [...prefix, 'iperf3', '-c', dst, '-t', '3', '-O', '1', '-J'];
-      const res = await defaultRunner.run([...argv, ...(reverse ? ['-R'] : [])], {
-        timeoutMs: 30_000,
-      });
-      const out = JSON.parse(res.stdout) as { end: { sum_received: { bits_per_second: number } } };
-      return out.end.sum_received.bits_per_second / 1e6;
-    };
+    const iperf = iperfMbits;
     const handPod = ['nsenter', `--net=/run/netns/${h1.pod}`, '--'];
     const figures: Figure[] = [];
     const measure = async (c: (typeof CASES)[number], setting: string): Promise<void> => {
