@@ -75,7 +75,7 @@ import { parseCidr, formatCidr } from './cidr.ts';
 import { MeshDriver, reportChanged, type DeviceProvider } from './meshdriver.ts';
 import { chooseDevice } from './device.ts';
 import { Reconciler, type DirtyPhases } from './reconciler.ts';
-import { BgpPhase } from './bgpphase.ts';
+import { BgpPhase, EXTERNAL_BIRD } from './bgpphase.ts';
 import { DEFAULT_BGP_SETTINGS } from './bgp.ts';
 import { PodNetwork } from './podnetwork.ts';
 import { pathMtu } from './mtu.ts';
@@ -365,6 +365,7 @@ export class Agent {
         holdTime: this.config.bgpHoldTimeMs / 1000,
       },
       runDir: this.config.runDir,
+      externalBird: this.config.bird === EXTERNAL_BIRD,
     });
     await this.bgp.start(schedule);
     this.synced = true;

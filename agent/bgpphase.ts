@@ -2,7 +2,13 @@
 // (nodes, pools, admitted blocks) into a BirdPlan (agent/bgp.ts) and has the node's
 // BIRD run it (bgp/daemon.ts); every few seconds it reads the sessions back for
 // status and metrics, and a session that leaves Established is a Warning Event on
-// this node. With BGP off it does nothing and starts nothing.
+// this node. With BGP off it starts nothing.
+//
+// Where BIRD runs: as the agent's child, or (`externalBird`, the manifest's way) in the
+// wiremesh-wireguard pod, which starts it on the bird.conf this phase writes into the
+// shared host directory and stops it when the file goes. The second keeps BGP sessions
+// and the routes learnt over them through an agent upgrade or a restart of its
+// container, which ends every process of that container.
 import { join } from 'node:path';
 import { mkdir } from 'node:fs/promises';
 import type { KubernetesObject } from '@kubernetes/client-node';
@@ -34,7 +40,12 @@ export interface BgpStatus {
   error: string;
 }
 
+/** The --bird value saying another process runs BIRD on the file the agent writes. */
+export const EXTERNAL_BIRD = 'external';
+
 const POLL_MS = 3000;
+const READ_FAILED = "reading BIRD's sessions: ";
+const NO_ANSWER = 'BIRD does not answer on ';
 
 /** BGPPeer objects as the planner's type; malformed ones are skipped with a reason. */
 export function externalPeersFromK8s(objects: readonly KubernetesObject[]): {
@@ -74,6 +85,7 @@ export class BgpPhase {
   private readonly peers: Informer<KubernetesObject> | null;
   private readonly daemon: BirdDaemon | null;
   private readonly dir: string;
+  private readonly externalBird: boolean;
   private timer: NodeJS.Timeout | undefined;
   private lastPlan: BirdPlan | null = null;
   private current: BgpStatus = { sessions: [], announced: [], problems: [], error: '' };
@@ -87,12 +99,15 @@ export class BgpPhase {
     settings: BgpSettings;
     runDir: string;
     birdPath?: string;
+    /** BIRD is run by another process (the wiremesh-wireguard pod's `wiremesh bird`). */
+    externalBird?: boolean;
   }) {
     this.settings = deps.settings;
     this.self = deps.self;
     this.log = deps.log;
     this.events = deps.events;
     this.dir = join(deps.runDir, 'bird');
+    this.externalBird = deps.externalBird ?? false;
     this.peers = deps.settings.enabled
       ? new Informer(deps.kube, '/apis/wiremesh.io/v1alpha1/bgppeers')
       : null;
@@ -103,6 +118,7 @@ export class BgpPhase {
           pidPath: join(this.dir, 'bird.pid'),
           ...(deps.birdPath ? { birdPath: deps.birdPath } : {}),
           log: (line) => this.log.info('bird', { line }),
+          external: this.externalBird,
         })
       : null;
   }
@@ -112,7 +128,20 @@ export class BgpPhase {
   }
 
   async start(onChange: (reason: string) => void): Promise<void> {
-    if (!this.peers) return;
+    if (!this.peers) {
+      // BGP off: a BIRD that runs outside this container still runs the file an
+      // earlier agent (with BGP on) wrote; removing it stops that BIRD, which withdraws
+      // this node's blocks from its peers.
+      if (this.externalBird) {
+        const removed = await new BirdDaemon({
+          configPath: join(this.dir, 'bird.conf'),
+          socketPath: join(this.dir, 'bird.ctl'),
+          external: true,
+        }).removeConfig();
+        if (removed) this.log.info('BGP is off: removed bird.conf, so BIRD stops', {});
+      }
+      return;
+    }
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
     await runInformer(this.peers, 'BGP peers', this.log, onChange);
     this.timer = setInterval(() => void this.poll(), POLL_MS);
@@ -141,8 +170,12 @@ export class BgpPhase {
           neighbors: plan.neighbors.length,
           announced: plan.announce.length,
           started: result.started,
+          running: result.running,
         });
-      this.current.error = '';
+      this.current.error = result.running
+        ? ''
+        : `${NO_ANSWER}${join(this.dir, 'bird.ctl')}: it is started on the written ` +
+          'bird.conf by the bird container of the wiremesh-wireguard pod on this node';
       this.lastPlan = plan;
     } catch (e) {
       this.current.error = (e as Error).message;
@@ -152,14 +185,18 @@ export class BgpPhase {
 
   /** Reads the sessions; a session that was Established and is no longer is an Event. */
   async poll(): Promise<void> {
-    if (!this.daemon?.pid || !this.lastPlan) return;
+    if (!this.daemon || !this.lastPlan) return;
+    if (!this.externalBird && !this.daemon.pid) return;
     let sessions: BgpSession[];
     try {
       sessions = await this.daemon.sessions();
     } catch (e) {
-      this.current.error = `reading BIRD's sessions: ${(e as Error).message}`;
+      this.current.error = `${READ_FAILED}${(e as Error).message}`;
       return;
     }
+    // BIRD answers again (or was started after the pass): those errors are over.
+    if (this.current.error.startsWith(READ_FAILED) || this.current.error.startsWith(NO_ANSWER))
+      this.current.error = '';
     const neighbors = new Map(this.lastPlan.neighbors.map((n) => [n.name, n]));
     const up = new Set<string>();
     this.current.sessions = sessions
@@ -197,8 +234,9 @@ export class BgpPhase {
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     await this.peers?.stop();
-    // BIRD is the agent's child and left to share its end: a stopped agent container
+    // BIRD as the agent's child is left to share its end: a stopped agent container
     // (or lab process group) takes it down, and the neighbours withdraw this node's
-    // blocks; the next agent ends any BIRD left over and starts its own.
+    // blocks; the next agent ends any BIRD left over and starts its own. An external
+    // BIRD keeps running the last file written: the next agent takes it over as it is.
   }
 }

@@ -12,6 +12,8 @@ export interface AgentConfig {
   resyncMs: number;
   wireguardMode: WireGuardMode;
   wireguardGo?: string;
+  /** 'external': BIRD is run by the wiremesh-wireguard pod (agent/bgpphase.ts); unset: the agent's child. */
+  bird?: string;
   keyRotationPeriodMs: number;
   /** Route host-to-host traffic between nodes through the mesh (pairs where both agree). */
   hostEncryption: boolean;

@@ -36,3 +36,4 @@ export { parseEndpoint, formatEndpoint } from './endpoint.ts';
 export { pathMtu } from './mtu.ts';
 export type { WireGuardMode } from './device.ts';
 export { kernelHasWireGuard, EXTERNAL_WIREGUARD_GO } from './device.ts';
+export { EXTERNAL_BIRD } from './bgpphase.ts';

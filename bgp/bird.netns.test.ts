@@ -100,10 +100,11 @@ test.serial('BIRD parses every golden bird.conf', async (t) => {
 });
 
 test.serial('nodes on two subnets reach Established with the router and each other', async (t) => {
-  t.deepEqual(await lab.daemon(A).apply(planA()), { changed: true, started: true });
+  t.deepEqual(await lab.daemon(A).apply(planA()), { changed: true, started: true, running: true });
   t.deepEqual(await lab.daemon(B).apply(planB()), {
     changed: true,
     started: true,
+    running: true,
   });
   const started = Date.now();
   await lab.waitFor('A and B Established', async () =>
@@ -183,12 +184,17 @@ test.serial("the agent's own route for a block wins, and BIRD leaves it alone", 
 test.serial(
   "the same plan again changes nothing; a block B does not know as A's is refused until it does",
   async (t) => {
-    t.deepEqual(await lab.daemon(A).apply(planA()), { changed: false, started: false });
+    t.deepEqual(await lab.daemon(A).apply(planA()), {
+      changed: false,
+      started: false,
+      running: true,
+    });
     const pid = lab.daemon(A).pid;
     const extra = '10.250.1.0/26';
     t.deepEqual(await lab.daemon(A).apply(planA({ announce: [A.block, extra] })), {
       changed: true,
       started: false,
+      running: true,
     });
     t.is(lab.daemon(A).pid, pid, 'the same BIRD, reconfigured');
     await lab.waitFor('A exporting two blocks to B', async () =>
@@ -200,6 +206,7 @@ test.serial(
     t.deepEqual(await lab.daemon(B).apply(planB([A.block, extra])), {
       changed: true,
       started: false,
+      running: true,
     });
     const r = await lab.waitFor('the new block on B', async () =>
       (await lab.birdRoutes(B)).find((x) => x.dst === extra),

@@ -14,6 +14,11 @@
 // bird.conf, so the file BIRD reads is always complete and parseable; then `birdc
 // configure` makes the running BIRD read it, and a reply other than "Reconfigured",
 // "Reconfiguration in progress" or "queued" becomes an error carrying BIRD's words.
+//
+// With `external`, another process runs BIRD (in the manifest, `wiremesh bird` in the
+// wiremesh-wireguard pod, whose lifetime is not the agent container's): this side
+// only writes the file and has a running BIRD reload it. That process starts BIRD when
+// the file appears and stops it when the file goes (ensureRunning, stop).
 import { spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { readFile, rename, rm, writeFile } from 'node:fs/promises';
@@ -48,6 +53,8 @@ export interface BirdDaemonOptions {
   /** Starts the long-running BIRD; a real spawn by default. */
   spawnProcess?: (argv: readonly string[]) => BirdProcess;
   log?: (line: string) => void;
+  /** Another process runs BIRD on configPath and socketPath; never start or end it. */
+  external?: boolean;
   startTimeoutMs?: number;
   stopGraceMs?: number;
   minBackoffMs?: number;
@@ -59,6 +66,8 @@ export interface ApplyResult {
   changed: boolean;
   /** BIRD was started by this call. */
   started: boolean;
+  /** BIRD answers on its socket (and so runs this text, or is reading it). */
+  running: boolean;
 }
 
 interface Child {
@@ -81,6 +90,8 @@ export class BirdDaemon extends EventEmitter {
   private backoffMs: number;
   private restartTimer: NodeJS.Timeout | undefined;
   private readonly recent: string[] = [];
+  /** The text the running BIRD was last started on or reloaded with. */
+  private loaded: string | undefined;
 
   constructor(opts: BirdDaemonOptions) {
     super();
@@ -96,19 +107,65 @@ export class BirdDaemon extends EventEmitter {
     return this.child && !this.child.exit ? this.child.pid : undefined;
   }
 
-  /** Makes BIRD run the plan: rewrites bird.conf if its text differs, starts or reloads. */
+  /** Whether a BIRD answers on the control socket. */
+  async answers(): Promise<boolean> {
+    const status = await this.runner
+      .run([this.birdc, '-s', this.opts.socketPath, 'show', 'status'], {
+        allowFailure: true,
+        timeoutMs: 2000,
+      })
+      .catch(() => undefined);
+    return status?.code === 0 && status.stdout.includes('Daemon is up and running');
+  }
+
+  /**
+   * Makes BIRD run the plan: rewrites bird.conf if its text differs, then starts BIRD
+   * or has it reload. A reload is asked for whenever the running BIRD has not been
+   * given this text yet, not only when the file changed: a reload that failed, or a
+   * BIRD that outlived the previous agent, is brought to the file.
+   */
   async apply(plan: BirdPlan): Promise<ApplyResult> {
     const text = renderBirdConfig(plan);
     const old = await readFile(this.opts.configPath, 'utf8').catch(() => undefined);
     const changed = text !== old;
     if (changed) await this.writeChecked(text);
-    if (!this.pid) {
-      this.stopped = false;
-      await this.start();
-      return { changed, started: true };
+    if (this.opts.external) {
+      // Not running: the process that runs BIRD starts it on this file.
+      if (!(await this.answers())) return { changed, started: false, running: false };
+      if (this.loaded !== text) await this.configure();
+      this.loaded = text;
+      return { changed, started: false, running: true };
     }
-    if (changed) await this.configure();
-    return { changed, started: false };
+    if (!this.pid) {
+      await this.start();
+      this.loaded = text;
+      return { changed, started: true, running: true };
+    }
+    if (changed || this.loaded !== text) await this.configure();
+    this.loaded = text;
+    return { changed, started: false, running: true };
+  }
+
+  /**
+   * Starts BIRD on the configuration file as it is, unless it runs or a restart after
+   * a crash is already pending. For the process that runs BIRD for an `external` agent.
+   */
+  async ensureRunning(): Promise<boolean> {
+    if (this.opts.external) throw new Error('ensureRunning: BIRD is run by another process');
+    if (this.pid || this.restartTimer) return false;
+    await this.start();
+    return true;
+  }
+
+  /** Removes bird.conf: with `external`, the process running BIRD then stops it. */
+  async removeConfig(): Promise<boolean> {
+    const existed = await readFile(this.opts.configPath, 'utf8').then(
+      () => true,
+      () => false,
+    );
+    await rm(this.opts.configPath, { force: true });
+    this.loaded = undefined;
+    return existed;
   }
 
   /** The BGP sessions as BIRD reports them now. */
@@ -129,6 +186,7 @@ export class BirdDaemon extends EventEmitter {
    * once) and removes the routes it installed; SIGKILL after a grace period.
    */
   async stop(): Promise<void> {
+    if (this.opts.external) return;
     this.stopped = true;
     if (this.restartTimer) clearTimeout(this.restartTimer);
     this.restartTimer = undefined;
@@ -166,6 +224,10 @@ export class BirdDaemon extends EventEmitter {
   }
 
   private async start(): Promise<void> {
+    this.stopped = false;
+    // A restart after a crash may be pending: this start replaces it.
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    this.restartTimer = undefined;
     await this.endLeftover();
     this.backoffMs = this.opts.minBackoffMs ?? 500;
     await this.launch();
@@ -206,15 +268,7 @@ export class BirdDaemon extends EventEmitter {
     this.child = child;
     const deadline = Date.now() + (this.opts.startTimeoutMs ?? 10_000);
     while (!child.exit) {
-      const status = await this.runner
-        .run([this.birdc, '-s', this.opts.socketPath, 'show', 'status'], {
-          allowFailure: true,
-          timeoutMs: 2000,
-        })
-        .catch(() => undefined);
-      if (status?.code === 0 && status.stdout.includes('Daemon is up and running')) {
-        return child.pid;
-      }
+      if (await this.answers()) return child.pid;
       if (Date.now() > deadline) {
         child.proc.kill('SIGKILL');
         await child.exited;

@@ -12,6 +12,7 @@ import {
   getHealth,
   callAgent,
   jsonLogger,
+  EXTERNAL_BIRD,
   meshNodeFromK8s,
   planMesh,
   ANNOTATION_PUBLIC_KEY,
@@ -54,6 +55,7 @@ export async function agentOptions(
       'state-dir': { type: 'string', default: '/var/lib/wiremesh' },
       'run-dir': { type: 'string', default: '/run/wiremesh' },
       'wireguard-go': { type: 'string', default: env.WIREMESH_WIREGUARD_GO },
+      bird: { type: 'string' },
       // The settings: no defaults here, so an absent flag leaves the config's value.
       'listen-port': { type: 'string' },
       'tunnel-cidr': { type: 'string' },
@@ -87,7 +89,12 @@ export async function agentOptions(
     stateDir: values['state-dir'],
     runDir: values['run-dir'],
     wireguardGo: values['wireguard-go'],
+    bird: values.bird,
   };
+  if (config.bird !== undefined && config.bird !== EXTERNAL_BIRD)
+    throw new Error(
+      `--bird takes only '${EXTERNAL_BIRD}' (BIRD run by the wiremesh-wireguard pod)`,
+    );
   return { config, logLevel, metricsAddress, healthAddress };
 }
 

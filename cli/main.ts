@@ -9,7 +9,7 @@ commands:
              [--wireguard auto|kernel|userspace] [--key-rotation-period 0s] [--tunnel-cidr CIDR]
              [--host-encryption] [--listen-port 51825] [--log-level info]
              [--metrics-address 0.0.0.0:9825|off] [--health-address 127.0.0.1:9826|off]
-             [--default-pool-cidr 100.64.0.0/16|off] [--wireguard-go PATH|external]
+             [--default-pool-cidr 100.64.0.0/16|off] [--wireguard-go PATH|external] [--bird external]
              the node daemon (Prometheus metrics on GET /metrics, probes on GET /healthz, /readyz)
   status     [-o json|yaml|wide]          on a node: peers (endpoint, path, handshake, bytes),
              pools and their encryption, IPAM usage, policy counts (from the agent's socket)
@@ -32,6 +32,9 @@ commands:
   wireguard-go [--binary /usr/lib/wiremesh/wireguard-go] [--config-dir DIR] [--node-name NAME]
              on a node without the WireGuard module: runs and restarts wireguard-go for the
              agent's device (an agent started with --wireguard-go external), outside its container
+  bird       [--dir /run/wiremesh/bird] [--binary /usr/sbin/bird] [--node-name NAME]
+             runs BIRD on the bird.conf an agent started with --bird external writes there, outside
+             its container; stops BIRD when the file is removed (BGP turned off)
   cleanup    [--pods] [--dry-run] [--force] [--root /] [-o json]   on a node, after deleting the DaemonSet:
              remove wiremesh's devices, routes, rules, nftables table, wireguard-go and files
   manifest   [--check] [--stdout]         regenerate deploy/wiremesh.yaml from deploy/'s parts
@@ -93,6 +96,8 @@ export async function main(argv: string[]): Promise<number> {
       return (await import('./cni.ts')).runInstallCni(rest);
     case 'wireguard-go':
       return (await import('./wireguard-go.ts')).runWireguardGo(rest);
+    case 'bird':
+      return (await import('./bird.ts')).runBird(rest);
     case 'cleanup':
       return (await import('./cleanup.ts')).runCleanup(rest);
     case 'manifest':

@@ -60,7 +60,11 @@ interface WgDaemonSet {
     template: {
       spec: {
         hostNetwork?: boolean;
-        containers: { command?: string[]; volumeMounts?: { name: string; mountPath: string }[] }[];
+        containers: {
+          name?: string;
+          command?: string[];
+          volumeMounts?: { name: string; mountPath: string }[];
+        }[];
         volumes: { name: string; hostPath?: { path: string } }[];
       };
     };
@@ -92,4 +96,19 @@ test('wireguard-go runs outside the agent’s pod, which only configures its dev
   t.is(hostPathAt(wgDs, '/run/wireguard'), '/run/wireguard');
   t.is(hostPathAt(agentDs, '/run/wireguard'), '/run/wireguard');
   t.is(hostPathAt(wgDs, '/dev/net/tun'), '/dev/net/tun');
+});
+
+test('BIRD runs outside the agent’s pod, on the bird.conf the agent writes', (t) => {
+  // BGP sessions must not close with the agent's container (upgrade, liveness, crash).
+  const agentCmd = agentDs.spec.template.spec.containers.find((c) =>
+    c.command?.includes('agent'),
+  )?.command;
+  t.is(agentCmd?.[agentCmd.indexOf('--bird') + 1], 'external');
+  const bird = wgDs.spec.template.spec.containers.find((c) => c.name === 'bird');
+  t.deepEqual(bird?.command?.slice(0, 2), ['wiremesh', 'bird']);
+  const dir = bird?.command?.[bird.command.indexOf('--dir') + 1];
+  t.is(dir, '/run/wiremesh/bird');
+  // Both see one host directory: the agent's run directory holds bird/.
+  t.is(hostPathAt(wgDs, '/run/wiremesh/bird'), '/run/wiremesh/bird');
+  t.is(hostPathAt(agentDs, '/run/wiremesh'), '/run/wiremesh');
 });
