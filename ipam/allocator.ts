@@ -124,6 +124,28 @@ export function poolsForNode(
   );
 }
 
+/** How strongly a pool's traffic between nodes is encrypted: 0 the strongest. */
+export function encryptionRank(pool: Pick<IpPool, 'encryption' | 'encryptionMode'>): number {
+  if (pool.encryption === 'None') return 2;
+  return pool.encryptionMode === 'Required' ? 0 : 1;
+}
+
+/**
+ * The pools an address request that names no pool may take, of a node's pools: per
+ * family, only those of the strongest encryption among them (WireGuard Required, then
+ * Preferred, then None). A namespace that names no pool thus never gets a plaintext
+ * pool's address while an encrypted pool serves the node, even when the plaintext pool
+ * is newer, sorts first by name, or already has a block with room on the node (made
+ * for a namespace that named it); and when those pools are full the request fails
+ * rather than fall to a weaker one.
+ */
+export function defaultPools(nodePools: readonly IpPool[]): IpPool[] {
+  const best = new Map<number, number>();
+  for (const p of nodePools)
+    best.set(p.family, Math.min(best.get(p.family) ?? 3, encryptionRank(p)));
+  return nodePools.filter((p) => encryptionRank(p) === best.get(p.family));
+}
+
 /**
  * Whether an existing block (another node's, from the API) keeps its range from being
  * claimed. A block naming a pool it does not fit (outside it, or not of its block

@@ -32,6 +32,8 @@ export {
 } from './store.ts';
 export {
   poolsForNode,
+  defaultPools,
+  encryptionRank,
   checkPoolOverlaps,
   chooseFreeBlock,
   allocateFromBlocks,

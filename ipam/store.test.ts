@@ -201,6 +201,34 @@ test('pools: nodeSelector and disabled are honoured; refused pools are reported'
   await ipam.close();
 });
 
+test('a namespace naming no pool never lands in a plaintext pool while an encrypted one serves the node', async (t) => {
+  // The plaintext pool sorts first by name, is newer, and already has a block with
+  // room on the node (claimed for a namespace that named it).
+  const api = fakeApi({
+    secure: { cidr: '100.64.0.0/30', blockSize: 30, encryptionMode: 'Required' },
+  });
+  const ipam = await started({ api });
+  api.putPool('a-plain', { cidr: '100.65.0.0/24', encryption: 'None' });
+  t.like(await ipam.allocate(req('named', { pool: 'a-plain' })), { pool: 'a-plain' });
+  t.like(await ipam.allocate(req('unnamed')), { pool: 'secure' });
+  // Of two encrypted pools, Required before Preferred.
+  api.putPool('b-preferred', { cidr: '100.66.0.0/24' });
+  await ipam.refresh();
+  t.like(await ipam.allocate(req('again')), { pool: 'secure' });
+  // The strongest pools full: an error, not an address from a weaker pool.
+  for (const id of ['x', 'y']) t.like(await ipam.allocate(req(id)), { pool: 'secure' });
+  await t.throwsAsync(ipam.allocate(req('z')), { instanceOf: PoolExhaustedError });
+  // A namespace naming a weaker pool still gets it.
+  t.like(await ipam.allocate(req('z', { pool: 'b-preferred' })), { pool: 'b-preferred' });
+  await ipam.close();
+  // Without an encrypted pool for the node, the plaintext pool serves everyone.
+  const plainOnly = await started({
+    api: fakeApi({ plain: { cidr: '100.67.0.0/24', encryption: 'None' } }),
+  });
+  t.like(await plainOnly.allocate(req('p')), { pool: 'plain' });
+  await plainOnly.close();
+});
+
 test('a full pool is a clear error naming it; release makes room again', async (t) => {
   const api = fakeApi({ tiny: { cidr: '100.64.0.0/29', blockSize: 30 } });
   const ipam = await started({ api });

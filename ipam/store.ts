@@ -45,6 +45,7 @@ import {
   planGarbageCollection,
   type LivePods,
   poolsForNode,
+  defaultPools,
   type AllocationDecision,
   type GcState,
 } from './allocator.ts';
@@ -694,9 +695,19 @@ export class NodeIpam {
     return first?.family ?? 4;
   }
 
+  /**
+   * The node's pools a request may take (by family then name), null until the pools
+   * are known; a request naming no pool takes only the most strongly encrypted.
+   */
+  private activePools(req: AllocateRequest): IpPool[] | null {
+    if (!this.pools || !this.nodeLabels) return null;
+    const active = poolsForNode(this.pools, this.nodeLabels);
+    return req.pool === undefined ? defaultPools(active) : active;
+  }
+
   /** Held blocks a new address may come from, in preference order. */
   private eligibleBlocks(req: AllocateRequest): IpamBlock[] {
-    const active = this.pools && this.nodeLabels ? poolsForNode(this.pools, this.nodeLabels) : null;
+    const active = this.activePools(req);
     const rank = new Map(active?.map((p, i) => [p.name, i]));
     return [...this.held.values()]
       .filter(
@@ -782,7 +793,7 @@ export class NodeIpam {
     for (const block of this.eligibleBlocks(req)) {
       if (block.allocations.size < Number(cidrSize(mustParseCidr(block.cidr)))) return block;
     }
-    const candidates = poolsForNode(this.pools ?? [], this.nodeLabels ?? {}).filter(
+    const candidates = (this.activePools(req) ?? []).filter(
       (p) =>
         (req.family === undefined || p.family === req.family) &&
         (req.pool === undefined || p.name === req.pool),

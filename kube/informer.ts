@@ -97,13 +97,15 @@ export class Informer<T extends Obj> extends EventEmitter {
       const page = await this.client.request<ListResponse<T>>('GET', this.path, undefined, {
         query: { ...this.query, limit: 500, ...(cont ? { continue: cont } : {}) },
       });
-      items.push(...(page.items ?? []));
+      // Trimmed page by page: the raw objects of a large list (150,000 pods) never
+      // all live at once, only the kept fields of those before this page.
+      for (const raw of page.items ?? [])
+        items.push(this.options.transform ? this.options.transform(raw) : raw);
       cont = page.metadata?.continue || undefined;
       rv = page.metadata?.resourceVersion ?? rv;
     } while (cont);
     const seen = new Set<string>();
-    for (const raw of items) {
-      const item = this.options.transform ? this.options.transform(raw) : raw;
+    for (const item of items) {
       const key = keyOf(item);
       seen.add(key);
       const old = this.cache.get(key);
