@@ -136,3 +136,31 @@ test('a failed watch is reported and retried; the cache keeps serving', async (t
   );
   t.true(calls.filter((c) => c.startsWith('WATCH')).length >= 2, calls.join(', '));
 });
+
+test('managedFields and kubectl’s last-applied copy are never cached; other annotations are', async (t) => {
+  const heavy = (name: string, rv: string) =>
+    ({
+      metadata: {
+        name,
+        resourceVersion: rv,
+        managedFields: [{ manager: 'kubectl', operation: 'Apply' }],
+        annotations: {
+          'kubectl.kubernetes.io/last-applied-configuration': '{"kind":"Namespace"}',
+          'wiremesh.io/ippool': 'fast',
+        },
+      },
+    }) as unknown as Obj;
+  const { client } = fakeClient({ items: [heavy('listed', '1')], rv: '1' }, [
+    [{ type: 'ADDED', object: heavy('watched', '2') }],
+  ]);
+  const inf = new Informer<Obj>(client, '/api/v1/namespaces');
+  await inf.start();
+  await settle();
+  await inf.stop();
+  for (const name of ['listed', 'watched'])
+    t.deepEqual(inf.get(name)?.metadata, {
+      name,
+      resourceVersion: name === 'listed' ? '1' : '2',
+      annotations: { 'wiremesh.io/ippool': 'fast' },
+    } as Obj['metadata']);
+});

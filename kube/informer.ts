@@ -45,6 +45,22 @@ export function sameButVersion(a: object, b: object): boolean {
   return text(a) === text(b);
 }
 
+const LAST_APPLIED = 'kubectl.kubernetes.io/last-applied-configuration';
+
+/**
+ * Drops what no consumer reads and every object may carry in bulk: managedFields (the
+ * field owners of server-side apply) and kubectl's last-applied copy of the object,
+ * which together can outweigh the rest of a NetworkPolicy or Namespace several times.
+ */
+function slim(o: object): void {
+  const meta = (
+    o as { metadata?: { managedFields?: unknown; annotations?: Record<string, string> } }
+  ).metadata;
+  if (!meta) return;
+  delete meta.managedFields;
+  if (meta.annotations && LAST_APPLIED in meta.annotations) delete meta.annotations[LAST_APPLIED];
+}
+
 export class Informer<T extends Obj> extends EventEmitter {
   private readonly client: KubeClient;
   private readonly path: string;
@@ -99,8 +115,7 @@ export class Informer<T extends Obj> extends EventEmitter {
       });
       // Trimmed page by page: the raw objects of a large list (150,000 pods) never
       // all live at once, only the kept fields of those before this page.
-      for (const raw of page.items ?? [])
-        items.push(this.options.transform ? this.options.transform(raw) : raw);
+      for (const raw of page.items ?? []) items.push(this.keep(raw));
       cont = page.metadata?.continue || undefined;
       rv = page.metadata?.resourceVersion ?? rv;
     } while (cont);
@@ -159,6 +174,12 @@ export class Informer<T extends Obj> extends EventEmitter {
     }
   }
 
+  /** What the cache holds of an object from the API (freshly parsed, so ours to change). */
+  private keep(raw: T): T {
+    slim(raw);
+    return this.options.transform ? this.options.transform(raw) : raw;
+  }
+
   /** Apply one watch event; true when the watch expired (410) and a relist is due. */
   private onEvent(e: WatchEvent): boolean {
     const obj = e.object as T & { code?: number };
@@ -166,7 +187,7 @@ export class Informer<T extends Obj> extends EventEmitter {
     const rv = obj.metadata?.resourceVersion;
     if (rv) this.resourceVersion = rv;
     if (e.type === 'BOOKMARK') return false;
-    const item = this.options.transform ? this.options.transform(obj) : obj;
+    const item = this.keep(obj);
     const key = keyOf(item);
     if (e.type === 'DELETED') {
       this.cache.delete(key);
