@@ -13,6 +13,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { onStopSignal } from './signals.ts';
 import { jsonLogger } from '../agent/index.ts';
 import { BirdDaemon } from '../bgp/index.ts';
 
@@ -41,17 +42,10 @@ export async function runBird(argv: string[]): Promise<number> {
   });
   daemon.on('restarted', (pid: number) => log.warn('bird restarted after it died', { pid }));
 
-  let stopping = false;
-  const stopped = new Promise<string>((resolve) => {
-    for (const sig of ['SIGTERM', 'SIGINT'] as const)
-      process.once(sig, () => {
-        stopping = true;
-        resolve(sig);
-      });
-  });
+  const { stopped, stopping } = onStopSignal();
 
   let waiting = false;
-  while (!stopping) {
+  while (!stopping()) {
     const configured = existsSync(configPath);
     if (configured) {
       waiting = false;

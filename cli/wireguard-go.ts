@@ -8,6 +8,7 @@
 // only when an operator deletes them (updateStrategy OnDelete).
 import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { onStopSignal } from './signals.ts';
 import { jsonLogger, kernelHasWireGuard, WIREGUARD_DEVICE } from '../agent/index.ts';
 import { UserspaceDevice } from '../agent/device.ts';
 import { dirSource, readSettingsDir, resolveAgentSettings } from '../install/settings.ts';
@@ -31,14 +32,7 @@ export async function runWireguardGo(argv: string[]): Promise<number> {
   );
   const ip = new IpCli(defaultRunner);
 
-  let stopping = false;
-  const stopped = new Promise<string>((resolve) => {
-    for (const sig of ['SIGTERM', 'SIGINT'] as const)
-      process.once(sig, () => {
-        stopping = true;
-        resolve(sig);
-      });
-  });
+  const { stopped, stopping } = onStopSignal();
 
   const mode = settings.wireguardMode;
   if (mode === 'kernel' || (mode === 'auto' && (await kernelHasWireGuard(ip)))) {
@@ -51,7 +45,7 @@ export async function runWireguardGo(argv: string[]): Promise<number> {
   // ran it in its own container, and it goes when that container does. Two processes
   // cannot own one TUN device, so this one waits.
   let told = false;
-  while (!stopping && (await ip.linkShow(WIREGUARD_DEVICE))) {
+  while (!stopping() && (await ip.linkShow(WIREGUARD_DEVICE))) {
     if (!told)
       log.info('waiting for the existing device (run by another wireguard-go) to go', {
         device: WIREGUARD_DEVICE,
@@ -59,7 +53,7 @@ export async function runWireguardGo(argv: string[]): Promise<number> {
     told = true;
     await Promise.race([sleep(1000), stopped]);
   }
-  if (stopping) return 0;
+  if (stopping()) return 0;
 
   // The agent's own supervision of wireguard-go (agent/device.ts), run here instead.
   const device = new UserspaceDevice(ip, values.binary, log);
