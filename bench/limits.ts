@@ -20,6 +20,8 @@
 // WIREMESH_LIMITS_SCALE=0.1 runs a tenth of the limits (a quick check of the bench).
 import { setTimeout as sleep } from 'node:timers/promises';
 import { loadavg } from 'node:os';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import type { V1Node } from '@kubernetes/client-node';
 import { figureOf, median, percentile, type Figure } from './harness.ts';
 import {
@@ -165,6 +167,31 @@ async function post(kube: KubeClient, path: string, body: object): Promise<void>
 const mergePatch = { contentType: 'application/merge-patch+json' };
 
 /** The agent on `node` restarted: ms from its start to /readyz (its first full pass). */
+/**
+ * The agent's reconcile passes by phase (its metrics histogram): how many and their
+ * mean duration. A label change schedules a policy pass, which waits for any pass
+ * already running; the resync's pass of every phase (`all`) is the long one.
+ */
+async function passDurations(
+  netns: string,
+): Promise<Record<string, { count: number; meanMs: number }>> {
+  const { stdout } = await promisify(execFile)(
+    'ip',
+    ['netns', 'exec', netns, 'curl', '-sf', 'http://127.0.0.1:9825/metrics'],
+    { maxBuffer: 64 * 1024 * 1024 },
+  );
+  const sums = new Map<string, number>();
+  const counts = new Map<string, number>();
+  for (const m of stdout.matchAll(
+    /^wiremesh_reconcile_duration_seconds_(sum|count)\{phase="([^"]+)"\} (\S+)$/gm,
+  ))
+    (m[1] === 'sum' ? sums : counts).set(m[2] ?? '', Number(m[3]));
+  const out: Record<string, { count: number; meanMs: number }> = {};
+  for (const [phase, count] of counts)
+    out[phase] = { count, meanMs: count ? ((sums.get(phase) ?? 0) / count) * 1000 : 0 };
+  return out;
+}
+
 async function restartToReady(lab: Lab, node: string): Promise<number> {
   await lab.stopAgent(node);
   const t0 = performance.now();
@@ -406,6 +433,14 @@ export async function benchLimits(changes: number, scale = K8S_LIMITS): Promise<
     at.peers = (await lab.agentStatus(n2.name)).peers.length;
     at.changes = await labelChanges(rounds, 'at the limits');
     const rssAfter = rssMiB(agentPids(lab, n2.name).agent);
+    const passes = await passDurations(n2.netns);
+    log(
+      `k8s-limits: label changes (ms, sorted): ${[...at.changes]
+        .sort((x, y) => x - y)
+        .map((x) => x.toFixed(0))
+        .join(' ')}`,
+    );
+    log(`k8s-limits: the server agent's passes since its restart: ${JSON.stringify(passes)}`);
     load.push(loadavg()[0] ?? 0);
 
     const B = 'k8s-limits';
@@ -453,6 +488,16 @@ export async function benchLimits(changes: number, scale = K8S_LIMITS): Promise<
         ),
         repeats: rounds,
       },
+      ...['all', 'policy']
+        .filter((phase) => passes[phase])
+        .map((phase) =>
+          figureOf(
+            B,
+            `the server agent's mean reconcile pass (phase ${phase}, ${passes[phase]?.count} passes since its restart)`,
+            'ms',
+            [passes[phase]?.meanMs ?? 0],
+          ),
+        ),
       figureOf(
         B,
         `objects written to the apiserver (nodes, pods with status, blocks, policies)`,
