@@ -14,7 +14,7 @@ import { mkdir } from 'node:fs/promises';
 import type { KubernetesObject } from '@kubernetes/client-node';
 import { Informer, type KubeClient } from '../kube/index.ts';
 import { parseLabelSelector } from '../ipam/index.ts';
-import { BirdDaemon, type BgpSession, type BirdPlan } from '../bgp/index.ts';
+import { BirdDaemon, removeBirdConfig, type BgpSession, type BirdPlan } from '../bgp/index.ts';
 import { planBgp, type BgpInput, type BgpSettings, type ExternalPeer } from './bgp.ts';
 import { KubeEventRecorder, type EventSink } from './events.ts';
 import type { Logger } from './log.ts';
@@ -132,14 +132,8 @@ export class BgpPhase {
       // BGP off: a BIRD that runs outside this container still runs the file an
       // earlier agent (with BGP on) wrote; removing it stops that BIRD, which withdraws
       // this node's blocks from its peers.
-      if (this.externalBird) {
-        const removed = await new BirdDaemon({
-          configPath: join(this.dir, 'bird.conf'),
-          socketPath: join(this.dir, 'bird.ctl'),
-          external: true,
-        }).removeConfig();
-        if (removed) this.log.info('BGP is off: removed bird.conf, so BIRD stops', {});
-      }
+      if (this.externalBird && (await removeBirdConfig(join(this.dir, 'bird.conf'))))
+        this.log.info('BGP is off: removed bird.conf, so BIRD stops', {});
       return;
     }
     await mkdir(this.dir, { recursive: true, mode: 0o700 });

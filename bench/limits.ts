@@ -20,8 +20,6 @@
 // WIREMESH_LIMITS_SCALE=0.1 runs a tenth of the limits (a quick check of the bench).
 import { setTimeout as sleep } from 'node:timers/promises';
 import { loadavg } from 'node:os';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import type { V1Node } from '@kubernetes/client-node';
 import { figureOf, median, percentile, type Figure } from './harness.ts';
 import {
@@ -35,7 +33,7 @@ import {
   wallNow,
 } from './policy-lab.ts';
 import { Lab } from '../lab/index.ts';
-import { agentPids, rssMiB } from './mesh.ts';
+import { agentPids, passDurations, rssMiB } from './mesh.ts';
 import { kubeClient, type KubeClient } from '../kube/index.ts';
 import { generateKeyPair } from '../crypto/keys.ts';
 import { ANNOTATION_ENDPOINT, ANNOTATION_PUBLIC_KEY } from '../agent/annotations.ts';
@@ -167,31 +165,6 @@ async function post(kube: KubeClient, path: string, body: object): Promise<void>
 const mergePatch = { contentType: 'application/merge-patch+json' };
 
 /** The agent on `node` restarted: ms from its start to /readyz (its first full pass). */
-/**
- * The agent's reconcile passes by phase (its metrics histogram): how many and their
- * mean duration. A label change schedules a policy pass, which waits for any pass
- * already running; the resync's pass of every phase (`all`) is the long one.
- */
-async function passDurations(
-  netns: string,
-): Promise<Record<string, { count: number; meanMs: number }>> {
-  const { stdout } = await promisify(execFile)(
-    'ip',
-    ['netns', 'exec', netns, 'curl', '-sf', 'http://127.0.0.1:9825/metrics'],
-    { maxBuffer: 64 * 1024 * 1024 },
-  );
-  const sums = new Map<string, number>();
-  const counts = new Map<string, number>();
-  for (const m of stdout.matchAll(
-    /^wiremesh_reconcile_duration_seconds_(sum|count)\{phase="([^"]+)"\} (\S+)$/gm,
-  ))
-    (m[1] === 'sum' ? sums : counts).set(m[2] ?? '', Number(m[3]));
-  const out: Record<string, { count: number; meanMs: number }> = {};
-  for (const [phase, count] of counts)
-    out[phase] = { count, meanMs: count ? ((sums.get(phase) ?? 0) / count) * 1000 : 0 };
-  return out;
-}
-
 async function restartToReady(lab: Lab, node: string): Promise<number> {
   await lab.stopAgent(node);
   const t0 = performance.now();

@@ -9,7 +9,9 @@
 // - throughput: TCP through the agent's tunnel between two lab nodes, against a
 //   hand-configured wireguard-go tunnel between the same namespaces and against the
 //   plain underlay.
+import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CoreV1Api, KubeConfig, Watch } from '@kubernetes/client-node';
 import { figureOf, measure, percentile, type Figure } from './harness.ts';
@@ -68,6 +70,31 @@ export function rssMiB(pid: number): number {
 
 function agentStatus(lab: Lab, node: string): Promise<AgentStatus> {
   return lab.agentStatus(node);
+}
+
+/**
+ * The agent's reconcile passes by phase (its metrics histogram): how many and their
+ * mean duration. A label change schedules a policy pass, which waits for any pass
+ * already running; the resync's pass of every phase (`all`) is the long one.
+ */
+export async function passDurations(
+  netns: string,
+): Promise<Record<string, { count: number; meanMs: number }>> {
+  const { stdout } = await promisify(execFile)(
+    'ip',
+    ['netns', 'exec', netns, 'curl', '-sf', 'http://127.0.0.1:9825/metrics'],
+    { maxBuffer: 64 * 1024 * 1024 },
+  );
+  const sums = new Map<string, number>();
+  const counts = new Map<string, number>();
+  for (const m of stdout.matchAll(
+    /^wiremesh_reconcile_duration_seconds_(sum|count)\{phase="([^"]+)"\} (\S+)$/gm,
+  ))
+    (m[1] === 'sum' ? sums : counts).set(m[2] ?? '', Number(m[3]));
+  const out: Record<string, { count: number; meanMs: number }> = {};
+  for (const [phase, count] of counts)
+    out[phase] = { count, meanMs: count ? ((sums.get(phase) ?? 0) / count) * 1000 : 0 };
+  return out;
 }
 
 /** The agent's pid (nsenter execs it, so it is the recorded process) and its wireguard-go child. */

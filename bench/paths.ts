@@ -353,15 +353,14 @@ export async function benchPaths(repeats: number): Promise<Figure[]> {
     );
     await sleep(1000);
 
-    const iperf = iperfMbits;
     const handPod = ['nsenter', `--net=/run/netns/${h1.pod}`, '--'];
     const figures: Figure[] = [];
     const measure = async (c: (typeof CASES)[number], setting: string): Promise<void> => {
       await routeHand(sides, c.path, mtus.pod[c.path]);
       const pod = lab.execPrefix({ pod: `${c.pool}-a`, namespace: c.pool });
       const dst = podIP[c.pool] ?? '';
-      await iperf(pod, dst, false); // warm-up (and the WireGuard handshakes)
-      await iperf(handPod, h2.podIP, false);
+      await iperfMbits(pod, dst, false); // warm-up (and the WireGuard handshakes)
+      await iperfMbits(handPod, h2.podIP, false);
       const agent = { ab: [] as number[], ba: [] as number[] };
       const hand = { ab: [] as number[], ba: [] as number[] };
       // A B B A, then B A A B: each side goes first as often, so a linear drift in
@@ -371,8 +370,8 @@ export async function benchPaths(repeats: number): Promise<Figure[]> {
         for (const reverse of [false, true]) {
           const dir = reverse ? 'ba' : 'ab';
           for (const who of reverse ? [...order].reverse() : order) {
-            if (who === 'agent') agent[dir].push(await iperf(pod, dst, reverse));
-            else hand[dir].push(await iperf(handPod, h2.podIP, reverse));
+            if (who === 'agent') agent[dir].push(await iperfMbits(pod, dst, reverse));
+            else hand[dir].push(await iperfMbits(handPod, h2.podIP, reverse));
           }
         }
       }

@@ -132,16 +132,12 @@ export class BirdDaemon extends EventEmitter {
     if (this.opts.external) {
       // Not running: the process that runs BIRD starts it on this file.
       if (!(await this.answers())) return { changed, started: false, running: false };
-      if (this.loaded !== text) await this.configure();
-      this.loaded = text;
-      return { changed, started: false, running: true };
-    }
-    if (!this.pid) {
+    } else if (!this.pid) {
       await this.start();
       this.loaded = text;
       return { changed, started: true, running: true };
     }
-    if (changed || this.loaded !== text) await this.configure();
+    if (this.loaded !== text) await this.configure();
     this.loaded = text;
     return { changed, started: false, running: true };
   }
@@ -159,13 +155,8 @@ export class BirdDaemon extends EventEmitter {
 
   /** Removes bird.conf: with `external`, the process running BIRD then stops it. */
   async removeConfig(): Promise<boolean> {
-    const existed = await readFile(this.opts.configPath, 'utf8').then(
-      () => true,
-      () => false,
-    );
-    await rm(this.opts.configPath, { force: true });
     this.loaded = undefined;
-    return existed;
+    return removeBirdConfig(this.opts.configPath);
   }
 
   /** The BGP sessions as BIRD reports them now. */
@@ -317,6 +308,17 @@ export class BirdDaemon extends EventEmitter {
 
   private recentOutput(): string {
     return this.recent.length ? `; its last output: ${this.recent.join(' | ')}` : '';
+  }
+}
+
+/** Removes a bird.conf; false when there was none. */
+export async function removeBirdConfig(configPath: string): Promise<boolean> {
+  try {
+    await rm(configPath);
+    return true;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw e;
   }
 }
 

@@ -24,7 +24,7 @@ cluster_suites=(kind-tests/mesh.e2e.test.ts kind-tests/pods.e2e.test.ts kind-tes
   kind-tests/real/services.e2e.test.ts kind-tests/route-damage.e2e.test.ts
   kind-tests/real/runtime.e2e.test.ts kind-tests/real/authority.e2e.test.ts
   kind-tests/real/drops.e2e.test.ts kind-tests/real/graph.e2e.test.ts kind-tests/real/podman.e2e.test.ts
-  kind-tests/real/upgrades.e2e.test.ts)
+  kind-tests/real/bgp.e2e.test.ts kind-tests/real/upgrades.e2e.test.ts)
 run_cluster_tier() {
   local rc
   ./bin/wiremesh lab down --name "$cluster_lab" >/dev/null 2>&1 || true
