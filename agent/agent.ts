@@ -1,10 +1,14 @@
 // The node agent: keeps a snapshot of the cluster's Nodes, IPAM blocks, Pods,
 // Namespaces and NetworkPolicies from watches, publishes this node's WireGuard
-// public key and endpoint, and runs the reconcile loop whose phases plan and apply
-// the mesh (`mesh`) and the nftables table (`policy`). A watch event marks only its
-// phase dirty, so a pod's new label costs a policy compile, not a mesh pass; the
-// resync runs both and repairs drift. Nothing touches the dataplane before the first
-// full lists. A reconcile error is logged, counted and retried; the agent never
+// public key and endpoint, and runs two reconcile loops side by side: the dataplane
+// (`routes`, `mesh`) and the nftables table (`policy`, `nftables`). A watch event
+// marks only its phase dirty, so a pod's new label costs a policy compile, not a
+// mesh pass, and never waits behind one (at thousands of nodes a resync's mesh pass
+// takes seconds); the resync runs both and repairs drift. The policy loop's first
+// pass waits for the mesh's first attempt, so a restarted agent never applies a
+// table without the fail-closed drops the previous one had in it; after that the
+// mesh phase applies the table itself whenever its fragment changes, under the same
+// lock as the policy loop. Nothing touches the dataplane before the first full lists. A reconcile error is logged, counted and retried; the agent never
 // exits on one. On shutdown it leaves the dataplane in place, so traffic keeps
 // flowing across an agent restart.
 //
@@ -74,7 +78,7 @@ import { DefaultPools } from './defaultpool.ts';
 import { parseCidr, formatCidr } from './cidr.ts';
 import { MeshDriver, reportChanged, type DeviceProvider } from './meshdriver.ts';
 import { chooseDevice } from './device.ts';
-import { Reconciler, type DirtyPhases } from './reconciler.ts';
+import { ReconcileLanes, type DirtyPhases } from './reconciler.ts';
 import { BgpPhase, EXTERNAL_BIRD } from './bgpphase.ts';
 import { DEFAULT_BGP_SETTINGS } from './bgp.ts';
 import { PodNetwork } from './podnetwork.ts';
@@ -184,7 +188,12 @@ export class Agent {
     restored: 0,
     lastRepair: null,
   };
-  readonly reconciler: Reconciler;
+  readonly reconciler: ReconcileLanes;
+  /** Settled once the dataplane loop's first pass has ended, failed or not. */
+  private readonly firstMeshAttempt: Promise<void>;
+  private meshAttempted!: () => void;
+  /** Serialises the table's compile and apply between the two loops. */
+  private policyLock: Promise<void> = Promise.resolve();
 
   constructor(config: AgentConfig, log: Logger) {
     this.config = config;
@@ -241,10 +250,14 @@ export class Agent {
     this.pathDriver = new PathDriver(this.ip);
     this.events = new KubeEventRecorder(this.kube, config.nodeName, log);
     this.remoteStatus = new RemoteClusterStatusWriter(this.kube);
-    this.reconciler = new Reconciler((dirty) => this.reconcileOnce(dirty), {
-      resyncMs: config.resyncMs,
-      log,
-    });
+    this.firstMeshAttempt = new Promise((resolve) => (this.meshAttempted = resolve));
+    this.reconciler = new ReconcileLanes(
+      [
+        { name: 'dataplane', phases: ['routes', 'mesh'], pass: (d) => this.reconcileDataplane(d) },
+        { name: 'policy', phases: ['policy', 'nftables'], pass: (d) => this.reconcileTable(d) },
+      ],
+      { resyncMs: config.resyncMs, log },
+    );
   }
 
   async start(): Promise<void> {
@@ -458,27 +471,34 @@ export class Agent {
     return this.informer.list().map(meshNodeFromK8s);
   }
 
-  private async reconcileOnce(dirty: DirtyPhases): Promise<void> {
-    // Each phase runs even when the other failed; the first error fails the pass,
-    // which retries every phase.
-    const errors: unknown[] = [];
-    // `routes`: something removed routes the node needs. The host routes go back first
-    // (the tunnels' next hops may need the underlay's connected route), then the mesh
-    // phase puts back its drivers' routes and rules.
-    const routes = dirty.all || dirty.has('routes');
-    // Damage seen after this pass began is repaired (and counted) by the next one.
-    const damage = routes ? this.pendingDamage : null;
-    if (routes) {
-      await this.restoreRemoved(damage).catch((e) => errors.push(e));
-      await this.repairHostRoutes().catch((e) => errors.push(e));
-    }
-    if (dirty.all || dirty.has('mesh') || routes)
+  private async reconcileDataplane(dirty: DirtyPhases): Promise<void> {
+    try {
+      // Each step runs even when the other failed; the first error fails the pass,
+      // which retries every phase of the loop.
+      const errors: unknown[] = [];
+      // `routes`: something removed routes the node needs. The host routes go back
+      // first (the tunnels' next hops may need the underlay's connected route), then
+      // the mesh phase puts back its drivers' routes and rules.
+      const routes = dirty.all || dirty.has('routes');
+      // Damage seen after this pass began is repaired (and counted) by the next one.
+      const damage = routes ? this.pendingDamage : null;
+      if (routes) {
+        await this.restoreRemoved(damage).catch((e) => errors.push(e));
+        await this.repairHostRoutes().catch((e) => errors.push(e));
+      }
       await this.reconcileMesh().catch((e) => errors.push(e));
-    if (damage && damage === this.pendingDamage && errors.length === 0) this.damageRepaired(damage);
-    // `nftables`: the table may be gone: verify it against the kernel before applying.
-    if (dirty.all || dirty.has('policy') || dirty.has('nftables'))
-      await this.reconcilePolicy(dirty.all || dirty.has('nftables')).catch((e) => errors.push(e));
-    if (errors.length) throw errors[0];
+      if (damage && damage === this.pendingDamage && errors.length === 0)
+        this.damageRepaired(damage);
+      if (errors.length) throw errors[0];
+    } finally {
+      this.meshAttempted();
+    }
+  }
+
+  /** The policy loop's pass; `nftables`: the table may be gone, verify it first. */
+  private async reconcileTable(dirty: DirtyPhases): Promise<void> {
+    await this.firstMeshAttempt;
+    await this.reconcilePolicy(dirty.all || dirty.has('nftables'));
   }
 
   /**
@@ -533,8 +553,14 @@ export class Agent {
     this.log.info('route damage repaired', { restoredMs: damage.restoredMs, repairedMs });
   }
 
-  /** Compile this node's policy, compose the table and apply the difference. */
-  private async reconcilePolicy(resync: boolean): Promise<void> {
+  /** Compile this node's policy, compose the table and apply the difference, one at a time. */
+  private reconcilePolicy(resync: boolean): Promise<void> {
+    const run = this.policyLock.then(() => this.applyPolicy(resync));
+    this.policyLock = run.catch(() => undefined);
+    return run;
+  }
+
+  private async applyPolicy(resync: boolean): Promise<void> {
     if (!this.policy) return;
     // The compile is synchronous (tens of ms at 10,000 pods): a turn of the event
     // loop before and after it lets the status socket and watches get a word in.

@@ -140,17 +140,17 @@ test("a real Reconciler's passes and failures land in the histogram and counter 
   t.deepEqual(
     counts,
     new Map([
-      ['{phase="all"}', '1'],
-      ['{phase="policy"}', '1'],
-      ['{phase="mesh"}', '1'],
+      ['{loop="main",phase="all"}', '1'],
+      ['{loop="main",phase="policy"}', '1'],
+      ['{loop="main",phase="mesh"}', '1'],
     ]),
   );
   t.deepEqual(
     samples(text, 'wiremesh_reconcile_errors_total'),
     new Map([
-      ['{phase="all"}', '0'],
-      ['{phase="policy"}', '0'],
-      ['{phase="mesh"}', '1'],
+      ['{loop="main",phase="all"}', '0'],
+      ['{loop="main",phase="policy"}', '0'],
+      ['{loop="main",phase="mesh"}', '1'],
     ]),
   );
 });

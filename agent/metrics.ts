@@ -25,9 +25,10 @@
 // `peer` is the peer's node name, not `node`: Kubernetes service discovery usually
 // puts the scraped node's name in `node`.
 //
-// The reconcile histogram is per pass: `phase` is the phase a pass ran (`mesh`,
-// `policy`), `all` for a full pass (start, resync, retry), or several joined by
-// `+`. The Reconciler reports passes, not phases inside one (agent/reconciler.ts).
+// The reconcile histogram is per pass: `loop` is the loop that ran it (`dataplane`
+// or `policy`, agent/reconciler.ts), `phase` the phase it ran (`mesh`, `policy`),
+// `all` for a full pass of its loop (start, resync, retry), or several joined by
+// `+`. The loops report passes, not phases inside one.
 // CNI requests arrive on a diagnostics channel (cni/server.ts), IPAM usage from the
 // process's started PodNetwork (agent/podnetwork.ts): both reach this module
 // without any wiring through the Agent class.
@@ -68,8 +69,8 @@ export class AgentMetrics {
   private readonly handshakeTime: Gauge<'peer' | 'public_key'>;
   private readonly rxBytes: Counter<'peer' | 'public_key'>;
   private readonly txBytes: Counter<'peer' | 'public_key'>;
-  private readonly reconcileDuration: Histogram<'phase'>;
-  private readonly reconcileErrors: Counter<'phase'>;
+  private readonly reconcileDuration: Histogram<'loop' | 'phase'>;
+  private readonly reconcileErrors: Counter<'loop' | 'phase'>;
   private readonly blockAllocated: Gauge<'block' | 'pool' | 'state'>;
   private readonly blockCapacity: Gauge<'block' | 'pool' | 'state'>;
   private readonly ipamAllocated: Gauge;
@@ -124,15 +125,15 @@ export class AgentMetrics {
     );
     this.reconcileDuration = new Histogram({
       name: 'wiremesh_reconcile_duration_seconds',
-      help: 'Duration of reconcile passes by the phase run (all: every phase)',
-      labelNames: ['phase'],
+      help: 'Duration of reconcile passes by loop and the phase run (all: every phase of the loop)',
+      labelNames: ['loop', 'phase'],
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers,
     });
     this.reconcileErrors = counter(
       'reconcile_errors_total',
-      'Failed reconcile passes by the phase run (all: every phase); each is retried',
-      ['phase'],
+      'Failed reconcile passes by loop and the phase run (all: every phase of the loop); each is retried',
+      ['loop', 'phase'],
     );
     this.blockAllocated = gauge(
       'ipam_block_addresses_allocated',
@@ -225,11 +226,11 @@ export class AgentMetrics {
   }
 
   /** A reconcile pass observer (Reconciler.observe). */
-  readonly observePass: PassObserver = (phases, durationMs, error) => {
-    const phase = phases.join('+') || 'none';
-    this.reconcileDuration.observe({ phase }, durationMs / 1000);
+  readonly observePass: PassObserver = (phases, durationMs, error, loop) => {
+    const labels = { loop, phase: phases.join('+') || 'none' };
+    this.reconcileDuration.observe(labels, durationMs / 1000);
     // Every label set shows from the first pass, so rate() sees the first error.
-    this.reconcileErrors.inc({ phase }, error ? 1 : 0);
+    this.reconcileErrors.inc(labels, error ? 1 : 0);
   };
 
   /** A CNI request answered (the CNI_REQUEST_CHANNEL message). */

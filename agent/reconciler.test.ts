@@ -1,5 +1,5 @@
 import test from 'ava';
-import { Reconciler } from './reconciler.ts';
+import { ReconcileLanes, Reconciler } from './reconciler.ts';
 import { silentLogger } from './log.ts';
 
 function manualTimers() {
@@ -158,4 +158,96 @@ test('progress: the running pass, the last end, and successes of full passes onl
   t.deepEqual(seen, [1000, 2000, 3000]);
   r.stop();
   t.false(r.progress.running);
+});
+
+test('lanes: a policy change never waits behind a long mesh pass', async (t) => {
+  const seen: string[] = [];
+  let releaseMesh!: () => void;
+  const meshGate = new Promise<void>((r) => (releaseMesh = r));
+  const lanes = new ReconcileLanes(
+    [
+      {
+        name: 'dataplane',
+        phases: ['routes', 'mesh'],
+        pass: async (dirty) => {
+          seen.push(`dataplane:${dirty.all ? 'all' : [...dirty].sort().join('+')}`);
+          await meshGate;
+        },
+      },
+      {
+        name: 'policy',
+        phases: ['policy', 'nftables'],
+        pass: async (dirty) => void seen.push(`policy:${dirty.all ? 'all' : [...dirty].join('+')}`),
+      },
+    ],
+    { resyncMs: 1000, log: silentLogger, ...manualTimers() },
+  );
+  const observed: string[] = [];
+  lanes.observe((phases, _ms, _error, loop) => observed.push(`${loop}:${phases.join('+')}`));
+  lanes.start();
+  await new Promise((r) => setImmediate(r));
+  lanes.schedule('label changed', 'policy');
+  await new Promise((r) => setImmediate(r));
+  // The mesh's full pass still runs; the policy loop has done its own and the change.
+  t.deepEqual(seen, ['dataplane:all', 'policy:all', 'policy:policy']);
+  t.not(lanes.progress.passStartedAt, null, 'the running mesh pass shows in progress');
+  t.is(lanes.progress.lastFullSuccessAt, null, 'not every loop has succeeded a full pass');
+  releaseMesh();
+  await lanes.idle();
+  t.deepEqual(observed.sort(), ['dataplane:all', 'policy:all', 'policy:policy']);
+  t.not(lanes.progress.lastFullSuccessAt, null);
+  t.is(lanes.stats.passes, 3);
+  t.throws(() => lanes.schedule('typo', 'polcy'), { message: /no reconcile loop owns/ });
+  lanes.stop();
+});
+
+test('lanes: a schedule without a phase runs every loop; a failure is the stats lastError until its loop recovers', async (t) => {
+  const timers = manualTimers();
+  let failPolicy = true;
+  const runs = { dataplane: 0, policy: 0 };
+  const lanes = new ReconcileLanes(
+    [
+      { name: 'dataplane', phases: ['mesh'], pass: async () => void runs.dataplane++ },
+      {
+        name: 'policy',
+        phases: ['policy'],
+        pass: async () => {
+          runs.policy++;
+          if (failPolicy) throw new Error('nft failed');
+        },
+      },
+    ],
+    { resyncMs: 30_000, minBackoffMs: 100, log: silentLogger, ...timers },
+  );
+  lanes.start();
+  await lanes.idle();
+  t.is(lanes.stats.lastError, 'nft failed');
+  t.is(lanes.stats.failures, 1);
+  t.is(lanes.progress.lastFullSuccessAt, null, 'the policy loop has not succeeded');
+  lanes.schedule('mesh changed', 'mesh');
+  await lanes.idle();
+  t.is(lanes.stats.lastError, 'nft failed', 'a later success of another loop does not hide it');
+  failPolicy = false;
+  lanes.schedule('resync requested');
+  await lanes.idle();
+  t.deepEqual(runs, { dataplane: 3, policy: 2 });
+  t.is(lanes.stats.lastError, null);
+  t.not(lanes.progress.lastFullSuccessAt, null);
+  lanes.stop();
+  t.is(timers.timers.length, 0, 'stop cancels every loop timer');
+});
+
+test('lanes: one phase in two loops is refused', (t) => {
+  const pass = async () => {};
+  t.throws(
+    () =>
+      new ReconcileLanes(
+        [
+          { name: 'a', phases: ['mesh'], pass },
+          { name: 'b', phases: ['mesh'], pass },
+        ],
+        { resyncMs: 1000, log: silentLogger },
+      ),
+    { message: /two loops/ },
+  );
 });

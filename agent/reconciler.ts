@@ -8,9 +8,14 @@
 // phase, the resync timer and every retry after a failure ask for all phases.
 //
 // Observers (`onPass`, `observe`) hear of every finished pass: which phases it ran
-// (`['all']` for a full pass), how long it took and its error; the metrics endpoint
-// (agent/metrics.ts) turns them into a histogram and an error counter. An observer
-// that throws is ignored: watching the loop must never break it.
+// (`['all']` for a full pass), how long it took, its error and the loop's name; the
+// metrics endpoint (agent/metrics.ts) turns them into a histogram and an error
+// counter. An observer that throws is ignored: watching the loop must never break it.
+//
+// ReconcileLanes runs several such loops side by side, each owning some phases: the
+// agent's policy compile (under a second at large scale) must not wait behind the
+// mesh's pass over thousands of nodes, which a resync runs every few minutes. Each
+// loop stays serialised and coalescing; a schedule without a phase asks every loop.
 //
 // `progress` is what the health endpoints read (agent/health.ts): whether the loop
 // runs, since when the current pass runs, when the last one ended and when a pass
@@ -29,16 +34,20 @@ export interface ReconcilerOptions {
   onPass?: PassObserver;
   /** Unix milliseconds; Date.now by default (injectable for tests). */
   now?: () => number;
+  /** The loop's name, for observers and logs (`main` by default). */
+  name?: string;
 }
 
 /**
- * A finished pass: the phases it ran (sorted; `['all']` when it ran every phase:
- * start, resync, retry), its duration and its error (null on success).
+ * A finished pass: the phases it ran (sorted; `['all']` when it ran every phase of
+ * its loop: start, resync, retry), its duration, its error (null on success) and the
+ * name of the loop that ran it.
  */
 export type PassObserver = (
   phases: readonly string[],
   durationMs: number,
   error: Error | null,
+  loop: string,
 ) => void;
 
 export interface ReconcileStats {
@@ -68,6 +77,7 @@ export type DirtyPhases = ReadonlySet<string> & { readonly all: boolean };
 export class Reconciler {
   private readonly pass: (dirty: DirtyPhases) => Promise<void>;
   private readonly opts: Required<Omit<ReconcilerOptions, 'log' | 'onPass'>> & { log: Logger };
+  readonly name: string;
   readonly progress: ReconcileProgress;
   private readonly observers: PassObserver[] = [];
   private running = false;
@@ -95,8 +105,10 @@ export class Reconciler {
       setTimer: (fn, ms) => setTimeout(fn, ms),
       clearTimer: (h) => clearTimeout(h as NodeJS.Timeout),
       now: Date.now,
+      name: 'main',
       ...options,
     };
+    this.name = this.opts.name;
     this.progress = {
       running: false,
       passStartedAt: null,
@@ -139,6 +151,11 @@ export class Reconciler {
     void this.loop();
   }
 
+  /** A pass is running or pending. */
+  get busy(): boolean {
+    return this.running;
+  }
+
   /** Resolves when no pass is running or pending (for tests and shutdown). */
   idle(): Promise<void> {
     if (!this.running) return Promise.resolve();
@@ -177,6 +194,7 @@ export class Reconciler {
         next = this.backoff;
         this.dirtyAll = true;
         this.opts.log.error('reconcile failed; will retry', {
+          loop: this.name,
           error: (e as Error).message,
           retryInMs: next,
         });
@@ -197,10 +215,111 @@ export class Reconciler {
   private notify(phases: readonly string[], durationMs: number, error: Error | null): void {
     for (const o of this.observers) {
       try {
-        o(phases, durationMs, error);
+        o(phases, durationMs, error, this.name);
       } catch {
         /* an observer's failure is its own */
       }
     }
+  }
+}
+
+/** One loop of a ReconcileLanes: its name, the phases it owns and its pass. */
+export interface Lane {
+  name: string;
+  phases: readonly string[];
+  /** Runs the loop's dirty phases (`all`: every phase it owns). */
+  pass: (dirty: DirtyPhases) => Promise<void>;
+}
+
+/**
+ * Several reconcile loops side by side, seen from outside as one: a schedule goes to
+ * the loop owning its phase (every loop without one), and the stats and progress
+ * are the loops' together, the least advanced loop speaking for all where health is
+ * concerned (a stalled or never-succeeded loop is the agent's).
+ */
+export class ReconcileLanes {
+  private readonly loops: Reconciler[];
+  private readonly byPhase = new Map<string, Reconciler>();
+  private readonly lastErrors = new Map<string, string | null>();
+  private readonly merged: ReconcileStats = {
+    passes: 0,
+    failures: 0,
+    lastError: null,
+    lastDurationMs: 0,
+    lastSuccessAt: null,
+  };
+
+  constructor(lanes: readonly Lane[], options: Omit<ReconcilerOptions, 'name'>) {
+    const now = options.now ?? Date.now;
+    this.loops = lanes.map((lane) => {
+      const loop = new Reconciler(lane.pass, { ...options, name: lane.name });
+      for (const phase of lane.phases) {
+        if (this.byPhase.has(phase)) throw new Error(`phase ${phase} belongs to two loops`);
+        this.byPhase.set(phase, loop);
+      }
+      loop.observe((_phases, durationMs, error) => {
+        const s = this.merged;
+        s.passes++;
+        s.lastDurationMs = durationMs;
+        if (error) s.failures++;
+        else s.lastSuccessAt = now();
+        this.lastErrors.set(lane.name, error ? error.message : null);
+        s.lastError = [...this.lastErrors.values()].find((m) => m !== null) ?? null;
+      });
+      return loop;
+    });
+  }
+
+  /** Every loop's passes together; lastError is some loop's whose last pass failed. */
+  get stats(): ReconcileStats {
+    return this.merged;
+  }
+
+  /** The loops' liveness facts together: the oldest running pass, the longest idle. */
+  get progress(): ReconcileProgress {
+    const all = this.loops.map((l) => l.progress);
+    const oldest = (values: (number | null)[]) =>
+      values.reduce<number | null>(
+        (a, v) => (v === null ? a : a === null ? v : Math.min(a, v)),
+        null,
+      );
+    return {
+      running: all.every((p) => p.running),
+      passStartedAt: oldest(all.map((p) => p.passStartedAt)),
+      lastPassEndedAt: oldest(all.map((p) => p.lastPassEndedAt)),
+      lastFullSuccessAt: all.some((p) => p.lastFullSuccessAt === null)
+        ? null
+        : oldest(all.map((p) => p.lastFullSuccessAt)),
+      longestIdleMs: Math.max(...all.map((p) => p.longestIdleMs)),
+    };
+  }
+
+  observe(observer: PassObserver): () => void {
+    const removers = this.loops.map((l) => l.observe(observer));
+    return () => removers.forEach((r) => r());
+  }
+
+  start(): void {
+    for (const l of this.loops) l.start();
+  }
+
+  stop(): void {
+    for (const l of this.loops) l.stop();
+  }
+
+  /** Dirty `phase` in the loop that owns it; no phase: every phase of every loop. */
+  schedule(reason: string, phase?: string): void {
+    if (phase === undefined) {
+      for (const l of this.loops) l.schedule(reason);
+      return;
+    }
+    const loop = this.byPhase.get(phase);
+    if (!loop) throw new Error(`no reconcile loop owns the phase ${phase}`);
+    loop.schedule(reason, phase);
+  }
+
+  /** Resolves when no loop has a pass running or pending (one loop may start another's). */
+  async idle(): Promise<void> {
+    while (this.loops.some((l) => l.busy)) await Promise.all(this.loops.map((l) => l.idle()));
   }
 }

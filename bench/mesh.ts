@@ -73,9 +73,10 @@ function agentStatus(lab: Lab, node: string): Promise<AgentStatus> {
 }
 
 /**
- * The agent's reconcile passes by phase (its metrics histogram): how many and their
- * mean duration. A label change schedules a policy pass, which waits for any pass
- * already running; the resync's pass of every phase (`all`) is the long one.
+ * The agent's reconcile passes by loop and phase (its metrics histogram, keyed
+ * `loop/phase`): how many and their mean duration. A label change schedules a pass
+ * of the policy loop, which waits only for a policy pass already running; the
+ * dataplane loop's resync (`dataplane/all`) is the long one.
  */
 export async function passDurations(
   netns: string,
@@ -88,9 +89,9 @@ export async function passDurations(
   const sums = new Map<string, number>();
   const counts = new Map<string, number>();
   for (const m of stdout.matchAll(
-    /^wiremesh_reconcile_duration_seconds_(sum|count)\{phase="([^"]+)"\} (\S+)$/gm,
+    /^wiremesh_reconcile_duration_seconds_(sum|count)\{loop="([^"]+)",phase="([^"]+)"\} (\S+)$/gm,
   ))
-    (m[1] === 'sum' ? sums : counts).set(m[2] ?? '', Number(m[3]));
+    (m[1] === 'sum' ? sums : counts).set(`${m[2]}/${m[3]}`, Number(m[4]));
   const out: Record<string, { count: number; meanMs: number }> = {};
   for (const [phase, count] of counts)
     out[phase] = { count, meanMs: count ? ((sums.get(phase) ?? 0) / count) * 1000 : 0 };
