@@ -26,7 +26,7 @@
 // peers' AllowedIPs. A cluster without IPv6 blocks plans exactly as before.
 import { createHash } from 'node:crypto';
 import type { MeshNode, ProblemReason } from './meshnode.ts';
-import { parseCidr, cidrContains, cidrSize, fromBigInt, hostCidr } from './cidr.ts';
+import { parseCidr, cidrSize, fromBigInt, hostCidr, CidrMatcher } from './cidr.ts';
 import { pathMtu } from './mtu.ts';
 import {
   WIREGUARD_DEVICE,
@@ -188,7 +188,7 @@ export function trustedNodeAddresses(
   reserved: readonly string[],
   self: string,
 ): { byNode: Map<string, string[]>; refused: RefusedNode[] } {
-  const ranges = reserved.map(parseCidr);
+  const reservedRanges = new CidrMatcher(reserved);
   const claims = new Map<string, string[]>();
   for (const n of nodes)
     for (const a of new Set(n.addresses)) claims.set(a, [...(claims.get(a) ?? []), n.name]);
@@ -198,7 +198,7 @@ export function trustedNodeAddresses(
     const trusted: string[] = [];
     for (const a of new Set(n.addresses)) {
       const others = (claims.get(a) ?? []).filter((x) => x !== n.name).sort();
-      const range = reserved.find((_, i) => cidrContains(ranges[i]!, a));
+      const range = reservedRanges.find(a);
       if (others.length === 0 && range === undefined) {
         trusted.push(a);
         continue;
