@@ -8,9 +8,10 @@
 // pass waits for the mesh's first attempt, so a restarted agent never applies a
 // table without the fail-closed drops the previous one had in it; after that the
 // mesh phase applies the table itself whenever its fragment changes, under the same
-// lock as the policy loop. Nothing touches the dataplane before the first full lists. A reconcile error is logged, counted and retried; the agent never
-// exits on one. On shutdown it leaves the dataplane in place, so traffic keeps
-// flowing across an agent restart.
+// lock as the policy loop. Nothing touches the dataplane before the first full
+// lists. A reconcile error is logged, counted and retried; the agent never exits on
+// one. On shutdown it leaves the dataplane in place, so traffic keeps flowing across
+// an agent restart.
 //
 // Paths (issue #5): at start-up the agent probes which encapsulations this kernel
 // has (WireGuard's answer is whether a device could be had at all: an agent on a
