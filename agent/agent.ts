@@ -254,7 +254,11 @@ export class Agent {
     this.firstMeshAttempt = new Promise((resolve) => (this.meshAttempted = resolve));
     this.reconciler = new ReconcileLanes(
       [
-        { name: 'dataplane', phases: ['routes', 'mesh'], pass: (d) => this.reconcileDataplane(d) },
+        {
+          name: 'dataplane',
+          phases: ['routes', 'mesh'],
+          pass: (d) => this.reconcileDataplane(d).finally(() => this.meshAttempted()),
+        },
         { name: 'policy', phases: ['policy', 'nftables'], pass: (d) => this.reconcileTable(d) },
       ],
       { resyncMs: config.resyncMs, log },
@@ -473,27 +477,22 @@ export class Agent {
   }
 
   private async reconcileDataplane(dirty: DirtyPhases): Promise<void> {
-    try {
-      // Each step runs even when the other failed; the first error fails the pass,
-      // which retries every phase of the loop.
-      const errors: unknown[] = [];
-      // `routes`: something removed routes the node needs. The host routes go back
-      // first (the tunnels' next hops may need the underlay's connected route), then
-      // the mesh phase puts back its drivers' routes and rules.
-      const routes = dirty.all || dirty.has('routes');
-      // Damage seen after this pass began is repaired (and counted) by the next one.
-      const damage = routes ? this.pendingDamage : null;
-      if (routes) {
-        await this.restoreRemoved(damage).catch((e) => errors.push(e));
-        await this.repairHostRoutes().catch((e) => errors.push(e));
-      }
-      await this.reconcileMesh().catch((e) => errors.push(e));
-      if (damage && damage === this.pendingDamage && errors.length === 0)
-        this.damageRepaired(damage);
-      if (errors.length) throw errors[0];
-    } finally {
-      this.meshAttempted();
+    // Each step runs even when the other failed; the first error fails the pass,
+    // which retries every phase of the loop.
+    const errors: unknown[] = [];
+    // `routes`: something removed routes the node needs. The host routes go back first
+    // (the tunnels' next hops may need the underlay's connected route), then the mesh
+    // phase puts back its drivers' routes and rules.
+    const routes = dirty.all || dirty.has('routes');
+    // Damage seen after this pass began is repaired (and counted) by the next one.
+    const damage = routes ? this.pendingDamage : null;
+    if (routes) {
+      await this.restoreRemoved(damage).catch((e) => errors.push(e));
+      await this.repairHostRoutes().catch((e) => errors.push(e));
     }
+    await this.reconcileMesh().catch((e) => errors.push(e));
+    if (damage && damage === this.pendingDamage && errors.length === 0) this.damageRepaired(damage);
+    if (errors.length) throw errors[0];
   }
 
   /** The policy loop's pass; `nftables`: the table may be gone, verify it first. */

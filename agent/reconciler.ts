@@ -14,7 +14,7 @@
 //
 // ReconcileLanes runs several such loops side by side, each owning some phases: the
 // agent's policy compile (under a second at large scale) must not wait behind the
-// mesh's pass over thousands of nodes, which a resync runs every few minutes. Each
+// mesh's pass over thousands of nodes, which every resync (30 s) runs again. Each
 // loop stays serialised and coalescing; a schedule without a phase asks every loop.
 //
 // `progress` is what the health endpoints read (agent/health.ts): whether the loop
@@ -240,39 +240,32 @@ export interface Lane {
 export class ReconcileLanes {
   private readonly loops: Reconciler[];
   private readonly byPhase = new Map<string, Reconciler>();
-  private readonly lastErrors = new Map<string, string | null>();
-  private readonly merged: ReconcileStats = {
-    passes: 0,
-    failures: 0,
-    lastError: null,
-    lastDurationMs: 0,
-    lastSuccessAt: null,
-  };
 
   constructor(lanes: readonly Lane[], options: Omit<ReconcilerOptions, 'name'>) {
-    const now = options.now ?? Date.now;
     this.loops = lanes.map((lane) => {
       const loop = new Reconciler(lane.pass, { ...options, name: lane.name });
       for (const phase of lane.phases) {
         if (this.byPhase.has(phase)) throw new Error(`phase ${phase} belongs to two loops`);
         this.byPhase.set(phase, loop);
       }
-      loop.observe((_phases, durationMs, error) => {
-        const s = this.merged;
-        s.passes++;
-        s.lastDurationMs = durationMs;
-        if (error) s.failures++;
-        else s.lastSuccessAt = now();
-        this.lastErrors.set(lane.name, error ? error.message : null);
-        s.lastError = [...this.lastErrors.values()].find((m) => m !== null) ?? null;
-      });
       return loop;
     });
   }
 
   /** Every loop's passes together; lastError is some loop's whose last pass failed. */
   get stats(): ReconcileStats {
-    return this.merged;
+    const all = this.loops.map((l) => l.stats);
+    const latest = this.loops.reduce((a, l) =>
+      (l.progress.lastPassEndedAt ?? -1) > (a.progress.lastPassEndedAt ?? -1) ? l : a,
+    );
+    const successes = all.flatMap((s) => (s.lastSuccessAt === null ? [] : [s.lastSuccessAt]));
+    return {
+      passes: all.reduce((n, s) => n + s.passes, 0),
+      failures: all.reduce((n, s) => n + s.failures, 0),
+      lastError: all.find((s) => s.lastError !== null)?.lastError ?? null,
+      lastDurationMs: latest.stats.lastDurationMs,
+      lastSuccessAt: successes.length ? Math.max(...successes) : null,
+    };
   }
 
   /** The loops' liveness facts together: the oldest running pass, the longest idle. */

@@ -6,38 +6,22 @@
 // process lab's two subnets (these nodes share one). Run by the cluster tier
 // (WIREMESH_E2E_CLUSTER=real); it leaves BGP off, as it found it.
 import test from 'ava';
-import { openCluster } from '../lab-driver.ts';
-import { KindDriver } from '../kind-driver.ts';
-import { Cluster } from '../../lab/cluster.ts';
+import { RealLab } from './reallab.ts';
+import type { KindDriver } from '../kind-driver.ts';
+import type { Cluster } from '../../lab/cluster.ts';
 import { eventually } from '../probes.ts';
 import { parseBgpSessions } from '../../bgp/status.ts';
 
-let driver: KindDriver | undefined;
-let cluster: Cluster | undefined;
-
-const d = (): KindDriver => {
-  if (!driver) throw new Error('no cluster: test.before failed');
-  return driver;
-};
-const lab = (): Cluster => {
-  if (!cluster) throw new Error('no lab: test.before failed');
-  return cluster;
-};
+const real = new RealLab();
+const d = (): KindDriver => real.driver;
+const lab = (): Cluster => real.cluster;
 
 test.before(async () => {
-  const name = process.env.WIREMESH_E2E_LAB;
-  if (process.env.WIREMESH_E2E_CLUSTER !== 'real' || !name)
-    throw new Error(
-      'this suite reads each real node’s BIRD: it needs WIREMESH_E2E_CLUSTER=real and WIREMESH_E2E_LAB',
-    );
-  const opened = await openCluster({ name: 'bgp-real', nodes: 3, podsPerNode: 0 });
-  if (!(opened instanceof KindDriver)) throw new Error('this suite needs the real-node lab');
-  driver = opened;
-  cluster = await Cluster.load(name);
+  await real.open('bgp-real', 'reads each real node’s BIRD');
 });
 
 test.after.always(async () => {
-  await driver?.close();
+  await real.close();
 });
 
 const BIRD_SOCKET = '/run/wiremesh/bird/bird.ctl';

@@ -13,29 +13,22 @@
 // by the cluster tier (WIREMESH_E2E_CLUSTER=real); last of it, since it leaves the
 // agents on another image reference (of the same image).
 import test, { type ExecutionContext } from 'ava';
-import { openCluster } from '../lab-driver.ts';
-import { KindDriver } from '../kind-driver.ts';
+import { RealLab } from './reallab.ts';
+import type { KindDriver } from '../kind-driver.ts';
 import type { ClusterPod } from '../driver.ts';
-import { Cluster } from '../../lab/cluster.ts';
+import type { Cluster } from '../../lab/cluster.ts';
 import { CONTAINERD_SOCKET } from '../../lab/kubeadm.ts';
 import { eventually, pingLoss } from '../probes.ts';
 import { ANNOTATION_PUBLIC_KEY } from '../../agent/annotations.ts';
 
 const NAMESPACE = 'wiremesh-e2e-upgrades';
 const AGENT_SELECTOR = 'app.kubernetes.io/name=wiremesh,app.kubernetes.io/component=agent';
-let driver: KindDriver | undefined;
-let cluster: Cluster | undefined;
+const real = new RealLab();
 let a: ClusterPod | undefined;
 let b: ClusterPod | undefined;
 
-const d = (): KindDriver => {
-  if (!driver) throw new Error('no cluster: test.before failed');
-  return driver;
-};
-const lab = (): Cluster => {
-  if (!cluster) throw new Error('no lab: test.before failed');
-  return cluster;
-};
+const d = (): KindDriver => real.driver;
+const lab = (): Cluster => real.cluster;
 const pods = (): [ClusterPod, ClusterPod] => {
   if (!a || !b) throw new Error('traffic pods missing: test.before failed');
   return [a, b];
@@ -47,15 +40,7 @@ const ipOf = (p: ClusterPod): string => {
 };
 
 test.before(async () => {
-  const name = process.env.WIREMESH_E2E_LAB;
-  if (process.env.WIREMESH_E2E_CLUSTER !== 'real' || !name)
-    throw new Error(
-      'this suite restarts a real node’s kubelet and containerd: it needs WIREMESH_E2E_CLUSTER=real and WIREMESH_E2E_LAB',
-    );
-  const opened = await openCluster({ name: 'upgrades', nodes: 3, podsPerNode: 0 });
-  if (!(opened instanceof KindDriver)) throw new Error('this suite needs the real-node lab');
-  driver = opened;
-  cluster = await Cluster.load(name);
+  const driver = await real.open('upgrades', 'restarts a real node’s kubelet and containerd');
   const nodes = driver.nodeNames();
   const [na, nb] = nodes.length >= 3 ? nodes.slice(1) : nodes;
   if (!na || !nb) throw new Error(`this suite needs 2 nodes: ${nodes.join(', ')}`);
@@ -65,10 +50,10 @@ test.before(async () => {
 });
 
 test.after.always(async () => {
-  if (driver) {
+  if (real.isOpen) {
     for (const p of [a, b]) if (p) await stopTraffic(p).catch(() => {});
-    await driver.kubectl.deleteNamespace(NAMESPACE).catch(() => {});
-    await driver.close();
+    await real.driver.kubectl.deleteNamespace(NAMESPACE).catch(() => {});
+    await real.close();
   }
 });
 
