@@ -49,7 +49,7 @@ import {
   type WgClient,
 } from '../tunnels/index.ts';
 import { POD_ROUTE_PROTOCOL } from '../cni/index.ts';
-import { IpCli, defaultRunner, type IpClient } from '../sys/index.ts';
+import { IpCli, WorkerRunner, defaultRunner, type IpClient } from '../sys/index.ts';
 import { NftCli, NftTableMonitor, TableDriver } from '../nftables/index.ts';
 import type { NftTable } from '../nftables/model.ts';
 import { PolicyWatch } from './policy.ts';
@@ -193,6 +193,8 @@ export class Agent {
   /** Settled once the dataplane loop's first pass has ended, failed or not. */
   private readonly firstMeshAttempt: Promise<void>;
   private meshAttempted!: () => void;
+  /** ip, wg and nft: through the netlink worker once it runs, spawned until then. */
+  private readonly runner = new WorkerRunner(defaultRunner);
   /** Serialises the table's compile and apply between the two loops. */
   private policyLock: Promise<void> = Promise.resolve();
 
@@ -201,7 +203,7 @@ export class Agent {
     this.log = log;
     this.kube = kubeClient(config.kubeconfig);
     this.keys = new KeyStore(config.stateDir);
-    this.wg = new WgCli(defaultRunner);
+    this.wg = new WgCli(this.runner);
     // A route the node needs, removed by anyone else (`ip route flush table main`),
     // would cut its pods off until the next resync; the kernel tells us at once. The
     // agent's own deletions are announced to the watch, so they are no damage.
@@ -229,7 +231,7 @@ export class Agent {
       onUnseen: (reason) => this.reconciler.schedule(reason, 'routes'),
       onError: (e) => this.log.warn('route monitor stopped; restarting', { error: e.message }),
     });
-    this.ip = announceDeletions(new IpCli(defaultRunner), this.routeWatch);
+    this.ip = announceDeletions(new IpCli(this.runner), this.routeWatch);
     // The table deleted or changed by hand would leave the node without policy or
     // without the fail-closed drops until the next resync; the kernel tells us at once.
     // It also spares a resync reading the table back while nobody else changed it.
@@ -246,7 +248,7 @@ export class Agent {
       origins: this.policyOrigins,
     }));
     this.table = new TableDriver(
-      new NftCli(defaultRunner, { onTransaction: (pid) => monitor.ownProcess(pid) }),
+      new NftCli(this.runner, { onTransaction: (pid) => monitor.ownProcess(pid) }),
     );
     this.pathDriver = new PathDriver(this.ip);
     this.events = new KubeEventRecorder(this.kube, config.nodeName, log);
@@ -361,6 +363,7 @@ export class Agent {
         this.pools?.poolForNamespace(namespace) ?? Promise.resolve(undefined),
     });
     await this.podNetwork.start(`${this.config.runDir}/cni.sock`);
+    this.runner.use(this.podNetwork.wiring);
     this.policy = new PolicyWatch(this.kube, this.log);
     await this.policy.start((reason) => this.reconciler.schedule(reason, 'policy'));
     await this.tableMonitor.start();
@@ -874,7 +877,7 @@ export class Agent {
 
   /** Packets dropped by policy and by the encryption guard, read from the table now. */
   async dropTotals(): Promise<DropTotals> {
-    this.drops.observe(await readRuleCounters(defaultRunner), this.policyOrigins);
+    this.drops.observe(await readRuleCounters(this.runner), this.policyOrigins);
     return this.drops.totals();
   }
 

@@ -6,6 +6,7 @@ import { EventEmitter } from 'node:events';
 import { PassThrough } from 'node:stream';
 import { createInterface } from 'node:readline';
 import { NetlinkWorker, WiringUnavailableError, NETLINKD_PROTOCOL } from './netlinkd.ts';
+import { CommandError } from '../sys/index.ts';
 
 /** A fake worker process: what the supervisor writes arrives as parsed requests. */
 class FakeProc extends EventEmitter {
@@ -208,7 +209,7 @@ test('start fails naming the binary when it is missing', async (t) => {
 test('start fails when the worker speaks another protocol', async (t) => {
   const { worker } = harness({ protocol: 99 });
   const e = await t.throwsAsync(worker.start());
-  t.regex(e?.message ?? '', /speaks protocol 99, not 1/);
+  t.regex(e?.message ?? '', new RegExp(`speaks protocol 99, not ${NETLINKD_PROTOCOL}`));
 });
 
 test('after stop(), requests fail as unavailable at once', async (t) => {
@@ -217,4 +218,72 @@ test('after stop(), requests fail as unavailable at once', async (t) => {
   await worker.stop();
   const e = await t.throwsAsync(worker.teardown('wm1'));
   t.true(e instanceof WiringUnavailableError);
+});
+
+test('run: a command goes to the worker with its env and input; its pid is told before its exit', async (t) => {
+  const { worker, last } = harness({ requestTimeoutMs: 30 });
+  await worker.start();
+  const events: string[] = [];
+  last().onRequest = (req) => {
+    last().reply({ id: req.id, started: 4242 });
+    // Later than the stuck timer of pod requests: a command may take its time.
+    setTimeout(
+      () => last().reply({ id: req.id, exit: { code: 0, stdout: 'out', stderr: '' } }),
+      80,
+    );
+  };
+  const r = await worker.run(['nft', '-f', '-'], {
+    input: 'add table inet x',
+    env: { PATH: '/usr/sbin', UNSET: undefined },
+    timeoutMs: 5_000,
+    onSpawn: (pid) => events.push(`spawned ${pid}`),
+  });
+  events.push('done');
+  t.deepEqual(r, { stdout: 'out', stderr: '', code: 0 });
+  t.deepEqual(events, ['spawned 4242', 'done']);
+  t.like(last().requests[0], {
+    op: 'exec',
+    argv: ['nft', '-f', '-'],
+    env: ['PATH=/usr/sbin'],
+    input: 'add table inet x',
+    timeoutMs: 5_000,
+  });
+  t.deepEqual(last().signals, [], 'the worker was not taken for stuck');
+  await worker.stop();
+});
+
+test('run: exit codes, signals, timeouts and start failures become the same errors a spawn gives', async (t) => {
+  const { worker, last } = harness();
+  await worker.start();
+  const exits: Record<string, Record<string, unknown>> = {
+    fail: { exit: { code: 4, stdout: '', stderr: 'bad\n' } },
+    killed: { exit: { code: -1, signal: 'SIGTERM', stdout: '', stderr: '' } },
+    slow: { exit: { code: -1, signal: 'SIGKILL', stdout: '', stderr: '', timedOut: true } },
+    missing: { error: 'exec: "missing": executable file not found in $PATH' },
+  };
+  last().onRequest = (req) =>
+    last().reply({ id: req.id, ...exits[(req.argv as string[])[0] ?? ''] });
+  const fail = await t.throwsAsync(worker.run(['fail']), { instanceOf: CommandError });
+  t.is(fail?.code, 4);
+  t.regex(fail?.message ?? '', /^fail: exit code 4: bad/);
+  t.is((await worker.run(['fail'], { allowFailure: true })).code, 4);
+  await t.throwsAsync(worker.run(['killed']), { message: /killed by SIGTERM/ });
+  await t.throwsAsync(worker.run(['slow'], { timeoutMs: 100 }), {
+    message: /timed out after 100 ms/,
+  });
+  await t.throwsAsync(worker.run(['missing']), { message: /cannot start .*not found/ });
+  await worker.stop();
+});
+
+test('run: a worker dying while a command runs fails it as a CommandError whose outcome is unknown', async (t) => {
+  const { worker, last } = harness();
+  await worker.start();
+  t.true(worker.running());
+  const pending = worker.run(['ip', 'route', 'replace', '10.0.0.0/24', 'dev', 'x']);
+  await new Promise((r) => setImmediate(r));
+  last().exit(null, 'SIGKILL');
+  const e = await t.throwsAsync(pending, { instanceOf: CommandError });
+  t.regex(e?.message ?? '', /through the netlink worker: .*SIGKILL.*outcome is unknown/);
+  t.false(worker.running(), 'not running until the restart is ready');
+  await worker.stop();
 });

@@ -13,13 +13,26 @@
 //   meanwhile wait for it at most `startTimeoutMs`, then are rejected;
 // - a missing binary fails start() with its path and how to build it.
 // The handler turns `WiringUnavailableError` into CNI code 11 (try again later).
+//
+// The worker also runs the agent's commands (ip, wg, nft: `run`, a Runner through
+// sys/exec.ts's WorkerRunner), so that they cost the agent's event loop a line each
+// instead of a fork of the agent. Commands have no stuck timer (an nft transaction
+// may take long); their own timeoutMs is enforced by the worker.
 import { spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
 import { join } from 'node:path';
-import { systemEnv, toolCacheDir } from '../sys/index.ts';
+import {
+  CommandError,
+  settleCommand,
+  systemEnv,
+  toolCacheDir,
+  type CommandWorker,
+  type RunOptions,
+  type RunResult,
+} from '../sys/index.ts';
 import {
   podNetProblems,
   vethMac,
@@ -29,7 +42,7 @@ import {
   type PodWiring,
 } from './podnet.ts';
 
-export const NETLINKD_PROTOCOL = 1;
+export const NETLINKD_PROTOCOL = 2;
 
 /** The worker could not carry out a request (not running, died, stuck): try again later. */
 export class WiringUnavailableError extends Error {
@@ -72,7 +85,10 @@ interface Pending {
   what: string;
   resolve: (reply: WorkerReply) => void;
   reject: (e: Error) => void;
-  timer: NodeJS.Timeout;
+  /** The stuck-worker timer; commands (exec) have none, they may take their time. */
+  timer?: NodeJS.Timeout;
+  /** exec: told the program's pid before its input is written. */
+  onStarted?: (pid: number) => void;
 }
 
 interface WorkerReply {
@@ -80,6 +96,8 @@ interface WorkerReply {
   error?: string;
   removed?: boolean;
   facts?: PodNetFacts;
+  started?: number;
+  exit?: { code: number; signal?: string; stdout: string; stderr: string; timedOut?: boolean };
 }
 
 interface Child {
@@ -101,7 +119,7 @@ const spawnReal: SpawnWorker = (argv) => {
  * PodWiring through the netlink worker. Events: 'ready' (pid) for every worker that
  * came up, 'exited' (code, signal) for every exit.
  */
-export class NetlinkWorker extends EventEmitter implements PodWiring {
+export class NetlinkWorker extends EventEmitter implements PodWiring, CommandWorker {
   private readonly opts: NetlinkWorkerOptions;
   private readonly spawnWorker: SpawnWorker;
   private readonly requestTimeoutMs: number;
@@ -207,21 +225,80 @@ export class NetlinkWorker extends EventEmitter implements PodWiring {
     return podNetProblems(spec, reply.facts);
   }
 
-  private async request(what: string, body: Record<string, unknown>): Promise<WorkerReply> {
+  running(): boolean {
+    return this.pid !== undefined;
+  }
+
+  /**
+   * Runs a program from the worker (Runner's contract: stdout, stderr, exit code, a
+   * CommandError on failure). The program runs in the worker's namespaces, which are
+   * the agent's. A worker that dies meanwhile fails the command: its outcome is unknown.
+   */
+  async run(argv: readonly string[], options: RunOptions = {}): Promise<RunResult> {
+    const env = Object.entries(options.env ?? systemEnv()).flatMap(([k, v]) =>
+      v === undefined ? [] : [`${k}=${v}`],
+    );
+    let reply: WorkerReply;
+    try {
+      reply = await this.request(
+        `running ${argv[0] ?? ''}`,
+        {
+          op: 'exec',
+          argv,
+          env,
+          dir: options.cwd ?? '',
+          input: options.input === undefined ? '' : options.input.toString(),
+          timeoutMs: options.timeoutMs ?? 0,
+        },
+        { stuckTimer: false, onStarted: options.onSpawn },
+      );
+    } catch (e) {
+      // The worker gone mid-command (outcome unknown), or the program not startable.
+      const why =
+        e instanceof WiringUnavailableError
+          ? `through the netlink worker: ${e.message}`
+          : `cannot start (${(e as Error).message})`;
+      throw new CommandError(argv, null, '', '', why, { cause: e });
+    }
+    const exit = reply.exit;
+    if (!exit) throw new CommandError(argv, null, '', '', 'the netlink worker sent no exit status');
+    return settleCommand(argv, options, {
+      stdout: exit.stdout,
+      stderr: exit.stderr,
+      code: exit.signal ? null : exit.code,
+      signal: exit.signal ?? null,
+      timedOut: exit.timedOut === true,
+    });
+  }
+
+  private async request(
+    what: string,
+    body: Record<string, unknown>,
+    opts: { stuckTimer?: boolean; onStarted?: ((pid: number) => void) | undefined } = {},
+  ): Promise<WorkerReply> {
     const child = await this.readyChild(what);
     const id = this.nextId++;
     const reply = await new Promise<WorkerReply>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(id);
-        reject(
-          new WiringUnavailableError(
-            `the netlink worker did not finish ${what} within ${this.requestTimeoutMs} ms; restarting it`,
-          ),
-        );
-        this.opts.log?.('netlink worker is stuck; killing it', { pid: child.pid, what });
-        child.proc.kill('SIGKILL');
-      }, this.requestTimeoutMs);
-      this.pending.set(id, { what, resolve, reject, timer });
+      const timer =
+        opts.stuckTimer === false
+          ? undefined
+          : setTimeout(() => {
+              this.pending.delete(id);
+              reject(
+                new WiringUnavailableError(
+                  `the netlink worker did not finish ${what} within ${this.requestTimeoutMs} ms; restarting it`,
+                ),
+              );
+              this.opts.log?.('netlink worker is stuck; killing it', { pid: child.pid, what });
+              child.proc.kill('SIGKILL');
+            }, this.requestTimeoutMs);
+      this.pending.set(id, {
+        what,
+        resolve,
+        reject,
+        ...(timer ? { timer } : {}),
+        ...(opts.onStarted ? { onStarted: opts.onStarted } : {}),
+      });
       child.proc.stdin?.write(JSON.stringify({ id, ...body }) + '\n');
     });
     if (reply.error !== undefined) throw new Error(reply.error);
@@ -359,6 +436,10 @@ export class NetlinkWorker extends EventEmitter implements PodWiring {
         }
         const p = typeof msg.id === 'number' ? this.pending.get(msg.id) : undefined;
         if (!p) return; // answered after its timeout
+        if (typeof msg.started === 'number' && msg.exit === undefined && msg.error === undefined) {
+          p.onStarted?.(msg.started);
+          return;
+        }
         clearTimeout(p.timer);
         this.pending.delete(msg.id as number);
         p.resolve(msg as WorkerReply);

@@ -4,7 +4,7 @@
 import test, { type ExecutionContext } from 'ava';
 import { createHash } from 'node:crypto';
 import { readdir, readlink, stat } from 'node:fs/promises';
-import { defaultRunner, requireRoot, toolPath, type Runner } from '../sys/index.ts';
+import { CommandError, defaultRunner, requireRoot, toolPath, type Runner } from '../sys/index.ts';
 import { CommandWiring, hostVethName, legacyHostVethName, type PodWiring } from './podnet.ts';
 import { NetlinkWorker, WiringUnavailableError } from './netlinkd.ts';
 import { nodeNetnsCheck } from './hostnetns.ts';
@@ -259,5 +259,41 @@ test.serial(
     t.false(await isNode(`/run/netns/${pods[0] ?? ''}`));
     t.false(await isNode('/proc/self/ns/net'), "the test's own namespace is another one");
     t.false(await isNode(`/run/netns/wmk-${tag}-absent`));
+  },
+);
+
+test.serial(
+  "netlink worker: commands run in the worker's namespace (the node's), with their input, exit code and pid",
+  async (t) => {
+    const w = worker;
+    if (!w) throw new Error('the netlink worker did not start');
+    // The node namespace has only lo: a command run there sees nothing else.
+    const links = JSON.parse((await w.run(['ip', '-j', 'link', 'show'])).stdout) as {
+      ifname: string;
+    }[];
+    t.false(
+      links.some((l) => l.ifname === 'eth0' || l.ifname.startsWith('wm')),
+      JSON.stringify(links.map((l) => l.ifname)),
+    );
+    t.deepEqual(
+      (await inNode.run(['ip', '-j', 'link', 'show'])).stdout,
+      (await w.run(['ip', '-j', 'link', 'show'])).stdout,
+    );
+    // Its pid is told before it ends, and is the program's own.
+    let told = 0;
+    const r = await w.run(['sh', '-c', 'echo $$; cat | wc -c'], {
+      input: 'x'.repeat(3 << 20),
+      onSpawn: (pid) => (told = pid),
+    });
+    t.deepEqual(r.stdout.trim().split('\n').map(Number), [told, 3 << 20]);
+    const fail = await t.throwsAsync(w.run(['sh', '-c', 'echo nope >&2; exit 5']), {
+      instanceOf: CommandError,
+    });
+    t.is(fail?.code, 5);
+    t.regex(fail?.message ?? '', /exit code 5: nope/);
+    await t.throwsAsync(w.run(['sleep', '10'], { timeoutMs: 200 }), {
+      message: /timed out after 200 ms/,
+    });
+    await t.throwsAsync(w.run(['wiremesh-no-such-program']), { message: /cannot start/ });
   },
 );

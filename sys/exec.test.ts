@@ -1,5 +1,12 @@
 import test from 'ava';
-import { ProcessRunner, CommandError, PrefixRunner, requireProgram, type Runner } from './exec.ts';
+import {
+  ProcessRunner,
+  CommandError,
+  PrefixRunner,
+  WorkerRunner,
+  requireProgram,
+  type Runner,
+} from './exec.ts';
 
 const runner = new ProcessRunner();
 
@@ -40,4 +47,31 @@ test('requireProgram names a missing program and how to get it', async (t) => {
   await t.throwsAsync(requireProgram('no-such-program-wm', 'install foo'), {
     message: /'no-such-program-wm' not found on PATH \(install foo\)/,
   });
+});
+
+test('WorkerRunner runs through the worker while it runs, and spawns otherwise', async (t) => {
+  const calls: string[] = [];
+  let up = false;
+  const worker = {
+    running: () => up,
+    run: async (argv: readonly string[]) => {
+      calls.push(`worker ${argv.join(' ')}`);
+      return { stdout: 'w', stderr: '', code: 0 };
+    },
+  };
+  const fallback: Runner = {
+    run: async (argv) => {
+      calls.push(`spawn ${argv.join(' ')}`);
+      return { stdout: 's', stderr: '', code: 0 };
+    },
+  };
+  const r = new WorkerRunner(fallback);
+  await r.run(['ip', 'a']);
+  r.use(worker);
+  await r.run(['ip', 'b']);
+  up = true;
+  t.is((await r.run(['ip', 'c'])).stdout, 'w');
+  up = false;
+  await r.run(['ip', 'd']);
+  t.deepEqual(calls, ['spawn ip a', 'spawn ip b', 'worker ip c', 'spawn ip d']);
 });

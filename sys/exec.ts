@@ -55,12 +55,38 @@ export class CommandError extends Error {
   }
 }
 
+/** How a program ended, whoever ran it. */
+export interface CommandEnd {
+  stdout: string;
+  stderr: string;
+  /** null when a signal ended it. */
+  code: number | null;
+  signal: string | null;
+  timedOut: boolean;
+}
+
+/** What `Runner.run` makes of a program's end: its result, or a CommandError thrown. */
+export function settleCommand(
+  argv: readonly string[],
+  options: RunOptions,
+  { stdout, stderr, code, signal, timedOut }: CommandEnd,
+): RunResult {
+  if (timedOut)
+    throw new CommandError(argv, null, stdout, stderr, `timed out after ${options.timeoutMs} ms`);
+  const exit = signal ? 128 : (code ?? 128);
+  if (exit !== 0 && !options.allowFailure) {
+    const why = signal ? `killed by ${signal}` : `exit code ${exit}`;
+    throw new CommandError(argv, exit, stdout, stderr, why);
+  }
+  return { stdout, stderr, code: exit };
+}
+
 /** Runs programs directly (no shell), collecting stdout and stderr. */
 export class ProcessRunner implements Runner {
   run(argv: readonly string[], options: RunOptions = {}): Promise<RunResult> {
     const [file, ...args] = argv;
     if (file === undefined) return Promise.reject(new Error('run: empty command'));
-    return new Promise((resolve, reject) => {
+    const ended = new Promise<CommandEnd>((resolve, reject) => {
       const child = spawn(file, args, {
         env: options.env ?? systemEnv(),
         cwd: options.cwd,
@@ -86,22 +112,44 @@ export class ProcessRunner implements Runner {
       });
       child.on('close', (code, signal) => {
         if (timer) clearTimeout(timer);
-        const stdout = Buffer.concat(out).toString();
-        const stderr = Buffer.concat(err).toString();
-        const exit = code ?? 128;
-        if (timedOut) {
-          reject(
-            new CommandError(argv, null, stdout, stderr, `timed out after ${options.timeoutMs} ms`),
-          );
-        } else if (exit !== 0 && !options.allowFailure) {
-          const why = signal ? `killed by ${signal}` : `exit code ${exit}`;
-          reject(new CommandError(argv, exit, stdout, stderr, why));
-        } else {
-          resolve({ stdout, stderr, code: exit });
-        }
+        resolve({
+          stdout: Buffer.concat(out).toString(),
+          stderr: Buffer.concat(err).toString(),
+          code,
+          signal,
+          timedOut,
+        });
       });
       child.stdin.end(options.input ?? '');
     });
+    return ended.then((end) => settleCommand(argv, options, end));
+  }
+}
+
+/** Something that runs programs for the process, when it can (cni/netlinkd.ts). */
+export interface CommandWorker {
+  /** Whether run() can be called now. */
+  running(): boolean;
+  run(argv: readonly string[], options?: RunOptions): Promise<RunResult>;
+}
+
+/**
+ * Runs commands through a worker while one is running, else through `fallback`.
+ * The agent's commands go to its netlink worker: a spawn from the agent forks a
+ * large process and stalls its event loop until the child has exec'd.
+ */
+export class WorkerRunner implements Runner {
+  private readonly fallback: Runner;
+  private worker: CommandWorker | undefined;
+  constructor(fallback: Runner) {
+    this.fallback = fallback;
+  }
+  use(worker: CommandWorker | undefined): void {
+    this.worker = worker;
+  }
+  run(argv: readonly string[], options?: RunOptions): Promise<RunResult> {
+    const worker = this.worker;
+    return worker?.running() ? worker.run(argv, options) : this.fallback.run(argv, options);
   }
 }
 

@@ -4,7 +4,7 @@
 // (cni/netlinkd.ts) starts it, supervises it and restarts it when it dies.
 //
 // Protocol: one JSON object per line. Requests on stdin carry an "id" and an "op"
-// (setup, teardown, inspect); each reply on stdout carries the same "id" and either
+// (setup, teardown, inspect, exec: exec.go); each reply on stdout carries the same "id" and either
 // the op's result or "error". Requests run concurrently; replies come in completion
 // order. The first line the worker writes is {"ready":true,"protocol":1}. When stdin
 // closes, the worker finishes what is in flight and exits.
@@ -24,6 +24,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -38,7 +39,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-const protocolVersion = 1
+const protocolVersion = 2
 
 // podRouteProtocol marks the host routes to pods (cni/podnet.ts POD_ROUTE_PROTOCOL).
 const podRouteProtocol = 252
@@ -68,6 +69,12 @@ type request struct {
 	Owner     *string  `json:"owner"`
 	HostMac   string   `json:"hostMac"`
 	PodMac    string   `json:"podMac"`
+	// exec
+	Argv      []string `json:"argv"`
+	Env       []string `json:"env"`
+	Dir       string   `json:"dir"`
+	Input     string   `json:"input"`
+	TimeoutMs int      `json:"timeoutMs"`
 }
 
 // facts is what inspect reports; the agent decides what is wrong (podNetProblems).
@@ -82,10 +89,12 @@ type facts struct {
 }
 
 type reply struct {
-	ID      uint64 `json:"id"`
-	Error   string `json:"error,omitempty"`
-	Removed *bool  `json:"removed,omitempty"`
-	Facts   *facts `json:"facts,omitempty"`
+	ID      uint64      `json:"id"`
+	Error   string      `json:"error,omitempty"`
+	Removed *bool       `json:"removed,omitempty"`
+	Facts   *facts      `json:"facts,omitempty"`
+	Started *int        `json:"started,omitempty"`
+	Exit    *execResult `json:"exit,omitempty"`
 }
 
 func main() {
@@ -106,20 +115,30 @@ func main() {
 	}
 	write(map[string]any{"ready": true, "protocol": protocolVersion})
 
-	in := bufio.NewScanner(os.Stdin)
-	in.Buffer(make([]byte, 64<<10), 1<<20)
+	// No line limit: an exec's input (an nft transaction) can run to megabytes.
+	in := bufio.NewReaderSize(os.Stdin, 64<<10)
 	var inflight sync.WaitGroup
-	for in.Scan() {
-		var req request
-		if err := json.Unmarshal(in.Bytes(), &req); err != nil {
-			fmt.Fprintf(os.Stderr, "wiremesh-netlinkd: malformed request: %v\n", err)
-			continue
+	for {
+		line, err := in.ReadBytes('\n')
+		if len(bytes.TrimSpace(line)) > 0 {
+			var req request
+			if jerr := json.Unmarshal(line, &req); jerr != nil {
+				fmt.Fprintf(os.Stderr, "wiremesh-netlinkd: malformed request: %v\n", jerr)
+			} else {
+				inflight.Add(1)
+				go func() {
+					defer inflight.Done()
+					if req.Op == "exec" {
+						write(runExec(req, write))
+					} else {
+						write(serve(req))
+					}
+				}()
+			}
 		}
-		inflight.Add(1)
-		go func() {
-			defer inflight.Done()
-			write(serve(req))
-		}()
+		if err != nil {
+			break
+		}
 	}
 	inflight.Wait()
 }
