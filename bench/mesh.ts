@@ -105,12 +105,20 @@ export function agentPids(
 ): { agent: number; wireguardGo: number | undefined } {
   const rec = lab.state.procs.find((p) => p.name === lab.agentProcName(node));
   if (!rec) throw new Error(`no agent on ${node}`);
-  const children = readFileSync(`/proc/${rec.pid}/task/${rec.pid}/children`, 'utf8')
+  // By name: the agent has other children (its netlink worker).
+  const wireguardGo = readFileSync(`/proc/${rec.pid}/task/${rec.pid}/children`, 'utf8')
     .trim()
     .split(/\s+/)
     .filter(Boolean)
-    .map(Number);
-  return { agent: rec.pid, wireguardGo: children[0] };
+    .map(Number)
+    .find((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'wireguard-go';
+      } catch {
+        return false; // gone meanwhile
+      }
+    });
+  return { agent: rec.pid, wireguardGo };
 }
 
 async function createSimulatedNodes(core: CoreV1Api, from: number, to: number): Promise<void> {

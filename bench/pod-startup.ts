@@ -5,13 +5,18 @@
 // start-up is the time from its first sighting in a watch (created) to its Ready
 // condition, its deletion the time from the scale-down to its disappearance. The
 // reference conflist is written under a name that sorts first, which containerd picks
-// up by itself; removing it hands the nodes back to wiremesh.
+// up by itself; removing it hands the nodes back to wiremesh. Each phase also
+// reports the CPU time it cost, per pod: the whole machine's and wiremesh's own
+// processes' (the nodes are namespaces of this machine, so /proc shows them all).
+import { readFileSync, readdirSync } from 'node:fs';
 import { Cluster } from '../lab/cluster.ts';
 import { kubeClient, Informer } from '../kube/index.ts';
 import { defaultRunner, toolPath } from '../sys/index.ts';
 import { percentile, median, type Figure } from './harness.ts';
 
 const NAMESPACE = 'bench-startup';
+/** USER_HZ: /proc's clock ticks per second (100 on Linux's usual builds). */
+const TICKS_PER_SECOND = 100;
 const APP = 'startup';
 const REFERENCE_CONFLIST = '/etc/cni/net.d/05-bench-bridge.conflist';
 /** host-local's ranges: one /24 per node, far from wiremesh's pools. */
@@ -24,6 +29,41 @@ interface PodObj {
   status?: { podIP?: string; conditions?: { type: string; status: string }[] };
 }
 
+/** The machine's busy CPU time so far, in clock ticks (/proc/stat: all but idle and iowait). */
+function machineBusyTicks(): number {
+  const [, ...fields] = (readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '')
+    .trim()
+    .split(/\s+/);
+  const v = fields.map(Number);
+  return v.reduce((a, b) => a + b, 0) - (v[3] ?? 0) - (v[4] ?? 0);
+}
+
+/**
+ * CPU ticks used so far by wiremesh's processes on the nodes (the image's: the
+ * agents, their netlink workers and the programs those ran, wireguard-go, the
+ * supervisors), children that ended included.
+ */
+function wiremeshTicks(): number {
+  let ticks = 0;
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      if (!cmdline.includes('/opt/wiremesh/') && !cmdline.includes('/usr/lib/wiremesh/')) continue;
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const f = stat
+        .slice(stat.lastIndexOf(')') + 2)
+        .split(' ')
+        .map(Number);
+      // utime, stime, cutime, cstime: fields 14-17, here 11-14 after pid, comm and state.
+      ticks += (f[11] ?? 0) + (f[12] ?? 0) + (f[13] ?? 0) + (f[14] ?? 0);
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return ticks;
+}
+
 interface Phase {
   /** Per pod: created (first seen) to Ready, ms. */
   ready: number[];
@@ -32,6 +72,9 @@ interface Phase {
   /** Per pod: scale-down to gone, ms. */
   deleted: number[];
   allDeleted: number;
+  /** CPU time per pod over the scale-up and -down, ms: the whole machine's, and wiremesh's. */
+  machineCpu: number;
+  wiremeshCpu: number;
 }
 
 function referenceConflist(index: number): string {
@@ -161,6 +204,7 @@ export async function benchPodStartup(repeats: number): Promise<Figure[]> {
       readyAt.clear();
       goneAt.clear();
       addresses.clear();
+      const cpuBefore = { machine: machineBusyTicks(), wiremesh: wiremeshTicks() };
       const up = performance.now();
       await kubectl(['-n', NAMESPACE, 'scale', `deployment/${APP}`, `--replicas=${count}`]);
       await until(`${count} pods Ready (${plugin})`, () => readyAt.size >= count);
@@ -177,7 +221,15 @@ export async function benchPodStartup(repeats: number): Promise<Figure[]> {
       await kubectl(['-n', NAMESPACE, 'scale', `deployment/${APP}`, '--replicas=0']);
       await until(`${count} pods gone (${plugin})`, () => names.every((n) => goneAt.has(n)));
       const deleted = names.map((n) => (goneAt.get(n) ?? down) - down);
-      return { ready, allReady, deleted, allDeleted: Math.max(...deleted) };
+      const perPodMs = (ticks: number) => ((ticks / TICKS_PER_SECOND) * 1000) / count;
+      return {
+        ready,
+        allReady,
+        deleted,
+        allDeleted: Math.max(...deleted),
+        machineCpu: perPodMs(machineBusyTicks() - cpuBefore.machine),
+        wiremeshCpu: perPodMs(wiremeshTicks() - cpuBefore.wiremesh),
+      };
     };
 
     const figures: Figure[] = [];
@@ -221,6 +273,24 @@ export async function benchPodStartup(repeats: number): Promise<Figure[]> {
           'scale-down to all gone',
           median(runs.wiremesh.map((r) => r.allDeleted)),
           median(runs.reference.map((r) => r.allDeleted)),
+        ),
+      );
+      // On a machine this small the phases are CPU-bound: what each plugin costs the
+      // machine per pod explains the times above, and varies less between runs.
+      figures.push(
+        fig(
+          'machine CPU per pod, up and down',
+          median(runs.wiremesh.map((r) => r.machineCpu)),
+          median(runs.reference.map((r) => r.machineCpu)),
+        ),
+      );
+      // The baseline: the same agents while the reference plugins wire the pods (they
+      // still watch every pod for policy).
+      figures.push(
+        fig(
+          "wiremesh's processes' CPU per pod, up and down",
+          median(runs.wiremesh.map((r) => r.wiremeshCpu)),
+          median(runs.reference.map((r) => r.wiremeshCpu)),
         ),
       );
     }
