@@ -247,7 +247,9 @@ export class NetlinkWorker extends EventEmitter implements PodWiring, CommandWor
           argv,
           env,
           dir: options.cwd ?? '',
-          input: options.input === undefined ? '' : options.input.toString(),
+          ...(typeof options.input === 'string' || options.input === undefined
+            ? { input: options.input ?? '' }
+            : { inputBase64: options.input.toString('base64') }),
           timeoutMs: options.timeoutMs ?? 0,
         },
         { stuckTimer: false, onStarted: options.onSpawn },

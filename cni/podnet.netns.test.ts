@@ -286,6 +286,12 @@ test.serial(
       onSpawn: (pid) => (told = pid),
     });
     t.deepEqual(r.stdout.trim().split('\n').map(Number), [told, 3 << 20]);
+    // Bytes that are not text arrive as they were sent.
+    const bytes = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
+    t.is(
+      (await w.run(['sha256sum'], { input: bytes })).stdout.split(' ')[0],
+      createHash('sha256').update(bytes).digest('hex'),
+    );
     const fail = await t.throwsAsync(w.run(['sh', '-c', 'echo nope >&2; exit 5']), {
       instanceOf: CommandError,
     });

@@ -15,8 +15,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -65,6 +65,15 @@ func runExec(req request, write func(any)) reply {
 		r.Error = "exec: empty command"
 		return r
 	}
+	input := []byte(req.Input)
+	if req.InputBase64 != "" {
+		decoded, err := base64.StdEncoding.DecodeString(req.InputBase64)
+		if err != nil {
+			r.Error = "exec: inputBase64: " + err.Error()
+			return r
+		}
+		input = decoded
+	}
 	file, err := lookPath(req.Argv[0], req.Env)
 	if err != nil {
 		r.Error = err.Error()
@@ -98,7 +107,7 @@ func runExec(req request, write func(any)) reply {
 	write(reply{ID: req.ID, Started: &pid})
 	go func() {
 		// A program that exits without reading its input gets EPIPE here: not an error.
-		_, _ = io.WriteString(stdin, req.Input)
+		_, _ = stdin.Write(input)
 		_ = stdin.Close()
 	}()
 	waitErr := cmd.Wait()

@@ -70,11 +70,13 @@ type request struct {
 	HostMac   string   `json:"hostMac"`
 	PodMac    string   `json:"podMac"`
 	// exec
-	Argv      []string `json:"argv"`
-	Env       []string `json:"env"`
-	Dir       string   `json:"dir"`
-	Input     string   `json:"input"`
-	TimeoutMs int      `json:"timeoutMs"`
+	Argv  []string `json:"argv"`
+	Env   []string `json:"env"`
+	Dir   string   `json:"dir"`
+	Input string   `json:"input"`
+	// Binary input, base64 (JSON strings carry text only).
+	InputBase64 string `json:"inputBase64"`
+	TimeoutMs   int    `json:"timeoutMs"`
 }
 
 // facts is what inspect reports; the agent decides what is wrong (podNetProblems).
