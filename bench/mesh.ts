@@ -63,6 +63,21 @@ export async function benchReplan(repeats: number): Promise<Figure[]> {
   return figures;
 }
 
+/** USER_HZ: /proc's clock ticks per second (100 on Linux's usual builds). */
+export const TICKS_PER_SECOND = 100;
+
+/**
+ * CPU time a process has used so far, user and system, with that of the children it
+ * has reaped (for an agent: the nft and ip it ran), in clock ticks.
+ */
+export function cpuTicks(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the command's closing parenthesis: utime, stime, cutime, cstime are
+  // the 12th to the 15th.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return [11, 12, 13, 14].reduce((n, i) => n + Number(fields[i]), 0);
+}
+
 export function rssMiB(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Number(m[1]) / 1024 : NaN;

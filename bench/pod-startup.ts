@@ -13,10 +13,9 @@ import { Cluster } from '../lab/cluster.ts';
 import { kubeClient, Informer } from '../kube/index.ts';
 import { defaultRunner, toolPath } from '../sys/index.ts';
 import { percentile, median, type Figure } from './harness.ts';
+import { TICKS_PER_SECOND, cpuTicks } from './mesh.ts';
 
 const NAMESPACE = 'bench-startup';
-/** USER_HZ: /proc's clock ticks per second (100 on Linux's usual builds). */
-const TICKS_PER_SECOND = 100;
 const APP = 'startup';
 const REFERENCE_CONFLIST = '/etc/cni/net.d/05-bench-bridge.conflist';
 /** host-local's ranges: one /24 per node, far from wiremesh's pools. */
@@ -50,13 +49,7 @@ function wiremeshTicks(): number {
     try {
       const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
       if (!cmdline.includes('/opt/wiremesh/') && !cmdline.includes('/usr/lib/wiremesh/')) continue;
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const f = stat
-        .slice(stat.lastIndexOf(')') + 2)
-        .split(' ')
-        .map(Number);
-      // utime, stime, cutime, cstime: fields 14-17, here 11-14 after pid, comm and state.
-      ticks += (f[11] ?? 0) + (f[12] ?? 0) + (f[13] ?? 0) + (f[14] ?? 0);
+      ticks += cpuTicks(Number(pid));
     } catch {
       /* gone meanwhile */
     }
@@ -261,38 +254,23 @@ export async function benchPodStartup(repeats: number): Promise<Figure[]> {
         figures.push(fig(`${what} p50`, percentile(w, 50), percentile(r, 50)));
         figures.push(fig(`${what} p99`, percentile(w, 99), percentile(r, 99)));
       }
-      figures.push(
+      const medians = (
+        figure: string,
+        key: 'allReady' | 'allDeleted' | 'machineCpu' | 'wiremeshCpu',
+      ) =>
         fig(
-          'scale-up to all Ready',
-          median(runs.wiremesh.map((r) => r.allReady)),
-          median(runs.reference.map((r) => r.allReady)),
-        ),
-      );
-      figures.push(
-        fig(
-          'scale-down to all gone',
-          median(runs.wiremesh.map((r) => r.allDeleted)),
-          median(runs.reference.map((r) => r.allDeleted)),
-        ),
-      );
+          figure,
+          median(runs.wiremesh.map((r) => r[key])),
+          median(runs.reference.map((r) => r[key])),
+        );
+      figures.push(medians('scale-up to all Ready', 'allReady'));
+      figures.push(medians('scale-down to all gone', 'allDeleted'));
       // On a machine this small the phases are CPU-bound: what each plugin costs the
       // machine per pod explains the times above, and varies less between runs.
-      figures.push(
-        fig(
-          'machine CPU per pod, up and down',
-          median(runs.wiremesh.map((r) => r.machineCpu)),
-          median(runs.reference.map((r) => r.machineCpu)),
-        ),
-      );
+      figures.push(medians('machine CPU per pod, up and down', 'machineCpu'));
       // The baseline: the same agents while the reference plugins wire the pods (they
       // still watch every pod for policy).
-      figures.push(
-        fig(
-          "wiremesh's processes' CPU per pod, up and down",
-          median(runs.wiremesh.map((r) => r.wiremeshCpu)),
-          median(runs.reference.map((r) => r.wiremeshCpu)),
-        ),
-      );
+      figures.push(medians("wiremesh's processes' CPU per pod, up and down", 'wiremeshCpu'));
     }
     return figures;
   } finally {

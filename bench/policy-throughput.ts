@@ -12,11 +12,11 @@
 // drops, so allowed traffic should not pay for them (target: >= 0.97 of the same
 // policies without the log). Arms rotate from round to round.
 // The lab and helpers are policy-enforce's (bench/policy-lab.ts).
-import { readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { V1NetworkPolicy } from '@kubernetes/client-node';
 import { figureOf, type Figure } from './harness.ts';
+import { TICKS_PER_SECOND, cpuTicks } from './mesh.ts';
 import {
   LAB,
   PROBE_PORT,
@@ -333,11 +333,7 @@ function agentsCpuMs(lab: Lab): number {
   for (const node of lab.plan.nodes) {
     const rec = lab.state.procs.find((p) => p.name === lab.agentProcName(node.name));
     if (!rec) continue;
-    // Fields after the command's closing parenthesis: utime, stime, cutime, cstime are
-    // the 12th to the 15th.
-    const stat = readFileSync(`/proc/${rec.pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    for (const i of [11, 12, 13, 14]) ticks += Number(fields[i]);
+    ticks += cpuTicks(rec.pid);
   }
-  return ticks * 10; // USER_HZ is 100 on Linux
+  return (ticks * 1000) / TICKS_PER_SECOND;
 }

@@ -438,7 +438,8 @@ export class NetlinkWorker extends EventEmitter implements PodWiring, CommandWor
         }
         const p = typeof msg.id === 'number' ? this.pending.get(msg.id) : undefined;
         if (!p) return; // answered after its timeout
-        if (typeof msg.started === 'number' && msg.exit === undefined && msg.error === undefined) {
+        // The program's pid, before its input; its reply comes later under the same id.
+        if (typeof msg.started === 'number') {
           p.onStarted?.(msg.started);
           return;
         }
