@@ -14,7 +14,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { CoreV1Api, KubeConfig, NetworkingV1Api } from '@kubernetes/client-node';
 import type { Lab, LabPod } from '../lab/index.ts';
 import { LabDriver } from './lab-driver.ts';
-import { background, pingLoss, eventually, type Background } from './probes.ts';
+import { background, pingLossAtStop, eventually, type Background } from './probes.ts';
 import { KubeBlockApi, type IpamBlock } from '../ipam/index.ts';
 import { defaultRunner } from '../sys/index.ts';
 import { annotatedNode } from '../lab/kube.ts';
@@ -83,7 +83,10 @@ async function reaches(from: LabPod, to: LabPod, count = 1): Promise<boolean> {
 interface PingFigures {
   sent: number;
   received: number;
+  /** Unanswered before the last reply, or after it if replies had stopped. */
   lost: number;
+  /** Requests out when ping was stopped (neither lost nor answered). */
+  inFlight: number;
   /** Longest gap between consecutive replies, ms. */
   longestGapMs: number;
   /** Reply times (epoch seconds, from ping -D). */
@@ -138,14 +141,15 @@ async function startTraffic(from: LabPod, to: LabPod, tcpSeconds = 0): Promise<T
   await sleep(1000); // some traffic before the fault
   return {
     async stop() {
+      const stoppedAt = Date.now();
       await pinger.kill(); // SIGINT: ping prints its summary
       const out = (await pinger.wait()).stdout;
-      const { sent, received } = pingLoss(out);
+      const { sent, received, lost, inFlight } = pingLossAtStop(out, stoppedAt);
       const stamps = [...out.matchAll(/^\[(\d+\.\d+)\].*time=/gm)].map((m) => Number(m[1]));
       let gap = 0;
       for (let i = 1; i < stamps.length; i++)
         gap = Math.max(gap, (stamps[i] ?? 0) - (stamps[i - 1] ?? 0));
-      const ping = { sent, received, lost: sent - received, longestGapMs: gap * 1000, stamps };
+      const ping = { sent, received, lost, inFlight, longestGapMs: gap * 1000, stamps };
       let tcp: TcpFigures | null = null;
       if (client && server) {
         const res = await client.wait();
@@ -416,7 +420,7 @@ test.serial(
     record(
       t,
       'agent-sigkill',
-      `lost ${ping.lost}/${ping.sent} packets (longest gap ${ping.longestGapMs.toFixed(0)} ms) with the agent down ${seconds(restartAt - killedAt)}; ` +
+      `lost ${ping.lost}/${ping.sent} packets (${ping.inFlight} in flight at the stop; longest gap ${ping.longestGapMs.toFixed(0)} ms) with the agent down ${seconds(restartAt - killedAt)}; ` +
         `ready ${seconds(readyMs)} after restart; wiremesh.wg kept: ${record_.wireguardDeviceKept}; ` +
         `"mesh applied" after restart: ${meshApplied.length ? meshApplied.join(' | ') : 'none (nothing rewritten)'}`,
       record_,

@@ -154,6 +154,35 @@ export function pingLoss(output: string): { sent: number; received: number } {
   return { sent: Number(m[1]), received: Number(m[2]) };
 }
 
+/**
+ * Lost packets of a `ping -D -W <waitS>` run stopped by SIGINT at `stoppedAtMs` (epoch
+ * ms). ping exits on SIGINT at once and counts the requests still in flight as not
+ * received; on a loaded machine an echo can be out for tens of ms, so the summary alone
+ * reports a loss that is only the stop. A request after the last answered sequence number
+ * is in flight, not lost, when the last reply came within the wait before the stop; every
+ * unanswered request before that reply is lost, and if replies had stopped for longer than
+ * the wait, the trailing requests are lost too.
+ */
+export function pingLossAtStop(
+  output: string,
+  stoppedAtMs: number,
+  waitS = 1,
+): { sent: number; received: number; lost: number; inFlight: number } {
+  const { sent, received } = pingLoss(output);
+  let lastSeq = 0;
+  let lastStampMs = 0;
+  for (const m of output.matchAll(/^\[(\d+\.\d+)\].*icmp_seq=(\d+).*time=/gm)) {
+    const seq = Number(m[2]);
+    if (seq >= lastSeq) {
+      lastSeq = seq;
+      lastStampMs = Number(m[1]) * 1000;
+    }
+  }
+  const trailing = Math.max(0, sent - lastSeq);
+  const inFlight = lastSeq > 0 && stoppedAtMs - lastStampMs <= waitS * 1000 ? trailing : 0;
+  return { sent, received, lost: sent - received - inFlight, inFlight };
+}
+
 /** Wait until `check` returns true, or fail with `what` after `timeoutMs`. */
 export async function eventually(
   what: string,
