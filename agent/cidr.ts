@@ -1,12 +1,12 @@
 // Family-agnostic CIDR arithmetic on BigInt, over ipaddr.js parsing.
 import ipaddr from 'ipaddr.js';
-import { cidrContainsValue, cidrLast, toBigInt, type Cidr } from '../ipam/cidr.ts';
+import { cidrContainsValue, cidrLast, memoised, toBigInt, type Cidr } from '../ipam/cidr.ts';
 import { mergeRanges, rangesContain, type Range } from '../policy/ranges.ts';
 
 // The BigInt helpers are IPAM's; this file adds the lenient parsing the planner uses.
 export { toBigInt, fromBigInt, cidrSize, formatCidr, type Cidr } from '../ipam/cidr.ts';
 
-export function parseCidr(text: string): Cidr {
+export const parseCidr: (text: string) => Cidr = memoised((text) => {
   let parsed: [ipaddr.IPv4 | ipaddr.IPv6, number];
   try {
     parsed = ipaddr.parseCIDR(text);
@@ -19,17 +19,19 @@ export function parseCidr(text: string): Cidr {
   const hostBits = BigInt(bits - prefix);
   const base = (value >> hostBits) << hostBits;
   return { family: bits === 32 ? 4 : 6, base, prefix, bits };
-}
+});
 
-export function hostCidr(address: string): string {
-  return `${address}/${ipaddr.parse(address).kind() === 'ipv4' ? 32 : 128}`;
-}
+export const hostCidr: (address: string) => string = memoised(
+  (address) => `${address}/${ipaddr.parse(address).kind() === 'ipv4' ? 32 : 128}`,
+);
 
 /** An address's family and value, parsed as cidrContains parses it. */
-export function addressValue(address: string): { family: 4 | 6; value: bigint } {
-  const a = ipaddr.parse(address);
-  return { family: a.kind() === 'ipv4' ? 4 : 6, value: toBigInt(a) };
-}
+export const addressValue: (address: string) => { family: 4 | 6; value: bigint } = memoised(
+  (address) => {
+    const a = ipaddr.parse(address);
+    return { family: a.kind() === 'ipv4' ? 4 : 6, value: toBigInt(a) };
+  },
+);
 
 /**
  * Which of `cidrs` contains an address, for many addresses against many ranges:
@@ -61,8 +63,8 @@ export class CidrMatcher {
 }
 
 export function cidrContains(c: Cidr, address: string): boolean {
-  const a = ipaddr.parse(address);
-  if ((a.kind() === 'ipv4' ? 4 : 6) !== c.family) return false;
+  const { family, value } = addressValue(address);
+  if (family !== c.family) return false;
   const hostBits = BigInt(c.bits - c.prefix);
-  return toBigInt(a) >> hostBits === c.base >> hostBits;
+  return value >> hostBits === c.base >> hostBits;
 }

@@ -20,9 +20,38 @@ export interface Cidr {
 
 export type Parsed<T> = { ok: true; value: T } | { ok: false; reason: string };
 
+/**
+ * `fn` memoised on its argument, for a bounded number of distinct ones: every
+ * dataplane pass parses each node's addresses and blocks again (thousands at a
+ * large cluster's size, IPv6 the slowest to parse), and they rarely change. A result
+ * is frozen (and an object it holds, one level down): every caller shares it.
+ */
+export function memoised<R>(fn: (text: string) => R, max = 100_000): (text: string) => R {
+  const results = new Map<string, R>();
+  return (text) => {
+    let r = results.get(text);
+    if (r === undefined) {
+      r = fn(text);
+      if (r !== null && typeof r === 'object') {
+        for (const v of Object.values(r)) if (v !== null && typeof v === 'object') Object.freeze(v);
+        Object.freeze(r);
+      }
+      if (results.size >= max) results.clear();
+      results.set(text, r);
+    }
+    return r;
+  };
+}
+
+const canonicalCidrs = memoised(parseCanonicalCidrOnce);
+
 /** A CIDR in canonical form with no host bits set, e.g. 100.64.0.0/16 or fd00:64::/48. */
 export function parseCanonicalCidr(text: string): Parsed<Cidr> {
   if (typeof text !== 'string' || text.length > 64) return { ok: false, reason: 'is not a CIDR' };
+  return canonicalCidrs(text);
+}
+
+function parseCanonicalCidrOnce(text: string): Parsed<Cidr> {
   let parsed: [ipaddr.IPv4 | ipaddr.IPv6, number];
   try {
     parsed = ipaddr.parseCIDR(text);
