@@ -57,7 +57,7 @@ function canonicalSubject(s: AdminSubject): unknown {
 export interface AdminTierContext {
   input: CompileInput;
   out: FragmentBuilder;
-  local: PodEntry[];
+  local: readonly PodEntry[];
   /** The NetworkPolicy groups of local pods, per direction. */
   groups: Record<Direction, Map<string, { pods: PodEntry[] }>>;
   namespaceLabels: Map<string, Record<string, string>>;

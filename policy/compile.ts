@@ -89,7 +89,6 @@ import { selectorMatches } from '../ipam/index.ts';
 import type { NftChain, NftMap, NftSet, NftTable } from '../nftables/model.ts';
 import {
   mergeRanges,
-  parseAddress,
   parseCidr,
   rangesContain,
   renderRange,
@@ -98,6 +97,17 @@ import {
   type Range,
 } from './ranges.ts';
 import { compileAdminTiers } from './admin-tier.ts';
+import {
+  PodIndex,
+  cmp,
+  podKey,
+  podProblem,
+  canonicalSelector,
+  podList,
+  type Addr,
+  type PodEntry,
+} from './podindex.ts';
+export { canonicalSelector, cmp, type Addr, type PodEntry } from './podindex.ts';
 import { checkPolicy, effectivePolicyTypes } from './check.ts';
 import {
   PROTOCOLS,
@@ -189,17 +199,6 @@ const IPX: Record<Family, string> = { 4: 'ip', 6: 'ip6' };
 export const ADDR_TYPE: Record<Family, string> = { 4: 'ipv4_addr', 6: 'ipv6_addr' };
 const NFT_PROTO: Record<Protocol, string> = { TCP: 'tcp', UDP: 'udp', SCTP: 'sctp' };
 const METADATA_NAME = 'kubernetes.io/metadata.name';
-export interface Addr {
-  family: Family;
-  value: bigint;
-  text: string;
-}
-
-export interface PodEntry {
-  pod: PolicyPod;
-  addrs: Addr[];
-}
-
 interface CompiledPeer {
   /** Selector peer: namespaces to look in (null = by namespaceSelector) and pod selector. */
   pods?: {
@@ -228,20 +227,6 @@ interface CompiledPolicy {
   rules: Record<Direction, CompiledRule[]>;
 }
 
-export function canonicalSelector(s: LabelSelector | undefined): unknown {
-  if (!s) return null;
-  return [
-    Object.entries(s.matchLabels).sort(([a], [b]) => cmp(a, b)),
-    s.matchExpressions
-      .map((e) => [e.key, e.operator, [...e.values].sort()])
-      .sort((a, b) => cmp(JSON.stringify(a), JSON.stringify(b))),
-  ];
-}
-
-export function cmp(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
-}
-
 const hashes = new Map<string, string>();
 
 /** 64 bits of sha256, as hex: stable object names of bounded length. Memoised. */
@@ -253,51 +238,6 @@ export function hash(text: string): string {
     hashes.set(text, h);
   }
   return h;
-}
-
-const addresses = new Map<string, Addr | null>();
-
-/**
- * parseAddress, memoised across compiles: a pass parses every pod's addresses, and
- * ipaddr.js was most of a compile's time. The parsed objects are never mutated.
- */
-function cachedAddress(text: string): Addr | null {
-  let a = addresses.get(text);
-  if (a === undefined) {
-    a = parseAddress(text);
-    if (addresses.size > 200_000) addresses.clear();
-    addresses.set(text, a);
-  }
-  return a;
-}
-
-interface KnownPod {
-  key: string;
-  entry: PodEntry;
-  problems: PolicyProblem[];
-}
-
-const podEntries = new WeakMap<PolicyPod, KnownPod>();
-
-/**
- * A pod's sort key, parsed addresses and address problems, kept by object identity:
- * the agent hands the same pod object to every pass until the pod changes, so a
- * pass over 45,000 pods no longer rebuilds them all. Never mutated once made.
- */
-function podEntryOf(pod: PolicyPod): KnownPod {
-  let known = podEntries.get(pod);
-  if (known === undefined) {
-    const addrs: Addr[] = [];
-    const problems: PolicyProblem[] = [];
-    for (const ip of pod.ips) {
-      const a = cachedAddress(ip);
-      if (a) addrs.push(a);
-      else problems.push(podProblem(pod, 'InvalidPod', `address '${ip}' is not an IP address`));
-    }
-    known = { key: podKey(pod), entry: { pod, addrs }, problems };
-    podEntries.set(pod, known);
-  }
-  return known;
 }
 
 export function compileRule(rule: PolicyRule, namespace: string): CompiledRule {
@@ -396,55 +336,6 @@ function compiledPolicy(policy: NetworkPolicy): PolicyParts {
   return parts;
 }
 
-/** Pods by namespace and, within a namespace, by `key=value`, for fast selection. */
-class PodIndex {
-  readonly all: PodEntry[];
-  private readonly byNamespace = new Map<string, PodEntry[]>();
-  private readonly byLabel = new Map<string, Map<string, PodEntry[]>>();
-
-  constructor(entries: PodEntry[]) {
-    this.all = entries;
-    for (const e of entries) {
-      const list = this.byNamespace.get(e.pod.namespace) ?? [];
-      list.push(e);
-      this.byNamespace.set(e.pod.namespace, list);
-    }
-  }
-
-  namespaces(): string[] {
-    return [...this.byNamespace.keys()];
-  }
-
-  select(namespace: string, selector: LabelSelector | null): PodEntry[] {
-    const pods = this.byNamespace.get(namespace) ?? [];
-    if (!selector) return pods;
-    let candidates = pods;
-    const pairs = Object.entries(selector.matchLabels);
-    if (pairs.length > 0) {
-      let index = this.byLabel.get(namespace);
-      if (!index) {
-        index = new Map();
-        for (const e of pods) {
-          const labels = e.pod.labels;
-          for (const k in labels) {
-            if (!Object.hasOwn(labels, k)) continue;
-            const key = `${k}=${labels[k]}`;
-            const list = index.get(key);
-            if (list) list.push(e);
-            else index.set(key, [e]);
-          }
-        }
-        this.byLabel.set(namespace, index);
-      }
-      for (const [k, v] of pairs) {
-        const list = index.get(`${k}=${v}`) ?? [];
-        if (list.length < candidates.length) candidates = list;
-      }
-    }
-    return candidates.filter((e) => selectorMatches(selector, e.pod.labels));
-  }
-}
-
 /** The fragment under construction: objects by name, built once each. */
 export class FragmentBuilder {
   readonly sets = new Map<string, NftSet>();
@@ -469,6 +360,19 @@ export class FragmentBuilder {
   }
 }
 
+interface BuiltSet {
+  from: string;
+  elements: readonly string[];
+}
+
+/**
+ * The pod-built sets' elements of the last compile, by set name, with what they were
+ * built from: at 45,000 pods a selector peer or a named port resolves to tens of
+ * thousands of addresses, and collecting, sorting and rendering them again when
+ * none of those pods changed was most of a label change's compile.
+ */
+let builtSets = new Map<string, BuiltSet>();
+
 export function compilePolicies(input: CompileInput): CompileResult {
   const problems: PolicyProblem[] = [];
   const namespaceLabels = new Map<string, Record<string, string>>();
@@ -477,17 +381,12 @@ export function compilePolicies(input: CompileInput): CompileResult {
     namespaceLabels.set(ns.name, { ...ns.labels, [METADATA_NAME]: ns.name });
   }
 
-  const entries: PodEntry[] = [];
-  const known = input.pods.map(podEntryOf);
-  known.sort((a, b) => cmp(a.key, b.key));
-  for (const { entry, problems: own } of known) {
-    problems.push(...own);
-    entries.push(entry);
-    if (!namespaceLabels.has(entry.pod.namespace)) {
-      namespaceLabels.set(entry.pod.namespace, { [METADATA_NAME]: entry.pod.namespace });
-    }
+  const pods = podList(input.pods);
+  problems.push(...pods.problems);
+  for (const ns of pods.byNamespace.keys()) {
+    if (!namespaceLabels.has(ns)) namespaceLabels.set(ns, { [METADATA_NAME]: ns });
   }
-  const index = new PodIndex(entries);
+  const index = new PodIndex(pods);
 
   // Policies, compiled once; an invalid one keeps isolating and allows nothing.
   const policies: CompiledPolicy[] = [];
@@ -524,7 +423,7 @@ export function compilePolicies(input: CompileInput): CompileResult {
     ingress: new Map(),
     egress: new Map(),
   };
-  const local = entries.filter((e) => e.pod.node === input.self);
+  const local = pods.on(input.self);
   const isolated: Record<Direction, number> = { ingress: 0, egress: 0 };
   // Each policy's local pods through the label index (a policy selects a few pods
   // of its namespace), appended in policy order: the lists come out as filtering
@@ -535,11 +434,10 @@ export function compilePolicies(input: CompileInput): CompileResult {
   };
   if (local.length > 0) {
     for (const p of policies) {
-      const selected = index.select(p.policy.namespace, p.policy.podSelector);
+      const selected = index.selectOn(p.policy.namespace, p.policy.podSelector, input.self);
       for (const dir of ['ingress', 'egress'] as const) {
         if (!p.types.has(dir)) continue;
         for (const e of selected) {
-          if (e.pod.node !== input.self) continue;
           const list = selectingOf[dir].get(e);
           if (list) list.push(p);
           else selectingOf[dir].set(e, [p]);
@@ -564,7 +462,25 @@ export function compilePolicies(input: CompileInput): CompileResult {
   }
 
   const out = new FragmentBuilder();
+  const peerNamespaceCache = new Map<string, string[]>();
   const peerCache = new Map<string, PodEntry[]>();
+  const kept = new Map<string, BuiltSet>();
+
+  /** The namespaces a selector peer looks in, in name order. */
+  const peerNamespaces = (peer: CompiledPeer): string[] => {
+    const sel = peer.pods;
+    if (!sel) return [];
+    if (sel.namespace !== null) return [sel.namespace];
+    let names = peerNamespaceCache.get(peer.canonical);
+    if (!names) {
+      names = [...namespaceLabels.entries()]
+        .filter(([, labels]) => selectorMatches(sel.namespaceSelector as LabelSelector, labels))
+        .map(([name]) => name)
+        .sort();
+      peerNamespaceCache.set(peer.canonical, names);
+    }
+    return names;
+  };
 
   /** The pods a selector peer stands for, matched cluster-wide. */
   const peerPods = (peer: CompiledPeer): PodEntry[] => {
@@ -572,20 +488,22 @@ export function compilePolicies(input: CompileInput): CompileResult {
     if (cached) return cached;
     const pods: PodEntry[] = [];
     const sel = peer.pods;
-    if (sel) {
-      const namespaces =
-        sel.namespace !== null
-          ? [sel.namespace]
-          : [...namespaceLabels.entries()]
-              .filter(([, labels]) =>
-                selectorMatches(sel.namespaceSelector as LabelSelector, labels),
-              )
-              .map(([name]) => name)
-              .sort();
-      for (const ns of namespaces) pods.push(...index.select(ns, sel.podSelector));
-    }
+    if (sel) for (const ns of peerNamespaces(peer)) pods.push(...index.select(ns, sel.podSelector));
     peerCache.set(peer.canonical, pods);
     return pods;
+  };
+
+  /**
+   * A set's elements: the last compile's when they were built from the same pods
+   * (`from`: what they depend on, with the versions of the namespaces' pods), else
+   * built. A set without `from` is always built.
+   */
+  const elementsOf = (name: string, from: string | undefined, build: () => string[]) => {
+    if (from === undefined) return build();
+    const last = builtSets.get(name);
+    const elements = last && last.from === from ? last.elements : Object.freeze(build());
+    kept.set(name, { from, elements });
+    return elements as string[];
   };
 
   /**
@@ -603,28 +521,41 @@ export function compilePolicies(input: CompileInput): CompileResult {
         elements: peer.block[f].map((r) => renderRange(r, f)),
       });
     } else {
-      const addrs = new Map<string, bigint>();
-      for (const e of peerPods(peer)) {
-        for (const a of e.addrs) if (a.family === f) addrs.set(a.text, a.value);
-      }
-      const elements = [...addrs.entries()]
-        .sort(([, a], [, b]) => (a < b ? -1 : a > b ? 1 : 0))
-        .map(([text]) => text);
+      const from = index.versions(peerNamespaces(peer), peer.pods?.podSelector ?? null);
+      const elements = elementsOf(name, from, () => {
+        const addrs = new Map<string, bigint>();
+        for (const e of peerPods(peer)) {
+          for (const a of e.addrs) if (a.family === f) addrs.set(a.text, a.value);
+        }
+        return [...addrs.entries()]
+          .sort(([, a], [, b]) => (a < b ? -1 : a > b ? 1 : 0))
+          .map(([text]) => text);
+      });
       out.sets.set(name, { name, type: ADDR_TYPE[f], elements });
     }
     return name;
   };
 
-  const namedSet = (key: string, f: Family, elements: () => Map<string, Addr[]>): string => {
+  /**
+   * Both families' sets of `key`'s named ports; `from` as elementsOf's (what the
+   * elements depend on), or none to build them.
+   */
+  const namedSet = (
+    key: string,
+    f: Family,
+    elements: () => Map<string, Addr[]>,
+    from?: string,
+  ): string => {
     const name = `pol-named-${hash(key)}-v${f}`;
     if (!out.sets.has(name)) {
       // Built once per key for both families.
-      const byFamily = elements();
+      let byFamily: Map<string, Addr[]> | undefined;
       for (const g of FAMILIES) {
-        out.sets.set(`pol-named-${hash(key)}-v${g}`, {
-          name: `pol-named-${hash(key)}-v${g}`,
+        const setName = `pol-named-${hash(key)}-v${g}`;
+        out.sets.set(setName, {
+          name: setName,
           type: `${ADDR_TYPE[g]} . inet_proto . inet_service`,
-          elements: renderNamed(byFamily, g),
+          elements: elementsOf(setName, from, () => renderNamed((byFamily ??= elements()), g)),
         });
       }
     }
@@ -654,21 +585,29 @@ export function compilePolicies(input: CompileInput): CompileResult {
   /** Egress named ports resolve against the peer's pods: selected, or inside the ipBlock. */
   const egressNamedSet = (rule: CompiledRule, peer: CompiledPeer | null, f: Family) => {
     const key = JSON.stringify(['egress-named', peer?.canonical ?? '*', rule.named]);
-    return namedSet(key, f, () => {
-      const block = peer?.block;
-      if (block) {
-        const keep = (a: Addr) => rangesContain(block[a.family], a.value);
+    const from = peer?.pods
+      ? index.versions(peerNamespaces(peer), peer.pods.podSelector)
+      : index.allVersions();
+    return namedSet(
+      key,
+      f,
+      () => {
+        const block = peer?.block;
+        if (block) {
+          const keep = (a: Addr) => rangesContain(block[a.family], a.value);
+          return namedElements(
+            rule,
+            index.all.filter((e) => e.addrs.some(keep)).map((entry) => ({ entry, keep })),
+          );
+        }
+        const pods = peer ? peerPods(peer) : index.all;
         return namedElements(
           rule,
-          index.all.filter((e) => e.addrs.some(keep)).map((entry) => ({ entry, keep })),
+          pods.map((entry) => ({ entry, keep: () => true })),
         );
-      }
-      const pods = peer ? peerPods(peer) : index.all;
-      return namedElements(
-        rule,
-        pods.map((entry) => ({ entry, keep: () => true })),
-      );
-    });
+      },
+      from,
+    );
   };
 
   /** Ingress named ports resolve against the policy's selected pods on this node. */
@@ -679,14 +618,17 @@ export function compilePolicies(input: CompileInput): CompileResult {
       canonicalSelector(p.policy.podSelector),
       rule.named,
     ]);
-    return namedSet(key, f, () =>
-      namedElements(
-        rule,
-        index
-          .select(p.policy.namespace, p.policy.podSelector)
-          .filter((e) => e.pod.node === input.self)
-          .map((entry) => ({ entry, keep: () => true })),
-      ),
+    return namedSet(
+      key,
+      f,
+      () =>
+        namedElements(
+          rule,
+          index
+            .selectOn(p.policy.namespace, p.policy.podSelector, input.self)
+            .map((entry) => ({ entry, keep: () => true })),
+        ),
+      `${input.self}|${index.versions([p.policy.namespace], p.policy.podSelector)}`,
     );
   };
 
@@ -890,6 +832,7 @@ export function compilePolicies(input: CompileInput): CompileResult {
     });
   }
 
+  builtSets = kept;
   const table = out.table();
   const elementCount =
     table.sets.reduce((n, s) => n + s.elements.length, 0) +
@@ -899,7 +842,7 @@ export function compilePolicies(input: CompileInput): CompileResult {
     problems,
     origins: Object.fromEntries(out.origins),
     stats: {
-      pods: entries.length,
+      pods: pods.entries.length,
       localPods: local.length,
       policies: policies.length,
       isolatedIngress: isolated.ingress,
@@ -932,16 +875,4 @@ function renderNamed(byPort: Map<string, Addr[]>, f: Family): string[] {
 
 function portText(r: Range): string {
   return r.lo === r.hi ? `${r.lo}` : `${r.lo}-${r.hi}`;
-}
-
-function podKey(p: Pick<PolicyPod, 'namespace' | 'name'>): string {
-  return `${p.namespace}/${p.name}`;
-}
-
-function podProblem(
-  pod: PolicyPod,
-  reason: PolicyProblem['reason'],
-  message: string,
-): PolicyProblem {
-  return { kind: 'Pod', namespace: pod.namespace, name: pod.name, reason, message };
 }
