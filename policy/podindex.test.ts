@@ -180,3 +180,16 @@ test('a change shows in the sets built from the changed pod', (t) => {
   t.notDeepEqual(named(after), named(before));
   t.true(named(after).some((e) => e.endsWith('. tcp . 8180')));
 });
+
+test('a pod list changed in place by the caller between compiles is seen as changed', (t) => {
+  const input = cluster();
+  const before = compilePolicies(input);
+  const at = input.pods.findIndex((p) => p.node === 'n0');
+  const pod = input.pods[at] as PolicyPod;
+  (input.pods as PolicyPod[])[at] = { ...pod, ips: ['100.64.7.7'] };
+  const after = compilePolicies(input);
+  const dispatched = (r: typeof before) =>
+    r.table.maps.flatMap((m) => Object.keys(m.elements)).filter((a) => a === '100.64.7.7');
+  t.deepEqual(dispatched(before), []);
+  t.true(dispatched(after).length > 0);
+});

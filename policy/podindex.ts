@@ -117,7 +117,8 @@ export class PodList {
     unique: boolean;
     onNode: Map<string, readonly PodEntry[]>;
   }) {
-    this.input = fields.input;
+    // A copy: a caller may change its array in place before the next compile.
+    this.input = fields.input.slice();
     this.known = fields.known;
     this.entries = fields.known.map((k) => k.entry);
     this.problems = fields.problems;
@@ -156,7 +157,6 @@ export class PodList {
 
   /** `pods` as a change of this list, or null when they are not this list's pods in place. */
   changedTo(pods: readonly PolicyPod[]): PodList | null {
-    if (pods === this.input) return this;
     if (!this.unique || pods.length !== this.input.length) return null;
     const replaced = new Map<string, { was: PolicyPod; now: KnownPod }>();
     for (let i = 0; i < pods.length; i++) {
