@@ -77,5 +77,11 @@ export { FakeBlockApi, type FakeCall } from './fake.ts';
 export { BlockSyncer, type PushOutcome } from './syncer.ts';
 export { Journal, JournalCorruptError, JOURNAL_FILE, type JournalRecord } from './journal.ts';
 export { selectorMatches, parseLabelSelector } from './selector.ts';
-export { blockName, parseCanonicalCidr, parseCanonicalAddress, type Family } from './cidr.ts';
+export {
+  blockName,
+  memoised,
+  parseCanonicalCidr,
+  parseCanonicalAddress,
+  type Family,
+} from './cidr.ts';
 export * from './types.ts';

@@ -85,7 +85,7 @@
 // - Two local pods claiming one address (a stale object): the address gets the
 //   intersection of both pods' policy chains (the stricter), with a problem.
 import { createHash } from 'node:crypto';
-import { selectorMatches } from '../ipam/index.ts';
+import { memoised, selectorMatches } from '../ipam/index.ts';
 import type { NftChain, NftMap, NftSet, NftTable } from '../nftables/model.ts';
 import {
   mergeRanges,
@@ -227,18 +227,10 @@ interface CompiledPolicy {
   rules: Record<Direction, CompiledRule[]>;
 }
 
-const hashes = new Map<string, string>();
-
 /** 64 bits of sha256, as hex: stable object names of bounded length. Memoised. */
-export function hash(text: string): string {
-  let h = hashes.get(text);
-  if (h === undefined) {
-    h = createHash('sha256').update(text).digest('hex').slice(0, 16);
-    if (hashes.size > 100_000) hashes.clear();
-    hashes.set(text, h);
-  }
-  return h;
-}
+export const hash: (text: string) => string = memoised((text) =>
+  createHash('sha256').update(text).digest('hex').slice(0, 16),
+);
 
 export function compileRule(rule: PolicyRule, namespace: string): CompiledRule {
   let peers: CompiledPeer[] | null = null;
@@ -493,6 +485,10 @@ export function compilePolicies(input: CompileInput): CompileResult {
     return pods;
   };
 
+  /** What a selector peer's sets are built from (elementsOf's `from`). */
+  const peerVersions = (peer: CompiledPeer): string =>
+    index.versions(peerNamespaces(peer), peer.pods?.podSelector ?? null);
+
   /**
    * A set's elements: the last compile's when they were built from the same pods
    * (`from`: what they depend on, with the versions of the namespaces' pods), else
@@ -521,8 +517,7 @@ export function compilePolicies(input: CompileInput): CompileResult {
         elements: peer.block[f].map((r) => renderRange(r, f)),
       });
     } else {
-      const from = index.versions(peerNamespaces(peer), peer.pods?.podSelector ?? null);
-      const elements = elementsOf(name, from, () => {
+      const elements = elementsOf(name, peerVersions(peer), () => {
         const addrs = new Map<string, bigint>();
         for (const e of peerPods(peer)) {
           for (const a of e.addrs) if (a.family === f) addrs.set(a.text, a.value);
@@ -585,9 +580,7 @@ export function compilePolicies(input: CompileInput): CompileResult {
   /** Egress named ports resolve against the peer's pods: selected, or inside the ipBlock. */
   const egressNamedSet = (rule: CompiledRule, peer: CompiledPeer | null, f: Family) => {
     const key = JSON.stringify(['egress-named', peer?.canonical ?? '*', rule.named]);
-    const from = peer?.pods
-      ? index.versions(peerNamespaces(peer), peer.pods.podSelector)
-      : index.allVersions();
+    const from = peer?.pods ? peerVersions(peer) : index.allVersions();
     return namedSet(
       key,
       f,

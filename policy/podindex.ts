@@ -5,7 +5,7 @@
 // same selections again). What is kept is keyed by object identity or checked
 // element by element against the new input, so any input compiles as if nothing
 // were kept; what a change makes stale is rebuilt for that namespace only.
-import { selectorMatches, type LabelSelector } from '../ipam/index.ts';
+import { memoised, selectorMatches, type LabelSelector } from '../ipam/index.ts';
 import { parseAddress, type Family } from './ranges.ts';
 import type { PolicyPod, PolicyProblem } from './types.ts';
 
@@ -52,21 +52,11 @@ export function podProblem(
   return { kind: 'Pod', namespace: pod.namespace, name: pod.name, reason, message };
 }
 
-const addresses = new Map<string, Addr | null>();
-
 /**
  * parseAddress, memoised across compiles: a pass parses every pod's addresses, and
- * ipaddr.js was most of a compile's time. The parsed objects are never mutated.
+ * ipaddr.js was most of a compile's time.
  */
-function cachedAddress(text: string): Addr | null {
-  let a = addresses.get(text);
-  if (a === undefined) {
-    a = parseAddress(text);
-    if (addresses.size > 200_000) addresses.clear();
-    addresses.set(text, a);
-  }
-  return a;
-}
+const cachedAddress = memoised(parseAddress, 200_000);
 
 const podEntries = new WeakMap<PolicyPod, KnownPod>();
 
@@ -166,7 +156,7 @@ export class PodList {
       if (pod.namespace !== was.namespace || pod.name !== was.name) return null;
       replaced.set(podKey(pod), { was, now: podEntryOf(pod) });
     }
-    if (replaced.size === 0) return new PodList({ ...this.fields(), input: pods });
+    if (replaced.size === 0) return this;
     const known = this.known.slice();
     const namespaces = new Set<string>();
     const nodes = new Set<string>();
@@ -194,17 +184,6 @@ export class PodList {
       unique: true,
       onNode,
     });
-  }
-
-  private fields() {
-    return {
-      input: this.input,
-      known: this.known,
-      problems: this.problems,
-      byNamespace: this.byNamespace,
-      unique: this.unique,
-      onNode: this.onNode,
-    };
   }
 
   /** Where the pod with `key` is in name order (it is there: keys are unique). */
