@@ -85,18 +85,18 @@
 // - Two local pods claiming one address (a stale object): the address gets the
 //   intersection of both pods' policy chains (the stricter), with a problem.
 import { createHash } from 'node:crypto';
-import { memoised, selectorMatches } from '../ipam/index.ts';
+import { memoised } from '../ipam/index.ts';
 import type { NftChain, NftMap, NftSet, NftTable } from '../nftables/model.ts';
 import {
   mergeRanges,
   parseCidr,
-  rangesContain,
   renderRange,
   subtractRanges,
   type Family,
   type Range,
 } from './ranges.ts';
 import { compileAdminTiers } from './admin-tier.ts';
+import { PodSets } from './podsets.ts';
 import {
   PodIndex,
   cmp,
@@ -104,7 +104,6 @@ import {
   podProblem,
   canonicalSelector,
   podList,
-  type Addr,
   type PodEntry,
 } from './podindex.ts';
 export { canonicalSelector, cmp, type Addr, type PodEntry } from './podindex.ts';
@@ -197,9 +196,9 @@ export type Direction = 'ingress' | 'egress';
 export const FAMILIES: readonly Family[] = [4, 6];
 const IPX: Record<Family, string> = { 4: 'ip', 6: 'ip6' };
 export const ADDR_TYPE: Record<Family, string> = { 4: 'ipv4_addr', 6: 'ipv6_addr' };
-const NFT_PROTO: Record<Protocol, string> = { TCP: 'tcp', UDP: 'udp', SCTP: 'sctp' };
+export const NFT_PROTO: Record<Protocol, string> = { TCP: 'tcp', UDP: 'udp', SCTP: 'sctp' };
 const METADATA_NAME = 'kubernetes.io/metadata.name';
-interface CompiledPeer {
+export interface CompiledPeer {
   /** Selector peer: namespaces to look in (null = by namespaceSelector) and pod selector. */
   pods?: {
     namespace: string | null;
@@ -352,19 +351,6 @@ export class FragmentBuilder {
   }
 }
 
-interface BuiltSet {
-  from: string;
-  elements: readonly string[];
-}
-
-/**
- * The pod-built sets' elements of the last compile, by set name, with what they were
- * built from: at 45,000 pods a selector peer or a named port resolves to tens of
- * thousands of addresses, and collecting, sorting and rendering them again when
- * none of those pods changed was most of a label change's compile.
- */
-let builtSets = new Map<string, BuiltSet>();
-
 export function compilePolicies(input: CompileInput): CompileResult {
   const problems: PolicyProblem[] = [];
   const namespaceLabels = new Map<string, Record<string, string>>();
@@ -454,176 +440,7 @@ export function compilePolicies(input: CompileInput): CompileResult {
   }
 
   const out = new FragmentBuilder();
-  const peerNamespaceCache = new Map<string, string[]>();
-  const peerCache = new Map<string, PodEntry[]>();
-  const kept = new Map<string, BuiltSet>();
-
-  /** The namespaces a selector peer looks in, in name order. */
-  const peerNamespaces = (peer: CompiledPeer): string[] => {
-    const sel = peer.pods;
-    if (!sel) return [];
-    if (sel.namespace !== null) return [sel.namespace];
-    let names = peerNamespaceCache.get(peer.canonical);
-    if (!names) {
-      names = [...namespaceLabels.entries()]
-        .filter(([, labels]) => selectorMatches(sel.namespaceSelector as LabelSelector, labels))
-        .map(([name]) => name)
-        .sort();
-      peerNamespaceCache.set(peer.canonical, names);
-    }
-    return names;
-  };
-
-  /** The pods a selector peer stands for, matched cluster-wide. */
-  const peerPods = (peer: CompiledPeer): PodEntry[] => {
-    const cached = peerCache.get(peer.canonical);
-    if (cached) return cached;
-    const pods: PodEntry[] = [];
-    const sel = peer.pods;
-    if (sel) for (const ns of peerNamespaces(peer)) pods.push(...index.select(ns, sel.podSelector));
-    peerCache.set(peer.canonical, pods);
-    return pods;
-  };
-
-  /** What a selector peer's sets are built from (elementsOf's `from`). */
-  const peerVersions = (peer: CompiledPeer): string =>
-    index.versions(peerNamespaces(peer), peer.pods?.podSelector ?? null);
-
-  /**
-   * A set's elements: the last compile's when they were built from the same pods
-   * (`from`: what they depend on, with the versions of the namespaces' pods), else
-   * built. A set without `from` is always built.
-   */
-  const elementsOf = (name: string, from: string | undefined, build: () => string[]) => {
-    if (from === undefined) return build();
-    const last = builtSets.get(name);
-    const elements = last && last.from === from ? last.elements : Object.freeze(build());
-    kept.set(name, { from, elements });
-    return elements as string[];
-  };
-
-  /**
-   * One set per distinct peer (not per rule), so policies that name the same peer
-   * share it: an ipBlock as an interval set, a selector peer as its pods' addresses.
-   */
-  const peerSet = (peer: CompiledPeer, f: Family): string => {
-    const name = `pol-peer-${hash(peer.canonical)}-v${f}`;
-    if (out.sets.has(name)) return name;
-    if (peer.block) {
-      out.sets.set(name, {
-        name,
-        type: ADDR_TYPE[f],
-        flags: ['interval'],
-        elements: peer.block[f].map((r) => renderRange(r, f)),
-      });
-    } else {
-      const elements = elementsOf(name, peerVersions(peer), () => {
-        const addrs = new Map<string, bigint>();
-        for (const e of peerPods(peer)) {
-          for (const a of e.addrs) if (a.family === f) addrs.set(a.text, a.value);
-        }
-        return [...addrs.entries()]
-          .sort(([, a], [, b]) => (a < b ? -1 : a > b ? 1 : 0))
-          .map(([text]) => text);
-      });
-      out.sets.set(name, { name, type: ADDR_TYPE[f], elements });
-    }
-    return name;
-  };
-
-  /**
-   * Both families' sets of `key`'s named ports; `from` as elementsOf's (what the
-   * elements depend on), or none to build them.
-   */
-  const namedSet = (
-    key: string,
-    f: Family,
-    elements: () => Map<string, Addr[]>,
-    from?: string,
-  ): string => {
-    const name = `pol-named-${hash(key)}-v${f}`;
-    if (!out.sets.has(name)) {
-      // Built once per key for both families.
-      let byFamily: Map<string, Addr[]> | undefined;
-      for (const g of FAMILIES) {
-        const setName = `pol-named-${hash(key)}-v${g}`;
-        out.sets.set(setName, {
-          name: setName,
-          type: `${ADDR_TYPE[g]} . inet_proto . inet_service`,
-          elements: elementsOf(setName, from, () => renderNamed((byFamily ??= elements()), g)),
-        });
-      }
-    }
-    return name;
-  };
-
-  /** `addr . proto . port` of `pods`' named ports, only for addresses `keep` accepts. */
-  const namedElements = (
-    rule: CompiledRule,
-    pods: Iterable<{ entry: PodEntry; keep: (a: Addr) => boolean }>,
-  ): Map<string, Addr[]> => {
-    const out = new Map<string, Addr[]>();
-    for (const { entry, keep } of pods) {
-      for (const want of rule.named) {
-        for (const cp of entry.pod.ports) {
-          if (cp.name !== want.name || cp.protocol !== want.protocol) continue;
-          const key = `${NFT_PROTO[cp.protocol]} . ${cp.port}`;
-          const list = out.get(key) ?? [];
-          list.push(...entry.addrs.filter(keep));
-          out.set(key, list);
-        }
-      }
-    }
-    return out;
-  };
-
-  /** Egress named ports resolve against the peer's pods: selected, or inside the ipBlock. */
-  const egressNamedSet = (rule: CompiledRule, peer: CompiledPeer | null, f: Family) => {
-    const key = JSON.stringify(['egress-named', peer?.canonical ?? '*', rule.named]);
-    const from = peer?.pods ? peerVersions(peer) : index.allVersions();
-    return namedSet(
-      key,
-      f,
-      () => {
-        const block = peer?.block;
-        if (block) {
-          const keep = (a: Addr) => rangesContain(block[a.family], a.value);
-          return namedElements(
-            rule,
-            index.all.filter((e) => e.addrs.some(keep)).map((entry) => ({ entry, keep })),
-          );
-        }
-        const pods = peer ? peerPods(peer) : index.all;
-        return namedElements(
-          rule,
-          pods.map((entry) => ({ entry, keep: () => true })),
-        );
-      },
-      from,
-    );
-  };
-
-  /** Ingress named ports resolve against the policy's selected pods on this node. */
-  const ingressNamedSet = (p: CompiledPolicy, rule: CompiledRule, f: Family) => {
-    const key = JSON.stringify([
-      'ingress-named',
-      p.policy.namespace,
-      canonicalSelector(p.policy.podSelector),
-      rule.named,
-    ]);
-    return namedSet(
-      key,
-      f,
-      () =>
-        namedElements(
-          rule,
-          index
-            .selectOn(p.policy.namespace, p.policy.podSelector, input.self)
-            .map((entry) => ({ entry, keep: () => true })),
-        ),
-      `${input.self}|${index.versions([p.policy.namespace], p.policy.podSelector)}`,
-    );
-  };
+  const sets = new PodSets(out, index, namespaceLabels, input.self);
 
   /**
    * A rule's nft rules: one per (peer, family, protocol), each ending in `verdict`
@@ -653,7 +470,7 @@ export function compilePolicies(input: CompileInput): CompileResult {
           continue;
         }
         for (const f of FAMILIES) {
-          const text = [`${IPX[f]} ${side} @${peerSet(peer, f)}`, ...match, verdict].join(' ');
+          const text = [`${IPX[f]} ${side} @${sets.peerSet(peer, f)}`, ...match, verdict].join(' ');
           texts.push({ text, peer: i });
         }
       }
@@ -664,11 +481,11 @@ export function compilePolicies(input: CompileInput): CompileResult {
         for (const f of FAMILIES) {
           const lookup = `${IPX[f]} daddr . meta l4proto . th dport`;
           if (dir === 'ingress') {
-            const from = peer ? [`${IPX[f]} saddr @${peerSet(peer, f)}`] : [];
+            const from = peer ? [`${IPX[f]} saddr @${sets.peerSet(peer, f)}`] : [];
             const text = [...from, `${lookup} @${ingressNamed(f)}`, verdict].join(' ');
             texts.push({ text, ...at });
           } else {
-            const text = [`${lookup} @${egressNamedSet(rule, peer, f)}`, verdict].join(' ');
+            const text = [`${lookup} @${sets.egressNamedSet(rule, peer, f)}`, verdict].join(' ');
             texts.push({ text, ...at });
           }
         }
@@ -699,7 +516,8 @@ export function compilePolicies(input: CompileInput): CompileResult {
       });
       for (const p of group.policies) {
         for (const [i, rule] of p.rules[dir].entries()) {
-          const named = (f: Family) => ingressNamedSet(p, rule, f);
+          const named = (f: Family) =>
+            sets.ingressNamedSet(p.policy.namespace, p.policy.podSelector, rule, f);
           for (const { text, peer } of ruleTexts(dir, rule, 'return', named)) {
             // The same match from a later policy never fires: the first one returns.
             if (!have.has(text)) {
@@ -820,12 +638,12 @@ export function compilePolicies(input: CompileInput): CompileResult {
       namespaceLabels,
       problems,
       ruleTexts,
-      namedSet,
-      namedElements,
+      namedSet: (key, f, elements) => sets.namedSet(key, f, elements),
+      namedElements: (rule, pods) => sets.namedElements(rule, pods),
     });
   }
 
-  builtSets = kept;
+  sets.keep();
   const table = out.table();
   const elementCount =
     table.sets.reduce((n, s) => n + s.elements.length, 0) +
@@ -848,22 +666,6 @@ export function compilePolicies(input: CompileInput): CompileResult {
       ...adminStats,
     },
   };
-}
-
-function renderNamed(byPort: Map<string, Addr[]>, f: Family): string[] {
-  const rows: { value: bigint; text: string }[] = [];
-  const seen = new Set<string>();
-  for (const [protoPort, addrs] of byPort) {
-    for (const a of addrs) {
-      if (a.family !== f) continue;
-      const text = `${a.text} . ${protoPort}`;
-      if (seen.has(text)) continue;
-      seen.add(text);
-      rows.push({ value: a.value, text });
-    }
-  }
-  rows.sort((a, b) => (a.value < b.value ? -1 : a.value > b.value ? 1 : cmp(a.text, b.text)));
-  return rows.map((r) => r.text);
 }
 
 function portText(r: Range): string {
