@@ -281,11 +281,26 @@ class HttpsKubeClient implements KubeClient {
     }
     const { url, ...o } = this.options(method, path, opts.query, headers);
     return new Promise<T>((resolve, reject) => {
+      // The first request on a keep-alive socket stays reachable from the socket for
+      // the socket's life (Node's TLS session listener holds the request that opened
+      // it), and with it every listener below. So the listeners reach the promise,
+      // and through it the answer (a list page of 500 pods), only until it settles.
+      const pending: { resolve?: (v: T) => void; reject?: (e: Error) => void } = {
+        resolve,
+        reject,
+      };
+      const settle = (e: Error | undefined, v?: T) => {
+        const { resolve: ok, reject: fail } = pending;
+        pending.resolve = pending.reject = undefined;
+        if (e) fail?.(e);
+        else ok?.(v as T);
+      };
       const req = request(url, { ...o, timeout: opts.timeoutMs ?? 30_000 }, (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('end', () => {
           const text = Buffer.concat(chunks).toString();
+          chunks.length = 0;
           const status = res.statusCode ?? 0;
           let parsed: unknown;
           try {
@@ -293,9 +308,9 @@ class HttpsKubeClient implements KubeClient {
           } catch {
             parsed = undefined;
           }
-          if (status >= 200 && status < 300) return resolve(parsed as T);
+          if (status >= 200 && status < 300) return settle(undefined, parsed as T);
           const st = (parsed ?? {}) as { reason?: string; message?: string };
-          reject(
+          settle(
             new KubeApiError(
               method,
               path,
@@ -305,14 +320,14 @@ class HttpsKubeClient implements KubeClient {
             ),
           );
         });
-        res.on('error', reject);
+        res.on('error', settle);
       });
       req.on('timeout', () =>
         req.destroy(
           new Error(`${method} ${path}: no answer within ${opts.timeoutMs ?? 30_000} ms`),
         ),
       );
-      req.on('error', reject);
+      req.on('error', settle);
       req.end(payload);
     });
   }
