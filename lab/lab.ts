@@ -489,25 +489,31 @@ export class Lab {
       'wiremesh-config',
       join(this.plan.dataDir, 'nodes', node.name, 'config'),
     );
-    return this.spawnInNode(node.name, this.agentProcName(node.name), [
-      process.execPath,
-      '--disable-warning=ExperimentalWarning',
-      // A small young generation: the agent's heap is mostly long-lived caches.
-      '--max-semi-space-size=1',
-      CLI_MAIN,
-      'agent',
-      '--node-name',
+    return this.spawnInNode(
       node.name,
-      '--kubeconfig',
-      kubeconfig,
-      '--config-dir',
-      configDir,
-      '--wireguard-go',
-      toolPath('wireguard-go'),
-      '--resync',
-      '10s',
-      ...extraArgs,
-    ]);
+      this.agentProcName(node.name),
+      [
+        process.execPath,
+        '--disable-warning=ExperimentalWarning',
+        // A small young generation: the agent's heap is mostly long-lived caches.
+        '--max-semi-space-size=1',
+        CLI_MAIN,
+        'agent',
+        '--node-name',
+        node.name,
+        '--kubeconfig',
+        kubeconfig,
+        '--config-dir',
+        configDir,
+        '--wireguard-go',
+        toolPath('wireguard-go'),
+        '--resync',
+        '10s',
+        ...extraArgs,
+      ],
+      // As the manifest's agent container: large buffers freed back to the system.
+      systemEnv({ MALLOC_MMAP_THRESHOLD_: '131072' }),
+    );
   }
 
   /** Stop the kube-apiserver (a control-plane outage); etcd and the agents keep running. */
