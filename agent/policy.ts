@@ -21,9 +21,9 @@ import {
   compilePolicies,
   namespaceFromK8s,
   networkPolicyFromK8s,
-  podFromK8s,
-  samePodForPolicy,
-  trimPodForPolicy,
+  podRecordForPolicy,
+  samePodRecord,
+  type PodRecord,
   type AdminNetworkPolicy,
   type BaselineAdminNetworkPolicy,
   type CompileResult,
@@ -86,7 +86,7 @@ class Translations<R> {
 }
 
 export class PolicyWatch {
-  private readonly pods: Informer<KubernetesObject>;
+  private readonly pods: Informer<PodRecord, KubernetesObject>;
   private readonly namespaces: Informer<KubernetesObject>;
   private readonly policies: Informer<KubernetesObject>;
   private readonly anps: Informer<KubernetesObject>;
@@ -96,7 +96,6 @@ export class PolicyWatch {
   private stopped = false;
   private readonly retries = new Set<NodeJS.Timeout>();
   private readonly retryDelays: { first: number; max: number };
-  private readonly podTranslations = new Translations(podFromK8s);
   private readonly namespaceTranslations = new Translations(namespaceFromK8s);
   private readonly policyTranslations = new Translations(networkPolicyFromK8s);
   private readonly anpTranslations = new Translations(adminNetworkPolicyFromK8s);
@@ -114,13 +113,14 @@ export class PolicyWatch {
     this.retryDelays = retryDelays;
     this.anps = new Informer(kube, `${ADMIN_API}/adminnetworkpolicies`);
     this.banps = new Informer(kube, `${ADMIN_API}/baselineadminnetworkpolicies`);
-    // Pods: only what the compiler reads is kept, and a change nothing of which the
-    // compiler reads (status conditions, container restarts...) is no change.
-    this.pods = new Informer(
+    // Pods: kept as the compiler reads them (translated once, as they arrive), and a
+    // change nothing of which the compiler reads (status conditions, container
+    // restarts...) is no change.
+    this.pods = new Informer<PodRecord, KubernetesObject>(
       kube,
       '/api/v1/pods',
       {},
-      { transform: trimPodForPolicy, unchanged: samePodForPolicy },
+      { transform: podRecordForPolicy, unchanged: samePodRecord },
     );
     this.namespaces = new Informer(kube, '/api/v1/namespaces');
     this.policies = new Informer(kube, '/apis/networking.k8s.io/v1/networkpolicies');
@@ -234,7 +234,7 @@ export class PolicyWatch {
     const pods: PolicyPod[] = [];
     const namespaces: PolicyNamespace[] = [];
     const policies: NetworkPolicy[] = [];
-    for (const r of this.podTranslations.all(this.pods.list())) {
+    for (const r of this.pods.list()) {
       if (r.problems.length > 0) problems.push(...r.problems);
       if (r.pod) pods.push(r.pod);
     }

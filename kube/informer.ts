@@ -20,12 +20,14 @@ interface ListResponse<T> {
 const keyOf = (o: Obj) =>
   o.metadata?.namespace ? `${o.metadata.namespace}/${o.metadata.name}` : (o.metadata?.name ?? '');
 
-export interface InformerOptions<T> {
+export interface InformerOptions<T, Raw = T> {
   /**
    * Applied to every object before it is cached: keep only what the consumer reads,
    * so a large cluster's objects (managedFields, status conditions...) are not held.
+   * What it returns may be the consumer's own form of the object, with the name,
+   * namespace and resourceVersion the cache is kept by.
    */
-  transform?: (obj: T) => T;
+  transform?: (obj: Raw) => T;
   /**
    * True when a changed object is the same for the consumer: the cached object (same
    * identity) is kept and no 'update' is emitted.
@@ -61,11 +63,11 @@ function slim(o: object): void {
   if (meta.annotations && LAST_APPLIED in meta.annotations) delete meta.annotations[LAST_APPLIED];
 }
 
-export class Informer<T extends Obj> extends EventEmitter {
+export class Informer<T extends Obj, Raw extends Obj = T> extends EventEmitter {
   private readonly client: KubeClient;
   private readonly path: string;
   private readonly query: Record<string, string>;
-  private readonly options: InformerOptions<T>;
+  private readonly options: InformerOptions<T, Raw>;
   private readonly cache = new Map<string, T>();
   private resourceVersion = '';
   private stopped = false;
@@ -76,7 +78,7 @@ export class Informer<T extends Obj> extends EventEmitter {
     client: KubeClient,
     path: string,
     query: Record<string, string> = {},
-    options: InformerOptions<T> = {},
+    options: InformerOptions<T, Raw> = {},
   ) {
     super();
     this.client = client;
@@ -110,7 +112,7 @@ export class Informer<T extends Obj> extends EventEmitter {
     let cont: string | undefined;
     let rv = '';
     do {
-      const page = await this.client.request<ListResponse<T>>('GET', this.path, undefined, {
+      const page = await this.client.request<ListResponse<Raw>>('GET', this.path, undefined, {
         query: { ...this.query, limit: 500, ...(cont ? { continue: cont } : {}) },
       });
       // Trimmed page by page: the raw objects of a large list (150,000 pods) never
@@ -175,14 +177,14 @@ export class Informer<T extends Obj> extends EventEmitter {
   }
 
   /** What the cache holds of an object from the API (freshly parsed, so ours to change). */
-  private keep(raw: T): T {
+  private keep(raw: Raw): T {
     slim(raw);
-    return this.options.transform ? this.options.transform(raw) : raw;
+    return this.options.transform ? this.options.transform(raw) : (raw as unknown as T);
   }
 
   /** Apply one watch event; true when the watch expired (410) and a relist is due. */
   private onEvent(e: WatchEvent): boolean {
-    const obj = e.object as T & { code?: number };
+    const obj = e.object as Raw & { code?: number };
     if (e.type === 'ERROR') return obj.code === 410;
     const rv = obj.metadata?.resourceVersion;
     if (rv) this.resourceVersion = rv;

@@ -30,8 +30,9 @@ export {
 export {
   networkPolicyFromK8s,
   podFromK8s,
-  trimPodForPolicy,
-  samePodForPolicy,
+  podRecordForPolicy,
+  samePodRecord,
+  type PodRecord,
   namespaceFromK8s,
   labelSelectorFromK8s,
   ANNOTATION_LOG_DROPS,

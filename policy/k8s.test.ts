@@ -3,8 +3,8 @@ import {
   namespaceFromK8s,
   networkPolicyFromK8s,
   podFromK8s,
-  samePodForPolicy,
-  trimPodForPolicy,
+  podRecordForPolicy,
+  samePodRecord,
 } from './k8s.ts';
 import { compilePolicies } from './compile.ts';
 import { makeCluster, upstreamNamespaces, upstreamPods } from './fixtures.ts';
@@ -366,7 +366,7 @@ test('a malformed address or port of a pod is dropped with a problem', (t) => {
   t.true(problems.every((p) => p.reason === 'InvalidPod'));
 });
 
-test('a pod cut down for the policy cache translates exactly as the whole pod', (t) => {
+test("the policy watch's record of a pod is its translation, without the pod's own fields", (t) => {
   const cases = [
     podObj(),
     podObj({ hostNetwork: true }),
@@ -384,32 +384,49 @@ test('a pod cut down for the policy cache translates exactly as the whole pod', 
   for (const whole of cases) {
     const withBulk = {
       ...whole,
-      metadata: { ...whole.metadata, managedFields: [{ manager: 'kubectl' }], uid: 'u1' },
+      metadata: {
+        ...whole.metadata,
+        managedFields: [{ manager: 'kubectl' }],
+        uid: 'u1',
+        resourceVersion: '9',
+      },
     };
-    t.deepEqual(podFromK8s(trimPodForPolicy(withBulk)), podFromK8s(withBulk));
+    const record = podRecordForPolicy(withBulk);
+    const { pod, problems } = podFromK8s(withBulk);
+    t.deepEqual({ pod: record.pod, problems: [...record.problems] }, { pod, problems });
+    // What the informer keys and versions the record by, and nothing else of the Pod.
+    t.deepEqual(record.metadata, {
+      name: whole.metadata.name,
+      namespace: 'namespace' in whole.metadata ? whole.metadata.namespace : '',
+      resourceVersion: '9',
+    });
+    t.deepEqual(Object.keys(record).sort(), ['metadata', 'pod', 'problems']);
   }
-  const trimmed = trimPodForPolicy({
-    ...podObj(),
-    metadata: { ...podObj().metadata, managedFields: [{ manager: 'kubectl' }] },
-  }) as { metadata: Record<string, unknown>; spec: Record<string, unknown> };
-  t.false('managedFields' in trimmed.metadata);
-  t.deepEqual(Object.keys(trimmed.spec).sort(), [
-    'containers',
-    'hostNetwork',
-    'initContainers',
-    'nodeName',
-  ]);
 });
 
 test('pods that differ only in what policy does not read are the same to it', (t) => {
   const a = podObj();
   const rv = (o: object, v: string) => ({ ...o, metadata: { ...a.metadata, resourceVersion: v } });
   const conditions = { ...a, status: { ...a.status, conditions: [{ type: 'Ready' }] } };
-  t.true(samePodForPolicy(trimPodForPolicy(rv(a, '1')), trimPodForPolicy(rv(conditions, '2'))));
+  const same = (x: object, y: object) =>
+    samePodRecord(podRecordForPolicy(x), podRecordForPolicy(y));
+  t.true(same(rv(a, '1'), rv(conditions, '2')));
   const relabelled = { ...a, metadata: { ...a.metadata, labels: { pod: 'b' } } };
-  t.false(samePodForPolicy(trimPodForPolicy(a), trimPodForPolicy(relabelled)));
+  t.false(same(a, relabelled));
   const moved = podObj({}, { podIP: '100.64.1.2', podIPs: [{ ip: '100.64.1.2' }] });
-  t.false(samePodForPolicy(trimPodForPolicy(a), trimPodForPolicy(moved)));
+  t.false(same(a, moved));
+  const renamedPort = podObj({
+    containers: [{ name: 'web', ports: [{ name: 'web', containerPort: 8080 }] }],
+  });
+  t.false(same(a, renamedPort));
+  const badAddress = podObj(
+    {},
+    { podIP: '100.64.1.1', podIPs: [{ ip: '100.64.1.1' }, { ip: 'x' }] },
+  );
+  t.false(
+    same(podObj({}, { podIPs: [{ ip: '100.64.1.1' }] }), badAddress),
+    'a new problem is a change',
+  );
 });
 
 test('a namespace translates with its labels', (t) => {

@@ -19,8 +19,8 @@
 // or port of a pod is dropped with a problem; the rest of the pod stands.
 import type { V1Namespace, V1NetworkPolicy, V1Pod } from '@kubernetes/client-node';
 import { checkPolicy } from './check.ts';
-import { sameButVersion } from '../kube/informer.ts';
-import { parseAddress } from './ranges.ts';
+import { memoised } from '../ipam/index.ts';
+import { cachedAddress } from './ranges.ts';
 import {
   POLICY_TYPES,
   PROTOCOLS,
@@ -291,7 +291,7 @@ export function podFromK8s(obj: Readonly<V1Pod> | object): {
   const podLabels: Record<string, string> = {};
   if (isRecord(labels)) {
     for (const [k, v] of Object.entries(labels)) {
-      if (typeof v === 'string') podLabels[k] = v;
+      if (typeof v === 'string') podLabels[k] = shared(v);
       else problem(`metadata.labels[${JSON.stringify(k)}] is not a string; ignored`);
     }
   }
@@ -305,7 +305,7 @@ export function podFromK8s(obj: Readonly<V1Pod> | object): {
   ];
   for (const ip of candidates) {
     if (absent(ip) || ip === '') continue;
-    const a = typeof ip === 'string' ? parseAddress(ip) : null;
+    const a = typeof ip === 'string' ? cachedAddress(ip) : null;
     if (!a) {
       problem(`status address ${JSON.stringify(ip)} is not an IP address; ignored`);
       continue;
@@ -339,63 +339,68 @@ export function podFromK8s(obj: Readonly<V1Pod> | object): {
         problem(`container port ${JSON.stringify(p)} is malformed; ignored`);
         continue;
       }
-      ports.push({ name: p.name, port: port as number, protocol: protocol as Protocol });
+      ports.push({
+        name: shared(p.name),
+        port: port as number,
+        protocol: PROTOCOLS.find((x) => x === protocol) as Protocol,
+      });
     }
   }
   ports.sort((a, b) => (a.name + a.protocol < b.name + b.protocol ? -1 : 1));
 
   return {
     pod: {
-      namespace,
+      namespace: shared(namespace),
       name,
       labels: podLabels,
-      ips,
-      node: typeof spec.nodeName === 'string' ? spec.nodeName : '',
-      ports,
+      // Exact copies: an array grown by push keeps room for 16 more.
+      ips: ips.slice(),
+      node: typeof spec.nodeName === 'string' ? shared(spec.nodeName) : '',
+      ports: ports.slice(),
     },
     problems,
   };
 }
 
 /**
- * A Pod cut down to what podFromK8s reads (and the informer's name, namespace, uid
- * and resourceVersion): podFromK8s gives the same pod and problems for both. A
- * watch cache of every pod in a large cluster holds this instead of whole objects.
+ * One string object per text for what tens of thousands of pods repeat (namespaces,
+ * nodes, label values, port names): JSON.parse makes a new one for each pod.
  */
-export function trimPodForPolicy<T extends object>(obj: T): T {
-  const o = obj as Record<string, unknown>;
-  const meta = isRecord(o.metadata) ? o.metadata : {};
-  const spec = isRecord(o.spec) ? o.spec : {};
-  const status = isRecord(o.status) ? o.status : {};
-  const containers = (list: unknown, sidecarsOnly: boolean) =>
-    Array.isArray(list)
-      ? (list as unknown[])
-          .filter((c) => isRecord(c) && (!sidecarsOnly || c.restartPolicy === 'Always'))
-          .map((c) => {
-            const r = c as Record<string, unknown>;
-            return { restartPolicy: r.restartPolicy, ports: r.ports };
-          })
-      : undefined;
-  return {
-    metadata: {
-      name: meta.name,
-      namespace: meta.namespace,
-      uid: meta.uid,
-      resourceVersion: meta.resourceVersion,
-      labels: meta.labels,
-    },
-    spec: {
-      hostNetwork: spec.hostNetwork,
-      nodeName: spec.nodeName,
-      containers: containers(spec.containers, false),
-      initContainers: containers(spec.initContainers, true),
-    },
-    status: { phase: status.phase, podIP: status.podIP, podIPs: status.podIPs },
-  } as unknown as T;
+const shared = memoised((text: string) => text, 50_000);
+
+const NO_PROBLEMS: readonly PolicyProblem[] = Object.freeze([]);
+
+/**
+ * What the pod watch keeps of a Pod: the informer's name, namespace and version, and
+ * the pod as policy reads it (podFromK8s). A watch of every pod in a large cluster
+ * holds this instead of the Pod's own fields, which the compile never reads again.
+ */
+export interface PodRecord {
+  metadata: { name: string; namespace: string; resourceVersion?: string };
+  pod: PolicyPod | null;
+  problems: readonly PolicyProblem[];
 }
 
-/** Two trimmed pods that differ at most in resourceVersion: the same to policy. */
-export const samePodForPolicy = sameButVersion;
+export function podRecordForPolicy(obj: object): PodRecord {
+  const { namespace, name } = metaOf(obj);
+  const o = obj as { metadata?: { resourceVersion?: unknown } };
+  const rv = o.metadata?.resourceVersion;
+  const { pod, problems } = podFromK8s(obj);
+  return {
+    metadata: {
+      name,
+      namespace: shared(namespace),
+      ...(typeof rv === 'string' ? { resourceVersion: rv } : {}),
+    },
+    pod,
+    problems: problems.length > 0 ? problems : NO_PROBLEMS,
+  };
+}
+
+/** Two pod records with the same pod and problems: the same to policy. */
+export function samePodRecord(a: PodRecord, b: PodRecord): boolean {
+  return JSON.stringify([a.pod, a.problems]) === JSON.stringify([b.pod, b.problems]);
+}
 
 /** A Namespace object as a PolicyNamespace. */
 export function namespaceFromK8s(obj: Readonly<V1Namespace> | object): {

@@ -5,8 +5,8 @@
 // same selections again). What is kept is keyed by object identity or checked
 // element by element against the new input, so any input compiles as if nothing
 // were kept; what a change makes stale is rebuilt for that namespace only.
-import { memoised, selectorMatches, type LabelSelector } from '../ipam/index.ts';
-import { parseAddress, type Family } from './ranges.ts';
+import { selectorMatches, type LabelSelector } from '../ipam/index.ts';
+import { cachedAddress, type Family } from './ranges.ts';
 import type { PolicyPod, PolicyProblem } from './types.ts';
 
 export interface Addr {
@@ -23,8 +23,10 @@ export interface PodEntry {
 export interface KnownPod {
   key: string;
   entry: PodEntry;
-  problems: PolicyProblem[];
+  problems: readonly PolicyProblem[];
 }
+
+const NO_PROBLEMS: readonly PolicyProblem[] = Object.freeze([]);
 
 export function cmp(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
@@ -52,12 +54,6 @@ export function podProblem(
   return { kind: 'Pod', namespace: pod.namespace, name: pod.name, reason, message };
 }
 
-/**
- * parseAddress, memoised across compiles: a pass parses every pod's addresses, and
- * ipaddr.js was most of a compile's time.
- */
-const cachedAddress = memoised(parseAddress, 200_000);
-
 const podEntries = new WeakMap<PolicyPod, KnownPod>();
 
 /**
@@ -75,7 +71,12 @@ function podEntryOf(pod: PolicyPod): KnownPod {
       if (a) addrs.push(a);
       else problems.push(podProblem(pod, 'InvalidPod', `address '${ip}' is not an IP address`));
     }
-    known = { key: podKey(pod), entry: { pod, addrs }, problems };
+    // Exact sizes and one shared empty list: there is one of these per pod.
+    known = {
+      key: podKey(pod),
+      entry: { pod, addrs: addrs.slice() },
+      problems: problems.length > 0 ? problems : NO_PROBLEMS,
+    };
     podEntries.set(pod, known);
   }
   return known;

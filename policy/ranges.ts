@@ -4,6 +4,7 @@
 // elements, so every set the compiler emits goes through mergeRanges first and is
 // rendered as the shortest element text: an address, a CIDR, or `lo-hi`.
 import ipaddr from 'ipaddr.js';
+import { memoised } from '../ipam/index.ts';
 
 export type Family = 4 | 6;
 
@@ -46,6 +47,13 @@ export function parseAddress(text: string): { family: Family; value: bigint; tex
   }
   return { family: 6, value: toBigInt(addr), text: addr.toString() };
 }
+
+/**
+ * parseAddress, memoised (results frozen and shared): every pod's addresses are
+ * parsed by the watch's translation and again by each compile, and ipaddr.js was most
+ * of a compile's time.
+ */
+export const cachedAddress = memoised(parseAddress, 200_000);
 
 /**
  * A CIDR as the apiserver accepts it in an ipBlock: host bits may be set (they are
