@@ -24,9 +24,15 @@ export async function runInformer<T extends Obj>(
   informer.on('error', (err: unknown) => {
     log.warn(`${what} watch failed; retrying`, { error: (err as Error)?.message ?? String(err) });
   });
+  const started = performance.now();
   for (let delay = 500; ; delay = Math.min(delay * 2, 10_000)) {
     try {
       await informer.start();
+      // Start-up at a large cluster's size is mostly these lists: say what each took.
+      log.info(`listed ${what}`, {
+        count: informer.list().length,
+        ms: Math.round(performance.now() - started),
+      });
       return;
     } catch (e) {
       log.warn(`cannot list ${what} yet; retrying`, {
