@@ -22,6 +22,7 @@ import { checkPolicy } from './check.ts';
 import { memoised } from '../ipam/index.ts';
 import { cachedAddress } from './ranges.ts';
 import {
+  NO_PROBLEMS,
   POLICY_TYPES,
   PROTOCOLS,
   type IpBlock,
@@ -367,8 +368,6 @@ export function podFromK8s(obj: Readonly<V1Pod> | object): {
  * nodes, label values, port names): JSON.parse makes a new one for each pod.
  */
 const shared = memoised((text: string) => text, 50_000);
-
-const NO_PROBLEMS: readonly PolicyProblem[] = Object.freeze([]);
 
 /**
  * What the pod watch keeps of a Pod: the informer's name, namespace and version, and

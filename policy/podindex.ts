@@ -7,7 +7,7 @@
 // were kept; what a change makes stale is rebuilt for that namespace only.
 import { selectorMatches, type LabelSelector } from '../ipam/index.ts';
 import { cachedAddress, type Family } from './ranges.ts';
-import type { PolicyPod, PolicyProblem } from './types.ts';
+import { NO_PROBLEMS, type PolicyPod, type PolicyProblem } from './types.ts';
 
 export interface Addr {
   family: Family;
@@ -25,8 +25,6 @@ export interface KnownPod {
   entry: PodEntry;
   problems: readonly PolicyProblem[];
 }
-
-const NO_PROBLEMS: readonly PolicyProblem[] = Object.freeze([]);
 
 export function cmp(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;

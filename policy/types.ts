@@ -149,6 +149,9 @@ export interface PolicyProblem {
   message: string;
 }
 
+/** The problems of what has none: one frozen list, where there is one per pod. */
+export const NO_PROBLEMS: readonly PolicyProblem[] = Object.freeze([]);
+
 export type PolicyProblemReason =
   'InvalidPolicy' | 'UnsupportedField' | 'InvalidPod' | 'InvalidNamespace' | 'AddressConflict';
 
