@@ -20,6 +20,7 @@ function fakeApi(fail: () => Error | undefined = () => undefined) {
   const calls: string[] = [];
   const kube = {
     server: 'https://fake',
+    list: () => Promise.reject(new Error('no list is made here')),
     request: async <T>(method: string, path: string, body?: unknown): Promise<T> => {
       calls.push(`${method} ${path}`);
       // Let every racing agent reach the apiserver before any create lands.

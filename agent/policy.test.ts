@@ -41,6 +41,11 @@ function fakeApi() {
       if (!items) throw new Error(`unexpected ${method} ${path}`);
       return { items, metadata: { resourceVersion: '10' } } as T;
     },
+    async list<T>(path: string, _query: unknown, onItem: (i: T) => void) {
+      const answer = await this.request<{ items: T[] }>('GET', path);
+      for (const item of answer.items) onItem(structuredClone(item));
+      return { metadata: { resourceVersion: '10' } };
+    },
     async watch(path, _query, onEvent, signal) {
       watchers.set(path, onEvent);
       await new Promise<void>((resolve) => signal?.addEventListener('abort', () => resolve()));

@@ -5,13 +5,19 @@ import type { Logger } from './log.ts';
 
 function fakeKube(answer: (path: string) => unknown): KubeClient & { paths: string[] } {
   const paths: string[] = [];
+  const request = async <T>(_method: string, path: string): Promise<T> => {
+    paths.push(path);
+    const a = answer(path);
+    if (a instanceof Error) throw a;
+    return a as T;
+  };
   return {
     paths,
-    request: async <T>(_method: string, path: string): Promise<T> => {
-      paths.push(path);
-      const a = answer(path);
-      if (a instanceof Error) throw a;
-      return a as T;
+    request,
+    list: async <T>(path: string, _query: unknown, onItem: (i: T) => void) => {
+      const a = await request<{ items?: T[]; metadata?: object }>('GET', path);
+      for (const item of a.items ?? []) onItem(item);
+      return { metadata: a.metadata };
     },
     watch: () => Promise.resolve(),
   } as unknown as KubeClient & { paths: string[] };

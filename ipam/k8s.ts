@@ -315,8 +315,6 @@ function translate(e: unknown, what: string, on409: IpamApiErrorReason): IpamApi
   return new IpamApiError(reason, `${what}: ${detail}`, { status, cause: e });
 }
 
-const PAGE = 500;
-
 /** BlockApi over a real apiserver. */
 export class KubeBlockApi implements BlockApi {
   private readonly kube: KubeClient;
@@ -339,19 +337,15 @@ export class KubeBlockApi implements BlockApi {
     return `/apis/${IPAM_GROUP}/${IPAM_VERSION}/${plural}${name ? `/${encodeURIComponent(name)}` : ''}`;
   }
 
+  /**
+   * Every object of a kind, as of now: allocation decides on this list, so it is a
+   * consistent read (no resourceVersion), never the watch cache's possibly older
+   * state. One answer read item by item; a current apiserver serves it from its
+   * cache once the cache has caught up, without paging through etcd.
+   */
   private async listAll(plural: string): Promise<unknown[]> {
     const items: unknown[] = [];
-    let cont: string | undefined;
-    do {
-      const page = await this.kube.request<{ items?: unknown[]; metadata?: { continue?: string } }>(
-        'GET',
-        this.path(plural),
-        undefined,
-        { query: { limit: PAGE, ...(cont ? { continue: cont } : {}) } },
-      );
-      items.push(...(page.items ?? []));
-      cont = page.metadata?.continue || undefined;
-    } while (cont);
+    await this.kube.list(this.path(plural), {}, (item) => items.push(item));
     return items;
   }
 

@@ -149,6 +149,52 @@ test('requests, watch streaming and errors against a TLS server with a kubeconfi
   );
 });
 
+// A list of every pod in a large cluster is read item by item, never held whole.
+test('a list hands over its items as they arrive, and a refused list is an API error', async (t) => {
+  const items = Array.from({ length: 300 }, (_, i) => ({
+    metadata: { name: `pod-${i}`, labels: { text: 'é "}' } },
+  }));
+  const text = JSON.stringify({ kind: 'PodList', metadata: { resourceVersion: '9' }, items });
+  const queries: string[] = [];
+  await withTlsServer(
+    (req, res) => {
+      queries.push(req.url ?? '');
+      if (req.url?.startsWith('/api/v1/secrets')) {
+        res.writeHead(403, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ kind: 'Status', reason: 'Forbidden', message: 'no' }));
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/json' });
+      // In small writes, so items and characters are cut across chunks.
+      const bytes = Buffer.from(text);
+      for (let o = 0; o < bytes.length; o += 333) res.write(bytes.subarray(o, o + 333));
+      res.end();
+    },
+    async (kube) => {
+      const got: unknown[] = [];
+      const meta = await kube.list('/api/v1/pods', { resourceVersion: '0' }, (i) => got.push(i));
+      t.deepEqual(got, items);
+      t.is(meta.metadata?.resourceVersion, '9');
+      t.deepEqual(queries, ['/api/v1/pods?resourceVersion=0']);
+      const err = await t.throwsAsync(
+        kube.list('/api/v1/secrets', {}, () => {}),
+        {
+          instanceOf: KubeApiError,
+        },
+      );
+      t.is(err?.status, 403);
+      t.is(err?.reason, 'Forbidden');
+      // An error thrown while taking an item ends the list with that error.
+      await t.throwsAsync(
+        kube.list('/api/v1/pods', {}, () => {
+          throw new Error('not this one');
+        }),
+        { message: 'not this one' },
+      );
+    },
+  );
+});
+
 // A keep-alive socket keeps the request that opened it reachable for its whole life
 // (Node's TLS session listener): an agent that listed 150,000 pods must not hold
 // the list's pages, parsed and raw, through its idle sockets.

@@ -7,6 +7,7 @@
 import { Agent, request, type RequestOptions } from 'node:https';
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
+import { ListSplitter } from './liststream.ts';
 
 export class KubeApiError extends Error {
   readonly status: number;
@@ -31,9 +32,19 @@ export type WatchEvent = {
   object: unknown;
 };
 
+/** A List answer without its items: they went to the caller one by one. */
+export interface ListMeta {
+  metadata?: { resourceVersion?: string; continue?: string };
+}
+
 export interface KubeClient {
   readonly server: string;
   request<T>(method: string, path: string, body?: unknown, opts?: RequestOpts): Promise<T>;
+  /**
+   * GET a List, handing each item to `onItem` as it is read: the answer is never
+   * held whole (a list of every pod in a large cluster is hundreds of megabytes).
+   */
+  list<T>(path: string, query: RequestOpts['query'], onItem: (item: T) => void): Promise<ListMeta>;
   /** Stream a watch; resolves when the server ends it, rejects on a transport error. */
   watch(
     path: string,
@@ -239,6 +250,32 @@ function queryString(query: RequestOpts['query']): string {
   return parts.length ? `?${parts.join('&')}` : '';
 }
 
+/** The error of a refused request, from the Status object the apiserver answered with. */
+function apiError(
+  method: string,
+  path: string,
+  status: number,
+  body: Buffer | string,
+  parsed?: unknown,
+): KubeApiError {
+  const text = body.toString();
+  if (parsed === undefined) {
+    try {
+      parsed = text ? JSON.parse(text) : {};
+    } catch {
+      parsed = undefined;
+    }
+  }
+  const st = (parsed ?? {}) as { reason?: string; message?: string };
+  return new KubeApiError(
+    method,
+    path,
+    status,
+    st.reason ?? 'Unknown',
+    st.message ?? text.slice(0, 300),
+  );
+}
+
 class HttpsKubeClient implements KubeClient {
   readonly server: string;
   private readonly creds: Credentials;
@@ -309,16 +346,7 @@ class HttpsKubeClient implements KubeClient {
             parsed = undefined;
           }
           if (status >= 200 && status < 300) return settle(undefined, parsed as T);
-          const st = (parsed ?? {}) as { reason?: string; message?: string };
-          settle(
-            new KubeApiError(
-              method,
-              path,
-              status,
-              st.reason ?? 'Unknown',
-              st.message ?? text.slice(0, 300),
-            ),
-          );
+          settle(apiError(method, path, status, text, parsed));
         });
         res.on('error', settle);
       });
@@ -329,6 +357,58 @@ class HttpsKubeClient implements KubeClient {
       );
       req.on('error', settle);
       req.end(payload);
+    });
+  }
+
+  list<T>(path: string, query: RequestOpts['query'], onItem: (item: T) => void): Promise<ListMeta> {
+    const { url, ...o } = this.options('GET', path, query, {});
+    return new Promise<ListMeta>((resolve, reject) => {
+      // As in request: the listeners reach the promise only until it settles.
+      const pending: { resolve?: (v: ListMeta) => void; reject?: (e: Error) => void } = {
+        resolve,
+        reject,
+      };
+      const settle = (e: Error | undefined, v?: ListMeta) => {
+        const { resolve: ok, reject: fail } = pending;
+        pending.resolve = pending.reject = undefined;
+        if (e) fail?.(e);
+        else ok?.(v as ListMeta);
+      };
+      const req = request(url, { ...o, timeout: 30_000 }, (res) => {
+        const status = res.statusCode ?? 0;
+        if (status < 200 || status >= 300) {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => settle(apiError('GET', path, status, Buffer.concat(chunks))));
+          res.on('error', settle);
+          return;
+        }
+        let splitter: ListSplitter | undefined = new ListSplitter(onItem as (i: unknown) => void);
+        res.on('data', (c: Buffer) => {
+          try {
+            splitter?.write(c);
+          } catch (e) {
+            // A malformed item, or the caller's own error: stop reading.
+            splitter = undefined;
+            req.destroy();
+            settle(e as Error);
+          }
+        });
+        res.on('end', () => {
+          if (!splitter) return;
+          try {
+            settle(undefined, splitter.end());
+          } catch (e) {
+            settle(new Error(`GET ${path}: ${(e as Error).message}`));
+          }
+          splitter = undefined;
+        });
+        res.on('error', settle);
+      });
+      // The timeout is of a silent socket: a long list that keeps arriving is not cut.
+      req.on('timeout', () => req.destroy(new Error(`GET ${path}: no answer within 30000 ms`)));
+      req.on('error', settle);
+      req.end();
     });
   }
 

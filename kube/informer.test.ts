@@ -13,11 +13,23 @@ function fakeClient(
   watches: (WatchEvent[] | Error | (() => Promise<WatchEvent[]>))[],
 ) {
   const calls: string[] = [];
+  /** The resourceVersion each list asked for. */
+  const lists: string[] = [];
   const client: KubeClient = {
     server: 'https://fake',
     async request<T>(method: string, path: string): Promise<T> {
       calls.push(`${method} ${path}`);
       return { items: state.items, metadata: { resourceVersion: state.rv } } as T;
+    },
+    async list<T>(
+      path: string,
+      query: Record<string, unknown> | undefined,
+      onItem: (i: T) => void,
+    ) {
+      calls.push(`GET ${path}`);
+      lists.push(String(query?.resourceVersion));
+      for (const item of state.items) onItem(structuredClone(item) as T);
+      return { metadata: { resourceVersion: state.rv } };
     },
     async watch(_path, query, onEvent, signal) {
       calls.push(`WATCH rv=${String(query?.resourceVersion)}`);
@@ -31,7 +43,7 @@ function fakeClient(
       for (const e of next) onEvent(e);
     },
   };
-  return { client, calls };
+  return { client, calls, lists };
 }
 
 const settle = () => new Promise((r) => setTimeout(r, 30));
@@ -100,7 +112,7 @@ test('an expired watch (410) relists and emits only the differences', async (t) 
   const state = { items: [obj('a', '1'), obj('b', '1')], rv: '5' };
   let expire!: () => void;
   const expired = new Promise<void>((r) => (expire = r));
-  const { client } = fakeClient(state, [
+  const { client, lists } = fakeClient(state, [
     async () => {
       await expired;
       return [{ type: 'ERROR', object: { code: 410 } }];
@@ -117,6 +129,9 @@ test('an expired watch (410) relists and emits only the differences', async (t) 
   await settle();
   await inf.stop();
   t.deepEqual(seen.sort(), ['add c', 'delete b']);
+  // The first list takes the apiserver's cache as it is (any version); the list after
+  // an expired watch must not go back behind what was seen, so it asks for the latest.
+  t.deepEqual(lists, ['0', 'undefined']);
 });
 
 test('a failed watch is reported and retried; the cache keeps serving', async (t) => {

@@ -12,11 +12,6 @@ interface Obj {
   metadata?: { name?: string; namespace?: string; resourceVersion?: string };
 }
 
-interface ListResponse<T> {
-  metadata?: { resourceVersion?: string; continue?: string };
-  items?: T[];
-}
-
 const keyOf = (o: Obj) =>
   o.metadata?.namespace ? `${o.metadata.namespace}/${o.metadata.name}` : (o.metadata?.name ?? '');
 
@@ -109,18 +104,18 @@ export class Informer<T extends Obj, Raw extends Obj = T> extends EventEmitter {
 
   private async relist(): Promise<void> {
     const items: T[] = [];
-    let cont: string | undefined;
-    let rv = '';
-    do {
-      const page = await this.client.request<ListResponse<Raw>>('GET', this.path, undefined, {
-        query: { ...this.query, limit: 500, ...(cont ? { continue: cont } : {}) },
-      });
-      // Trimmed page by page: the raw objects of a large list (150,000 pods) never
-      // all live at once, only the kept fields of those before this page.
-      for (const raw of page.items ?? []) items.push(this.keep(raw));
-      cont = page.metadata?.continue || undefined;
-      rv = page.metadata?.resourceVersion ?? rv;
-    } while (cont);
+    // The first list is served from the apiserver's watch cache (resourceVersion 0:
+    // any version, as client-go's informers start), in one answer read item by item:
+    // at 45,000 pods, pages of 500 from etcd kept the agent waiting half of its
+    // list's 22 s. Once the cache has a version the watch expired from, the list is
+    // of the latest state (no version: a consistent read).
+    const meta = await this.client.list<Raw>(
+      this.path,
+      { ...this.query, resourceVersion: this.resourceVersion ? undefined : '0' },
+      // Trimmed as they arrive: the raw objects of a large list never all live at once.
+      (raw) => items.push(this.keep(raw)),
+    );
+    const rv = meta.metadata?.resourceVersion ?? '';
     const seen = new Set<string>();
     for (const item of items) {
       const key = keyOf(item);

@@ -52,6 +52,19 @@ export class FakeRemoteApi implements KubeClient {
     return new Error(`${method} ${path}: connect ECONNREFUSED 198.18.1.1:6443`);
   }
 
+  async list<T>(
+    path: string,
+    _query: RequestOpts['query'],
+    onItem: (item: T) => void,
+  ): Promise<{ metadata?: { resourceVersion?: string } }> {
+    const answer = await this.request<{ items: T[]; metadata: { resourceVersion: string } }>(
+      'GET',
+      path,
+    );
+    for (const item of answer.items) onItem(item);
+    return { metadata: answer.metadata };
+  }
+
   async request<T>(method: string, path: string, body?: unknown, _opts?: RequestOpts): Promise<T> {
     this.calls.push(`${method} ${path}`);
     await Promise.resolve();
