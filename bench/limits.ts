@@ -20,6 +20,7 @@
 // WIREMESH_LIMITS_SCALE=0.1 runs a tenth of the limits (a quick check of the bench).
 import { setTimeout as sleep } from 'node:timers/promises';
 import { loadavg } from 'node:os';
+import { readFile, stat } from 'node:fs/promises';
 import type { V1Node } from '@kubernetes/client-node';
 import { figureOf, median, percentile, type Figure } from './harness.ts';
 import {
@@ -172,12 +173,22 @@ const mergePatch = { contentType: 'application/merge-patch+json' };
 const AGENT_ARGS = ['--resync', '30s'];
 
 /** The agent on `node` restarted: ms from its start to /readyz (its first full pass). */
+/** The lines the agent logged for its first lists in the last restartToReady. */
+let lastStartLists: string[] = [];
+
 async function restartToReady(lab: Lab, node: string): Promise<number> {
   await lab.stopAgent(node);
+  const logFile = lab.state.procs.find((p) => p.name === lab.agentProcName(node))?.log;
+  const before = logFile ? (await stat(logFile).catch(() => ({ size: 0 }))).size : 0;
   const t0 = performance.now();
   await lab.startAgent(node, AGENT_ARGS);
   await lab.waitAgentReady(node, 600_000);
-  return performance.now() - t0;
+  const took = performance.now() - t0;
+  if (logFile) {
+    const text = (await readFile(logFile)).subarray(before).toString();
+    lastStartLists = text.split('\n').filter((line) => line.includes('listed '));
+  }
+  return took;
 }
 
 export async function benchLimits(changes: number, scale = K8S_LIMITS): Promise<Figure[]> {
@@ -408,6 +419,8 @@ export async function benchLimits(changes: number, scale = K8S_LIMITS): Promise<
       peers: 0,
       changes: [] as number[],
     };
+    // Where a restart's time went: the agent logs each first list with its count and time.
+    log(`k8s-limits: the last restart's lists:\n${lastStartLists.join('\n')}`);
     await sleep(10_000);
     at.rss = rssMiB(agentPids(lab, n2.name).agent);
     at.peers = (await lab.agentStatus(n2.name)).peers.length;
