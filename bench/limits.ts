@@ -177,8 +177,9 @@ const AGENT_ARGS = ['--resync', '30s'];
 let lastStartLists: string[] = [];
 
 async function restartToReady(lab: Lab, node: string): Promise<number> {
-  await lab.stopAgent(node);
+  // The log's path before the stop: a stopped process leaves the lab's records.
   const logFile = lab.state.procs.find((p) => p.name === lab.agentProcName(node))?.log;
+  await lab.stopAgent(node);
   const before = logFile ? (await stat(logFile).catch(() => ({ size: 0 }))).size : 0;
   const t0 = performance.now();
   await lab.startAgent(node, AGENT_ARGS);
