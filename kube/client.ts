@@ -250,6 +250,26 @@ function queryString(query: RequestOpts['query']): string {
   return parts.length ? `?${parts.join('&')}` : '';
 }
 
+/**
+ * A promise's resolve and reject, reachable only until the first call. The first
+ * request on a keep-alive socket stays reachable from the socket for the socket's
+ * life (Node's TLS session listener holds the request that opened it), and with it
+ * every listener on it; through this, the listeners reach the promise, and so the
+ * answer (a list of thousands of pods), only until it settles.
+ */
+function settleOnce<T>(
+  resolve: (v: T) => void,
+  reject: (e: Error) => void,
+): (e: Error | undefined, v?: T) => void {
+  const pending: { resolve?: (v: T) => void; reject?: (e: Error) => void } = { resolve, reject };
+  return (e, v) => {
+    const { resolve: ok, reject: fail } = pending;
+    pending.resolve = pending.reject = undefined;
+    if (e) fail?.(e);
+    else ok?.(v as T);
+  };
+}
+
 /** The error of a refused request, from the Status object the apiserver answered with. */
 function apiError(
   method: string,
@@ -318,20 +338,7 @@ class HttpsKubeClient implements KubeClient {
     }
     const { url, ...o } = this.options(method, path, opts.query, headers);
     return new Promise<T>((resolve, reject) => {
-      // The first request on a keep-alive socket stays reachable from the socket for
-      // the socket's life (Node's TLS session listener holds the request that opened
-      // it), and with it every listener below. So the listeners reach the promise,
-      // and through it the answer (a list page of 500 pods), only until it settles.
-      const pending: { resolve?: (v: T) => void; reject?: (e: Error) => void } = {
-        resolve,
-        reject,
-      };
-      const settle = (e: Error | undefined, v?: T) => {
-        const { resolve: ok, reject: fail } = pending;
-        pending.resolve = pending.reject = undefined;
-        if (e) fail?.(e);
-        else ok?.(v as T);
-      };
+      const settle = settleOnce(resolve, reject);
       const req = request(url, { ...o, timeout: opts.timeoutMs ?? 30_000 }, (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
@@ -363,17 +370,7 @@ class HttpsKubeClient implements KubeClient {
   list<T>(path: string, query: RequestOpts['query'], onItem: (item: T) => void): Promise<ListMeta> {
     const { url, ...o } = this.options('GET', path, query, {});
     return new Promise<ListMeta>((resolve, reject) => {
-      // As in request: the listeners reach the promise only until it settles.
-      const pending: { resolve?: (v: ListMeta) => void; reject?: (e: Error) => void } = {
-        resolve,
-        reject,
-      };
-      const settle = (e: Error | undefined, v?: ListMeta) => {
-        const { resolve: ok, reject: fail } = pending;
-        pending.resolve = pending.reject = undefined;
-        if (e) fail?.(e);
-        else ok?.(v as ListMeta);
-      };
+      const settle = settleOnce(resolve, reject);
       const req = request(url, { ...o, timeout: 30_000 }, (res) => {
         const status = res.statusCode ?? 0;
         if (status < 200 || status >= 300) {
