@@ -21,7 +21,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { loadavg } from 'node:os';
 import { readFile, stat } from 'node:fs/promises';
-import type { V1Node } from '@kubernetes/client-node';
 import { figureOf, median, percentile, type Figure } from './harness.ts';
 import {
   PROBE_PORT,
@@ -36,16 +35,13 @@ import {
 import { Lab } from '../lab/index.ts';
 import { agentPids, passDurations, rssMiB } from './mesh.ts';
 import { kubeClient, type KubeClient } from '../kube/index.ts';
-import { generateKeyPair } from '../crypto/keys.ts';
-import { ANNOTATION_ENDPOINT, ANNOTATION_PUBLIC_KEY } from '../agent/annotations.ts';
+import { SIM_BASE, SIM_LABEL, ipv4, podStatus, simulatedNode } from './limits-objects.ts';
 import { blockName } from '../ipam/index.ts';
 import { serveArgv } from '../kind-tests/netpol/prober.ts';
 
 const LAB = process.env.WIREMESH_BENCH_LAB || 'limits';
 const NS = 'limits';
-const SIM_LABEL = 'wiremesh-bench/simulated';
 const SIM_POOL = 'limits-simulated';
-const SIM_BASE = (100 << 24) | (96 << 16); // 100.96.0.0/12: one /26 per simulated node
 const PODS_PER_NAMESPACE = 750;
 const WM = '/apis/wiremesh.io/v1alpha1';
 
@@ -56,104 +52,6 @@ export interface LimitsScale {
 }
 
 export const K8S_LIMITS: LimitsScale = { nodes: 5000, pods: 150_000, policies: 10_000 };
-
-const ipv4 = (v: number) => [24, 16, 8, 0].map((s) => (v >>> s) & 255).join('.');
-
-/** A simulated node as its kubelet would have registered it (status included). */
-function simulatedNode(i: number): V1Node {
-  const ip = `198.19.${i >> 8}.${i & 255}`;
-  return {
-    metadata: {
-      name: `limits-sim-${i}`,
-      labels: {
-        [SIM_LABEL]: 'true',
-        'kubernetes.io/hostname': `limits-sim-${i}`,
-        'kubernetes.io/os': 'linux',
-        'kubernetes.io/arch': 'amd64',
-        'topology.kubernetes.io/zone': `zone-${i % 3}`,
-        'node.kubernetes.io/instance-type': 'm5.xlarge',
-      },
-      annotations: {
-        [ANNOTATION_PUBLIC_KEY]: generateKeyPair().publicKey,
-        [ANNOTATION_ENDPOINT]: `${ip}:51825`,
-        'kubeadm.alpha.kubernetes.io/cri-socket': 'unix:///run/containerd/containerd.sock',
-        'node.alpha.kubernetes.io/ttl': '0',
-        'volumes.kubernetes.io/controller-managed-attach-detach': 'true',
-      },
-    },
-    spec: { podCIDR: `10.${(i >> 8) & 255}.${i & 255}.0/24`, providerID: `sim://${i}` },
-    status: {
-      addresses: [
-        { type: 'InternalIP', address: ip },
-        { type: 'Hostname', address: `limits-sim-${i}` },
-      ],
-      capacity: { cpu: '4', memory: '16Gi', pods: '110', 'ephemeral-storage': '100Gi' },
-      allocatable: { cpu: '3900m', memory: '15Gi', pods: '110', 'ephemeral-storage': '90Gi' },
-      conditions: ['MemoryPressure', 'DiskPressure', 'PIDPressure', 'Ready'].map((type) => ({
-        type,
-        status: type === 'Ready' ? 'True' : 'False',
-        lastHeartbeatTime: new Date(),
-        lastTransitionTime: new Date(),
-        reason: type === 'Ready' ? 'KubeletReady' : `KubeletHasNo${type}`,
-        message: type === 'Ready' ? 'kubelet is posting ready status' : `kubelet has no ${type}`,
-      })),
-      nodeInfo: {
-        architecture: 'amd64',
-        bootID: `boot-${i}`,
-        containerRuntimeVersion: 'containerd://1.6.20',
-        kernelVersion: '6.1.0-28-amd64',
-        kubeProxyVersion: 'v1.33.13',
-        kubeletVersion: 'v1.33.13',
-        machineID: `machine-${i}`,
-        operatingSystem: 'linux',
-        osImage: 'Debian GNU/Linux 12 (bookworm)',
-        systemUUID: `uuid-${i}`,
-      },
-      images: Array.from({ length: 30 }, (_, k) => ({
-        names: [
-          `registry.example/team-${k % 7}/app-${k}@sha256:${k.toString(16).padStart(64, '0')}`,
-          `registry.example/team-${k % 7}/app-${k}:v1.${k}`,
-        ],
-        sizeBytes: 50_000_000 + k * 1_000_003,
-      })),
-    },
-  };
-}
-
-/** A kubelet's Pod status for a pod on `node` at `ip`. */
-function podStatus(ip: string, hostIP: string) {
-  const now = new Date().toISOString();
-  return {
-    status: {
-      phase: 'Running',
-      hostIP,
-      hostIPs: [{ ip: hostIP }],
-      podIP: ip,
-      podIPs: [{ ip }],
-      startTime: now,
-      qosClass: 'Burstable',
-      conditions: [
-        'PodReadyToStartContainers',
-        'Initialized',
-        'Ready',
-        'ContainersReady',
-        'PodScheduled',
-      ].map((type) => ({ type, status: 'True', lastTransitionTime: now })),
-      containerStatuses: [
-        {
-          name: 'app',
-          ready: true,
-          started: true,
-          restartCount: 0,
-          image: 'registry.example/app:v1',
-          imageID: `registry.example/app@sha256:${'a'.repeat(64)}`,
-          containerID: `containerd://${'b'.repeat(64)}`,
-          state: { running: { startedAt: now } },
-        },
-      ],
-    },
-  };
-}
 
 async function post(kube: KubeClient, path: string, body: object): Promise<void> {
   try {
@@ -172,11 +70,11 @@ const mergePatch = { contentType: 'application/merge-patch+json' };
  */
 const AGENT_ARGS = ['--resync', '30s'];
 
-/** The agent on `node` restarted: ms from its start to /readyz (its first full pass). */
-/** The lines the agent logged for its first lists in the last restartToReady. */
-let lastStartLists: string[] = [];
-
-async function restartToReady(lab: Lab, node: string): Promise<number> {
+/**
+ * The agent on `node` restarted: ms from its start to /readyz (its first full pass),
+ * and the lines it logged for its first lists (each with its count and time).
+ */
+async function restartToReady(lab: Lab, node: string): Promise<{ ms: number; lists: string[] }> {
   // The log's path before the stop: a stopped process leaves the lab's records.
   const logFile = lab.state.procs.find((p) => p.name === lab.agentProcName(node))?.log;
   await lab.stopAgent(node);
@@ -184,12 +82,9 @@ async function restartToReady(lab: Lab, node: string): Promise<number> {
   const t0 = performance.now();
   await lab.startAgent(node, AGENT_ARGS);
   await lab.waitAgentReady(node, 600_000);
-  const took = performance.now() - t0;
-  if (logFile) {
-    const text = (await readFile(logFile)).subarray(before).toString();
-    lastStartLists = text.split('\n').filter((line) => line.includes('listed '));
-  }
-  return took;
+  const ms = performance.now() - t0;
+  const text = logFile ? (await readFile(logFile)).subarray(before).toString() : '';
+  return { ms, lists: text.split('\n').filter((line) => line.includes('listed ')) };
 }
 
 export async function benchLimits(changes: number, scale = K8S_LIMITS): Promise<Figure[]> {
@@ -254,7 +149,7 @@ export async function benchLimits(changes: number, scale = K8S_LIMITS): Promise<
 
     // The baseline: the lab's own objects only.
     const base = {
-      ready: [await restartToReady(lab, n2.name), await restartToReady(lab, n2.name)],
+      ready: [(await restartToReady(lab, n2.name)).ms, (await restartToReady(lab, n2.name)).ms],
       rss: 0,
       changes: [] as number[],
     };
@@ -414,14 +309,15 @@ export async function benchLimits(changes: number, scale = K8S_LIMITS): Promise<
     await waitPolicies(lab, shape.policies.length + 1, 1_800_000);
     load.push(loadavg()[0] ?? 0);
 
+    const restarts = [await restartToReady(lab, n2.name), await restartToReady(lab, n2.name)];
     const at = {
-      ready: [await restartToReady(lab, n2.name), await restartToReady(lab, n2.name)],
+      ready: restarts.map((r) => r.ms),
       rss: 0,
       peers: 0,
       changes: [] as number[],
     };
     // Where a restart's time went: the agent logs each first list with its count and time.
-    log(`k8s-limits: the last restart's lists:\n${lastStartLists.join('\n')}`);
+    log(`k8s-limits: the last restart's lists:\n${restarts.at(-1)?.lists.join('\n')}`);
     await sleep(10_000);
     at.rss = rssMiB(agentPids(lab, n2.name).agent);
     at.peers = (await lab.agentStatus(n2.name)).peers.length;

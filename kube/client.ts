@@ -7,7 +7,9 @@
 import { Agent, request, type RequestOptions } from 'node:https';
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
-import { ListSplitter } from './liststream.ts';
+import { ListSplitter, type ListMeta } from './liststream.ts';
+
+export type { ListMeta };
 
 export class KubeApiError extends Error {
   readonly status: number;
@@ -31,11 +33,6 @@ export type WatchEvent = {
   type: 'ADDED' | 'MODIFIED' | 'DELETED' | 'BOOKMARK' | 'ERROR';
   object: unknown;
 };
-
-/** A List answer without its items: they went to the caller one by one. */
-export interface ListMeta {
-  metadata?: { resourceVersion?: string; continue?: string };
-}
 
 export interface KubeClient {
   readonly server: string;

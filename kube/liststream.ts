@@ -18,6 +18,11 @@ const CLOSE_BRACE = 0x7d;
 const OPEN_BRACKET = 0x5b;
 const CLOSE_BRACKET = 0x5d;
 
+/** A List answer without its items: they went to the caller one by one. */
+export interface ListMeta {
+  metadata?: { resourceVersion?: string };
+}
+
 /** Depths: 1 the answer's members, 3 an item's, 4 an item's metadata's. */
 const ITEMS_DEPTH = 2;
 const ITEM_DEPTH = 3;
@@ -113,11 +118,11 @@ export class ListSplitter {
   }
 
   /** The answer without its items, parsed; throws when the text was cut or is not a List. */
-  end(): { metadata?: { resourceVersion?: string; continue?: string } } {
+  end(): ListMeta {
     if (this.depth !== 0 || this.inString || this.inItem)
       throw new Error(`list answer cut short after ${this.bytes} bytes`);
     const text = Buffer.concat(this.rest).toString('utf8');
-    return JSON.parse(text) as { metadata?: { resourceVersion?: string } };
+    return JSON.parse(text) as ListMeta;
   }
 
   private emit(last: Buffer): void {
