@@ -62,6 +62,7 @@ import {
   sameNodeForMesh,
   trimNodeForMesh,
   KeyObservations,
+  NODE_FIELDS_FOR_MESH,
   type MeshNode,
 } from './meshnode.ts';
 import {
@@ -69,6 +70,7 @@ import {
   blockClaimFromK8s,
   sameBlockClaim,
   trimBlockClaim,
+  BLOCK_FIELDS_FOR_MESH,
   type RefusedBlock,
 } from './blocks.ts';
 import { assignTunnelAddresses, planMesh, type MeshPlan, type MeshSettings } from './plan.ts';
@@ -324,7 +326,7 @@ export class Agent {
       this.kube,
       '/api/v1/nodes',
       {},
-      { transform: trimNodeForMesh, unchanged: sameNodeForMesh },
+      { transform: trimNodeForMesh, unchanged: sameNodeForMesh, fields: NODE_FIELDS_FOR_MESH },
     );
     // Key sightings are recorded as the events arrive (see KeyObservations).
     await runInformer(this.informer, 'nodes', this.log, (reason) => {
@@ -336,7 +338,7 @@ export class Agent {
       this.kube,
       `/apis/${IPAM_GROUP}/${IPAM_VERSION}/${IPAMBLOCK_PLURAL}`,
       {},
-      { transform: trimBlockClaim, unchanged: sameBlockClaim },
+      { transform: trimBlockClaim, unchanged: sameBlockClaim, fields: BLOCK_FIELDS_FOR_MESH },
     );
     // A block's allocations change with every pod; only its CIDR and owner matter to
     // the mesh, so re-plan only when that set changes.

@@ -213,5 +213,8 @@ export function trimBlockClaim<T extends object>(raw: T): T {
   } as unknown as T;
 }
 
+/** trimBlockClaim keeps single values only: a list never parses a block's allocations. */
+export const BLOCK_FIELDS_FOR_MESH = { metadata: {}, spec: {} } as const;
+
 /** True when two trimmed blocks are the same claim (an allocation changed, nothing else). */
 export const sameBlockClaim = sameButVersion;

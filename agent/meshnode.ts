@@ -154,6 +154,12 @@ export function trimNodeForMesh(node: V1Node): V1Node {
   };
 }
 
+/** The parts of a Node trimNodeForMesh keeps beyond single values: a list reads only these. */
+export const NODE_FIELDS_FOR_MESH = {
+  metadata: { labels: true, annotations: true },
+  status: { addresses: true },
+} as const;
+
 /**
  * True when two trimmed Nodes are the same to the agent: a kubelet's status report
  * (heartbeats, images, conditions) changes nothing kept, and must not start a pass.

@@ -22,6 +22,7 @@ import {
   namespaceFromK8s,
   networkPolicyFromK8s,
   podRecordForPolicy,
+  POD_FIELDS_FOR_POLICY,
   samePodRecord,
   type PodRecord,
   type AdminNetworkPolicy,
@@ -120,7 +121,7 @@ export class PolicyWatch {
       kube,
       '/api/v1/pods',
       {},
-      { transform: podRecordForPolicy, unchanged: samePodRecord },
+      { transform: podRecordForPolicy, unchanged: samePodRecord, fields: POD_FIELDS_FOR_POLICY },
     );
     this.namespaces = new Informer(kube, '/api/v1/namespaces');
     this.policies = new Informer(kube, '/apis/networking.k8s.io/v1/networkpolicies');

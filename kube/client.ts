@@ -7,7 +7,7 @@
 import { Agent, request, type RequestOptions } from 'node:https';
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
-import { ListSplitter, type ListMeta } from './liststream.ts';
+import { ListSplitter, type ListFields, type ListMeta } from './liststream.ts';
 
 export type { ListMeta };
 
@@ -40,8 +40,14 @@ export interface KubeClient {
   /**
    * GET a List, handing each item to `onItem` as it is read: the answer is never
    * held whole (a list of every pod in a large cluster is hundreds of megabytes).
+   * With `fields`, the values outside them are never parsed (see ListFields).
    */
-  list<T>(path: string, query: RequestOpts['query'], onItem: (item: T) => void): Promise<ListMeta>;
+  list<T>(
+    path: string,
+    query: RequestOpts['query'],
+    onItem: (item: T) => void,
+    fields?: ListFields,
+  ): Promise<ListMeta>;
   /** Stream a watch; resolves when the server ends it, rejects on a transport error. */
   watch(
     path: string,
@@ -364,7 +370,12 @@ class HttpsKubeClient implements KubeClient {
     });
   }
 
-  list<T>(path: string, query: RequestOpts['query'], onItem: (item: T) => void): Promise<ListMeta> {
+  list<T>(
+    path: string,
+    query: RequestOpts['query'],
+    onItem: (item: T) => void,
+    fields?: ListFields,
+  ): Promise<ListMeta> {
     const { url, ...o } = this.options('GET', path, query, {});
     return new Promise<ListMeta>((resolve, reject) => {
       const settle = settleOnce(resolve, reject);
@@ -377,7 +388,10 @@ class HttpsKubeClient implements KubeClient {
           res.on('error', settle);
           return;
         }
-        let splitter: ListSplitter | undefined = new ListSplitter(onItem as (i: unknown) => void);
+        let splitter: ListSplitter | undefined = new ListSplitter(
+          onItem as (i: unknown) => void,
+          fields,
+        );
         res.on('data', (c: Buffer) => {
           try {
             splitter?.write(c);

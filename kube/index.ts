@@ -10,3 +10,4 @@ export {
   type RequestOpts,
 } from './client.ts';
 export { Informer, sameButVersion } from './informer.ts';
+export type { ListFields } from './liststream.ts';

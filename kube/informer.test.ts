@@ -1,6 +1,7 @@
 import test from 'ava';
 import { Informer } from './informer.ts';
 import { KubeApiError, type KubeClient, type WatchEvent } from './client.ts';
+import { ListSplitter, type ListFields } from './liststream.ts';
 
 interface Obj {
   metadata: { name: string; resourceVersion: string };
@@ -25,10 +26,14 @@ function fakeClient(
       path: string,
       query: Record<string, unknown> | undefined,
       onItem: (i: T) => void,
+      fields?: ListFields,
     ) {
       calls.push(`GET ${path}`);
       lists.push(String(query?.resourceVersion));
-      for (const item of state.items) onItem(structuredClone(item) as T);
+      // Read as the client reads an answer, so the informer's fields apply.
+      const splitter = new ListSplitter((i) => onItem(i as T), fields);
+      splitter.write(Buffer.from(JSON.stringify({ items: state.items })));
+      splitter.end();
       return { metadata: { resourceVersion: state.rv } };
     },
     async watch(_path, query, onEvent, signal) {
@@ -178,4 +183,20 @@ test('managedFields and kubectl’s last-applied copy are never cached; other an
       resourceVersion: name === 'listed' ? '1' : '2',
       annotations: { 'wiremesh.io/ippool': 'fast' },
     } as Obj['metadata']);
+});
+
+test("a list is read through the informer's fields; a watched object arrives whole", async (t) => {
+  const heavy = (name: string, rv: string) => ({
+    ...obj(name, rv),
+    spec: { keep: { a: 1 }, drop: { b: 2 } },
+  });
+  const { client } = fakeClient({ items: [heavy('listed', '1')], rv: '1' }, [
+    [{ type: 'ADDED', object: heavy('watched', '2') }],
+  ]);
+  const inf = new Informer<Obj>(client, '/api/v1/things', {}, { fields: { spec: { keep: true } } });
+  await inf.start();
+  await settle();
+  await inf.stop();
+  t.deepEqual((inf.get('listed') as { spec?: unknown }).spec, { keep: { a: 1 }, drop: {} });
+  t.deepEqual((inf.get('watched') as { spec?: unknown }).spec, { keep: { a: 1 }, drop: { b: 2 } });
 });

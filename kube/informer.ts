@@ -7,6 +7,7 @@
 import { EventEmitter } from 'node:events';
 import type { KubeClient, WatchEvent } from './client.ts';
 import { KubeApiError } from './client.ts';
+import type { ListFields } from './liststream.ts';
 
 interface Obj {
   metadata?: { name?: string; namespace?: string; resourceVersion?: string };
@@ -28,6 +29,12 @@ export interface InformerOptions<T, Raw = T> {
    * identity) is kept and no 'update' is emitted.
    */
   unchanged?: (cached: T, next: T) => boolean;
+  /**
+   * What `transform` reads of a listed object: the rest of its text is never parsed
+   * (see ListFields). A large cluster's first list is mostly text nobody reads.
+   * The metadata's single values (name, namespace, version) are always read.
+   */
+  fields?: ListFields;
 }
 
 /**
@@ -63,6 +70,7 @@ export class Informer<T extends Obj, Raw extends Obj = T> extends EventEmitter {
   private readonly path: string;
   private readonly query: Record<string, string>;
   private readonly options: InformerOptions<T, Raw>;
+  private readonly fields: ListFields | undefined;
   private readonly cache = new Map<string, T>();
   private resourceVersion = '';
   private stopped = false;
@@ -80,6 +88,8 @@ export class Informer<T extends Obj, Raw extends Obj = T> extends EventEmitter {
     this.path = path;
     this.query = query;
     this.options = options;
+    // The cache is kept by name, namespace and version.
+    this.fields = options.fields && { metadata: {}, ...options.fields };
   }
 
   list(): T[] {
@@ -114,6 +124,7 @@ export class Informer<T extends Obj, Raw extends Obj = T> extends EventEmitter {
       { ...this.query, resourceVersion: this.resourceVersion ? undefined : '0' },
       // Trimmed as they arrive: the raw objects of a large list never all live at once.
       (raw) => items.push(this.keep(raw)),
+      this.fields,
     );
     const rv = meta.metadata?.resourceVersion ?? '';
     const seen = new Set<string>();

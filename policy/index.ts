@@ -31,6 +31,7 @@ export {
   networkPolicyFromK8s,
   podFromK8s,
   podRecordForPolicy,
+  POD_FIELDS_FOR_POLICY,
   samePodRecord,
   type PodRecord,
   namespaceFromK8s,

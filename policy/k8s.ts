@@ -396,6 +396,17 @@ export function podRecordForPolicy(obj: object): PodRecord {
   };
 }
 
+/**
+ * The parts of a Pod that podRecordForPolicy reads beyond single values (name,
+ * namespace, version, node, host network, phase and IP are those): a pod's list
+ * is read through these (ListFields in kube/), the rest of its text never parsed.
+ */
+export const POD_FIELDS_FOR_POLICY = {
+  metadata: { labels: true },
+  spec: { containers: { ports: true }, initContainers: { ports: true } },
+  status: { podIPs: true },
+} as const;
+
 /** Two pod records with the same pod and problems: the same to policy. */
 export function samePodRecord(a: PodRecord, b: PodRecord): boolean {
   return JSON.stringify([a.pod, a.problems]) === JSON.stringify([b.pod, b.problems]);
