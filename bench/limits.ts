@@ -21,6 +21,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { loadavg } from 'node:os';
 import { readFile, stat } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import { figureOf, median, percentile, type Figure } from './harness.ts';
 import {
   PROBE_PORT,
@@ -74,17 +75,40 @@ const AGENT_ARGS = ['--resync', '30s'];
  * The agent on `node` restarted: ms from its start to /readyz (its first full pass),
  * and the lines it logged for its first lists (each with its count and time).
  */
-async function restartToReady(lab: Lab, node: string): Promise<{ ms: number; lists: string[] }> {
+/** CPU seconds a process has used (its own and its waited-for children's), from /proc. */
+function cpuSeconds(pid: number): number {
+  // Fields after the command's closing parenthesis: utime, stime, cutime, cstime are
+  // the 12th to 15th, in clock ticks (100 per second on Linux).
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+  return [11, 12, 13, 14].reduce((sum, i) => sum + Number(fields[i] ?? 0), 0) / 100;
+}
+
+/**
+ * Restart the agent on `node` and wait for its first full pass: wall time, the
+ * agent's first lists (count and time each, from its log), and the CPU seconds the
+ * agent, the apiserver and etcd used meanwhile, which says whose work the wait is.
+ */
+async function restartToReady(
+  lab: Lab,
+  node: string,
+): Promise<{ ms: number; lists: string[]; cpu: Record<string, number> }> {
   // The log's path before the stop: a stopped process leaves the lab's records.
   const logFile = lab.state.procs.find((p) => p.name === lab.agentProcName(node))?.log;
   await lab.stopAgent(node);
   const before = logFile ? (await stat(logFile).catch(() => ({ size: 0 }))).size : 0;
+  const server = ['kube-apiserver', 'etcd'].map((name) => {
+    const pid = lab.state.procs.find((p) => p.name === name)?.pid;
+    if (pid === undefined) throw new Error(`the lab has no ${name} process`);
+    return { name, pid, from: cpuSeconds(pid) };
+  });
   const t0 = performance.now();
   await lab.startAgent(node, AGENT_ARGS);
   await lab.waitAgentReady(node, 600_000);
   const ms = performance.now() - t0;
+  const cpu: Record<string, number> = { agent: cpuSeconds(agentPids(lab, node).agent) };
+  for (const p of server) cpu[p.name] = cpuSeconds(p.pid) - p.from;
   const text = logFile ? (await readFile(logFile)).subarray(before).toString() : '';
-  return { ms, lists: text.split('\n').filter((line) => line.includes('listed ')) };
+  return { ms, lists: text.split('\n').filter((line) => line.includes('listed ')), cpu };
 }
 
 export async function benchLimits(changes: number, scale = K8S_LIMITS): Promise<Figure[]> {
@@ -318,6 +342,14 @@ export async function benchLimits(changes: number, scale = K8S_LIMITS): Promise<
     };
     // Where a restart's time went: the agent logs each first list with its count and time.
     log(`k8s-limits: the last restart's lists:\n${restarts.at(-1)?.lists.join('\n')}`);
+    for (const r of restarts)
+      log(
+        `k8s-limits: a restart of ${(r.ms / 1000).toFixed(1)} s used CPU seconds: ${Object.entries(
+          r.cpu,
+        )
+          .map(([name, s]) => `${name} ${s.toFixed(1)}`)
+          .join(', ')}`,
+      );
     await sleep(10_000);
     at.rss = rssMiB(agentPids(lab, n2.name).agent);
     at.peers = (await lab.agentStatus(n2.name)).peers.length;
