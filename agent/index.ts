@@ -1,7 +1,8 @@
-// agent/: the node daemon. It watches the API (Nodes now; IP pools, blocks, pods
-// and policies as those concerns land), keeps a snapshot, and runs one serialised,
-// coalescing reconcile loop that asks the planners for desired state and the
-// drivers to apply it. Nothing is written to the dataplane before the first full list.
+// agent/: the node daemon. It watches the API (Nodes, IP pools, IPAM blocks, Pods,
+// Namespaces, NetworkPolicies, other clusters), keeps a snapshot, and runs two
+// coalescing reconcile loops, the dataplane's and the nftables table's, that ask the
+// planners for desired state and the drivers to apply it (agent.ts says how). Nothing
+// is written to the dataplane before the first full lists.
 export * from './annotations.ts';
 export { Agent } from './agent.ts';
 export {
