@@ -50,7 +50,7 @@ import { BgpPhase, EXTERNAL_BIRD } from './bgpphase.ts';
 import { DEFAULT_BGP_SETTINGS } from './bgp.ts';
 import { PodNetwork } from './podnetwork.ts';
 import { pathMtu } from './mtu.ts';
-import { runInformer } from './watch.ts';
+import { oncePerTurn, runInformer } from './watch.ts';
 import { RouteWatch, announceDeletions } from './routewatch.ts';
 import { RouteDamageRepair } from './routedamage.ts';
 import { TableLane } from './tablelane.ts';
@@ -230,9 +230,11 @@ export class Agent {
       {},
       { transform: trimNodeForMesh, unchanged: sameNodeForMesh, fields: NODE_FIELDS_FOR_MESH },
     );
-    // Key sightings are recorded as the events arrive (see KeyObservations).
+    // Key sightings are recorded as the events arrive (see KeyObservations), once
+    // for all the events of a turn (the first list's thousands of Nodes among them).
+    const observeKeys = oncePerTurn(() => this.observeKeys());
     await runInformer(this.informer, 'nodes', this.log, (reason) => {
-      this.observeKeys();
+      observeKeys(undefined);
       schedule(reason);
     });
     this.observeKeys();
@@ -245,7 +247,7 @@ export class Agent {
     // A block's allocations change with every pod; only its CIDR and owner matter to
     // the mesh, so re-plan only when that set changes.
     let blockSet = '';
-    await runInformer(this.blockInformer, 'IPAM blocks', this.log, (reason) => {
+    const blocksChanged = oncePerTurn((reason: string) => {
       // Raw owner and CIDR only: validating every block's allocations on every pod's
       // ADD would cost the node as much as the ADD itself. The pass validates.
       const now = this.blockInformer
@@ -260,6 +262,7 @@ export class Agent {
       blockSet = now;
       schedule(reason);
     });
+    await runInformer(this.blockInformer, 'IPAM blocks', this.log, blocksChanged);
     this.podNetwork = new PodNetwork({
       node: this.config.nodeName,
       kube: this.kube,
